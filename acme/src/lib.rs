@@ -1,0 +1,13 @@
+//! # siteward-acme
+//!
+//! Placeholder crate: the acme server is built by its own issue. It depends on `siteward-store`
+//! only, and exposes `serve(...)` taking an already-bound socket and a shutdown token.
+
+/// Errors of the acme server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Socket failure.
+    #[error("acme: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,499 @@
+//! One typed configuration, loaded once: built-in defaults, then the TOML file (`--config`), then
+//! the environment (`SITEWARD_*`, `DATABASE_URL`), then command-line flags; later layers win.
+//! Unknown keys are errors in every layer, and every error names the setting.
+//!
+//! Environment names: a key's path upper-cased with `__` between sections, e.g.
+//! `SITEWARD_LDAP__BASE_DN` for `ldap.base_dn`, `SITEWARD_HTTP__LISTEN` for `http.listen`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+
+/// Errors in configuration; the message always names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// An environment variable does not name a setting.
+    #[error("environment variable {var} does not name a setting (known: {known})")]
+    UnknownEnv {
+        /// The variable.
+        var: String,
+        /// The settings there are.
+        known: String,
+    },
+    /// A value is wrong.
+    #[error("invalid setting `{setting}`: {message}")]
+    Invalid {
+        /// Dotted path of the setting.
+        setting: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A listener address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    /// Do not start this listener.
+    Off,
+    /// Bind here (port 0 picks a free port).
+    On(SocketAddr),
+}
+
+impl Listen {
+    /// The address, when on.
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            Listen::Off => None,
+            Listen::On(a) => Some(a),
+        }
+    }
+}
+
+impl FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("off") || s.eq_ignore_ascii_case("false") {
+            return Ok(Listen::Off);
+        }
+        s.parse().map(Listen::On).map_err(|_| {
+            format!("`{s}` is not an address like 127.0.0.1:8080 or [::1]:53, nor `off`")
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Anonymous LDAP access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Anonymous {
+    /// Anonymous clients read what NSS needs.
+    #[default]
+    Read,
+    /// Anonymous binds and searches are refused.
+    Deny,
+}
+
+/// Numbers and booleans may arrive as strings from the environment and flags.
+fn lenient<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr + Deserialize<'de>,
+    T::Err: std::fmt::Display,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either<T> {
+        Native(T),
+        Text(String),
+    }
+    match Either::<T>::deserialize(d)? {
+        Either::Native(v) => Ok(v),
+        Either::Text(s) => s.trim().parse().map_err(serde::de::Error::custom),
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the key file, the embedded database and generated TLS material live.
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL; none runs the embedded database.
+    pub database_url: Option<String>,
+    /// Base64 of a 32-byte key for secrets at rest; none uses `<data_dir>/secret.key`.
+    pub secret_key: Option<String>,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// Database pool.
+    pub database: DatabaseConfig,
+    /// HTTP listener.
+    pub http: HttpConfig,
+    /// LDAP listener and directory.
+    pub ldap: LdapConfig,
+    /// DNS listener.
+    pub dns: DnsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./siteward-data"),
+            database_url: None,
+            secret_key: None,
+            log_format: LogFormat::Text,
+            database: DatabaseConfig::default(),
+            http: HttpConfig::default(),
+            ldap: LdapConfig::default(),
+            dns: DnsConfig::default(),
+        }
+    }
+}
+
+/// Database pool settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Pool size.
+    #[serde(deserialize_with = "lenient")]
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+        }
+    }
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Admin API, login, auth_request, health and metrics.
+    pub listen: Listen,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: Listen::On(SocketAddr::from(([127, 0, 0, 1], 8080))),
+        }
+    }
+}
+
+/// LDAP settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LdapConfig {
+    /// Plain LDAP (StartTLS available).
+    pub listen: Listen,
+    /// LDAP over TLS.
+    pub ldaps_listen: Listen,
+    /// Suffix of the directory.
+    pub base_dn: String,
+    /// Anonymous access.
+    pub anonymous: Anonymous,
+}
+
+impl Default for LdapConfig {
+    fn default() -> Self {
+        Self {
+            listen: Listen::On(SocketAddr::from(([127, 0, 0, 1], 3389))),
+            ldaps_listen: Listen::Off,
+            base_dn: "dc=siteward,dc=internal".into(),
+            anonymous: Anonymous::Read,
+        }
+    }
+}
+
+/// DNS settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// UDP and TCP on the same address.
+    pub listen: Listen,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            listen: Listen::On(SocketAddr::from(([127, 0, 0, 1], 5300))),
+        }
+    }
+}
+
+/// Every setting's dotted path, for mapping environment variables.
+const SETTINGS: &[&str] = &[
+    "data_dir",
+    "database_url",
+    "secret_key",
+    "log_format",
+    "database.max_connections",
+    "http.listen",
+    "ldap.listen",
+    "ldap.ldaps_listen",
+    "ldap.base_dn",
+    "ldap.anonymous",
+    "dns.listen",
+];
+
+/// Sets `path` (dotted) to a string value in `table`.
+fn set(table: &mut toml::Table, path: &str, value: String) {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let Some(last) = parts.pop() else { return };
+    let mut cur = table;
+    for part in parts {
+        let entry = cur
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(next) = entry else {
+            return;
+        };
+        cur = next;
+    }
+    cur.insert(last.to_owned(), toml::Value::String(value));
+}
+
+/// Loads the layers. `env` is the process environment (passed in so tests control it); `flags`
+/// are `(dotted path, value)` pairs from the command line.
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    flags: &[(&str, String)],
+) -> Result<Config, ConfigError> {
+    let mut table = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            text.parse::<toml::Table>()
+                .map_err(|e| ConfigError::Syntax {
+                    path: path.display().to_string(),
+                    message: e.message().to_owned(),
+                })?
+        }
+        None => toml::Table::new(),
+    };
+    let mut env: Vec<(String, String)> = env.into_iter().collect();
+    // DATABASE_URL first so that SITEWARD_DATABASE_URL overrides it.
+    env.sort_by_key(|(k, _)| k != "DATABASE_URL");
+    for (key, value) in env {
+        if key == "DATABASE_URL" {
+            set(&mut table, "database_url", value);
+            continue;
+        }
+        let Some(rest) = key.strip_prefix("SITEWARD_") else {
+            continue;
+        };
+        let path = rest.to_ascii_lowercase().replace("__", ".");
+        if !SETTINGS.contains(&path.as_str()) {
+            return Err(ConfigError::UnknownEnv {
+                var: key,
+                known: SETTINGS
+                    .iter()
+                    .map(|s| format!("SITEWARD_{}", s.to_ascii_uppercase().replace('.', "__")))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        set(&mut table, &path, value);
+    }
+    for (path, value) in flags {
+        set(&mut table, path, value.clone());
+    }
+    let config: Config =
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let setting = e.path().to_string();
+            ConfigError::Invalid {
+                setting: if setting == "." {
+                    "(top level)".into()
+                } else {
+                    setting
+                },
+                message: e.into_inner().to_string(),
+            }
+        })?;
+    if !config.ldap.base_dn.contains('=') {
+        return Err(ConfigError::Invalid {
+            setting: "ldap.base_dn".into(),
+            message: format!(
+                "`{}` is not a DN like dc=example,dc=org",
+                config.ldap.base_dn
+            ),
+        });
+    }
+    if config.database.max_connections == 0 {
+        return Err(ConfigError::Invalid {
+            setting: "database.max_connections".into(),
+            message: "must be at least 1".into(),
+        });
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("tempfile: {e}"));
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        f
+    }
+
+    #[test]
+    fn defaults() -> Result<(), ConfigError> {
+        let c = load(None, env(&[]), &[])?;
+        assert_eq!(c, Config::default());
+        assert_eq!(
+            c.http.listen,
+            "127.0.0.1:8080"
+                .parse()
+                .map_err(|e: String| ConfigError::Invalid {
+                    setting: e.clone(),
+                    message: e
+                })?
+        );
+        assert_eq!(
+            c.ldap.listen.addr(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 3389)))
+        );
+        assert_eq!(
+            c.dns.listen.addr(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 5300)))
+        );
+        assert_eq!(c.data_dir, PathBuf::from("./siteward-data"));
+        Ok(())
+    }
+
+    #[test]
+    fn precedence_flags_over_env_over_file() -> Result<(), ConfigError> {
+        let f = file(
+            "data_dir = \"/from/file\"\ndatabase_url = \"postgres://file\"\n[ldap]\nbase_dn = \"dc=file\"\nlisten = \"127.0.0.1:1\"\n[database]\nmax_connections = 3\n",
+        );
+        // File only.
+        let c = load(Some(f.path()), env(&[]), &[])?;
+        assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(c.ldap.base_dn, "dc=file");
+        assert_eq!(c.database.max_connections, 3);
+        // Environment beats the file; SITEWARD_DATABASE_URL beats DATABASE_URL.
+        let c = load(
+            Some(f.path()),
+            env(&[
+                ("SITEWARD_LDAP__BASE_DN", "dc=env"),
+                ("SITEWARD_DATABASE__MAX_CONNECTIONS", "7"),
+                ("SITEWARD_DATABASE_URL", "postgres://siteward-env"),
+                ("DATABASE_URL", "postgres://plain-env"),
+                ("UNRELATED", "x"),
+            ]),
+            &[],
+        )?;
+        assert_eq!(c.ldap.base_dn, "dc=env");
+        assert_eq!(c.database.max_connections, 7);
+        assert_eq!(c.database_url.as_deref(), Some("postgres://siteward-env"));
+        assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+        // DATABASE_URL alone beats the file.
+        let c = load(
+            Some(f.path()),
+            env(&[("DATABASE_URL", "postgres://plain-env")]),
+            &[],
+        )?;
+        assert_eq!(c.database_url.as_deref(), Some("postgres://plain-env"));
+        // Flags beat both.
+        let c = load(
+            Some(f.path()),
+            env(&[("SITEWARD_LDAP__BASE_DN", "dc=env")]),
+            &[
+                ("ldap.base_dn", "dc=flag".into()),
+                ("ldap.listen", "off".into()),
+            ],
+        )?;
+        assert_eq!(c.ldap.base_dn, "dc=flag");
+        assert_eq!(c.ldap.listen, Listen::Off);
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let f = file("[ldap]\nbase_dn = \"dc=x\"\nbogus = 1\n");
+        let err = load(Some(f.path()), env(&[]), &[])
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ldap.bogus") || err.contains("bogus"), "{err}");
+        let f = file("colour = \"blue\"\n");
+        let err = load(Some(f.path()), env(&[]), &[])
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("colour"), "{err}");
+        let err = load(None, env(&[("SITEWARD_NOPE", "1")]), &[])
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SITEWARD_NOPE"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let err = load(None, env(&[]), &[("http.listen", "not-an-address".into())])
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.listen"), "{err}");
+        let err = load(
+            None,
+            env(&[("SITEWARD_DATABASE__MAX_CONNECTIONS", "many")]),
+            &[],
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("database.max_connections"), "{err}");
+        let err = load(None, env(&[("SITEWARD_LOG_FORMAT", "xml")]), &[])
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log_format"), "{err}");
+        let f = file("[ldap]\nbase_dn = 5\n");
+        let err = load(Some(f.path()), env(&[]), &[])
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ldap.base_dn"), "{err}");
+        let f = file("this is = not toml [");
+        let err = load(Some(f.path()), env(&[]), &[])
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not valid TOML"), "{err}");
+    }
+}

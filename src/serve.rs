@@ -1,0 +1,159 @@
+//! `siteward serve`: bind every listener, start the change feed and the protocol servers, and
+//! shut everything down in order on SIGTERM or SIGINT.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, Listen};
+use crate::db::{self, Role};
+
+/// How long in-flight work may take to drain after a shutdown signal.
+const DRAIN: Duration = Duration::from_secs(6);
+
+async fn bind_tcp(listen: Listen, name: &str) -> anyhow::Result<Option<TcpListener>> {
+    match listen.addr() {
+        None => Ok(None),
+        Some(addr) => TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .with_context(|| format!("cannot listen for {name} on {addr}")),
+    }
+}
+
+/// UDP and TCP on the same port (for port 0, the port UDP got).
+async fn bind_dns(listen: Listen) -> anyhow::Result<Option<(UdpSocket, TcpListener)>> {
+    let Some(addr) = listen.addr() else {
+        return Ok(None);
+    };
+    let mut last = None;
+    for _ in 0..20 {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for DNS on udp/{addr}"))?;
+        let port = udp.local_addr()?.port();
+        match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
+            Ok(tcp) => return Ok(Some((udp, tcp))),
+            // With port 0, the TCP port may be taken: try another pair.
+            Err(e) if addr.port() == 0 => last = Some(e),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot listen for DNS on tcp/{addr}"))
+            }
+        }
+    }
+    Err(last
+        .map(anyhow::Error::from)
+        .unwrap_or_else(|| anyhow::anyhow!("no free port")))
+    .context("cannot find a free port for DNS on both UDP and TCP")
+}
+
+fn show(addr: Option<SocketAddr>) -> String {
+    addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install the SIGTERM handler");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM received; shutting down"),
+        r = tokio::signal::ctrl_c() => match r {
+            Ok(()) => tracing::info!("SIGINT received; shutting down"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install the SIGINT handler");
+                std::future::pending::<()>().await;
+            }
+        },
+    }
+}
+
+/// Runs the server until a signal arrives.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Bind first: a port that is taken is a configuration error worth failing on at once.
+    let http = bind_tcp(config.http.listen, "HTTP").await?;
+    let ldap = bind_tcp(config.ldap.listen, "LDAP").await?;
+    let dns = bind_dns(config.dns.listen).await?;
+
+    let database = db::open(&config, Role::Server).await?;
+    let store = database.store.clone();
+
+    tracing::info!(
+        http = %show(http.as_ref().and_then(|l| l.local_addr().ok())),
+        ldap = %show(ldap.as_ref().and_then(|l| l.local_addr().ok())),
+        dns = %show(dns.as_ref().and_then(|(u, _)| u.local_addr().ok())),
+        "listening"
+    );
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    // Migrations, then the change feed. While the database is unreachable the process stays up
+    // and /readyz says why.
+    {
+        let store = store.clone();
+        let shutdown = shutdown.clone();
+        let feed_tracker = tracker.clone();
+        tracker.spawn(async move {
+            let mut delay = Duration::from_millis(200);
+            loop {
+                match store.migrate().await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "database migrations could not run yet; retrying");
+                    }
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            store.spawn_change_feed(&feed_tracker, shutdown);
+        });
+    }
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    let http_metrics = siteward_admin::HttpMetrics::register(&mut registry);
+    let registry = Arc::new(registry);
+
+    if let Some(listener) = http {
+        let state = siteward_admin::AdminState {
+            store: store.clone(),
+            registry: registry.clone(),
+            http_metrics,
+            readiness: Vec::new(),
+        };
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = siteward_admin::serve(listener, state, shutdown).await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+    }
+    // The LDAP and DNS servers are built by their own issues; until then their sockets are held
+    // (so the ports are reserved and reported) but not served.
+    let _reserved = (ldap, dns);
+
+    shutdown_signal().await;
+    shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
+        tracing::warn!("some connections did not finish within {DRAIN:?}; closing them");
+    }
+    database.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}

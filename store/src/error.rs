@@ -1,0 +1,144 @@
+//! The store's error type. Callers at a protocol edge map it to a result code or status; the
+//! `Display` text of [`StoreError::Database`] is for logs only and never reaches a client.
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No row matched.
+    #[error("{entity} not found")]
+    NotFound {
+        /// What was looked for (`user`, `group`, ...).
+        entity: &'static str,
+    },
+    /// A uniqueness or exclusion constraint refused the write.
+    #[error("conflict: {what} already exists")]
+    Conflict {
+        /// Which value conflicts, in the API's terms (`username`, `mail`, ...).
+        what: String,
+    },
+    /// A value broke a rule (a check constraint, a foreign key, a validation in code).
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        /// The offending field.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Encrypting or decrypting a secret failed (wrong key or tampered ciphertext).
+    #[error("secret could not be decrypted (wrong key or corrupted data)")]
+    Crypto,
+    /// Reading or creating the key file failed.
+    #[error("key file {path}: {source}")]
+    KeyFile {
+        /// The key file's path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Password hashing failed.
+    #[error("password hashing failed")]
+    Hash,
+    /// Applying migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Any other database error (connection, protocol, unexpected SQL state).
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+}
+
+/// Shorthand for store results.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        if let sqlx::Error::RowNotFound = err {
+            return StoreError::NotFound { entity: "row" };
+        }
+        if let Some(db) = err.as_database_error() {
+            let constraint = db.constraint().unwrap_or_default().to_owned();
+            match db.kind() {
+                sqlx::error::ErrorKind::UniqueViolation => {
+                    return StoreError::Conflict {
+                        what: conflict_subject(&constraint),
+                    };
+                }
+                sqlx::error::ErrorKind::ForeignKeyViolation => {
+                    return StoreError::Invalid {
+                        field: constraint,
+                        message: "refers to something that does not exist, or is still in use"
+                            .into(),
+                    };
+                }
+                sqlx::error::ErrorKind::CheckViolation
+                | sqlx::error::ErrorKind::NotNullViolation => {
+                    return StoreError::Invalid {
+                        field: if constraint.is_empty() {
+                            db.message().to_owned()
+                        } else {
+                            constraint
+                        },
+                        message: "violates a rule of the data model".into(),
+                    };
+                }
+                _ => {}
+            }
+            // Deferred integrity triggers (service detail rows) and domain checks (23514 on a
+            // domain has no constraint kind mapping in every driver version).
+            if let Some(code) = db.code() {
+                if code.starts_with("23") {
+                    return StoreError::Invalid {
+                        field: constraint,
+                        message: db.message().to_owned(),
+                    };
+                }
+            }
+        }
+        StoreError::Database(err)
+    }
+}
+
+/// Turns a constraint name such as `users_username_key` into the thing that conflicts.
+fn conflict_subject(constraint: &str) -> String {
+    let known = [
+        ("users_username_key", "username"),
+        ("users_mail_key", "mail"),
+        ("users_pkey", "uid_number"),
+        ("groups_cn_key", "group"),
+        ("groups_pkey", "gid_number"),
+        ("user_groups_pkey", "membership"),
+        ("sites_name_key", "site name"),
+        ("sites_internal_domain_key", "internal_domain"),
+        ("nodes_name_key", "node name"),
+        (
+            "containers_node_id_container_id_key",
+            "container_id on this node",
+        ),
+        ("containers_site_hostname_key", "hostname in this site"),
+        (
+            "containers_site_id_mac_address_key",
+            "mac_address in this site",
+        ),
+        (
+            "containers_site_id_ipv4_address_key",
+            "ipv4_address in this site",
+        ),
+        (
+            "http_services_hostname_domain_key",
+            "external_hostname on this domain",
+        ),
+        (
+            "transport_services_protocol_external_port_key",
+            "protocol and external_port",
+        ),
+        ("external_domains_domain_key", "domain"),
+        ("api_keys_prefix_key", "api key prefix"),
+        ("dns_records_site_id_name_type_value_key", "dns record"),
+        ("settings_pkey", "setting"),
+    ];
+    known
+        .iter()
+        .find(|(name, _)| *name == constraint)
+        .map(|(_, what)| (*what).to_owned())
+        .unwrap_or_else(|| constraint.to_owned())
+}

@@ -1,0 +1,92 @@
+//! The change feed: `LISTEN siteward_change` on a dedicated connection, and a reload of the
+//! snapshot half a notification names. Triggers fire per statement on every table the snapshot
+//! mirrors, so a change made with plain SQL arrives here like one made through the API.
+//!
+//! Invariant: LISTEN is in place before the snapshot is (re)loaded, so no commit can fall
+//! between the load and the first notification. When the connection drops, notifications may
+//! have been lost, so the feed reconnects and reloads everything; readiness is false meanwhile.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::snapshot::Dirty;
+use crate::Store;
+
+/// The notification channel the triggers use.
+pub const CHANNEL: &str = "siteward_change";
+
+/// How often an idle listener connection is probed, so a silently dead connection is noticed.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Runs until `shutdown` is cancelled.
+pub(crate) async fn run(store: Store, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        match session(&store, &shutdown).await {
+            Ok(()) => return,
+            Err(reason) => {
+                tracing::warn!(%reason, "change feed interrupted; reconnecting");
+                store.set_not_ready(reason);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One listener connection's life. Returns `Ok` on shutdown, `Err(reason)` when it must
+/// reconnect.
+async fn session(store: &Store, shutdown: &CancellationToken) -> Result<(), String> {
+    let mut listener = PgListener::connect_with(store.pool())
+        .await
+        .map_err(|e| format!("change feed cannot connect: {e}"))?;
+    listener
+        .listen(CHANNEL)
+        .await
+        .map_err(|e| format!("change feed cannot LISTEN: {e}"))?;
+    store
+        .reload(Dirty::ALL)
+        .await
+        .map_err(|e| format!("snapshot reload failed: {e}"))?;
+    store.set_ready();
+    tracing::info!("change feed connected; snapshot loaded");
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            next = tokio::time::timeout(PROBE_INTERVAL, listener.try_recv()) => next,
+        };
+        let first = match next {
+            Err(_elapsed) => {
+                // Idle: prove the connection is alive.
+                tokio::time::timeout(
+                    PROBE_INTERVAL,
+                    sqlx::query("SELECT 1").execute(&mut listener),
+                )
+                .await
+                .map_err(|_| "change feed connection does not answer".to_string())?
+                .map_err(|e| format!("change feed connection failed: {e}"))?;
+                continue;
+            }
+            Ok(Ok(Some(notification))) => notification,
+            Ok(Ok(None)) => return Err("change feed connection lost".into()),
+            Ok(Err(e)) => return Err(format!("change feed connection failed: {e}")),
+        };
+        let mut dirty = Dirty::default();
+        dirty.mark(first.payload());
+        // Coalesce everything that is already waiting into one reload.
+        while let Some(more) = listener.next_buffered() {
+            dirty.mark(more.payload());
+        }
+        if let Err(e) = store.reload(dirty).await {
+            return Err(format!("snapshot reload failed: {e}"));
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! # siteward-store
+//!
+//! PostgreSQL is the source of truth; this crate owns every query against it, the models, the
+//! encryption of secrets at rest, and the live [`Snapshot`] that the protocol servers read.
+//!
+//! ## Layout
+//! - [`models`]: typed rows and newtype ids.
+//! - [`queries`] (methods on [`Store`]): the write path and reads that must be current.
+//! - [`snapshot`]: the in-memory view, rebuilt per half (identity, naming).
+//! - `feed`: LISTEN/NOTIFY change feed that keeps the snapshot current.
+//! - [`crypto`]: AES-256-GCM for secrets at rest.
+//! - [`password`]: argon2id off the async runtime.
+//!
+//! Nothing here binds a socket or knows about LDAP, DNS or HTTP.
+
+pub mod crypto;
+pub mod embedded;
+pub mod error;
+mod feed;
+pub mod models;
+pub mod password;
+pub mod queries;
+pub mod snapshot;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use crypto::SecretBox;
+pub use error::{Result, StoreError};
+pub use feed::CHANNEL;
+pub use models::*;
+pub use password::HashCost;
+pub use queries::{NewNode, NewSite, NewUser};
+pub use snapshot::{Dirty, Identity, Naming, SiteView, Snapshot};
+
+/// The embedded migrations (`migrations/` at the workspace root).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Whether the snapshot is current, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedStatus {
+    /// The change feed is connected and the snapshot loaded.
+    pub ready: bool,
+    /// Why not, when not.
+    pub reason: Option<String>,
+}
+
+/// Handle to the database, the secrets key and the live snapshot. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    secrets: SecretBox,
+    hash_cost: HashCost,
+    snapshot: ArcSwap<Snapshot>,
+    status: ArcSwap<FeedStatus>,
+    reloads: AtomicU64,
+    /// Serializes reloads so generations are built from each other in order.
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connection options (URL or Unix socket).
+    pub connect: PgConnectOptions,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Key for secrets at rest.
+    pub secrets: SecretBox,
+    /// Argon2 cost for new hashes.
+    pub hash_cost: HashCost,
+}
+
+impl Store {
+    /// Connects a pool (lazily: the first query opens a connection, so a database that is down
+    /// at start makes the process not-ready instead of failing).
+    pub fn connect_lazy(options: StoreOptions) -> Self {
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .idle_timeout(Duration::from_secs(300))
+            .connect_lazy_with(options.connect);
+        Self::from_pool(pool, options.secrets, options.hash_cost)
+    }
+
+    /// Wraps an existing pool (tests use this with `#[sqlx::test]`).
+    pub fn from_pool(pool: PgPool, secrets: SecretBox, hash_cost: HashCost) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                secrets,
+                hash_cost,
+                snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+                status: ArcSwap::from_pointee(FeedStatus {
+                    ready: false,
+                    reason: Some("snapshot not loaded yet".into()),
+                }),
+                reloads: AtomicU64::new(0),
+                reload_lock: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(self.pool()).await?;
+        Ok(())
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    pub(crate) fn secrets(&self) -> &SecretBox {
+        &self.inner.secrets
+    }
+
+    pub(crate) fn hash_cost(&self) -> HashCost {
+        self.inner.hash_cost
+    }
+
+    /// The current snapshot. Hold the `Arc` for the duration of one request.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.snapshot.load_full()
+    }
+
+    /// Whether the snapshot is being kept current.
+    pub fn feed_status(&self) -> Arc<FeedStatus> {
+        self.inner.status.load_full()
+    }
+
+    /// How many times the snapshot was rebuilt.
+    pub fn reload_count(&self) -> u64 {
+        self.inner.reloads.load(Ordering::Relaxed)
+    }
+
+    fn set_ready(&self) {
+        self.inner.status.store(Arc::new(FeedStatus {
+            ready: true,
+            reason: None,
+        }));
+    }
+
+    fn set_not_ready(&self, reason: String) {
+        self.inner.status.store(Arc::new(FeedStatus {
+            ready: false,
+            reason: Some(reason),
+        }));
+    }
+
+    /// Rebuilds the halves of the snapshot that `dirty` names and swaps the result in.
+    pub async fn reload(&self, dirty: Dirty) -> Result<()> {
+        if dirty.is_clean() {
+            return Ok(());
+        }
+        let _guard = self.inner.reload_lock.lock().await;
+        let previous = self.snapshot();
+        let started = std::time::Instant::now();
+        let next = snapshot::rebuild(self.pool(), &previous, dirty).await?;
+        let generation = next.generation;
+        self.inner.snapshot.store(Arc::new(next));
+        self.inner.reloads.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            generation,
+            identity = dirty.identity,
+            naming = dirty.naming,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot reloaded"
+        );
+        Ok(())
+    }
+
+    /// Starts the change feed on `tracker`; it stops when `shutdown` is cancelled.
+    pub fn spawn_change_feed(&self, tracker: &TaskTracker, shutdown: CancellationToken) {
+        let store = self.clone();
+        tracker.spawn(async move {
+            let span = tracing::info_span!("change_feed");
+            tracing::Instrument::instrument(feed::run(store, shutdown), span).await
+        });
+    }
+
+    /// Waits until `predicate` holds for the current snapshot, polling every millisecond, for at
+    /// most `timeout`. Returns whether it held.
+    pub async fn wait_for(&self, timeout: Duration, predicate: impl Fn(&Snapshot) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if predicate(&self.snapshot()) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! Writes and reads that go to PostgreSQL. Every multi-row operation runs in one transaction.
+//! The live snapshot is the read path for the protocol servers; these functions are the write
+//! path (and the reads that must be current, such as a node's decrypted credentials).
+
+use chrono::{DateTime, Utc};
+use rand::distributions::{Alphanumeric, DistString};
+
+use crate::error::{Result, StoreError};
+use crate::models::*;
+use crate::password::hash_password;
+use crate::Store;
+
+pub(crate) const SITE_COLUMNS: &str =
+    "id, name, internal_domain, dhcp_range, subnet_mask, gateway, \
+     dns_forwarders, external_ip, created_at, updated_at";
+pub(crate) const NODE_COLUMNS: &str = "id, name, ipv4_address, api_url, api_token_id_or_username, \
+     api_token_secret_or_password IS NOT NULL AS has_secret, disable_tls_verification, \
+     image_storage, volume_storage, network_bridge, nvidia_available, site_id, created_at, updated_at";
+pub(crate) const CONTAINER_COLUMNS: &str = "id, hostname, username, status, template, \
+     creation_job_id, node_id, site_id, container_id, mac_address, ipv4_address, ai_container, \
+     nvidia_requested, created_at, updated_at";
+pub(crate) const EXTERNAL_DOMAIN_COLUMNS: &str = "id, domain, acme_email, acme_directory, \
+     cloudflare_api_email, cloudflare_api_key IS NOT NULL AS has_cloudflare_api_key, site_id, \
+     auth_server";
+const USER_COLUMNS: &str = "uid_number, username, cn, sn, given_name, mail, ssh_public_key, \
+     user_password, status, password_changed_at, created_at, updated_at";
+
+/// Associated-data contexts of the encrypted columns.
+pub(crate) const NODE_SECRET_CONTEXT: &str = "nodes.api_token_secret_or_password";
+pub(crate) const CLOUDFLARE_KEY_CONTEXT: &str = "external_domains.cloudflare_api_key";
+
+/// A user to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewUser {
+    /// Login name (validated, lower-cased).
+    pub username: String,
+    /// Common name; defaults to "given surname" or the username.
+    pub cn: Option<String>,
+    /// Surname; defaults to the username.
+    pub sn: Option<String>,
+    /// Given name.
+    pub given_name: Option<String>,
+    /// E-mail.
+    pub mail: Option<String>,
+    /// OpenSSH public keys.
+    pub ssh_public_keys: Vec<String>,
+    /// Plain password, hashed here.
+    pub password: Option<String>,
+    /// Initial state.
+    pub status: Option<UserStatus>,
+    /// Also a member of `sysadmins`.
+    pub admin: bool,
+}
+
+/// A site to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewSite {
+    /// Display name.
+    pub name: String,
+    /// DNS zone.
+    pub internal_domain: String,
+    /// `first-last`.
+    pub dhcp_range: Option<String>,
+    /// Netmask.
+    pub subnet_mask: Option<std::net::Ipv4Addr>,
+    /// Gateway.
+    pub gateway: Option<std::net::Ipv4Addr>,
+    /// Upstream resolvers, comma-separated.
+    pub dns_forwarders: Option<String>,
+    /// Public address.
+    pub external_ip: Option<std::net::IpAddr>,
+}
+
+/// A Proxmox node to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewNode {
+    /// Proxmox host name.
+    pub name: String,
+    /// Site.
+    pub site_id: Option<SiteId>,
+    /// Address.
+    pub ipv4_address: Option<std::net::Ipv4Addr>,
+    /// API URL.
+    pub api_url: Option<String>,
+    /// Token id or user name.
+    pub api_token_id_or_username: Option<String>,
+    /// Token secret or password, stored encrypted.
+    pub api_token_secret_or_password: Option<String>,
+    /// Skip TLS verification.
+    pub disable_tls_verification: bool,
+    /// GPU passthrough.
+    pub nvidia_available: bool,
+}
+
+fn net(addr: Option<std::net::IpAddr>) -> Option<ipnetwork::IpNetwork> {
+    addr.map(ipnetwork::IpNetwork::from)
+}
+
+fn net4(addr: Option<std::net::Ipv4Addr>) -> Option<ipnetwork::IpNetwork> {
+    net(addr.map(std::net::IpAddr::V4))
+}
+
+impl Store {
+    /// Creates a user with membership of `ldapusers` (and `sysadmins` when `admin`).
+    pub async fn create_user(&self, new: NewUser) -> Result<User> {
+        let username = PosixName::parse(&new.username).map_err(|_| StoreError::Invalid {
+            field: "username".into(),
+            message: "must be a POSIX name: 1-32 of a-z 0-9 _ . -, starting with a letter or _"
+                .into(),
+        })?;
+        let hash = match new.password {
+            Some(pw) => Some(check_and_hash(pw, self.hash_cost()).await?),
+            None => None,
+        };
+        let sn = new.sn.unwrap_or_else(|| username.to_string());
+        let cn = new.cn.unwrap_or_else(|| match &new.given_name {
+            Some(g) => format!("{g} {sn}"),
+            None => username.to_string(),
+        });
+        let keys = (!new.ssh_public_keys.is_empty()).then(|| new.ssh_public_keys.join("\n"));
+        let status = new.status.unwrap_or(UserStatus::Active);
+        let mut tx = self.pool().begin().await?;
+        let row: UserRow = sqlx::query_as(&format!(
+            "INSERT INTO users (username, cn, sn, given_name, mail, ssh_public_key, user_password,
+                                status, password_changed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $7 IS NULL THEN NULL ELSE now() END)
+             RETURNING {USER_COLUMNS}"
+        ))
+        .bind(username.as_str())
+        .bind(&cn)
+        .bind(&sn)
+        .bind(&new.given_name)
+        .bind(&new.mail)
+        .bind(&keys)
+        .bind(&hash)
+        .bind(status.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut gids = vec![LDAPUSERS_GID];
+        if new.admin {
+            gids.push(SYSADMINS_GID);
+        }
+        for gid in gids {
+            sqlx::query("INSERT INTO user_groups (uid_number, gid_number) VALUES ($1, $2)")
+                .bind(row.uid_number)
+                .bind(gid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(User::from(row))
+    }
+
+    /// A user by login name, read from the database.
+    pub async fn user(&self, username: &str) -> Result<User> {
+        let row: Option<UserRow> = sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
+        ))
+        .bind(username.to_ascii_lowercase())
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(User::from)
+            .ok_or(StoreError::NotFound { entity: "user" })
+    }
+
+    /// Replaces a user's password.
+    pub async fn set_password(&self, username: &str, password: String) -> Result<()> {
+        let hash = check_and_hash(password, self.hash_cost()).await?;
+        let done = sqlx::query(
+            "UPDATE users SET user_password = $2, password_changed_at = now() WHERE username = $1",
+        )
+        .bind(username.to_ascii_lowercase())
+        .bind(hash)
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { entity: "user" });
+        }
+        Ok(())
+    }
+
+    /// Sets a user's account state.
+    pub async fn set_user_status(&self, username: &str, status: UserStatus) -> Result<()> {
+        let done = sqlx::query("UPDATE users SET status = $2 WHERE username = $1")
+            .bind(username.to_ascii_lowercase())
+            .bind(status.as_str())
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { entity: "user" });
+        }
+        Ok(())
+    }
+
+    /// Deletes a user (memberships, keys and tokens go with it).
+    pub async fn delete_user(&self, username: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM users WHERE username = $1")
+            .bind(username.to_ascii_lowercase())
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { entity: "user" });
+        }
+        Ok(())
+    }
+
+    /// Creates a group with the next free gid.
+    pub async fn create_group(&self, cn: &str, description: Option<&str>) -> Result<Group> {
+        let cn = PosixName::parse(cn).map_err(|_| StoreError::Invalid {
+            field: "cn".into(),
+            message: "must be a POSIX group name".into(),
+        })?;
+        Ok(sqlx::query_as(
+            "INSERT INTO groups (cn, description) VALUES ($1, $2)
+             RETURNING gid_number, cn, description, is_administrator, created_at, updated_at",
+        )
+        .bind(cn.as_str())
+        .bind(description)
+        .fetch_one(self.pool())
+        .await?)
+    }
+
+    /// Adds `username` to group `cn`. Adding an existing member is not an error.
+    pub async fn add_group_member(&self, cn: &str, username: &str) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        let gid: Option<i32> = sqlx::query_scalar("SELECT gid_number FROM groups WHERE cn = $1")
+            .bind(cn.to_ascii_lowercase())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let gid = gid.ok_or(StoreError::NotFound { entity: "group" })?;
+        let uid: Option<i32> =
+            sqlx::query_scalar("SELECT uid_number FROM users WHERE username = $1")
+                .bind(username.to_ascii_lowercase())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let uid = uid.ok_or(StoreError::NotFound { entity: "user" })?;
+        sqlx::query(
+            "INSERT INTO user_groups (uid_number, gid_number) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(uid)
+        .bind(gid)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes `username` from group `cn`.
+    pub async fn remove_group_member(&self, cn: &str, username: &str) -> Result<()> {
+        let done = sqlx::query(
+            "DELETE FROM user_groups ug USING users u, groups g
+             WHERE ug.uid_number = u.uid_number AND ug.gid_number = g.gid_number
+               AND u.username = $2 AND g.cn = $1",
+        )
+        .bind(cn.to_ascii_lowercase())
+        .bind(username.to_ascii_lowercase())
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                entity: "membership",
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates an API key for `username`. Returns the stored key and the full secret, which is
+    /// shown once and never stored in the clear: `sw_<prefix>_<secret>`.
+    pub async fn create_api_key(
+        &self,
+        username: &str,
+        name: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<(ApiKey, String)> {
+        let prefix = Alphanumeric.sample_string(&mut rand::rngs::OsRng, 12);
+        let secret = Alphanumeric.sample_string(&mut rand::rngs::OsRng, 40);
+        let full = format!("sw_{prefix}_{secret}");
+        let hash = hash_password(full.clone(), self.hash_cost()).await?;
+        let key: ApiKey = sqlx::query_as(
+            "INSERT INTO api_keys (prefix, key_hash, uid_number, name, expires_at)
+             SELECT $1, $2, uid_number, $4, $5 FROM users WHERE username = $3
+             RETURNING id, prefix, key_hash, uid_number, name, last_used_at, expires_at, created_at",
+        )
+        .bind(&prefix)
+        .bind(&hash)
+        .bind(username.to_ascii_lowercase())
+        .bind(name)
+        .bind(expires_at)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or(StoreError::NotFound { entity: "user" })?;
+        Ok((key, full))
+    }
+
+    /// Creates a site.
+    pub async fn create_site(&self, new: NewSite) -> Result<Site> {
+        let row: SiteRow = sqlx::query_as(&format!(
+            "INSERT INTO sites (name, internal_domain, dhcp_range, subnet_mask, gateway,
+                                dns_forwarders, external_ip)
+             VALUES ($1, lower($2), $3, $4, $5, $6, $7) RETURNING {SITE_COLUMNS}"
+        ))
+        .bind(&new.name)
+        .bind(new.internal_domain.trim_end_matches('.'))
+        .bind(&new.dhcp_range)
+        .bind(net4(new.subnet_mask))
+        .bind(net4(new.gateway))
+        .bind(&new.dns_forwarders)
+        .bind(net(new.external_ip))
+        .fetch_one(self.pool())
+        .await?;
+        Ok(Site::from(row))
+    }
+
+    /// Creates a node; its secret is sealed before it reaches the database.
+    pub async fn create_node(&self, new: NewNode) -> Result<Node> {
+        let site_id = new.site_id.ok_or(StoreError::Invalid {
+            field: "site_id".into(),
+            message: "is required".into(),
+        })?;
+        let sealed = new
+            .api_token_secret_or_password
+            .as_deref()
+            .map(|s| self.secrets().seal(NODE_SECRET_CONTEXT, s.as_bytes()))
+            .transpose()?;
+        let row: NodeRow = sqlx::query_as(&format!(
+            "INSERT INTO nodes (name, site_id, ipv4_address, api_url, api_token_id_or_username,
+                                api_token_secret_or_password, disable_tls_verification,
+                                nvidia_available)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {NODE_COLUMNS}"
+        ))
+        .bind(new.name.to_ascii_lowercase())
+        .bind(site_id)
+        .bind(net4(new.ipv4_address))
+        .bind(&new.api_url)
+        .bind(&new.api_token_id_or_username)
+        .bind(sealed)
+        .bind(new.disable_tls_verification)
+        .bind(new.nvidia_available)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(Node::from(row))
+    }
+
+    /// The decrypted API token secret or password of a node. Only the Proxmox client calls this.
+    pub async fn node_secret(&self, id: NodeId) -> Result<Option<String>> {
+        let sealed: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT api_token_secret_or_password FROM nodes WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?;
+        match sealed.ok_or(StoreError::NotFound { entity: "node" })? {
+            Some(bytes) => Ok(Some(
+                self.secrets().open_string(NODE_SECRET_CONTEXT, &bytes)?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets (or clears) an external domain's Cloudflare key, sealed.
+    pub async fn set_cloudflare_api_key(
+        &self,
+        id: ExternalDomainId,
+        key: Option<&str>,
+    ) -> Result<()> {
+        let sealed = key
+            .map(|k| self.secrets().seal(CLOUDFLARE_KEY_CONTEXT, k.as_bytes()))
+            .transpose()?;
+        let done = sqlx::query("UPDATE external_domains SET cloudflare_api_key = $2 WHERE id = $1")
+            .bind(id)
+            .bind(sealed)
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                entity: "external domain",
+            });
+        }
+        Ok(())
+    }
+
+    /// The decrypted Cloudflare key of an external domain. Only the ACME component calls this.
+    pub async fn cloudflare_api_key(&self, id: ExternalDomainId) -> Result<Option<String>> {
+        let sealed: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT cloudflare_api_key FROM external_domains WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?;
+        match sealed.ok_or(StoreError::NotFound {
+            entity: "external domain",
+        })? {
+            Some(bytes) => Ok(Some(
+                self.secrets().open_string(CLOUDFLARE_KEY_CONTEXT, &bytes)?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// A setting's value.
+    pub async fn setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                .bind(key)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    /// Sets a setting.
+    pub async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+}
+
+/// Rejects passwords nobody should have, then hashes.
+async fn check_and_hash(password: String, cost: crate::password::HashCost) -> Result<String> {
+    let chars = password.chars().count();
+    if !(8..=1024).contains(&chars) {
+        return Err(StoreError::Invalid {
+            field: "password".into(),
+            message: "must be 8 to 1024 characters".into(),
+        });
+    }
+    hash_password(password, cost).await
+}

@@ -1,0 +1,364 @@
+//! The live snapshot: an immutable, in-memory view of everything the protocol servers read on a
+//! request. Readers call [`crate::Store::snapshot`] and get an `Arc` they can hold for the whole
+//! request; the change feed builds a new snapshot and swaps it in atomically.
+//!
+//! The snapshot has two independently reloaded halves: [`Identity`] (users, groups,
+//! memberships, API keys) and [`Naming`] (sites, nodes, containers, services, external domains,
+//! static DNS records), so that a change to a user does not rebuild zones and the other way round.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::error::Result;
+use crate::models::*;
+
+/// One consistent view of the database, as of [`Snapshot::loaded_at`].
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Users, groups, memberships and API keys.
+    pub identity: Arc<Identity>,
+    /// Sites and what their zones are made of.
+    pub naming: Arc<Naming>,
+    /// Counts the snapshots built since start (0 = the empty one before the first load).
+    pub generation: u64,
+    /// When the newest half was loaded.
+    pub loaded_at: Instant,
+}
+
+impl Snapshot {
+    /// The empty snapshot served before the first load.
+    pub fn empty() -> Self {
+        Self {
+            identity: Arc::new(Identity::default()),
+            naming: Arc::new(Naming::default()),
+            generation: 0,
+            loaded_at: Instant::now(),
+        }
+    }
+}
+
+/// Users, groups and their memberships, indexed for the lookups LDAP and the auth endpoint make.
+#[derive(Debug, Default)]
+pub struct Identity {
+    /// Users by uid number (ordered, so listings are stable).
+    pub users: BTreeMap<Uid, Arc<User>>,
+    /// Uid by lower-case username.
+    pub user_by_name: HashMap<String, Uid>,
+    /// Groups by gid number.
+    pub groups: BTreeMap<Gid, Arc<Group>>,
+    /// Gid by lower-case group name.
+    pub group_by_name: HashMap<String, Gid>,
+    /// Each user's groups (ascending gid).
+    pub groups_of: HashMap<Uid, Vec<Gid>>,
+    /// Each group's members (ascending uid).
+    pub members_of: HashMap<Gid, Vec<Uid>>,
+    /// API keys by their public prefix.
+    pub api_keys: HashMap<String, Arc<ApiKey>>,
+    /// When this half was loaded.
+    pub loaded_at: Option<DateTime<Utc>>,
+}
+
+impl Identity {
+    /// A user by login name, case-insensitively.
+    pub fn user(&self, username: &str) -> Option<&Arc<User>> {
+        let uid = self.user_by_name.get(&username.to_ascii_lowercase())?;
+        self.users.get(uid)
+    }
+
+    /// A group by name, case-insensitively.
+    pub fn group(&self, cn: &str) -> Option<&Arc<Group>> {
+        let gid = self.group_by_name.get(&cn.to_ascii_lowercase())?;
+        self.groups.get(gid)
+    }
+
+    /// Whether the user belongs to a group with `is_administrator`.
+    pub fn is_admin(&self, uid: Uid) -> bool {
+        self.groups_of.get(&uid).is_some_and(|gids| {
+            gids.iter()
+                .any(|g| self.groups.get(g).is_some_and(|g| g.is_administrator))
+        })
+    }
+
+    async fn load(pool: &PgPool) -> Result<Self> {
+        let mut tx = pool.begin().await?;
+        // One repeatable-read transaction: the three tables agree with each other.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let users: Vec<UserRow> = sqlx::query_as(
+            "SELECT uid_number, username, cn, sn, given_name, mail, ssh_public_key, user_password,
+                    status, password_changed_at, created_at, updated_at
+             FROM users",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let groups: Vec<Group> = sqlx::query_as(
+            "SELECT gid_number, cn, description, is_administrator, created_at, updated_at FROM groups",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let memberships: Vec<(i32, i32)> = sqlx::query_as(
+            "SELECT uid_number, gid_number FROM user_groups ORDER BY uid_number, gid_number",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let keys: Vec<ApiKey> = sqlx::query_as(
+            "SELECT id, prefix, key_hash, uid_number, name, last_used_at, expires_at, created_at
+             FROM api_keys",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+
+        let mut identity = Identity {
+            loaded_at: Some(Utc::now()),
+            ..Default::default()
+        };
+        for row in users {
+            let user = User::from(row);
+            identity
+                .user_by_name
+                .insert(user.username.to_ascii_lowercase(), user.uid_number);
+            identity.users.insert(user.uid_number, Arc::new(user));
+        }
+        for group in groups {
+            identity
+                .group_by_name
+                .insert(group.cn.to_ascii_lowercase(), group.gid_number);
+            identity.groups.insert(group.gid_number, Arc::new(group));
+        }
+        for (uid, gid) in memberships {
+            identity
+                .groups_of
+                .entry(Uid(uid))
+                .or_default()
+                .push(Gid(gid));
+            identity
+                .members_of
+                .entry(Gid(gid))
+                .or_default()
+                .push(Uid(uid));
+        }
+        for members in identity.members_of.values_mut() {
+            members.sort_unstable();
+        }
+        for key in keys {
+            identity.api_keys.insert(key.prefix.clone(), Arc::new(key));
+        }
+        Ok(identity)
+    }
+}
+
+/// One site and everything its zones are built from.
+#[derive(Debug, Clone)]
+pub struct SiteView {
+    /// The site.
+    pub site: Site,
+    /// Its nodes.
+    pub nodes: Vec<Arc<Node>>,
+    /// Its containers.
+    pub containers: Vec<Arc<Container>>,
+    /// SRV-publishing services of its containers.
+    pub dns_services: Vec<DnsService>,
+    /// Static records of its zone.
+    pub records: Vec<DnsRecord>,
+}
+
+/// Sites with their zones' contents, and the edge's services.
+#[derive(Debug, Default)]
+pub struct Naming {
+    /// Sites by id.
+    pub sites: BTreeMap<SiteId, Arc<SiteView>>,
+    /// Site id by lower-case internal domain.
+    pub site_by_domain: HashMap<String, SiteId>,
+    /// Containers by id (across sites).
+    pub containers: HashMap<ContainerId, Arc<Container>>,
+    /// HTTP services.
+    pub http_services: Vec<HttpService>,
+    /// TCP/UDP services.
+    pub transport_services: Vec<TransportService>,
+    /// External domains.
+    pub external_domains: Vec<ExternalDomain>,
+    /// When this half was loaded.
+    pub loaded_at: Option<DateTime<Utc>>,
+}
+
+impl Naming {
+    async fn load(pool: &PgPool) -> Result<Self> {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let sites: Vec<SiteRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM sites",
+            crate::queries::SITE_COLUMNS
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
+        let nodes: Vec<NodeRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM nodes",
+            crate::queries::NODE_COLUMNS
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
+        let containers: Vec<ContainerRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM containers",
+            crate::queries::CONTAINER_COLUMNS
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
+        let dns_services: Vec<DnsService> = sqlx::query_as(
+            "SELECT s.id AS service_id, s.container_id, d.service_name, s.container_port
+             FROM dns_services d JOIN services s ON s.id = d.service_id
+             ORDER BY s.id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let http_services: Vec<HttpService> = sqlx::query_as(
+            "SELECT s.id AS service_id, s.container_id, s.container_port, h.external_hostname,
+                    h.external_domain_id, h.backend_protocol, h.auth_required
+             FROM http_services h JOIN services s ON s.id = h.service_id
+             ORDER BY s.id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let transport_services: Vec<TransportService> = sqlx::query_as(
+            "SELECT s.id AS service_id, s.container_id, s.container_port, t.protocol,
+                    t.external_port, t.use_tls
+             FROM transport_services t JOIN services s ON s.id = t.service_id
+             ORDER BY s.id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let external_domains: Vec<ExternalDomain> = sqlx::query_as(&format!(
+            "SELECT {} FROM external_domains ORDER BY id",
+            crate::queries::EXTERNAL_DOMAIN_COLUMNS
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
+        let records: Vec<DnsRecord> = sqlx::query_as(
+            "SELECT id, site_id, name, type, value, ttl FROM dns_records ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+
+        let mut views: BTreeMap<SiteId, SiteView> = sites
+            .into_iter()
+            .map(|row| {
+                let site = Site::from(row);
+                (
+                    site.id,
+                    SiteView {
+                        site,
+                        nodes: Vec::new(),
+                        containers: Vec::new(),
+                        dns_services: Vec::new(),
+                        records: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        for row in nodes {
+            let node = Node::from(row);
+            if let Some(view) = views.get_mut(&node.site_id) {
+                view.nodes.push(Arc::new(node));
+            }
+        }
+        let mut by_id = HashMap::new();
+        for row in containers {
+            let container = Arc::new(Container::from(row));
+            by_id.insert(container.id, container.clone());
+            if let Some(view) = views.get_mut(&container.site_id) {
+                view.containers.push(container);
+            }
+        }
+        for svc in dns_services {
+            let site = by_id.get(&svc.container_id).map(|c| c.site_id);
+            if let Some(view) = site.and_then(|s| views.get_mut(&s)) {
+                view.dns_services.push(svc);
+            }
+        }
+        for record in records {
+            if let Some(view) = views.get_mut(&record.site_id) {
+                view.records.push(record);
+            }
+        }
+        let site_by_domain = views
+            .values()
+            .map(|v| (v.site.internal_domain.clone(), v.site.id))
+            .collect();
+        Ok(Naming {
+            sites: views.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
+            site_by_domain,
+            containers: by_id,
+            http_services,
+            transport_services,
+            external_domains,
+            loaded_at: Some(Utc::now()),
+        })
+    }
+}
+
+/// Which halves of the snapshot a change touches.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Dirty {
+    /// Identity tables changed.
+    pub identity: bool,
+    /// Naming tables changed.
+    pub naming: bool,
+}
+
+impl Dirty {
+    /// Everything.
+    pub const ALL: Dirty = Dirty {
+        identity: true,
+        naming: true,
+    };
+
+    /// Marks the half that `table` feeds. Unknown tables mark both (safe).
+    pub fn mark(&mut self, table: &str) {
+        match table {
+            "users" | "groups" | "user_groups" | "api_keys" => self.identity = true,
+            "sites" | "nodes" | "containers" | "services" | "http_services"
+            | "transport_services" | "dns_services" | "dns_records" | "external_domains" => {
+                self.naming = true
+            }
+            _ => *self = Dirty::ALL,
+        }
+    }
+
+    /// Nothing to reload.
+    pub fn is_clean(self) -> bool {
+        !self.identity && !self.naming
+    }
+}
+
+/// Builds the next snapshot from `previous`, reloading the halves `dirty` names.
+pub(crate) async fn rebuild(pool: &PgPool, previous: &Snapshot, dirty: Dirty) -> Result<Snapshot> {
+    let (identity, naming) = match (dirty.identity, dirty.naming) {
+        (true, true) => {
+            let (i, n) = tokio::try_join!(Identity::load(pool), Naming::load(pool))?;
+            (Arc::new(i), Arc::new(n))
+        }
+        (true, false) => (
+            Arc::new(Identity::load(pool).await?),
+            previous.naming.clone(),
+        ),
+        (false, true) => (
+            previous.identity.clone(),
+            Arc::new(Naming::load(pool).await?),
+        ),
+        (false, false) => (previous.identity.clone(), previous.naming.clone()),
+    };
+    Ok(Snapshot {
+        identity,
+        naming,
+        generation: previous.generation + 1,
+        loaded_at: Instant::now(),
+    })
+}
