@@ -130,12 +130,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let registry = Arc::new(registry);
 
     if let Some(listener) = http {
-        let state = siteward_admin::AdminState {
-            store: store.clone(),
-            registry: registry.clone(),
-            http_metrics,
-            readiness: Vec::new(),
-        };
+        let mut state =
+            siteward_admin::AdminState::new(store.clone(), registry.clone(), http_metrics);
+        state.port_range = config.http.transport_port_range;
+        state.public_url = config.http.public_url.clone().unwrap_or_else(|| {
+            format!(
+                "http://{}",
+                listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+            )
+        });
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             if let Err(e) = siteward_admin::serve(listener, state, shutdown).await {

@@ -20,6 +20,7 @@ mod feed;
 pub mod models;
 pub mod password;
 pub mod queries;
+pub mod resources;
 pub mod snapshot;
 
 use std::sync::atomic::{AtomicU64, Ordering};
