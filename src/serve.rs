@@ -125,6 +125,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
 
+    // Expired invites, reset tokens and sessions go away on their own.
+    {
+        let store = store.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = every.tick() => {}
+                }
+                match store.cleanup_tokens(chrono::Utc::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "expired tokens and sessions removed"),
+                    Err(e) => tracing::warn!(error = %e, "token cleanup failed; retrying later"),
+                }
+            }
+        });
+    }
+
     let mut registry = prometheus_client::registry::Registry::default();
     let http_metrics = siteward_admin::HttpMetrics::register(&mut registry);
     let registry = Arc::new(registry);

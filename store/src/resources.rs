@@ -1407,7 +1407,7 @@ impl Store {
         Ok(Uid(uid))
     }
 
-    /// Deletes expired and used tokens. Returns how many went.
+    /// Deletes expired and used tokens and expired sessions. Returns how many went.
     pub async fn cleanup_tokens(&self, now: DateTime<Utc>) -> Result<u64> {
         let a = sqlx::query("DELETE FROM invite_tokens WHERE expires_at <= $1 AND NOT used")
             .bind(now)
@@ -1419,7 +1419,12 @@ impl Store {
             .execute(self.pool())
             .await?
             .rows_affected();
-        Ok(a + b)
+        let c = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        Ok(a + b + c)
     }
 
     // ------------------------------------------------------------------ api keys, settings, jobs
