@@ -100,10 +100,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
 
-    // Migrations, then the change feed. While the database is unreachable the process stays up
-    // and /readyz says why.
+    let jobs = siteward_admin::jobs::Jobs::new(store.clone(), 2);
+
+    // Migrations, then the change feed, then jobs interrupted by a previous stop are reconciled
+    // with Proxmox. While the database is unreachable the process stays up and /readyz says why.
     {
         let store = store.clone();
+        let jobs = jobs.clone();
         let shutdown = shutdown.clone();
         let feed_tracker = tracker.clone();
         tracker.spawn(async move {
@@ -122,6 +125,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             store.spawn_change_feed(&feed_tracker, shutdown);
+            jobs.reconcile().await;
         });
     }
 
@@ -153,6 +157,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let mut state =
             siteward_admin::AdminState::new(store.clone(), registry.clone(), http_metrics);
         state.port_range = config.http.transport_port_range;
+        state.jobs = jobs.clone();
         state.public_url = config.http.public_url.clone().unwrap_or_else(|| {
             format!(
                 "http://{}",

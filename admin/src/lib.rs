@@ -9,7 +9,9 @@
 
 pub mod api;
 mod health;
+pub mod jobs;
 pub mod metrics;
+pub mod proxmox;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +52,8 @@ pub struct AdminState {
     pub port_range: (i32, i32),
     /// Base URL of this server as users reach it (links in invites and resets).
     pub public_url: String,
+    /// Container jobs on Proxmox.
+    pub jobs: jobs::Jobs,
 }
 
 impl AdminState {
@@ -60,6 +64,7 @@ impl AdminState {
         http_metrics: HttpMetrics,
     ) -> Self {
         Self {
+            jobs: jobs::Jobs::new(store.clone(), 2),
             store,
             registry,
             http_metrics,

@@ -17,6 +17,7 @@ pub mod crypto;
 pub mod embedded;
 pub mod error;
 mod feed;
+pub mod jobs;
 pub mod models;
 pub mod password;
 pub mod queries;

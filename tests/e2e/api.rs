@@ -455,7 +455,7 @@ async fn topology_crud_validation_conflicts_and_ownership() -> TestResult {
         .call(
             Some(&admin),
             Method::POST,
-            "/containers",
+            "/containers/register",
             Some(ct("web", "10.9.0.5", "02:00:00:00:00:01", "uma", 100)),
         )
         .await?;
@@ -468,7 +468,7 @@ async fn topology_crud_validation_conflicts_and_ownership() -> TestResult {
         .call(
             Some(&admin),
             Method::POST,
-            "/containers",
+            "/containers/register",
             Some(ct("web", "10.0.0.150", "02:00:00:00:00:01", "uma", 100)),
         )
         .await?;
@@ -481,7 +481,7 @@ async fn topology_crud_validation_conflicts_and_ownership() -> TestResult {
         .call(
             Some(&admin),
             Method::POST,
-            "/containers",
+            "/containers/register",
             Some(ct("web", "10.0.0.10", "02:00:00:00:00:01", "uma", 100)),
         )
         .await?;
@@ -491,7 +491,7 @@ async fn topology_crud_validation_conflicts_and_ownership() -> TestResult {
         .call(
             Some(&admin),
             Method::POST,
-            "/containers",
+            "/containers/register",
             Some(ct("WEB", "10.0.0.11", "02:00:00:00:00:02", "vic", 101)),
         )
         .await?;
@@ -500,7 +500,7 @@ async fn topology_crud_validation_conflicts_and_ownership() -> TestResult {
         .call(
             Some(&admin),
             Method::POST,
-            "/containers",
+            "/containers/register",
             Some(ct("db", "10.0.0.10", "02:00:00:00:00:02", "vic", 101)),
         )
         .await?;
@@ -509,7 +509,7 @@ async fn topology_crud_validation_conflicts_and_ownership() -> TestResult {
         .call(
             Some(&admin),
             Method::POST,
-            "/containers",
+            "/containers/register",
             Some(ct("bad_name", "10.0.0.12", "02:00:00:00:00:02", "vic", 101)),
         )
         .await?;
@@ -521,7 +521,7 @@ async fn topology_crud_validation_conflicts_and_ownership() -> TestResult {
         .call(
             Some(&admin),
             Method::POST,
-            "/containers",
+            "/containers/register",
             Some(ct("db", "10.0.0.12", "zz:zz", "vic", 101)),
         )
         .await?;
@@ -533,7 +533,7 @@ async fn topology_crud_validation_conflicts_and_ownership() -> TestResult {
         .call(
             Some(&admin),
             Method::POST,
-            "/containers",
+            "/containers/register",
             Some(ct("db", "10.0.0.12", "02:00:00:00:00:02", "vic", 101)),
         )
         .await?;
@@ -963,7 +963,7 @@ async fn transport_ports_are_unique_under_concurrency() -> TestResult {
         .call(
             Some(&admin),
             Method::POST,
-            "/containers",
+            "/containers/register",
             Some(json!({ "hostname": "c", "node_id": node["id"] })),
         )
         .await?;

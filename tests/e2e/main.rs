@@ -4,3 +4,5 @@
 mod api;
 mod foundation;
 mod harness;
+mod proxmox;
+mod pve_sim;

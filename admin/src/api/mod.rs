@@ -620,14 +620,143 @@ async fn list_containers(
     ))
 }
 
+/// A container with its live state on Proxmox (absent when the node cannot be asked).
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct ContainerView {
+    #[serde(flatten)]
+    container: Container,
+    /// What Proxmox reports now.
+    live: Option<crate::proxmox::LxcStatus>,
+}
+
 async fn get_container(
     State(s): State<AdminState>,
     p: Principal,
     Path(id): Path<i64>,
-) -> ApiResult<axum::Json<Container>> {
-    Ok(axum::Json(
-        s.store.container(ContainerId(id), p.owner_filter()).await?,
-    ))
+) -> ApiResult<axum::Json<ContainerView>> {
+    let container = s.store.container(ContainerId(id), p.owner_filter()).await?;
+    let live = s.jobs.live_status(&container).await;
+    Ok(axum::Json(ContainerView { container, live }))
+}
+
+/// A container being created, and the job creating it.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct CreationAccepted {
+    /// The container (status `creating`).
+    container: Container,
+    /// The job; follow it at `/api/v1/jobs/{id}/events`.
+    job_id: JobId,
+}
+
+async fn create_container_job(
+    State(s): State<AdminState>,
+    p: Principal,
+    Json(b): Json<crate::jobs::CreateContainerRequest>,
+) -> ApiResult<Response> {
+    check_label("hostname", &b.hostname)?;
+    check_len("template", &b.template, 1, 512)?;
+    if let Some(c) = b.cores {
+        if !(1..=128).contains(&c) {
+            return Err(ApiError::invalid("cores", "cores must be 1 to 128"));
+        }
+    }
+    if let Some(m) = b.memory {
+        if !(64..=1_048_576).contains(&m) {
+            return Err(ApiError::invalid(
+                "memory",
+                "memory must be 64 to 1048576 MiB",
+            ));
+        }
+    }
+    if let Some(d) = b.disk {
+        if !(1..=65536).contains(&d) {
+            return Err(ApiError::invalid("disk", "disk must be 1 to 65536 GiB"));
+        }
+    }
+    check_ssh_keys(&b.ssh_keys)?;
+    for k in b.environment.keys() {
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(ApiError::invalid(
+                "environment",
+                "environment names must be letters, digits and _",
+            ));
+        }
+    }
+    let details = fields(&b);
+    let (container, job_id) = s
+        .jobs
+        .create_container((p.uid, p.username.clone()), b)
+        .await?;
+    audit(&s, &p.actor(), "create", "container", container.id, details).await;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(CreationAccepted { container, job_id }),
+    )
+        .into_response())
+}
+
+async fn job_events(
+    State(s): State<AdminState>,
+    p: Principal,
+    Path(id): Path<i64>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::SinkExt;
+    let job = JobId(id);
+    s.store.job(job, p.uid_filter()).await?;
+    let mut last: i64 = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let (mut tx, rx) = futures::channel::mpsc::channel::<Event>(64);
+    let store = s.store.clone();
+    tokio::spawn(async move {
+        loop {
+            let lines = match store.job_lines_after(job, last).await {
+                Ok(l) => l,
+                Err(_) => return,
+            };
+            for line in lines {
+                last = line.id;
+                let data = json!({ "message": line.message, "at": line.created_at }).to_string();
+                let event = Event::default()
+                    .id(line.id.to_string())
+                    .event("status")
+                    .data(data);
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+            let status = match store.job(job, None).await {
+                Ok((j, _)) => j.status,
+                Err(_) => return,
+            };
+            if !matches!(status.as_str(), "pending" | "running") {
+                // Lines written just before the final status go out first.
+                if let Ok(rest) = store.job_lines_after(job, last).await {
+                    if !rest.is_empty() {
+                        continue;
+                    }
+                }
+                let end = Event::default()
+                    .event("end")
+                    .data(json!({ "status": status }).to_string());
+                let _ = tx.send(end).await;
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    let stream = futures::StreamExt::map(rx, Ok::<_, std::convert::Infallible>);
+    Ok(Sse::new(stream)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(std::time::Duration::from_secs(15))
+                .text("heartbeat"),
+        )
+        .into_response())
 }
 
 async fn create_container(
@@ -2109,20 +2238,29 @@ pub fn api() -> openapi::Api {
         User,
         200,
     );
+    a.op::<crate::jobs::CreateContainerRequest, CreationAccepted>(
+        post(create_container_job),
+        "POST",
+        "/containers",
+        "Create a container on Proxmox (202; a job does the work)",
+        "containers",
+        User,
+        202,
+    );
     a.op::<CreateContainer, Container>(
         post(create_container),
         "POST",
-        "/containers",
+        "/containers/register",
         "Register an existing container",
         "containers",
         Admin,
         201,
     );
-    a.op::<(), Container>(
+    a.op::<(), ContainerView>(
         get(get_container),
         "GET",
         "/containers/{id}",
-        "Get a container",
+        "Get a container with its live Proxmox state",
         "containers",
         User,
         200,
@@ -2481,6 +2619,15 @@ pub fn api() -> openapi::Api {
         "GET",
         "/jobs/{id}",
         "Get a job and its progress",
+        "jobs",
+        User,
+        200,
+    );
+    a.op::<(), ()>(
+        get(job_events),
+        "GET",
+        "/jobs/{id}/events",
+        "Follow a job as server-sent events (earlier lines replayed, heartbeat, end event)",
         "jobs",
         User,
         200,
