@@ -42,11 +42,38 @@ pub struct CreateContainerRequest {
     pub nvidia: bool,
 }
 
+/// A lifecycle operation on an existing container.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(tag = "action", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Lifecycle {
+    /// Start it.
+    Start,
+    /// Stop it at once.
+    Stop,
+    /// Shut it down cleanly.
+    Shutdown,
+    /// Reboot it.
+    Restart,
+    /// Change cores and memory.
+    Reconfigure {
+        /// CPU cores.
+        cores: Option<u32>,
+        /// Memory in MiB.
+        memory: Option<u32>,
+    },
+}
+
 /// The job runner.
 #[derive(Clone, Debug)]
 pub struct Jobs {
     store: Store,
     permits: Arc<Semaphore>,
+    /// One job at a time per container.
+    locks: Arc<
+        std::sync::Mutex<
+            std::collections::HashMap<siteward_store::ContainerId, Arc<tokio::sync::Mutex<()>>>,
+        >,
+    >,
     /// How long one Proxmox task may run.
     pub task_timeout: Duration,
     /// First retry delay of the Proxmox client.
@@ -62,6 +89,7 @@ impl Jobs {
         Self {
             store,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            locks: Default::default(),
             task_timeout: Duration::from_secs(600),
             retry_base: Duration::from_secs(1),
         }
@@ -518,13 +546,250 @@ impl Jobs {
         match pve.status(&node.name, vmid).await {
             Ok(s) if s.status == "running" => Ok(true),
             Ok(_) => {
+                // Created but not started: finish the job's last step.
+                let started = match pve.action(&node.name, vmid, "start").await {
+                    Ok(upid) => pve.wait_task(&upid, self.task_timeout).await.is_ok(),
+                    Err(_) => false,
+                };
+                if started {
+                    return Ok(true);
+                }
                 if let Ok(upid) = pve.destroy(&node.name, vmid).await {
                     let _ = pve.wait_task(&upid, self.task_timeout).await;
                 }
                 Ok(false)
             }
+            // Never made (or already gone): nothing to remove.
             Err(_) => Ok(false),
         }
+    }
+}
+
+impl Jobs {
+    fn lock_for(&self, id: siteward_store::ContainerId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(id).or_default().clone()
+    }
+
+    /// Runs `action` on a container as a job.
+    pub async fn lifecycle(
+        &self,
+        owner: Uid,
+        c: Container,
+        action: Option<Lifecycle>,
+    ) -> Result<JobId, siteward_store::StoreError> {
+        let name = match &action {
+            Some(Lifecycle::Start) => "start container",
+            Some(Lifecycle::Stop) => "stop container",
+            Some(Lifecycle::Shutdown) => "shut down container",
+            Some(Lifecycle::Restart) => "restart container",
+            Some(Lifecycle::Reconfigure { .. }) => "reconfigure container",
+            None => "delete container",
+        };
+        let job = self
+            .store
+            .create_job(name, &format!("container:{}", c.id), Some(owner))
+            .await?;
+        let this = self.clone();
+        let span = tracing::info_span!("job", job = job.0, kind = name, container = c.id.0);
+        tokio::spawn(
+            async move {
+                let lock = this.lock_for(c.id);
+                let _one_per_container = lock.lock().await;
+                let _permit = this.permits.clone().acquire_owned().await;
+                let _ = this.store.set_job_status(job, "running").await;
+                match this.run_lifecycle(job, &c, action.as_ref()).await {
+                    Ok(()) => {
+                        let _ = this.store.job_log(job, "done").await;
+                        let _ = this.store.set_job_status(job, "success").await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "container job failed");
+                        let _ = this.store.job_log(job, &format!("failed: {e}")).await;
+                        let _ = this.store.set_job_status(job, "failure").await;
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        Ok(job)
+    }
+
+    async fn run_lifecycle(
+        &self,
+        job: JobId,
+        c: &Container,
+        action: Option<&Lifecycle>,
+    ) -> Result<(), StepError> {
+        let node = self
+            .store
+            .node(c.node_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(vmid) = c.container_id.and_then(|v| u32::try_from(v).ok()) else {
+            if action.is_none() {
+                // Never made it to Proxmox: only the record goes.
+                self.store
+                    .purge_container(c.id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(());
+            }
+            return Err("the container has no VMID on Proxmox".into());
+        };
+        let pve = self.client(node.id).await?;
+        let wait = |upid: String| {
+            let pve = &pve;
+            async move {
+                pve.wait_task(&upid, self.task_timeout)
+                    .await
+                    .map_err(|e| task_message(&e))
+            }
+        };
+        match action {
+            Some(Lifecycle::Start) => {
+                self.log(job, &format!("starting CT {vmid}")).await;
+                wait(
+                    pve.action(&node.name, vmid, "start")
+                        .await
+                        .map_err(|e| e.to_string())?,
+                )
+                .await?;
+                let _ = self.store.set_container_status(c.id, "running").await;
+            }
+            Some(Lifecycle::Stop) | Some(Lifecycle::Shutdown) => {
+                let verb = if matches!(action, Some(Lifecycle::Stop)) {
+                    "stop"
+                } else {
+                    "shutdown"
+                };
+                self.log(job, &format!("{verb} CT {vmid}")).await;
+                wait(
+                    pve.action(&node.name, vmid, verb)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                )
+                .await?;
+                let _ = self.store.set_container_status(c.id, "stopped").await;
+            }
+            Some(Lifecycle::Restart) => {
+                self.log(job, &format!("restarting CT {vmid}")).await;
+                wait(
+                    pve.action(&node.name, vmid, "reboot")
+                        .await
+                        .map_err(|e| e.to_string())?,
+                )
+                .await?;
+                let _ = self.store.set_container_status(c.id, "running").await;
+            }
+            Some(Lifecycle::Reconfigure { cores, memory }) => {
+                let mut params = Vec::new();
+                if let Some(v) = cores {
+                    params.push(("cores", v.to_string()));
+                }
+                if let Some(v) = memory {
+                    params.push(("memory", v.to_string()));
+                }
+                self.log(job, &format!("reconfiguring CT {vmid}")).await;
+                pve.set_config(&node.name, vmid, &params)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            None => {
+                let _ = self.store.set_container_status(c.id, "deleting").await;
+                if let Ok(s) = pve.status(&node.name, vmid).await {
+                    if s.status == "running" {
+                        self.log(job, &format!("stopping CT {vmid}")).await;
+                        wait(
+                            pve.action(&node.name, vmid, "stop")
+                                .await
+                                .map_err(|e| e.to_string())?,
+                        )
+                        .await?;
+                    }
+                    self.log(job, &format!("destroying CT {vmid}")).await;
+                    wait(
+                        pve.destroy(&node.name, vmid)
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    )
+                    .await?;
+                } else {
+                    self.log(job, &format!("CT {vmid} is not on {} any more", node.name))
+                        .await;
+                }
+                self.store
+                    .purge_container(c.id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.log(job, "record, address and DNS records removed")
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a node's containers that siteward does not know yet.
+    pub async fn import(&self, node_id: NodeId) -> Result<Vec<Container>, StepError> {
+        let node = self.store.node(node_id).await.map_err(|e| e.to_string())?;
+        let pve = self.client(node_id).await?;
+        let list = pve.list_lxc(&node.name).await.map_err(|e| e.to_string())?;
+        let mut imported = Vec::new();
+        for entry in list {
+            let Some(vmid) = entry["vmid"].as_u64().and_then(|v| u32::try_from(v).ok()) else {
+                continue;
+            };
+            let config = pve
+                .config(&node.name, vmid)
+                .await
+                .map_err(|e| e.to_string())?;
+            let hostname = config["hostname"]
+                .as_str()
+                .or(entry["name"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            if hostname.is_empty() {
+                continue;
+            }
+            let net0 = config["net0"].as_str().unwrap_or_default();
+            let field = |key: &str| {
+                net0.split(',')
+                    .find_map(|kv| kv.strip_prefix(key))
+                    .map(str::to_owned)
+            };
+            let mac = field("hwaddr=").map(|m| m.to_ascii_lowercase());
+            let addr =
+                field("ip=").and_then(|ip| ip.split('/').next().and_then(|a| a.parse().ok()));
+            let tags = entry["tags"]
+                .as_str()
+                .or(config["tags"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let owner = tags
+                .split([';', ',', ' '])
+                .find_map(|t| t.strip_prefix("owner-"))
+                .map(str::to_owned);
+            let running = entry["status"] == "running";
+            if let Some(c) = self
+                .store
+                .import_container(
+                    node_id,
+                    siteward_store::jobs::FoundContainer {
+                        vmid: vmid as i32,
+                        hostname,
+                        mac,
+                        addr,
+                        owner,
+                        running,
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                imported.push(c);
+            }
+        }
+        Ok(imported)
     }
 }
 

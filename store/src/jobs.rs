@@ -251,3 +251,139 @@ impl Store {
         Ok((url, user, secret, !node.disable_tls_verification))
     }
 }
+
+/// A container found on a node by an import.
+#[derive(Debug, Clone)]
+pub struct FoundContainer {
+    /// VMID.
+    pub vmid: i32,
+    /// Host name.
+    pub hostname: String,
+    /// MAC of net0.
+    pub mac: Option<String>,
+    /// IPv4 of net0.
+    pub addr: Option<Ipv4Addr>,
+    /// Owner from the `owner-<name>` tag.
+    pub owner: Option<String>,
+    /// Running now.
+    pub running: bool,
+}
+
+/// What an earlier request with the same idempotency key got.
+#[derive(Debug, Clone)]
+pub enum Idempotent {
+    /// First time: go ahead, then call [`Store::finish_idempotent`].
+    Proceed,
+    /// Done before: this status and body.
+    Replay(u16, serde_json::Value),
+    /// The first request is still being processed.
+    InProgress,
+}
+
+impl Store {
+    /// Claims an idempotency key for `uid`.
+    pub async fn claim_idempotency_key(&self, uid: Uid, key: &str) -> Result<Idempotent> {
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (uid_number, key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(uid)
+        .bind(key)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(Idempotent::Proceed);
+        }
+        let row: Option<(Option<i32>, Option<serde_json::Value>)> = sqlx::query_as(
+            "SELECT status, response FROM idempotency_keys WHERE uid_number = $1 AND key = $2",
+        )
+        .bind(uid)
+        .bind(key)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(match row {
+            Some((Some(status), Some(body))) => Idempotent::Replay(status as u16, body),
+            _ => Idempotent::InProgress,
+        })
+    }
+
+    /// Stores the result for a claimed key (or releases it when the request failed early).
+    pub async fn finish_idempotent(
+        &self,
+        uid: Uid,
+        key: &str,
+        result: Option<(u16, serde_json::Value)>,
+    ) -> Result<()> {
+        match result {
+            Some((status, body)) => {
+                sqlx::query("UPDATE idempotency_keys SET status = $3, response = $4 WHERE uid_number = $1 AND key = $2")
+                    .bind(uid)
+                    .bind(key)
+                    .bind(i32::from(status))
+                    .bind(body)
+                    .execute(self.pool())
+                    .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM idempotency_keys WHERE uid_number = $1 AND key = $2")
+                    .bind(uid)
+                    .bind(key)
+                    .execute(self.pool())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a container record for good.
+    pub async fn purge_container(&self, id: ContainerId) -> Result<()> {
+        sqlx::query("DELETE FROM containers WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Registers a container found on a node (import). Returns `None` when its VMID, MAC,
+    /// address or host name is already known.
+    pub async fn import_container(
+        &self,
+        node: NodeId,
+        found: FoundContainer,
+    ) -> Result<Option<Container>> {
+        let FoundContainer {
+            vmid,
+            hostname,
+            mac,
+            addr,
+            owner,
+            running,
+        } = found;
+        let (hostname, owner) = (hostname.as_str(), owner.as_deref());
+        let mac = mac.and_then(|m| m.parse::<mac_address::MacAddress>().ok());
+        let owner_exists = match owner {
+            Some(o) => sqlx::query_scalar::<_, i32>("SELECT 1 FROM users WHERE username = $1")
+                .bind(o)
+                .fetch_optional(self.pool())
+                .await?
+                .is_some(),
+            None => false,
+        };
+        let row: Option<ContainerRow> = sqlx::query_as(&format!(
+            "INSERT INTO containers (hostname, node_id, username, status, container_id, mac_address, ipv4_address)
+             VALUES (lower($1), $2, $3, $4, $5, $6, $7)
+             ON CONFLICT DO NOTHING RETURNING {}",
+            crate::queries::CONTAINER_COLUMNS
+        ))
+        .bind(hostname)
+        .bind(node)
+        .bind(if owner_exists { owner } else { None })
+        .bind(if running { "running" } else { "stopped" })
+        .bind(vmid)
+        .bind(mac)
+        .bind(addr.map(|a| ipnetwork::IpNetwork::from(std::net::IpAddr::V4(a))))
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(Container::from))
+    }
+}

@@ -342,3 +342,214 @@ async fn parallel_creations_get_distinct_vmids_addresses_and_macs() -> TestResul
     assert!(per_node.iter().all(|&k| k >= 20), "{per_node:?}");
     c.server.stop().await
 }
+
+#[tokio::test]
+async fn lifecycle_delete_import_and_idempotency() -> TestResult {
+    let c = Cluster::start().await?;
+    // Idempotency: the same key returns the first result, no second container.
+    let body =
+        json!({ "site_id": 1, "hostname": "idem", "template": "local:vztmpl/debian-12.tar.zst" });
+    let send = || {
+        c.http
+            .post(c.server.url("/api/v1/containers"))
+            .bearer_auth(&c.admin)
+            .header("Idempotency-Key", "create-idem-1")
+            .json(&body)
+            .send()
+    };
+    let first: Value = send().await?.json().await?;
+    let r = send().await?;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let second: Value = r.json().await?;
+    assert_eq!(
+        first, second,
+        "a repeated Idempotency-Key must return the first result"
+    );
+    let id = first["container"]["id"].as_i64().ok_or("id")?;
+    let (_, end) = c.follow(first["job_id"].as_i64().ok_or("job")?).await?;
+    assert_eq!(end, "success");
+    let (_, list) = c.get("/containers").await?;
+    assert_eq!(
+        list["items"]
+            .as_array()
+            .map(|a| a.iter().filter(|x| x["hostname"] == "idem").count()),
+        Some(1)
+    );
+    let vmid = c.get(&format!("/containers/{id}")).await?.1["container_id"]
+        .as_i64()
+        .ok_or("vmid")? as u32;
+
+    // Lifecycle: stop, start, restart, reconfigure.
+    for (action, expect) in [
+        ("stop", "stopped"),
+        ("start", "running"),
+        ("shutdown", "stopped"),
+        ("start", "running"),
+        ("restart", "running"),
+    ] {
+        let (s, v) = c
+            .post(
+                &format!("/containers/{id}/actions"),
+                json!({ "action": action }),
+            )
+            .await?;
+        assert_eq!(s, StatusCode::ACCEPTED, "{action}: {v}");
+        let (lines, end) = c.follow(v["job_id"].as_i64().ok_or("job")?).await?;
+        assert_eq!(end, "success", "{action}: {lines:?}");
+        assert_eq!(
+            c.sim.with(|s| s.containers.get(&vmid).map(|x| x.status)),
+            Some(expect),
+            "{action}"
+        );
+        let (_, ct) = c.get(&format!("/containers/{id}")).await?;
+        assert_eq!(ct["status"], expect);
+    }
+    let (s, v) = c
+        .post(
+            &format!("/containers/{id}/actions"),
+            json!({ "action": "reconfigure", "cores": 4, "memory": 2048 }),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let (_, end) = c.follow(v["job_id"].as_i64().ok_or("job")?).await?;
+    assert_eq!(end, "success");
+    assert_eq!(
+        c.sim
+            .with(|s| s.containers[&vmid].config.get("cores").cloned()),
+        Some("4".into())
+    );
+    let (s, v) = c
+        .post(
+            &format!("/containers/{id}/actions"),
+            json!({ "action": "explode" }),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+    // Delete: stopped, destroyed, record and address gone.
+    let r = c
+        .http
+        .delete(c.server.url(&format!("/api/v1/containers/{id}")))
+        .bearer_auth(&c.admin)
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let v: Value = r.json().await?;
+    let (lines, end) = c.follow(v["job_id"].as_i64().ok_or("job")?).await?;
+    assert_eq!(end, "success", "{lines:?}");
+    assert!(
+        c.sim.with(|s| !s.containers.contains_key(&vmid)),
+        "still on Proxmox"
+    );
+    assert_eq!(
+        c.get(&format!("/containers/{id}")).await?.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Import: containers made on the node by hand are registered, known ones are not duplicated.
+    c.sim.with(|s| {
+        let mut config = std::collections::BTreeMap::new();
+        config.insert("hostname".to_owned(), "legacy".to_owned());
+        config.insert(
+            "net0".to_owned(),
+            "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=10.0.0.60/24,gw=10.0.0.1"
+                .to_owned(),
+        );
+        config.insert("tags".to_owned(), "owner-root".to_owned());
+        s.containers.insert(
+            500,
+            crate::pve_sim::SimContainer {
+                vmid: 500,
+                node: "pve2".into(),
+                hostname: "legacy".into(),
+                status: "running",
+                config,
+            },
+        );
+    });
+    let (s, imported) = c.post("/nodes/2/import", json!({})).await?;
+    assert_eq!(s, StatusCode::OK, "{imported}");
+    let list = imported.as_array().ok_or("list")?;
+    assert_eq!(list.len(), 1, "{imported}");
+    assert_eq!(list[0]["hostname"], "legacy");
+    assert_eq!(list[0]["ipv4_address"], "10.0.0.60");
+    assert_eq!(list[0]["mac_address"], "bc:24:11:00:00:01");
+    assert_eq!(list[0]["username"], "root");
+    assert_eq!(list[0]["container_id"], 500);
+    let (_, again) = c.post("/nodes/2/import", json!({})).await?;
+    assert_eq!(
+        again.as_array().map(Vec::len),
+        Some(0),
+        "imported twice: {again}"
+    );
+    c.server.stop().await
+}
+
+#[tokio::test]
+async fn a_restart_mid_job_is_reconciled_not_rerun() -> TestResult {
+    let c = Cluster::start().await?;
+    // Slow tasks, so the server dies while the create task runs on Proxmox.
+    c.sim
+        .with(|s| s.task_duration = Duration::from_millis(1500));
+    let (id, job) = c.create("interrupted").await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while c.sim.with(|s| {
+        s.requests
+            .iter()
+            .filter(|r| r.starts_with("POST /nodes/") && r.ends_with("/lxc"))
+            .count()
+    }) == 0
+    {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let db = c.server.db.as_ref().ok_or("db")?;
+    let url = db.url.clone();
+    let data_dir = c.server.data_dir.clone();
+    let Cluster {
+        server,
+        sim,
+        http,
+        admin,
+    } = c;
+    let db = {
+        let mut server = server;
+        let db = server.db.take();
+        server.kill().await?;
+        db
+    };
+    // The task finishes on Proxmox while siteward is down.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let server = Server::start_with(ServerOptions {
+        database_url: Some(url),
+        data_dir: Some(data_dir),
+        ..Default::default()
+    })
+    .await?;
+    let c = Cluster {
+        server,
+        sim,
+        http,
+        admin,
+    };
+    let (lines, end) = c.follow(job).await?;
+    assert_eq!(end, "success", "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("reconciled after a restart")),
+        "{lines:?}"
+    );
+    let (_, ct) = c.get(&format!("/containers/{id}")).await?;
+    // The CT was created while siteward was down; reconciliation started it, and did not create it twice.
+    let creates = c.sim.with(|s| {
+        s.requests
+            .iter()
+            .filter(|r| r.starts_with("POST /nodes/") && r.ends_with("/lxc"))
+            .count()
+    });
+    assert_eq!(creates, 1, "the job ran twice");
+    assert_eq!(ct["status"], "running", "{ct}");
+    drop(db);
+    c.server.stop().await
+}

@@ -651,7 +651,59 @@ pub struct CreationAccepted {
 async fn create_container_job(
     State(s): State<AdminState>,
     p: Principal,
+    headers: axum::http::HeaderMap,
     Json(b): Json<crate::jobs::CreateContainerRequest>,
+) -> ApiResult<Response> {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let Some(key) = key else {
+        return create_container_inner(&s, &p, b).await;
+    };
+    if key.is_empty() || key.len() > 255 {
+        return Err(ApiError::bad_request(
+            "Idempotency-Key must be 1 to 255 characters",
+        ));
+    }
+    match s.store.claim_idempotency_key(p.uid, &key).await? {
+        siteward_store::jobs::Idempotent::Replay(status, body) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            Ok((status, axum::Json(body)).into_response())
+        }
+        siteward_store::jobs::Idempotent::InProgress => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "in_progress",
+            "a request with this Idempotency-Key is still being processed",
+        )),
+        siteward_store::jobs::Idempotent::Proceed => {
+            let result = create_container_inner(&s, &p, b).await;
+            match result {
+                Ok(resp) => {
+                    let (parts, body) = resp.into_parts();
+                    let bytes = axum::body::to_bytes(body, 1024 * 1024)
+                        .await
+                        .unwrap_or_default();
+                    let value: serde_json::Value =
+                        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+                    s.store
+                        .finish_idempotent(p.uid, &key, Some((parts.status.as_u16(), value)))
+                        .await?;
+                    Ok(Response::from_parts(parts, axum::body::Body::from(bytes)))
+                }
+                Err(e) => {
+                    s.store.finish_idempotent(p.uid, &key, None).await?;
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+async fn create_container_inner(
+    s: &AdminState,
+    p: &Principal,
+    b: crate::jobs::CreateContainerRequest,
 ) -> ApiResult<Response> {
     check_label("hostname", &b.hostname)?;
     check_len("template", &b.template, 1, 512)?;
@@ -687,7 +739,7 @@ async fn create_container_job(
         .jobs
         .create_container((p.uid, p.username.clone()), b)
         .await?;
-    audit(&s, &p.actor(), "create", "container", container.id, details).await;
+    audit(s, &p.actor(), "create", "container", container.id, details).await;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(CreationAccepted { container, job_id }),
@@ -836,16 +888,90 @@ async fn update_container(
     Ok(axum::Json(c))
 }
 
+/// A job that was started.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct JobAccepted {
+    /// Follow it at `/api/v1/jobs/{id}/events`.
+    job_id: JobId,
+}
+
+/// Deletes a container: on Proxmox (stop, destroy with purge) as a job (202), or just the
+/// record when it never reached Proxmox (204).
 async fn delete_container(
     State(s): State<AdminState>,
     p: Principal,
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {
-    s.store
-        .delete_container(ContainerId(id), p.owner_filter())
-        .await?;
+    let c = s.store.container(ContainerId(id), p.owner_filter()).await?;
     audit(&s, &p.actor(), "delete", "container", id, json!({})).await;
-    Ok(no_content())
+    let managed = s.store.node(c.node_id).await?.api_url.is_some();
+    if c.container_id.is_none() || !managed {
+        s.store.delete_container(c.id, p.owner_filter()).await?;
+        audit(
+            &s,
+            &p.actor(),
+            "delete",
+            "container",
+            id,
+            json!({ "record_only": true }),
+        )
+        .await;
+        return Ok(no_content());
+    }
+    let job_id = s.jobs.lifecycle(p.uid, c, None).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(JobAccepted { job_id })).into_response())
+}
+
+async fn container_action(
+    State(s): State<AdminState>,
+    p: Principal,
+    Path(id): Path<i64>,
+    Json(b): Json<crate::jobs::Lifecycle>,
+) -> ApiResult<Response> {
+    if let crate::jobs::Lifecycle::Reconfigure { cores, memory } = &b {
+        if cores.is_none() && memory.is_none() {
+            return Err(ApiError::invalid("cores", "give cores, memory or both"));
+        }
+        if cores.is_some_and(|c| !(1..=128).contains(&c)) {
+            return Err(ApiError::invalid("cores", "cores must be 1 to 128"));
+        }
+        if memory.is_some_and(|m| !(64..=1_048_576).contains(&m)) {
+            return Err(ApiError::invalid(
+                "memory",
+                "memory must be 64 to 1048576 MiB",
+            ));
+        }
+    }
+    let c = s.store.container(ContainerId(id), p.owner_filter()).await?;
+    let details = fields(&b);
+    let job_id = s.jobs.lifecycle(p.uid, c, Some(b)).await?;
+    audit(&s, &p.actor(), "action", "container", id, details).await;
+    Ok((StatusCode::ACCEPTED, axum::Json(JobAccepted { job_id })).into_response())
+}
+
+async fn import_node(
+    State(s): State<AdminState>,
+    Admin(p): Admin,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<Vec<Container>>> {
+    let imported = s.jobs.import(NodeId(id)).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "proxmox_error",
+            format!("import failed: {e}"),
+        )
+    })?;
+    audit(
+        &s,
+        &p.actor(),
+        "import",
+        "node",
+        id,
+        json!({ "imported": imported.len() }),
+    )
+    .await;
+    audit(&s, &p.actor(), "import", "container", id, json!({})).await;
+    Ok(axum::Json(imported))
 }
 
 // ------------------------------------------------------------------------------ services
@@ -2274,14 +2400,32 @@ pub fn api() -> openapi::Api {
         User,
         200,
     );
-    a.op::<(), ()>(
+    a.op::<crate::jobs::Lifecycle, JobAccepted>(
+        post(container_action),
+        "POST",
+        "/containers/{id}/actions",
+        "Start, stop, shut down, restart or reconfigure a container (202; a job does it)",
+        "containers",
+        User,
+        202,
+    );
+    a.op::<(), Vec<Container>>(
+        post(import_node),
+        "POST",
+        "/nodes/{id}/import",
+        "Register the node's containers siteward does not know yet",
+        "nodes",
+        Admin,
+        200,
+    );
+    a.op::<(), JobAccepted>(
         delete(delete_container),
         "DELETE",
         "/containers/{id}",
-        "Delete a container record",
+        "Delete a container: destroyed on Proxmox by a job (202), or the record alone when it is not on a managed node (204)",
         "containers",
         User,
-        204,
+        202,
     );
     a.op::<(), Vec<resources::ServiceView>>(
         get(list_services),
