@@ -385,7 +385,7 @@ impl PveClient {
         let node = upid.split(':').nth(1).unwrap_or_default().to_owned();
         let encoded = encode_upid(upid);
         let deadline = Instant::now() + timeout;
-        let mut poll = Duration::from_millis(20);
+        let mut poll = Duration::from_millis(10);
         loop {
             let v = self
                 .call(
@@ -422,7 +422,8 @@ impl PveClient {
                 return Err(PveError::Timeout(upid.to_owned()));
             }
             tokio::time::sleep(poll).await;
-            poll = (poll * 2).min(Duration::from_secs(1));
+            // Short tasks are noticed within ~10 ms; long ones are polled every 250 ms.
+            poll = poll.mul_f32(1.25).min(Duration::from_millis(250));
         }
     }
 }

@@ -553,3 +553,52 @@ async fn a_restart_mid_job_is_reconciled_not_rerun() -> TestResult {
     drop(db);
     c.server.stop().await
 }
+
+/// `bench/containers`: 100 creations against the simulator with a fixed task latency. Prints
+/// creations per second and siteward's overhead per creation above the simulator's own time.
+#[tokio::test]
+#[ignore = "benchmark: run bench/containers"]
+async fn bench_containers() -> TestResult {
+    let latency = Duration::from_millis(
+        std::env::var("BENCH_TASK_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100),
+    );
+    let n: usize = std::env::var("BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let c = Cluster::start().await?;
+    c.sim.with(|s| s.task_duration = latency);
+    let started = std::time::Instant::now();
+    let creations = (0..n).map(|i| {
+        let c = &c;
+        async move { c.create(&format!("bench{i}")).await }
+    });
+    let created: Vec<(i64, i64)> = futures::future::join_all(creations)
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    for (_, job) in &created {
+        let (lines, end) = c.follow(*job).await?;
+        assert_eq!(end, "success", "{lines:?}");
+    }
+    let elapsed = started.elapsed();
+    // Each creation waits for two tasks (create, start); with the job pool's concurrency of 2
+    // the simulator alone accounts for n * 2 * latency / 2.
+    let floor = latency * 2 * n as u32 / 2;
+    let overhead = elapsed.saturating_sub(floor) / n as u32;
+    println!(
+        "containers: {n} creations in {:.2} s = {:.1} creations/s",
+        elapsed.as_secs_f64(),
+        n as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "containers: simulator task latency {} ms, floor {:.2} s, overhead {:.1} ms per creation",
+        latency.as_millis(),
+        floor.as_secs_f64(),
+        overhead.as_secs_f64() * 1000.0
+    );
+    c.server.stop().await
+}
