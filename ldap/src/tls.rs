@@ -1,0 +1,182 @@
+//! TLS for LDAPS and StartTLS with rustls (ring provider). The certificate comes from
+//! configured PEM files, or from a self-signed pair generated on first start in the data
+//! directory. A resolver holds the current certificate; [`Tls::reload_if_changed`] swaps in new
+//! files when their modification time changes, so renewed certificates apply without a restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio_rustls::TlsAcceptor;
+
+use crate::Error;
+
+/// Where the certificate and key live.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// The configured files, or a self-signed pair in `dir` (generated when absent) for
+    /// `names` (subject alternative names).
+    pub fn configured_or_self_signed(
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        dir: &Path,
+        names: &[String],
+    ) -> Result<Self, Error> {
+        match (cert, key) {
+            (Some(cert), Some(key)) => Ok(Self { cert, key }),
+            (None, None) => {
+                let files = Self {
+                    cert: dir.join("ldap-cert.pem"),
+                    key: dir.join("ldap-key.pem"),
+                };
+                if !files.cert.exists() || !files.key.exists() {
+                    generate_self_signed(&files, names)?;
+                }
+                Ok(files)
+            }
+            _ => Err(Error::Tls(
+                "set both ldap.tls_cert and ldap.tls_key, or neither".into(),
+            )),
+        }
+    }
+}
+
+fn generate_self_signed(files: &TlsFiles, names: &[String]) -> Result<(), Error> {
+    let certified = rcgen::generate_simple_self_signed(names.to_vec())
+        .map_err(|e| Error::Tls(format!("cannot generate a certificate: {e}")))?;
+    if let Some(parent) = files.cert.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    write_private(&files.key, certified.signing_key.serialize_pem().as_bytes())?;
+    std::fs::write(&files.cert, certified.cert.pem())?;
+    tracing::info!(cert = %files.cert.display(), "generated a self-signed LDAP certificate");
+    Ok(())
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)?;
+    Ok(())
+}
+
+fn load(files: &TlsFiles) -> Result<Arc<CertifiedKey>, Error> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| Error::Tls(format!("{}: {e}", files.cert.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Tls(format!("{}: {e}", files.cert.display())))?;
+    if certs.is_empty() {
+        return Err(Error::Tls(format!(
+            "{}: no certificate found",
+            files.cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| Error::Tls(format!("{}: {e}", files.key.display())))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| Error::Tls(format!("{}: {e}", files.key.display())))?;
+    Ok(Arc::new(CertifiedKey::new(certs, signing)))
+}
+
+fn modified(files: &TlsFiles) -> Option<(SystemTime, SystemTime)> {
+    let c = std::fs::metadata(&files.cert)
+        .and_then(|m| m.modified())
+        .ok()?;
+    let k = std::fs::metadata(&files.key)
+        .and_then(|m| m.modified())
+        .ok()?;
+    Some((c, k))
+}
+
+#[derive(Debug)]
+struct Resolver {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|c| c.clone())
+    }
+}
+
+/// The TLS acceptor and the files behind it.
+pub struct Tls {
+    files: TlsFiles,
+    resolver: Arc<Resolver>,
+    acceptor: TlsAcceptor,
+    stamp: RwLock<Option<(SystemTime, SystemTime)>>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").field("files", &self.files).finish()
+    }
+}
+
+impl Tls {
+    /// Loads the certificate and key.
+    pub fn new(files: TlsFiles) -> Result<Self, Error> {
+        let resolver = Arc::new(Resolver {
+            current: RwLock::new(load(&files)?),
+        });
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver.clone());
+        Ok(Self {
+            stamp: RwLock::new(modified(&files)),
+            files,
+            resolver,
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+        })
+    }
+
+    /// The acceptor (its resolver always hands out the current certificate).
+    pub fn acceptor(&self) -> &TlsAcceptor {
+        &self.acceptor
+    }
+
+    /// The files in use.
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+
+    /// Reloads the files if their modification time changed. Returns whether it did. A file
+    /// that does not load leaves the current certificate in place.
+    pub fn reload_if_changed(&self) -> Result<bool, Error> {
+        let now = modified(&self.files);
+        let changed = self.stamp.read().map(|s| *s != now).unwrap_or(true);
+        if !changed {
+            return Ok(false);
+        }
+        let fresh = load(&self.files)?;
+        if let Ok(mut current) = self.resolver.current.write() {
+            *current = fresh;
+        }
+        if let Ok(mut stamp) = self.stamp.write() {
+            *stamp = now;
+        }
+        tracing::info!(cert = %self.files.cert.display(), "reloaded the LDAP certificate");
+        Ok(true)
+    }
+}
