@@ -27,6 +27,9 @@ pub mod session;
 pub mod throttle;
 pub mod tls;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
