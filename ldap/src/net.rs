@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use ldap3_proto::proto::{LdapMsg, LdapResultCode};
 use ldap3_proto::LdapCodec;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder, Framed};
@@ -186,6 +186,22 @@ async fn refuse(mut stream: TcpStream) {
     }
 }
 
+/// Closes our side, then reads and discards what the client is still sending for a moment, so
+/// that closing with unread input does not reset the connection and destroy the notice of
+/// disconnection before the client reads it.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+    let mut sink = [0u8; 16 * 1024];
+    let mut budget: usize = 16 * 1024 * 1024;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while budget > 0 {
+        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => budget = budget.saturating_sub(n),
+            _ => break,
+        }
+    }
+}
+
 enum Outcome<S> {
     Closed,
     StartTls(S),
@@ -272,6 +288,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 tracing::info!(error = %e, "malformed or oversized message; disconnecting");
                 let notice = notice_of_disconnection(LdapResultCode::ProtocolError, &e.to_string());
                 let _ = tokio::time::timeout(settings.write_timeout, framed.send(notice)).await;
+                linger(framed.into_inner()).await;
                 return Outcome::Closed;
             }
             Ok(Some(Ok(msg))) => msg,

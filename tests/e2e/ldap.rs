@@ -1,0 +1,857 @@
+//! LDAP end to end: the real server driven by Debian's `ldapsearch`, `ldapwhoami`, `ldappasswd`,
+//! `ldapcompare` and `ldapmodify` (plain, StartTLS with `-ZZ` verifying the generated
+//! certificate, and `ldaps://`), and raw sockets for malformed input, oversized and deeply nested
+//! messages, and 1,000 simultaneous connections.
+
+use std::time::Duration;
+
+use siteward_store::{NewUser, Store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::*;
+
+const BASE: &str = "dc=siteward,dc=internal";
+
+fn dn(user: &str) -> String {
+    format!("uid={user},ou=people,{BASE}")
+}
+
+/// Output of one client run.
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    /// `uid:` values in LDIF output, sorted.
+    fn uids(&self) -> Vec<String> {
+        self.values("uid")
+    }
+
+    fn values(&self, attr: &str) -> Vec<String> {
+        let prefix = format!("{}: ", attr.to_ascii_lowercase());
+        let mut v: Vec<String> = self
+            .stdout
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with(&prefix))
+            .map(|l| l[prefix.len()..].to_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn dns(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("dn: "))
+            .map(str::to_owned)
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+async fn tool(name: &str, args: &[&str], env: &[(&str, String)]) -> TestResult<Out> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(name)
+            .args(args)
+            .env("LDAPCONF", "/dev/null")
+            .env("LDAPRC", "/nonexistent-ldaprc")
+            .envs(env.iter().map(|(k, v)| (*k, v.clone())))
+            .output(),
+    )
+    .await
+    .map_err(|_| format!("{name} {args:?} timed out"))?
+    .map_err(|e| format!("cannot run {name} (apt-get install ldap-utils): {e}"))?;
+    Ok(Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+fn url(server: &Server) -> TestResult<String> {
+    Ok(format!(
+        "ldap://{}",
+        server.addrs.ldap.ok_or("no ldap listener")?
+    ))
+}
+
+/// `ldapsearch -x -LLL` as `who` (anonymous when `None`) under the base, subtree.
+async fn search(
+    server: &Server,
+    who: Option<(&str, &str)>,
+    filter: &str,
+    attrs: &[&str],
+) -> TestResult<Out> {
+    let url = url(server)?;
+    let mut args: Vec<String> = vec!["-x".into(), "-LLL".into(), "-H".into(), url];
+    if let Some((user, pw)) = who {
+        args.extend(["-D".into(), dn(user), "-w".into(), pw.into()]);
+    }
+    args.extend(["-b".into(), BASE.into(), filter.into()]);
+    args.extend(attrs.iter().map(|a| (*a).to_owned()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    tool("ldapsearch", &refs, &[]).await
+}
+
+async fn users(store: &Store) -> TestResult {
+    for (name, pw, admin) in [
+        ("alice", "alice-pw-1", false),
+        ("bob", "bob-pw-123", false),
+        ("root", "root-pw-12", true),
+    ] {
+        store
+            .create_user(NewUser {
+                username: name.into(),
+                password: Some(pw.into()),
+                mail: Some(format!("{name}@example.org")),
+                given_name: Some(name.to_uppercase()),
+                admin,
+                ssh_public_keys: vec![format!("ssh-ed25519 AAAAC3{name} {name}@laptop")],
+                ..Default::default()
+            })
+            .await?;
+    }
+    store.create_group("devs", Some("Developers")).await?;
+    store.add_group_member("devs", "alice").await?;
+    store.add_group_member("devs", "bob").await?;
+    Ok(())
+}
+
+/// Polls until the server shows `uid` (the change feed is asynchronous).
+async fn wait_for_user(server: &Server, uid: &str) -> TestResult {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = search(server, None, &format!("(uid={uid})"), &["uid"]).await?;
+        if out.uids() == vec![uid.to_owned()] {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("{uid} never appeared: {} {}", out.stdout, out.stderr).into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn started() -> TestResult<(Server, Store)> {
+    let db = TestDb::new().await?;
+    let mut server = Server::start_with(ServerOptions {
+        database_url: Some(db.url.clone()),
+        args: vec!["--ldaps".into(), "127.0.0.1:0".into()],
+        ..Default::default()
+    })
+    .await?;
+    let store = db.store().await?;
+    server.db = Some(db);
+    users(&store).await?;
+    wait_for_user(&server, "bob").await?;
+    Ok((server, store))
+}
+
+#[tokio::test]
+async fn ldapsearch_filters_scopes_selection_paging_and_root_dse() -> TestResult {
+    let (server, store) = started().await?;
+    let root = Some(("root", "root-pw-12"));
+    let cases: &[(&str, &[&str])] = &[
+        ("(uid=alice)", &["alice"]),
+        ("(UID=Alice)", &["alice"]),
+        ("(uid=a*)", &["alice"]),
+        ("(uid=*o*)", &["bob", "root"]),
+        ("(uid=*b)", &["bob"]),
+        ("(uid~=BOB)", &["bob"]),
+        (
+            "(&(objectClass=posixAccount)(|(uid=alice)(uid=bob)))",
+            &["alice", "bob"],
+        ),
+        (
+            "(&(objectClass=inetOrgPerson)(!(uid=alice)))",
+            &["bob", "root"],
+        ),
+        ("(uidNumber>=2001)", &["bob", "root"]),
+        ("(uidNumber<=2000)", &["alice"]),
+        (
+            "(createTimestamp>=20200101000000Z)",
+            &["alice", "bob", "root"],
+        ),
+        ("(createTimestamp<=20200101000000Z)", &[]),
+        ("(mail=BOB@example.org)", &["bob"]),
+        (
+            "(memberOf=cn=devs,ou=groups,dc=siteward,dc=internal)",
+            &["alice", "bob"],
+        ),
+        (
+            "(memberOf:1.2.840.113556.1.4.1941:=cn=devs,ou=groups,dc=siteward,dc=internal)",
+            &["alice", "bob"],
+        ),
+        ("(uid:caseExactMatch:=alice)", &["alice"]),
+        ("(uidNumber:1.2.840.113556.1.4.803:=2001)", &["bob"]),
+        ("(ou:dn:=people)", &["alice", "bob", "root"]),
+        ("(sshPublicKey=*)", &["alice", "bob", "root"]),
+        ("(nosuchattribute=1)", &[]),
+        ("(!(nosuchattribute=1))", &[]),
+        ("(uid:1.9.9.9:=alice)", &[]),
+    ];
+    for (filter, want) in cases {
+        let out = search(&server, root, filter, &["uid"]).await?;
+        assert_eq!(out.code, 0, "{filter}: {}", out.stderr);
+        assert_eq!(out.uids(), *want, "{filter}");
+    }
+    // Groups: memberUid (RFC 2307), member (RFC 2307bis), in-chain.
+    for (filter, want) in [
+        (
+            "(&(objectClass=posixGroup)(memberUid=alice))",
+            vec!["devs", "ldapusers"],
+        ),
+        (
+            "(member=uid=bob,ou=people,dc=siteward,dc=internal)",
+            vec!["devs", "ldapusers"],
+        ),
+        (
+            "(member:1.2.840.113556.1.4.1941:=uid=root,ou=people,dc=siteward,dc=internal)",
+            vec!["ldapusers", "sysadmins"],
+        ),
+        ("(gidNumber=2001)", vec!["sysadmins"]),
+    ] {
+        let out = search(&server, None, filter, &["cn"]).await?;
+        assert_eq!(out.values("cn"), want, "{filter}");
+    }
+    let group = search(&server, None, "(cn=devs)", &[]).await?;
+    assert_eq!(group.values("memberUid"), vec!["alice", "bob"]);
+    assert_eq!(group.values("member"), vec![dn("alice"), dn("bob")]);
+    assert_eq!(
+        group.values("objectClass"),
+        vec!["groupOfNames", "posixGroup", "top"]
+    );
+
+    // Scopes.
+    let url = url(&server)?;
+    let scoped = |base: String, scope: &'static str| {
+        let url = url.clone();
+        async move {
+            tool(
+                "ldapsearch",
+                &[
+                    "-x",
+                    "-LLL",
+                    "-H",
+                    &url,
+                    "-b",
+                    &base,
+                    "-s",
+                    scope,
+                    "(objectClass=*)",
+                    "1.1",
+                ],
+                &[],
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        scoped(BASE.into(), "base").await?.dns(),
+        vec![BASE.to_string()]
+    );
+    assert_eq!(
+        scoped(BASE.into(), "one").await?.dns(),
+        vec![format!("ou=groups,{BASE}"), format!("ou=people,{BASE}")]
+    );
+    assert_eq!(
+        scoped(format!("ou=people,{BASE}"), "one")
+            .await?
+            .dns()
+            .len(),
+        3
+    );
+    assert_eq!(scoped(BASE.into(), "sub").await?.dns().len(), 3 + 3 + 3);
+    let missing = scoped(dn("nobody"), "base").await?;
+    assert_eq!(missing.code, 32, "noSuchObject");
+
+    // Attribute selection: the user's own entry, explicit lists, +, 1.1, typesOnly.
+    let me = Some(("alice", "alice-pw-1"));
+    let own = search(&server, me, "(uid=alice)", &["*", "+"]).await?;
+    for attr in [
+        "uid",
+        "cn",
+        "sn",
+        "givenName",
+        "displayName",
+        "mail",
+        "uidNumber",
+        "gidNumber",
+        "homeDirectory",
+        "loginShell",
+        "gecos",
+        "sshPublicKey",
+        "memberOf",
+        "entryUUID",
+        "createTimestamp",
+        "modifyTimestamp",
+        "shadowLastChange",
+        "pwdChangedTime",
+    ] {
+        assert!(
+            !own.values(attr).is_empty(),
+            "{attr} missing:\n{}",
+            own.stdout
+        );
+    }
+    assert_eq!(own.values("homeDirectory"), vec!["/home/alice"]);
+    assert_eq!(own.values("gidNumber"), vec!["2000"]);
+    let explicit = search(
+        &server,
+        me,
+        "(uid=alice)",
+        &["uidNumber", "UIDNUMBER", "cn"],
+    )
+    .await?;
+    assert_eq!(explicit.values("uidNumber"), vec!["2000"]);
+    assert!(explicit.values("uid").is_empty());
+    let only_dn = search(&server, me, "(uid=alice)", &["1.1"]).await?;
+    assert_eq!(only_dn.stdout.trim(), format!("dn: {}", dn("alice")));
+    let types = tool(
+        "ldapsearch",
+        &[
+            "-x",
+            "-LLL",
+            "-A",
+            "-H",
+            &url,
+            "-b",
+            BASE,
+            "(uid=alice)",
+            "uid",
+            "cn",
+        ],
+        &[],
+    )
+    .await?;
+    assert!(
+        types.stdout.lines().any(|l| l == "uid:"),
+        "{}",
+        types.stdout
+    );
+    assert!(types.values("uid").iter().all(String::is_empty));
+
+    // Access: anonymous and other users do not read mail; userPassword never appears.
+    assert!(search(&server, None, "(uid=alice)", &["mail"])
+        .await?
+        .values("mail")
+        .is_empty());
+    assert!(search(
+        &server,
+        Some(("bob", "bob-pw-123")),
+        "(uid=alice)",
+        &["mail"]
+    )
+    .await?
+    .values("mail")
+    .is_empty());
+    assert_eq!(
+        search(&server, root, "(uid=alice)", &["mail"])
+            .await?
+            .values("mail"),
+        vec!["alice@example.org"]
+    );
+    for who in [None, me, root] {
+        for attrs in [&["*", "+"][..], &["userPassword"][..], &[][..]] {
+            let out = search(&server, who, "(objectClass=*)", attrs).await?;
+            assert!(
+                !out.stdout.to_ascii_lowercase().contains("userpassword"),
+                "{}",
+                out.stdout
+            );
+            assert!(!out.stdout.contains("argon2"), "{}", out.stdout);
+        }
+        let probe = search(&server, who, "(userPassword=*)", &["uid"]).await?;
+        assert!(probe.uids().is_empty());
+    }
+
+    // Root DSE before any bind, and the subschema.
+    let dse = tool(
+        "ldapsearch",
+        &["-x", "-LLL", "-H", &url, "-b", "", "-s", "base", "+"],
+        &[],
+    )
+    .await?;
+    assert_eq!(dse.values("namingContexts"), vec![BASE]);
+    assert_eq!(dse.values("defaultNamingContext"), vec![BASE]);
+    assert_eq!(dse.values("supportedLDAPVersion"), vec!["3"]);
+    assert_eq!(
+        dse.values("supportedControl"),
+        vec!["1.2.840.113556.1.4.319"]
+    );
+    assert_eq!(
+        dse.values("supportedExtension"),
+        vec![
+            "1.3.6.1.4.1.1466.20037",
+            "1.3.6.1.4.1.4203.1.11.1",
+            "1.3.6.1.4.1.4203.1.11.3"
+        ]
+    );
+    assert_eq!(dse.values("subschemaSubentry"), vec!["cn=Subschema"]);
+    assert_eq!(dse.values("vendorName"), vec!["siteward"]);
+    let schema = tool(
+        "ldapsearch",
+        &[
+            "-x",
+            "-LLL",
+            "-H",
+            &url,
+            "-b",
+            "cn=Subschema",
+            "-s",
+            "base",
+            "(objectClass=subschema)",
+            "attributeTypes",
+            "objectClasses",
+        ],
+        &[],
+    )
+    .await?;
+    assert!(
+        schema.stdout.contains("NAME 'posixAccount'"),
+        "{}",
+        schema.stdout
+    );
+    assert!(schema.stdout.contains("NAME 'memberOf'"));
+
+    // Paging: 6 users and page size 2 make three pages with real cookies.
+    for name in ["p1", "p2", "p3"] {
+        store
+            .create_user(NewUser {
+                username: name.into(),
+                ..Default::default()
+            })
+            .await?;
+    }
+    wait_for_user(&server, "p3").await?;
+    let paged = tool(
+        "ldapsearch",
+        &[
+            "-x",
+            "-LLL",
+            "-H",
+            &url,
+            "-b",
+            &format!("ou=people,{BASE}"),
+            "-s",
+            "one",
+            "-E",
+            "pr=2/noprompt",
+            "(objectClass=posixAccount)",
+            "uid",
+        ],
+        &[],
+    )
+    .await?;
+    assert_eq!(paged.code, 0, "{}", paged.stderr);
+    assert_eq!(paged.uids(), vec!["alice", "bob", "p1", "p2", "p3", "root"]);
+    let cookies: Vec<&str> = paged
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("# pagedresults: cookie="))
+        .collect();
+    assert_eq!(cookies.len(), 3, "{}", paged.stdout);
+    assert!(
+        !cookies[0].is_empty() && !cookies[1].is_empty() && cookies[2].is_empty(),
+        "{cookies:?}"
+    );
+    // Size limit.
+    let limited = tool(
+        "ldapsearch",
+        &[
+            "-x", "-LLL", "-H", &url, "-b", BASE, "-z", "2", "(uid=*)", "uid",
+        ],
+        &[],
+    )
+    .await?;
+    assert_eq!(limited.code, 4, "sizeLimitExceeded: {}", limited.stderr);
+    assert_eq!(limited.uids().len(), 2);
+
+    // A user removed through the store disappears.
+    store.delete_user("p3").await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !search(&server, None, "(uid=p3)", &["uid"])
+        .await?
+        .uids()
+        .is_empty()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "p3 still visible");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await
+}
+
+#[tokio::test]
+async fn binds_whoami_passwd_compare_writes_over_plain_starttls_and_ldaps() -> TestResult {
+    let (server, store) = started().await?;
+    let plain = url(&server)?;
+    let ldaps = format!("ldaps://{}", server.addrs.ldaps.ok_or("no ldaps listener")?);
+    // Clients verify the generated certificate (its names include 127.0.0.1).
+    let ca = vec![(
+        "LDAPTLS_CACERT",
+        server.data_dir.join("ldap-cert.pem").display().to_string(),
+    )];
+    let alice = dn("alice");
+    for (uri, extra) in [
+        (plain.as_str(), None),
+        (plain.as_str(), Some("-ZZ")),
+        (ldaps.as_str(), None),
+    ] {
+        let mut args = vec!["-x", "-H", uri, "-D", &alice, "-w", "alice-pw-1"];
+        args.extend(extra);
+        let out = tool("ldapwhoami", &args, &ca).await?;
+        assert_eq!(out.code, 0, "{uri} {extra:?}: {}", out.stderr);
+        assert_eq!(out.stdout.trim(), format!("dn:{alice}"));
+        let mut bad = vec!["-x", "-H", uri, "-D", &alice, "-w", "nope"];
+        bad.extend(extra);
+        assert_eq!(tool("ldapwhoami", &bad, &ca).await?.code, 49);
+    }
+    // Without the CA, StartTLS verification fails: it really is TLS with our certificate.
+    let untrusted = tool(
+        "ldapwhoami",
+        &["-x", "-ZZ", "-H", &plain, "-D", &alice, "-w", "alice-pw-1"],
+        &[("LDAPTLS_CACERT", "/dev/null".into())],
+    )
+    .await?;
+    assert_ne!(untrusted.code, 0);
+    // Anonymous whoami; an unknown user costs a normal failure.
+    let anon = tool("ldapwhoami", &["-x", "-H", &plain], &[]).await?;
+    assert_eq!(anon.stdout.trim(), "anonymous");
+    assert_eq!(
+        tool(
+            "ldapwhoami",
+            &["-x", "-H", &plain, "-D", &dn("ghost"), "-w", "x"],
+            &[]
+        )
+        .await?
+        .code,
+        49
+    );
+
+    // ldappasswd: self-service with the old password over StartTLS, then admin-set.
+    let out = tool(
+        "ldappasswd",
+        &[
+            "-x",
+            "-ZZ",
+            "-H",
+            &plain,
+            "-D",
+            &alice,
+            "-w",
+            "alice-pw-1",
+            "-a",
+            "alice-pw-1",
+            "-s",
+            "alice-new-22",
+        ],
+        &ca,
+    )
+    .await?;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let bob = dn("bob");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tool(
+        "ldapwhoami",
+        &["-x", "-H", &plain, "-D", &alice, "-w", "alice-new-22"],
+        &[],
+    )
+    .await?
+    .code
+        != 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice's new password not accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let denied = tool(
+        "ldappasswd",
+        &[
+            "-x",
+            "-H",
+            &plain,
+            "-D",
+            &alice,
+            "-w",
+            "alice-new-22",
+            "-s",
+            "hijacked-1",
+            &bob,
+        ],
+        &[],
+    )
+    .await?;
+    assert_ne!(denied.code, 0);
+    assert!(
+        denied.stdout.contains("Insufficient access (50)"),
+        "{}",
+        denied.stdout
+    );
+    let out = tool(
+        "ldappasswd",
+        &[
+            "-x",
+            "-H",
+            &ldaps,
+            "-D",
+            &dn("root"),
+            "-w",
+            "root-pw-12",
+            "-s",
+            "bob-new-333",
+            &bob,
+        ],
+        &ca,
+    )
+    .await?;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Generated password (no -s).
+    let out = tool(
+        "ldappasswd",
+        &[
+            "-x",
+            "-H",
+            &plain,
+            "-D",
+            &dn("root"),
+            "-w",
+            "root-pw-12",
+            &dn("alice"),
+        ],
+        &[],
+    )
+    .await?;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let generated = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("New password: "))
+        .ok_or_else(|| format!("no generated password: {}", out.stdout))?
+        .to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = tool(
+            "ldapwhoami",
+            &["-x", "-H", &plain, "-D", &alice, "-w", &generated],
+            &[],
+        )
+        .await?;
+        let b = tool(
+            "ldapwhoami",
+            &["-x", "-H", &plain, "-D", &bob, "-w", "bob-new-333"],
+            &[],
+        )
+        .await?;
+        if a.code == 0 && b.code == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "new passwords not accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        tool(
+            "ldapwhoami",
+            &["-x", "-H", &plain, "-D", &bob, "-w", "bob-pw-123"],
+            &[]
+        )
+        .await?
+        .code,
+        49
+    );
+
+    // Compare.
+    let cmp = |assertion: &'static str| {
+        let plain = plain.clone();
+        async move {
+            tool(
+                "ldapcompare",
+                &["-x", "-H", &plain, &dn("bob"), assertion],
+                &[],
+            )
+            .await
+        }
+    };
+    assert_eq!(cmp("uidNumber:2001").await?.code, 6, "compareTrue");
+    assert_eq!(cmp("uid:BOB").await?.code, 6);
+    assert_eq!(cmp("uid:alice").await?.code, 5, "compareFalse");
+    assert_eq!(cmp("userPassword:bob-new-333").await?.code, 50);
+
+    // Writes are refused, pointing to the admin API.
+    let root_dn = dn("root");
+    let ldif = format!("dn: {bob}\nchangetype: modify\nreplace: sn\nsn: x\n\ndn: uid=new,ou=people,{BASE}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: new\ncn: n\nsn: n\n");
+    let file = server.data_dir.join("w.ldif");
+    tokio::fs::write(&file, ldif).await?;
+    let out = tool(
+        "ldapmodify",
+        &[
+            "-x",
+            "-c",
+            "-H",
+            &plain,
+            "-D",
+            &root_dn,
+            "-w",
+            "root-pw-12",
+            "-f",
+            &file.display().to_string(),
+        ],
+        &[],
+    )
+    .await?;
+    assert_eq!(out.code, 53, "{}", out.stderr);
+    assert!(out.stderr.contains("admin API"), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches("Server is unwilling to perform").count(),
+        2,
+        "{}",
+        out.stderr
+    );
+    let out = tool(
+        "ldapdelete",
+        &["-x", "-H", &plain, "-D", &root_dn, "-w", "root-pw-12", &bob],
+        &[],
+    )
+    .await?;
+    assert_eq!(out.code, 53);
+    let out = tool(
+        "ldapmodrdn",
+        &[
+            "-x",
+            "-H",
+            &plain,
+            "-D",
+            &root_dn,
+            "-w",
+            "root-pw-12",
+            &bob,
+            "uid=bobby",
+        ],
+        &[],
+    )
+    .await?;
+    assert_eq!(out.code, 53);
+    // SASL is refused properly.
+    let out = tool(
+        "ldapwhoami",
+        &["-H", &plain, "-Y", "PLAIN", "-U", "bob", "-w", "x"],
+        &[],
+    )
+    .await?;
+    assert_ne!(out.code, 0);
+    // Suspended users cannot bind.
+    store
+        .set_user_status("bob", siteward_store::UserStatus::Suspended)
+        .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tool(
+        "ldapwhoami",
+        &["-x", "-H", &plain, "-D", &bob, "-w", "bob-new-333"],
+        &[],
+    )
+    .await?
+    .code
+        != 49
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "suspended bob still binds"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await
+}
+
+/// An anonymous simple bind, message id 1.
+const ANON_BIND: &[u8] = &[
+    0x30, 0x0c, 0x02, 0x01, 0x01, 0x60, 0x07, 0x02, 0x01, 0x03, 0x04, 0x00, 0x80, 0x00,
+];
+
+/// Reads until EOF (or 5 s) and returns what came.
+async fn read_to_end(stream: &mut TcpStream) -> TestResult<Vec<u8>> {
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
+        .await
+        .map_err(|_| "the server did not close the connection")??;
+    Ok(out)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn malformed_oversized_nested_and_many_connections() -> TestResult {
+    let (server, _store) = started().await?;
+    let addr = server.addrs.ldap.ok_or("no ldap")?;
+    let notice = b"1.3.6.1.4.1.1466.20036";
+    // Not BER at all.
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(b"GET / HTTP/1.1\r\n\r\n").await?;
+    assert!(contains(&read_to_end(&mut s).await?, notice));
+    // Well framed, garbage inside.
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(&[0x30, 0x05, 0xff, 0xff, 0xff, 0xff, 0xff])
+        .await?;
+    assert!(contains(&read_to_end(&mut s).await?, notice));
+    // A 10 MB request: refused from its header, before the body is read.
+    let mut s = TcpStream::connect(addr).await?;
+    let len: u32 = 10 * 1024 * 1024;
+    let mut big = vec![0x30, 0x84];
+    big.extend_from_slice(&len.to_be_bytes());
+    big.extend(std::iter::repeat_n(0x04u8, 64 * 1024));
+    let _ = s.write_all(&big).await; // the server may close while we write
+    assert!(contains(&read_to_end(&mut s).await?, notice));
+    // Deep nesting: 200 nested SEQUENCEs inside a message.
+    let mut inner: Vec<u8> = vec![0x04, 0x00];
+    for _ in 0..200 {
+        let mut next = vec![0x30, 0x82];
+        next.extend_from_slice(&u16::try_from(inner.len())?.to_be_bytes());
+        next.extend_from_slice(&inner);
+        inner = next;
+    }
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(&inner).await?;
+    assert!(contains(&read_to_end(&mut s).await?, notice));
+
+    // 1,000 connections at once, each binding anonymously.
+    let mut conns = Vec::new();
+    for _ in 0..1000 {
+        conns.push(TcpStream::connect(addr).await?);
+    }
+    let answers = futures::future::join_all(conns.iter_mut().map(|c| async move {
+        c.write_all(ANON_BIND).await?;
+        let mut buf = [0u8; 14];
+        tokio::time::timeout(Duration::from_secs(30), c.read_exact(&mut buf))
+            .await
+            .map_err(|_| std::io::Error::other("timeout"))??;
+        Ok::<_, std::io::Error>(buf)
+    }))
+    .await;
+    let ok = answers
+        .iter()
+        .filter(|a| a.as_ref().is_ok_and(|b| b[5] == 0x61 && b[9] == 0x00))
+        .count();
+    assert_eq!(ok, 1000);
+    // The server is still fine for everyone else.
+    let out = search(&server, None, "(uid=alice)", &["uid"]).await?;
+    assert_eq!(out.uids(), vec!["alice"]);
+    drop(conns);
+    let metrics = reqwest::get(server.url("/metrics")).await?.text().await?;
+    assert!(
+        metrics.contains("siteward_ldap_requests_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("siteward_ldap_connections"));
+    server.stop().await
+}
