@@ -855,3 +855,212 @@ async fn malformed_oversized_nested_and_many_connections() -> TestResult {
     assert!(metrics.contains("siteward_ldap_connections"));
     server.stop().await
 }
+
+/// A root shell in a private mount namespace: `/etc/nsswitch.conf`, `/etc/nslcd.conf`,
+/// `/etc/pam.d` and `/run` are bind-mounted from a temporary directory, so the machine's own
+/// configuration is untouched and no system nslcd is involved.
+struct Namespace {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Namespace {
+    async fn start() -> TestResult<Self> {
+        let mut child = tokio::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "bash"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot run unshare: {e}"))?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        use tokio::io::AsyncBufReadExt;
+        Ok(Self {
+            child,
+            stdin,
+            stdout: tokio::io::BufReader::new(stdout).lines(),
+        })
+    }
+
+    /// Runs `cmd`; returns its exit code and combined output.
+    async fn run(&mut self, cmd: &str) -> TestResult<(i32, String)> {
+        self.stdin
+            .write_all(format!("{cmd} 2>&1; echo \"__RC=$?\"\n").as_bytes())
+            .await?;
+        let mut out = String::new();
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(30), self.stdout.next_line())
+                .await
+                .map_err(|_| format!("`{cmd}` timed out; output so far:\n{out}"))??
+                .ok_or_else(|| format!("the namespace shell exited during `{cmd}`:\n{out}"))?;
+            if let Some(rc) = line.strip_prefix("__RC=") {
+                return Ok((rc.trim().parse()?, out));
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// `name:pw:gid` and the sorted members of a `getent group` line.
+fn group_line(out: &str) -> (String, Vec<&str>) {
+    let line = out.trim();
+    let (head, members) = line.rsplit_once(':').unwrap_or((line, ""));
+    let mut members: Vec<&str> = members.split(',').filter(|m| !m.is_empty()).collect();
+    members.sort_unstable();
+    (head.to_owned(), members)
+}
+
+#[tokio::test]
+async fn nss_and_pam_through_nslcd() -> TestResult {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Err("this test needs root (unshare --mount, bind mounts over /etc files)".into());
+    }
+    for bin in ["/usr/sbin/nslcd", "/usr/bin/pamtester"] {
+        if !std::path::Path::new(bin).exists() {
+            return Err(format!(
+                "{bin} missing: apt-get install nslcd libnss-ldapd libpam-ldapd pamtester"
+            )
+            .into());
+        }
+    }
+    let (server, store) = started().await?;
+    store
+        .create_user(NewUser {
+            username: "carol".into(),
+            password: Some("carol-pw-1".into()),
+            status: Some(siteward_store::UserStatus::Suspended),
+            ..Default::default()
+        })
+        .await?;
+    wait_for_user(&server, "carol").await?;
+    let addr = server.addrs.ldap.ok_or("no ldap")?;
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("nslcd.conf"),
+        format!(
+            "uid nslcd\ngid nslcd\nuri ldap://{addr}/\nbase {BASE}\nnss_min_uid 1000\n\
+             reconnect_invalidate passwd,group\n"
+        ),
+    )?;
+    std::fs::write(
+        dir.join("nsswitch.conf"),
+        "passwd: files ldap\ngroup: files ldap\nshadow: files\nhosts: files\n",
+    )?;
+    let pam = dir.join("pam.d");
+    std::fs::create_dir_all(&pam)?;
+    for entry in std::fs::read_dir("/etc/pam.d")? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), pam.join(entry.file_name()))?;
+    }
+    std::fs::write(
+        pam.join("siteward-test"),
+        "auth required pam_ldap.so minimum_uid=1000\naccount required pam_ldap.so minimum_uid=1000\n",
+    )?;
+    let run = dir.join("run");
+    std::fs::create_dir_all(run.join("nslcd"))?;
+    let d = dir.display();
+    let mut ns = Namespace::start().await?;
+    let setup = format!(
+        "mount --bind {d}/nsswitch.conf /etc/nsswitch.conf && \
+         mount --bind {d}/nslcd.conf /etc/nslcd.conf && \
+         mount --bind {d}/pam.d /etc/pam.d && \
+         mount --bind {d}/run /run && \
+         chown nslcd:nslcd /run/nslcd && \
+         (nslcd -d > {d}/nslcd.log 2>&1 &) && \
+         for i in $(seq 200); do [ -S /run/nslcd/socket ] && break; sleep 0.05; done; \
+         [ -S /run/nslcd/socket ]"
+    );
+    let (rc, out) = ns.run(&setup).await?;
+    assert_eq!(rc, 0, "namespace setup failed: {out}");
+
+    let (rc, out) = ns.run("getent passwd alice").await?;
+    assert_eq!(rc, 0, "{out}");
+    assert_eq!(
+        out.trim(),
+        "alice:*:2000:2000:ALICE alice:/home/alice:/bin/bash",
+        "{out}"
+    );
+    let (rc, out) = ns.run("getent group devs").await?;
+    assert_eq!(rc, 0, "{out}");
+    assert_eq!(
+        group_line(&out),
+        ("devs:*:2002".into(), vec!["alice", "bob"])
+    );
+    let (rc, out) = ns.run("id alice").await?;
+    assert_eq!(rc, 0, "{out}");
+    assert_eq!(
+        out.trim(),
+        "uid=2000(alice) gid=2000(ldapusers) groups=2000(ldapusers),2002(devs)"
+    );
+    let (_, out) = ns.run("id root").await?;
+    assert!(out.contains("uid=0(root)"), "files still win: {out}");
+    let (rc, out) = ns.run("id -Gn bob").await?;
+    assert_eq!((rc, out.trim()), (0, "ldapusers devs"));
+
+    // PAM: the right password authenticates, a wrong one and a suspended account do not.
+    let (rc, out) = ns
+        .run("echo alice-pw-1 | pamtester siteward-test alice authenticate acct_mgmt")
+        .await?;
+    assert_eq!(rc, 0, "{out}");
+    let (rc, out) = ns
+        .run("echo wrong | pamtester siteward-test alice authenticate")
+        .await?;
+    assert_ne!(rc, 0, "{out}");
+    let (rc, out) = ns
+        .run("echo carol-pw-1 | pamtester siteward-test carol authenticate")
+        .await?;
+    assert_ne!(rc, 0, "{out}");
+
+    // Users added and removed through the store are seen by the next lookup.
+    store
+        .create_user(NewUser {
+            username: "dave".into(),
+            password: Some("dave-pw-12".into()),
+            ..Default::default()
+        })
+        .await?;
+    store.add_group_member("devs", "dave").await?;
+    wait_for_user(&server, "dave").await?;
+    let (rc, out) = ns.run("getent passwd dave").await?;
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.starts_with("dave:*:2004:2000:"), "{out}");
+    let (rc, out) = ns.run("getent group devs").await?;
+    assert_eq!(rc, 0, "{out}");
+    assert_eq!(
+        group_line(&out),
+        ("devs:*:2002".into(), vec!["alice", "bob", "dave"])
+    );
+    let (rc, out) = ns
+        .run("echo dave-pw-12 | pamtester siteward-test dave authenticate")
+        .await?;
+    assert_eq!(rc, 0, "{out}");
+    store.delete_user("dave").await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (rc, _) = ns.run("getent passwd dave").await?;
+        if rc == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dave still resolves after deletion"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = ns
+        .run("kill $(cat /run/nslcd/nslcd.pid) 2>/dev/null; true")
+        .await;
+    drop(ns);
+    server.stop().await
+}
