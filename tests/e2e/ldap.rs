@@ -860,6 +860,8 @@ async fn malformed_oversized_nested_and_many_connections() -> TestResult {
 /// `/etc/pam.d` and `/run` are bind-mounted from a temporary directory, so the machine's own
 /// configuration is untouched and no system nslcd is involved.
 struct Namespace {
+    /// Where a daemon started inside writes its pid, to be stopped on drop.
+    pid_file: Option<std::path::PathBuf>,
     child: tokio::process::Child,
     stdin: tokio::process::ChildStdin,
     stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
@@ -879,6 +881,7 @@ impl Namespace {
         let stdout = child.stdout.take().ok_or("no stdout")?;
         use tokio::io::AsyncBufReadExt;
         Ok(Self {
+            pid_file: None,
             child,
             stdin,
             stdout: tokio::io::BufReader::new(stdout).lines(),
@@ -907,6 +910,17 @@ impl Namespace {
 
 impl Drop for Namespace {
     fn drop(&mut self) {
+        if let Some(pid) = self
+            .pid_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
         let _ = self.child.start_kill();
     }
 }
@@ -971,13 +985,14 @@ async fn nss_and_pam_through_nslcd() -> TestResult {
     std::fs::create_dir_all(run.join("nslcd"))?;
     let d = dir.display();
     let mut ns = Namespace::start().await?;
+    ns.pid_file = Some(dir.join("nslcd.pid"));
     let setup = format!(
         "mount --bind {d}/nsswitch.conf /etc/nsswitch.conf && \
          mount --bind {d}/nslcd.conf /etc/nslcd.conf && \
          mount --bind {d}/pam.d /etc/pam.d && \
          mount --bind {d}/run /run && \
          chown nslcd:nslcd /run/nslcd && \
-         (nslcd -d > {d}/nslcd.log 2>&1 &) && \
+         {{ nslcd -d > {d}/nslcd.log 2>&1 & echo $! > {d}/nslcd.pid; }} && \
          for i in $(seq 200); do [ -S /run/nslcd/socket ] && break; sleep 0.05; done; \
          [ -S /run/nslcd/socket ]"
     );
@@ -1058,9 +1073,6 @@ async fn nss_and_pam_through_nslcd() -> TestResult {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = ns
-        .run("kill $(cat /run/nslcd/nslcd.pid) 2>/dev/null; true")
-        .await;
     drop(ns);
     server.stop().await
 }
