@@ -1280,3 +1280,83 @@ fn codec_refuses_malformed_input() {
     let mut deep = BytesMut::from(&inner[..]);
     assert!(codec.decode(&mut deep).is_err());
 }
+
+async fn spawn_server(
+    srv: Arc<LdapServer>,
+) -> (
+    std::net::SocketAddr,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<Result<(), crate::Error>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let token = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(crate::serve(listener, srv, token.clone()));
+    (addr, token, task)
+}
+
+const ANON_BIND: &[u8] = &[
+    0x30, 0x0c, 0x02, 0x01, 0x01, 0x60, 0x07, 0x02, 0x01, 0x03, 0x04, 0x00, 0x80, 0x00,
+];
+
+async fn anon_bind(c: &mut tokio::net::TcpStream) -> [u8; 14] {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    c.write_all(ANON_BIND)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut buf = [0u8; 14];
+    tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("no bind response"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    buf
+}
+
+/// Reads to EOF; true when a notice of disconnection came first.
+async fn notice_then_eof(c: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out)).await;
+    read.is_ok_and(|r| r.is_ok())
+        && out
+            .windows(crate::dit::OID_NOTICE_OF_DISCONNECTION.len())
+            .any(|w| w == crate::dit::OID_NOTICE_OF_DISCONNECTION.as_bytes())
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn connection_cap_idle_timeout_and_shutdown(pool: PgPool) {
+    let srv = server_with(
+        store(pool).await,
+        Settings {
+            max_connections: 2,
+            idle_timeout: Duration::from_millis(300),
+            ..Settings::default()
+        },
+    );
+    let (addr, token, task) = spawn_server(srv).await;
+    let connect = || async {
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let mut a = connect().await;
+    let mut b = connect().await;
+    assert_eq!(anon_bind(&mut a).await[9], 0);
+    assert_eq!(anon_bind(&mut b).await[9], 0);
+    // The third is told why and dropped.
+    let mut c = connect().await;
+    assert!(notice_then_eof(&mut c).await);
+    // Idle connections are closed with a notice, which frees their slots.
+    assert!(notice_then_eof(&mut a).await);
+    assert!(notice_then_eof(&mut b).await);
+    let mut d = connect().await;
+    assert_eq!(anon_bind(&mut d).await[9], 0);
+    // Shutdown: open connections get a notice, the accept loop ends, the port is free again.
+    token.cancel();
+    assert!(notice_then_eof(&mut d).await);
+    let done = tokio::time::timeout(Duration::from_secs(5), task).await;
+    assert!(matches!(done, Ok(Ok(Ok(())))), "{done:?}");
+    assert!(tokio::net::TcpListener::bind(addr).await.is_ok());
+}

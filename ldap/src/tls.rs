@@ -156,6 +156,12 @@ impl Tls {
         &self.acceptor
     }
 
+    /// The leaf certificate being served now (DER).
+    pub fn current_certificate(&self) -> Option<CertificateDer<'static>> {
+        let current = self.resolver.current.read().ok()?;
+        current.cert.first().cloned()
+    }
+
     /// The files in use.
     pub fn files(&self) -> &TlsFiles {
         &self.files
@@ -178,5 +184,54 @@ impl Tls {
         }
         tracing::info!(cert = %self.files.cert.display(), "reloaded the LDAP certificate");
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_then_reloaded_without_restart() -> Result<(), Error> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir()?;
+        let names = vec!["localhost".to_owned()];
+        let files = TlsFiles::configured_or_self_signed(None, None, dir.path(), &names)?;
+        // Kept: a second start reuses the same pair.
+        let first = std::fs::read(&files.cert)?;
+        let again = TlsFiles::configured_or_self_signed(None, None, dir.path(), &names)?;
+        assert_eq!(std::fs::read(&again.cert)?, first);
+        let tls = Tls::new(files.clone())?;
+        let before = tls.current_certificate();
+        assert!(!tls.reload_if_changed()?, "nothing changed yet");
+        // A renewed pair is written in place: the next check swaps it in.
+        std::fs::remove_file(&files.cert)?;
+        std::fs::remove_file(&files.key)?;
+        TlsFiles::configured_or_self_signed(None, None, dir.path(), &["renewed".to_owned()])?;
+        let later = SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&files.cert)?
+            .set_modified(later)?;
+        assert!(tls.reload_if_changed()?);
+        assert_ne!(tls.current_certificate(), before);
+        // A broken file is refused and the current certificate stays.
+        let current = tls.current_certificate();
+        std::fs::write(&files.cert, "not a certificate")?;
+        std::fs::File::options()
+            .write(true)
+            .open(&files.cert)?
+            .set_modified(later + std::time::Duration::from_secs(5))?;
+        assert!(tls.reload_if_changed().is_err());
+        assert_eq!(tls.current_certificate(), current);
+        // Key without certificate is a configuration error.
+        assert!(TlsFiles::configured_or_self_signed(
+            None,
+            Some(files.key.clone()),
+            dir.path(),
+            &names
+        )
+        .is_err());
+        Ok(())
     }
 }
