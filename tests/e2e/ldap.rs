@@ -964,7 +964,8 @@ async fn nss_and_pam_through_nslcd() -> TestResult {
         dir.join("nslcd.conf"),
         format!(
             "uid nslcd\ngid nslcd\nuri ldap://{addr}/\nbase {BASE}\nnss_min_uid 1000\n\
-             reconnect_invalidate passwd,group\n"
+             ssl start_tls\ntls_reqcert demand\ntls_cacertfile {}\n",
+            server.data_dir.join("ldap-cert.pem").display()
         ),
     )?;
     std::fs::write(
