@@ -93,7 +93,10 @@ async fn worker(
     let stream = tokio::net::TcpStream::connect(&job.addr).await?;
     stream.set_nodelay(true)?;
     let mut framed = Framed::new(stream, LdapCodec::new(Some(16 * 1024 * 1024), None));
-    let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    let mut rng = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
     let mut id = 0i32;
     while Instant::now() < until {
         rng ^= rng << 13;

@@ -1360,3 +1360,96 @@ async fn connection_cap_idle_timeout_and_shutdown(pool: PgPool) {
     assert!(matches!(done, Ok(Ok(Ok(())))), "{done:?}");
     assert!(tokio::net::TcpListener::bind(addr).await.is_ok());
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_bind_flood_does_not_starve_searches(pool: PgPool) {
+    use futures::{SinkExt, StreamExt};
+    // Real cost hashes (19 MiB, 2 passes), as in production.
+    let store = Store::from_pool(pool, SecretBox::from_key(&[0; 32]), HashCost::default());
+    store
+        .create_user(NewUser {
+            username: "flood".into(),
+            password: Some("flood-pw-1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .reload(Dirty::ALL)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let srv = server(store);
+    let (addr, token, _task) = spawn_server(srv).await;
+    let framed = |s| tokio_util::codec::Framed::new(s, crate::net::Codec::new(1 << 20, 32));
+    // 32 connections binding in a loop (correct password: no throttling delay).
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut flood = Vec::new();
+    for _ in 0..32 {
+        let stop = stop.clone();
+        let mut f = framed(
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        flood.push(tokio::spawn(async move {
+            let mut binds = 0u32;
+            while !stop.is_cancelled() {
+                let req = LdapMsg::new(
+                    1,
+                    LdapOp::BindRequest(LdapBindRequest {
+                        version: 3,
+                        dn: user_dn("flood"),
+                        cred: LdapBindCred::Simple("flood-pw-1".into()),
+                    }),
+                );
+                if f.send(req).await.is_err() || f.next().await.is_none() {
+                    break;
+                }
+                binds += 1;
+            }
+            binds
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Meanwhile, searches on another connection stay fast.
+    let mut f = framed(
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let mut worst = Duration::ZERO;
+    for i in 0..50 {
+        let started = std::time::Instant::now();
+        let req = request(BASE, LdapSearchScope::Subtree, "(uid=flood)", &["uid"]);
+        f.send(LdapMsg::new(i + 1, LdapOp::SearchRequest(req)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        loop {
+            match f.next().await {
+                Some(Ok(LdapMsg {
+                    op: LdapOp::SearchResultDone(r),
+                    ..
+                })) => {
+                    assert_eq!(r.code, LdapResultCode::Success);
+                    break;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        worst = worst.max(started.elapsed());
+    }
+    stop.cancel();
+    let mut binds = 0;
+    for t in flood {
+        binds += t.await.unwrap_or(0);
+    }
+    token.cancel();
+    assert!(binds > 0, "the flood did bind");
+    // Argon2 at this cost takes tens of milliseconds per bind; 32 queued binds would take
+    // seconds if searches waited behind them.
+    assert!(
+        worst < Duration::from_millis(250),
+        "slowest search under the flood: {worst:?}"
+    );
+}
