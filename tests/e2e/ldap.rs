@@ -934,17 +934,14 @@ fn group_line(out: &str) -> (String, Vec<&str>) {
     (head.to_owned(), members)
 }
 
-#[tokio::test]
-async fn nss_and_pam_through_nslcd() -> TestResult {
+/// Root, the client's binaries, a server with the usual users plus a suspended `carol`.
+async fn nss_prelude(bins: &[&str], packages: &str) -> TestResult<(Server, Store)> {
     if !nix::unistd::Uid::effective().is_root() {
         return Err("this test needs root (unshare --mount, bind mounts over /etc files)".into());
     }
-    for bin in ["/usr/sbin/nslcd", "/usr/bin/pamtester"] {
+    for bin in bins {
         if !std::path::Path::new(bin).exists() {
-            return Err(format!(
-                "{bin} missing: apt-get install nslcd libnss-ldapd libpam-ldapd pamtester"
-            )
-            .into());
+            return Err(format!("{bin} missing: apt-get install {packages}").into());
         }
     }
     let (server, store) = started().await?;
@@ -957,6 +954,32 @@ async fn nss_and_pam_through_nslcd() -> TestResult {
         })
         .await?;
     wait_for_user(&server, "carol").await?;
+    Ok((server, store))
+}
+
+/// A copy of the machine's `/etc/pam.d` in `dir/pam.d` plus a `siteward-test` service using
+/// `module` for auth and account.
+fn pam_service(dir: &std::path::Path, module: &str) -> TestResult {
+    let pam = dir.join("pam.d");
+    std::fs::create_dir_all(&pam)?;
+    for entry in std::fs::read_dir("/etc/pam.d")? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), pam.join(entry.file_name()))?;
+    }
+    std::fs::write(
+        pam.join("siteward-test"),
+        format!("auth required {module}\naccount required {module}\n"),
+    )?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn nss_and_pam_through_nslcd() -> TestResult {
+    let (server, store) = nss_prelude(
+        &["/usr/sbin/nslcd", "/usr/bin/pamtester"],
+        "nslcd libnss-ldapd libpam-ldapd pamtester",
+    )
+    .await?;
     let addr = server.addrs.ldap.ok_or("no ldap")?;
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
@@ -972,16 +995,7 @@ async fn nss_and_pam_through_nslcd() -> TestResult {
         dir.join("nsswitch.conf"),
         "passwd: files ldap\ngroup: files ldap\nshadow: files\nhosts: files\n",
     )?;
-    let pam = dir.join("pam.d");
-    std::fs::create_dir_all(&pam)?;
-    for entry in std::fs::read_dir("/etc/pam.d")? {
-        let entry = entry?;
-        std::fs::copy(entry.path(), pam.join(entry.file_name()))?;
-    }
-    std::fs::write(
-        pam.join("siteward-test"),
-        "auth required pam_ldap.so minimum_uid=1000\naccount required pam_ldap.so minimum_uid=1000\n",
-    )?;
+    pam_service(dir, "pam_ldap.so minimum_uid=1000")?;
     let run = dir.join("run");
     std::fs::create_dir_all(run.join("nslcd"))?;
     let d = dir.display();
@@ -999,7 +1013,13 @@ async fn nss_and_pam_through_nslcd() -> TestResult {
     );
     let (rc, out) = ns.run(&setup).await?;
     assert_eq!(rc, 0, "namespace setup failed: {out}");
+    check_nss_and_pam(&mut ns, &server, &store).await?;
+    drop(ns);
+    server.stop().await
+}
 
+/// What NSS and PAM must show through a client (nslcd or SSSD) set up in `ns`.
+async fn check_nss_and_pam(ns: &mut Namespace, server: &Server, store: &Store) -> TestResult {
     let (rc, out) = ns.run("getent passwd alice").await?;
     assert_eq!(rc, 0, "{out}");
     assert_eq!(
@@ -1038,7 +1058,8 @@ async fn nss_and_pam_through_nslcd() -> TestResult {
         .await?;
     assert_ne!(rc, 0, "{out}");
 
-    // Users added and removed through the store are seen by the next lookup.
+    // Users added and removed through the store are seen by the next lookup (nslcd has no
+    // cache; SSSD's entries expire after `entry_cache_timeout`, 1 s here, so it is polled).
     store
         .create_user(NewUser {
             username: "dave".into(),
@@ -1051,12 +1072,19 @@ async fn nss_and_pam_through_nslcd() -> TestResult {
     let (rc, out) = ns.run("getent passwd dave").await?;
     assert_eq!(rc, 0, "{out}");
     assert!(out.starts_with("dave:*:2004:2000:"), "{out}");
-    let (rc, out) = ns.run("getent group devs").await?;
-    assert_eq!(rc, 0, "{out}");
-    assert_eq!(
-        group_line(&out),
-        ("devs:*:2002".into(), vec!["alice", "bob", "dave"])
-    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (rc, out) = ns.run("getent group devs").await?;
+        assert_eq!(rc, 0, "{out}");
+        if group_line(&out) == ("devs:*:2002".into(), vec!["alice", "bob", "dave"]) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dave never appeared in devs: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (rc, out) = ns
         .run("echo dave-pw-12 | pamtester siteward-test dave authenticate")
         .await?;
@@ -1074,6 +1102,79 @@ async fn nss_and_pam_through_nslcd() -> TestResult {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn nss_and_pam_through_sssd() -> TestResult {
+    let (server, store) = nss_prelude(
+        &["/usr/sbin/sssd", "/usr/bin/pamtester"],
+        "sssd-ldap libnss-sss libpam-sss pamtester",
+    )
+    .await?;
+    let addr = server.addrs.ldap.ok_or("no ldap")?;
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    let etc = dir.join("sssd");
+    std::fs::create_dir_all(etc.join("conf.d"))?;
+    let conf = etc.join("sssd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[sssd]\nservices = nss, pam\ndomains = siteward\n\n\
+             [nss]\nmemcache_timeout = 0\nentry_negative_timeout = 1\n\n\
+             [domain/siteward]\nid_provider = ldap\nauth_provider = ldap\n\
+             access_provider = ldap\nldap_access_order = expire\n\
+             ldap_account_expire_policy = shadow\nldap_uri = ldap://{addr}\n\
+             ldap_search_base = {BASE}\nldap_user_search_base = ou=people,{BASE}\n\
+             ldap_group_search_base = ou=groups,{BASE}\nldap_schema = rfc2307bis\n\
+             ldap_group_member = member\nldap_id_use_start_tls = true\n\
+             ldap_tls_reqcert = demand\nldap_tls_cacert = {}\n\
+             cache_credentials = false\nentry_cache_timeout = 1\n",
+            server.data_dir.join("ldap-cert.pem").display()
+        ),
+    )?;
+    std::fs::set_permissions(&conf, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    std::fs::write(
+        dir.join("nsswitch.conf"),
+        "passwd: files sss\ngroup: files sss\nshadow: files\nhosts: files\n",
+    )?;
+    pam_service(dir, "pam_sss.so")?;
+    for sub in [
+        "db",
+        "mc",
+        "pipes/private",
+        "pubconf",
+        "secrets",
+        "gpo_cache",
+        "deskprofile",
+        "log",
+        "run",
+    ] {
+        std::fs::create_dir_all(dir.join("lib").join(sub))?;
+    }
+    let d = dir.display();
+    let mut ns = Namespace::start().await?;
+    ns.pid_file = Some(dir.join("sssd.pid"));
+    let setup = format!(
+        "mount --bind {d}/nsswitch.conf /etc/nsswitch.conf && \
+         mount --bind {d}/sssd /etc/sssd && \
+         mount --bind {d}/pam.d /etc/pam.d && \
+         mount --bind {d}/lib/log /var/log && \
+         mount --bind {d}/lib /var/lib/sss && \
+         mount --bind {d}/lib/run /run && \
+         {{ sssd -i --logger=stderr -d 2 > {d}/sssd.log 2>&1 & echo $! > {d}/sssd.pid; }} && \
+         for i in $(seq 300); do [ -S /var/lib/sss/pipes/nss ] && [ -S /var/lib/sss/pipes/pam ] && break; sleep 0.05; done; \
+         [ -S /var/lib/sss/pipes/nss ]"
+    );
+    let (rc, out) = ns.run(&setup).await?;
+    let log = || std::fs::read_to_string(dir.join("sssd.log")).unwrap_or_default();
+    assert_eq!(rc, 0, "namespace setup failed: {out}\n{}", log());
+    let checked = check_nss_and_pam(&mut ns, &server, &store).await;
+    if checked.is_err() {
+        eprintln!("sssd log:\n{}", log());
+    }
+    checked?;
     drop(ns);
     server.stop().await
 }
