@@ -1068,7 +1068,7 @@ async fn check_nss_and_pam(ns: &mut Namespace, server: &Server, store: &Store) -
         })
         .await?;
     store.add_group_member("devs", "dave").await?;
-    wait_for_user(&server, "dave").await?;
+    wait_for_user(server, "dave").await?;
     let (rc, out) = ns.run("getent passwd dave").await?;
     assert_eq!(rc, 0, "{out}");
     assert!(out.starts_with("dave:*:2004:2000:"), "{out}");
