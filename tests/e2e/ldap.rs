@@ -1178,3 +1178,95 @@ async fn nss_and_pam_through_sssd() -> TestResult {
     drop(ns);
     server.stop().await
 }
+
+/// The SHA-256 fingerprint of the certificate `ldaps://addr` presents (openssl s_client).
+async fn served_fingerprint(addr: std::net::SocketAddr) -> TestResult<String> {
+    let script = format!(
+        "openssl s_client -connect {addr} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+    );
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !text.contains("Fingerprint=") {
+        return Err(format!("no certificate from {addr}: {text}").into());
+    }
+    Ok(text)
+}
+
+#[tokio::test]
+async fn configured_certificate_is_replaced_without_restart() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let (cert, key) = (tmp.path().join("c.pem"), tmp.path().join("k.pem"));
+    let make = |cn: &str| {
+        let (cert, key, cn) = (cert.clone(), key.clone(), cn.to_owned());
+        async move {
+            let out = tokio::process::Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                ])
+                .arg(format!("/CN={cn}"))
+                .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .output()
+                .await?;
+            if !out.status.success() {
+                return Err(format!("openssl: {}", String::from_utf8_lossy(&out.stderr)).into());
+            }
+            TestResult::Ok(())
+        }
+    };
+    make("first").await?;
+    let db = TestDb::new().await?;
+    let mut server = Server::start_with(ServerOptions {
+        database_url: Some(db.url.clone()),
+        args: vec!["--ldaps".into(), "127.0.0.1:0".into()],
+        env: vec![
+            ("SITEWARD_LDAP__TLS_CERT".into(), cert.display().to_string()),
+            ("SITEWARD_LDAP__TLS_KEY".into(), key.display().to_string()),
+            ("SITEWARD_LDAP__TLS_RELOAD_SECONDS".into(), "1".into()),
+        ],
+        ..Default::default()
+    })
+    .await?;
+    server.db = Some(db);
+    let addr = server.addrs.ldaps.ok_or("no ldaps")?;
+    let first = served_fingerprint(addr).await?;
+    // No self-signed pair was generated: the configured one is served.
+    assert!(!server.data_dir.join("ldap-cert.pem").exists());
+    tokio::time::sleep(Duration::from_millis(1100)).await; // a distinct modification time
+    make("second").await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = served_fingerprint(addr).await?;
+        if now != first {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still serving the first certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The new certificate works for clients that trust it.
+    let out = tool(
+        "ldapwhoami",
+        &["-x", "-H", &format!("ldaps://{addr}")],
+        &[("LDAPTLS_CACERT", cert.display().to_string())],
+    )
+    .await?;
+    assert_eq!(out.stdout.trim(), "anonymous", "{}", out.stderr);
+    server.stop().await
+}
