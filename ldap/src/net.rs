@@ -136,6 +136,11 @@ async fn accept_loop(
     transport: Transport,
 ) -> Result<(), Error> {
     let tracker = TaskTracker::new();
+    // Builds the dummy hash that unknown users are verified against now, so that the first
+    // unknown-user bind does not take longer than a wrong password (no enumeration by timing).
+    tracker.spawn(async {
+        let _ = siteward_store::password::verify_password(String::new(), None).await;
+    });
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
