@@ -651,7 +651,7 @@ impl Session {
         }
         let mut keys = Vec::new();
         for (i, node) in nodes.into_iter().enumerate() {
-            if i % 256 == 255 && started.elapsed() > time_limit {
+            if i % 64 == 63 && started.elapsed() >= time_limit {
                 return Ok((
                     keys,
                     result(LdapResultCode::TimeLimitExceeded, "time limit exceeded"),

@@ -1453,3 +1453,39 @@ async fn a_bind_flood_does_not_starve_searches(pool: PgPool) {
         "slowest search under the flood: {worst:?}"
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn time_limit_is_honored(pool: PgPool) {
+    let store = store(pool).await;
+    for i in 0..100 {
+        store
+            .create_user(NewUser {
+                username: format!("t{i:03}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    store
+        .reload(Dirty::ALL)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A server limit of zero: the search stops at its first check.
+    let srv = server_with(
+        store.clone(),
+        Settings {
+            time_limit: Duration::ZERO,
+            ..Settings::default()
+        },
+    );
+    let mut s = session(&srv);
+    let r = sub(&mut s, "(objectClass=*)", &["1.1"]).await;
+    assert_eq!(r.done.code, LdapResultCode::TimeLimitExceeded);
+    assert!(r.entries.len() < 100);
+    // With the default limit the same search completes.
+    let srv = server(store);
+    let mut s = session(&srv);
+    let r = sub(&mut s, "(objectClass=*)", &["1.1"]).await;
+    assert_eq!(r.done.code, LdapResultCode::Success);
+    assert!(r.entries.len() > 100);
+}
