@@ -188,14 +188,33 @@ impl Default for DatabaseConfig {
 pub struct HttpConfig {
     /// Admin API, login, auth_request, health and metrics.
     pub listen: Listen,
+    /// Base URL users reach this server at (links in invites and password resets); defaults to
+    /// `http://<listen address>`.
+    pub public_url: Option<String>,
+    /// Edge ports transport services get, `first-last`.
+    #[serde(deserialize_with = "port_range")]
+    pub transport_port_range: (i32, i32),
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: Listen::On(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            public_url: None,
+            transport_port_range: (2000, 65535),
         }
     }
+}
+
+fn port_range<'de, D: Deserializer<'de>>(d: D) -> Result<(i32, i32), D::Error> {
+    let s = String::deserialize(d)?;
+    let parsed = s.split_once('-').and_then(|(a, b)| {
+        let (a, b): (i32, i32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+        (1 <= a && a <= b && b <= 65535).then_some((a, b))
+    });
+    parsed.ok_or_else(|| {
+        serde::de::Error::custom(format!("`{s}` is not a port range like 2000-65535"))
+    })
 }
 
 /// LDAP settings.
@@ -289,6 +308,8 @@ const SETTINGS: &[&str] = &[
     "log_format",
     "database.max_connections",
     "http.listen",
+    "http.public_url",
+    "http.transport_port_range",
     "ldap.listen",
     "ldap.ldaps_listen",
     "ldap.base_dn",

@@ -144,10 +144,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
 
-    // Migrations, then the change feed. While the database is unreachable the process stays up
-    // and /readyz says why.
+    let jobs = siteward_admin::jobs::Jobs::new(store.clone(), 2);
+
+    // Migrations, then the change feed, then jobs interrupted by a previous stop are reconciled
+    // with Proxmox. While the database is unreachable the process stays up and /readyz says why.
     {
         let store = store.clone();
+        let jobs = jobs.clone();
         let shutdown = shutdown.clone();
         let feed_tracker = tracker.clone();
         tracker.spawn(async move {
@@ -166,6 +169,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             store.spawn_change_feed(&feed_tracker, shutdown);
+            jobs.reconcile().await;
+        });
+    }
+
+    // Expired invites, reset tokens and sessions go away on their own.
+    {
+        let store = store.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = every.tick() => {}
+                }
+                match store.cleanup_tokens(chrono::Utc::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "expired tokens and sessions removed"),
+                    Err(e) => tracing::warn!(error = %e, "token cleanup failed; retrying later"),
+                }
+            }
         });
     }
 
@@ -175,12 +199,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let registry = Arc::new(registry);
 
     if let Some(listener) = http {
-        let state = siteward_admin::AdminState {
-            store: store.clone(),
-            registry: registry.clone(),
-            http_metrics,
-            readiness: Vec::new(),
-        };
+        let mut state =
+            siteward_admin::AdminState::new(store.clone(), registry.clone(), http_metrics);
+        state.port_range = config.http.transport_port_range;
+        state.jobs = jobs.clone();
+        state.public_url = config.http.public_url.clone().unwrap_or_else(|| {
+            format!(
+                "http://{}",
+                listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+            )
+        });
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             if let Err(e) = siteward_admin::serve(listener, state, shutdown).await {
