@@ -4,5 +4,6 @@
 mod api;
 mod foundation;
 mod harness;
+mod ldap;
 mod proxmox;
 mod pve_sim;
