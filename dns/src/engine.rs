@@ -145,7 +145,11 @@ fn u16_at(msg: &[u8], pos: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*msg.get(pos)?, *msg.get(pos + 1)?]))
 }
 
-fn skip_rr(msg: &[u8], pos: usize, scratch: &mut (Vec<u8>, Vec<u8>)) -> Option<(usize, u16, u16, u32, usize)> {
+fn skip_rr(
+    msg: &[u8],
+    pos: usize,
+    scratch: &mut (Vec<u8>, Vec<u8>),
+) -> Option<(usize, u16, u16, u32, usize)> {
     let after = name::read(msg, pos, &mut scratch.0, &mut scratch.1)?;
     let t = u16_at(msg, after)?;
     let class = u16_at(msg, after + 2)?;
@@ -195,7 +199,9 @@ pub fn parse(msg: &[u8], q: &mut Query) -> Result<(), ParseError> {
     }
     let mut scratch = (Vec::new(), Vec::new());
     for _ in 0..(u32::from(an) + u32::from(ns)) {
-        pos = skip_rr(msg, pos, &mut scratch).ok_or(ParseError::FormErr)?.0;
+        pos = skip_rr(msg, pos, &mut scratch)
+            .ok_or(ParseError::FormErr)?
+            .0;
     }
     for _ in 0..ar {
         let (end, t, class, ttl, after) =

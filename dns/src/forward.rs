@@ -93,7 +93,8 @@ fn cacheable_ttl(resp: &[u8]) -> Option<u32> {
     if flags & 0x0200 != 0 || !(code == 0 || code == 3) {
         return None;
     }
-    let count = |i: usize| -> Option<u16> { Some(u16::from_be_bytes([*resp.get(i)?, *resp.get(i + 1)?])) };
+    let count =
+        |i: usize| -> Option<u16> { Some(u16::from_be_bytes([*resp.get(i)?, *resp.get(i + 1)?])) };
     let (qd, an, ns) = (count(4)?, count(6)?, count(8)?);
     let mut scratch = (Vec::new(), Vec::new());
     let mut pos = 12;

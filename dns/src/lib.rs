@@ -25,6 +25,9 @@ pub mod server;
 pub mod transfer;
 pub mod zone;
 
+#[cfg(test)]
+mod tests;
+
 pub use metrics::Metrics;
 pub use server::{serve, DnsState, Settings};
 pub use zone::{ZoneIndex, ZoneSettings};

@@ -129,7 +129,10 @@ impl prometheus_client::collector::Collector for Responses {
         )?;
         for (t, counters) in ["udp", "tcp"].iter().zip(self.counters.iter()) {
             for (code, c) in RCODES.iter().zip(counters) {
-                let labels: Labels = vec![("transport", (*t).to_owned()), ("rcode", (*code).to_owned())];
+                let labels: Labels = vec![
+                    ("transport", (*t).to_owned()),
+                    ("rcode", (*code).to_owned()),
+                ];
                 c.encode(metric_encoder.encode_family(&labels)?)?;
             }
         }

@@ -167,8 +167,14 @@ mod tests {
         let origin = parse_text("Lab.Internal.", &[0])?;
         assert_eq!(origin, b"\x03lab\x08internal\x00");
         assert_eq!(parse_text("@", &origin)?, origin);
-        assert_eq!(parse_text("WWW", &origin)?, b"\x03www\x03lab\x08internal\x00");
-        assert_eq!(to_text(&parse_text("_ldap._tcp", &origin)?), "_ldap._tcp.lab.internal.");
+        assert_eq!(
+            parse_text("WWW", &origin)?,
+            b"\x03www\x03lab\x08internal\x00"
+        );
+        assert_eq!(
+            to_text(&parse_text("_ldap._tcp", &origin)?),
+            "_ldap._tcp.lab.internal."
+        );
         assert!(parse_text("a..b", &origin).is_err());
         assert!(parse_text(&"x".repeat(64), &origin).is_err());
         assert_eq!(to_text(&[0]), ".");

@@ -88,7 +88,9 @@ pub fn char_strings(value: &str) -> Result<Vec<Vec<u8>>, Error> {
                 }
                 b' ' | b'\t' if !quoted => break,
                 b'\\' => {
-                    let d1 = chars.next().ok_or_else(|| bad("TXT", value, "dangling \\"))?;
+                    let d1 = chars
+                        .next()
+                        .ok_or_else(|| bad("TXT", value, "dangling \\"))?;
                     if d1.is_ascii_digit() {
                         let d2 = chars.next().unwrap_or(b'x');
                         let d3 = chars.next().unwrap_or(b'x');
@@ -129,7 +131,12 @@ pub fn char_strings(value: &str) -> Result<Vec<Vec<u8>>, Error> {
 /// `origin` (wire format).
 pub fn parse(t: u16, value: &str, origin: &[u8]) -> Result<Parsed, Error> {
     let mut f = value.split_ascii_whitespace();
-    let plain = |rdata: Vec<u8>| Ok(Parsed { rdata, target: None });
+    let plain = |rdata: Vec<u8>| {
+        Ok(Parsed {
+            rdata,
+            target: None,
+        })
+    };
     match t {
         rtype::A => {
             let a: Ipv4Addr = value
@@ -146,10 +153,7 @@ pub fn parse(t: u16, value: &str, origin: &[u8]) -> Result<Parsed, Error> {
             plain(a.octets().to_vec())
         }
         rtype::CNAME | rtype::NS | rtype::PTR => {
-            let n = name::parse_text(
-                f.next().ok_or_else(|| bad("name", value, "empty"))?,
-                origin,
-            )?;
+            let n = name::parse_text(f.next().ok_or_else(|| bad("name", value, "empty"))?, origin)?;
             if f.next().is_some() {
                 return Err(bad("name", value, "trailing fields"));
             }
@@ -160,7 +164,10 @@ pub fn parse(t: u16, value: &str, origin: &[u8]) -> Result<Parsed, Error> {
         }
         rtype::MX => {
             let pref: u16 = num("MX", value, f.next())?;
-            let n = name::parse_text(f.next().ok_or_else(|| bad("MX", value, "no exchange"))?, origin)?;
+            let n = name::parse_text(
+                f.next().ok_or_else(|| bad("MX", value, "no exchange"))?,
+                origin,
+            )?;
             let mut rdata = pref.to_be_bytes().to_vec();
             rdata.extend_from_slice(&n);
             Ok(Parsed {
@@ -172,7 +179,10 @@ pub fn parse(t: u16, value: &str, origin: &[u8]) -> Result<Parsed, Error> {
             let prio: u16 = num("SRV", value, f.next())?;
             let weight: u16 = num("SRV", value, f.next())?;
             let port: u16 = num("SRV", value, f.next())?;
-            let n = name::parse_text(f.next().ok_or_else(|| bad("SRV", value, "no target"))?, origin)?;
+            let n = name::parse_text(
+                f.next().ok_or_else(|| bad("SRV", value, "no target"))?,
+                origin,
+            )?;
             Ok(Parsed {
                 rdata: srv(prio, weight, port, &n),
                 target: Some(n),
@@ -236,7 +246,10 @@ mod tests {
         assert_eq!(parse(rtype::A, "10.0.0.1", &o)?.rdata, vec![10, 0, 0, 1]);
         assert_eq!(parse(rtype::AAAA, "::1", &o)?.rdata.len(), 16);
         let c = parse(rtype::CNAME, "www", &o)?;
-        assert_eq!(c.target.as_deref(), Some(&b"\x03www\x03lab\x08internal\x00"[..]));
+        assert_eq!(
+            c.target.as_deref(),
+            Some(&b"\x03www\x03lab\x08internal\x00"[..])
+        );
         let mx = parse(rtype::MX, "10 mail.example.org.", &o)?;
         assert_eq!(&mx.rdata[..2], &[0, 10]);
         assert_eq!(&mx.rdata[2..], b"\x04mail\x07example\x03org\x00");

@@ -102,7 +102,11 @@ impl Shared {
     }
 
     fn may_transfer(&self, ip: IpAddr) -> bool {
-        self.state.settings.axfr_allow.iter().any(|n| n.contains(ip))
+        self.state
+            .settings
+            .axfr_allow
+            .iter()
+            .any(|n| n.contains(ip))
     }
 
     fn context(&self, transport: Transport, ip: IpAddr, index: &ZoneIndex) -> Context {
@@ -183,8 +187,7 @@ pub async fn serve(
                 seen = naming.clone();
                 let started = Instant::now();
                 let s2 = shared.clone();
-                let changed = match tokio::task::spawn_blocking(move || s2.refresh(&naming)).await
-                {
+                let changed = match tokio::task::spawn_blocking(move || s2.refresh(&naming)).await {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::error!(error = %e, "zone rebuild failed");
@@ -275,7 +278,10 @@ pub async fn serve(
     let joined = tokio::task::spawn_blocking(move || {
         threads
             .into_iter()
-            .map(|t| t.join().map_err(|_| Error::Worker("UDP worker panicked".into())))
+            .map(|t| {
+                t.join()
+                    .map_err(|_| Error::Worker("UDP worker panicked".into()))
+            })
             .collect::<Result<Vec<()>, Error>>()
     })
     .await
@@ -432,22 +438,21 @@ async fn tcp_connection(
                     "zone transfer");
                 transfer::axfr_messages(&t)
             }
-            Outcome::Forward(f) => {
-                match shared.cache.get(&f, &q, Instant::now()) {
-                    Some(r) => {
-                        metrics.cache_hits.inc();
-                        vec![r]
-                    }
-                    None => {
-                        let upstreams = shared.upstreams(&index, peer.ip());
-                        vec![forwarded(shared, &f, &q, &upstreams, &msg, true).await]
-                    }
+            Outcome::Forward(f) => match shared.cache.get(&f, &q, Instant::now()) {
+                Some(r) => {
+                    metrics.cache_hits.inc();
+                    vec![r]
                 }
-            }
+                None => {
+                    let upstreams = shared.upstreams(&index, peer.ip());
+                    vec![forwarded(shared, &f, &q, &upstreams, &msg, true).await]
+                }
+            },
         };
         for r in responses {
             metrics.response(Transport::Tcp, &r);
-            let len = u16::try_from(r.len()).map_err(|_| Error::Worker("response too long".into()))?;
+            let len =
+                u16::try_from(r.len()).map_err(|_| Error::Worker("response too long".into()))?;
             wr.write_all(&len.to_be_bytes()).await?;
             wr.write_all(&r).await?;
         }

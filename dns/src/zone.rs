@@ -336,7 +336,12 @@ pub fn reverse_name(a: Ipv4Addr) -> Vec<u8> {
     name::parse_text(&text, &[0]).unwrap_or_default()
 }
 
-fn soa_rdata(settings: &ZoneSettings, forward: &[u8], zone: &[u8], serial: u32) -> Result<Vec<u8>, Error> {
+fn soa_rdata(
+    settings: &ZoneSettings,
+    forward: &[u8],
+    zone: &[u8],
+    serial: u32,
+) -> Result<Vec<u8>, Error> {
     let mname = name::parse_text(
         settings.nameservers.first().map_or("ns1", String::as_str),
         forward,
@@ -344,14 +349,23 @@ fn soa_rdata(settings: &ZoneSettings, forward: &[u8], zone: &[u8], serial: u32) 
     let rname = name::parse_text(&settings.hostmaster, zone)?;
     let mut rd = mname;
     rd.extend_from_slice(&rname);
-    for v in [serial, settings.refresh, settings.retry, settings.expire, settings.minimum] {
+    for v in [
+        serial,
+        settings.refresh,
+        settings.retry,
+        settings.expire,
+        settings.minimum,
+    ] {
         rd.extend_from_slice(&v.to_be_bytes());
     }
     Ok(rd)
 }
 
 fn plain(rdata: Vec<u8>) -> rdata::Parsed {
-    rdata::Parsed { rdata, target: None }
+    rdata::Parsed {
+        rdata,
+        target: None,
+    }
 }
 
 fn named(n: Vec<u8>) -> rdata::Parsed {
@@ -361,7 +375,12 @@ fn named(n: Vec<u8>) -> rdata::Parsed {
     }
 }
 
-fn apex_records(b: &mut ZoneBuilder, settings: &ZoneSettings, forward: &[u8], serial: u32) -> Result<(), Error> {
+fn apex_records(
+    b: &mut ZoneBuilder,
+    settings: &ZoneSettings,
+    forward: &[u8],
+    serial: u32,
+) -> Result<(), Error> {
     let apex = b.apex.clone();
     b.add(
         &apex,
@@ -422,9 +441,8 @@ pub fn build_forward(view: &SiteView, settings: &ZoneSettings) -> Result<Zone, E
         );
     }
     for r in &view.records {
-        let parsed = rdata::type_from_str(&r.rtype).ok_or_else(|| {
-            Error::BadRecord(format!("type `{}`", r.rtype))
-        });
+        let parsed = rdata::type_from_str(&r.rtype)
+            .ok_or_else(|| Error::BadRecord(format!("type `{}`", r.rtype)));
         let owner = name::parse_text(&r.name, &apex);
         match (parsed, owner) {
             (Ok(t), Ok(owner)) => match rdata::parse(t, &r.value, &apex) {
@@ -436,7 +454,12 @@ pub fn build_forward(view: &SiteView, settings: &ZoneSettings) -> Result<Zone, E
             }
         }
     }
-    Ok(b.finish(site.id, serial, settings.minimum, fingerprint(view, settings)))
+    Ok(b.finish(
+        site.id,
+        serial,
+        settings.minimum,
+        fingerprint(view, settings),
+    ))
 }
 
 /// Builds the reverse zone of a site's subnet, if it has one.
@@ -468,7 +491,12 @@ pub fn build_reverse(view: &SiteView, settings: &ZoneSettings) -> Result<Option<
             continue;
         };
         if let Ok(target) = name::parse_text(host, &forward) {
-            b.add(&reverse_name(addr), rtype::PTR, settings.record_ttl, named(target));
+            b.add(
+                &reverse_name(addr),
+                rtype::PTR,
+                settings.record_ttl,
+                named(target),
+            );
         }
     }
     Ok(Some(b.finish(
