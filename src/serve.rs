@@ -127,6 +127,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut registry = prometheus_client::registry::Registry::default();
     let http_metrics = siteward_admin::HttpMetrics::register(&mut registry);
+    let dns_metrics = siteward_dns::Metrics::register(&mut registry);
     let registry = Arc::new(registry);
 
     if let Some(listener) = http {
@@ -143,9 +144,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
-    // The LDAP and DNS servers are built by their own issues; until then their sockets are held
-    // (so the ports are reserved and reported) but not served.
-    let _reserved = (ldap, dns);
+    if let Some((udp, tcp)) = dns {
+        let state = siteward_dns::DnsState {
+            store: store.clone(),
+            settings: Arc::new(config.dns.settings()),
+            metrics: dns_metrics,
+        };
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = siteward_dns::serve(udp, tcp, state, shutdown).await {
+                tracing::error!(error = %e, "DNS server failed");
+            }
+        });
+    }
+    // The LDAP server is built by its own issue; until then its socket is held (so the port is
+    // reserved and reported) but not served.
+    let _reserved = ldap;
 
     shutdown_signal().await;
     shutdown.cancel();
