@@ -205,7 +205,11 @@ impl EmbeddedPostgres {
         let link = data_dir.join("postgres");
         let cluster = match run_as {
             Some((uid, gid)) if !reachable_by(&data_dir, uid, gid) => {
-                let dir = PathBuf::from("/var/lib/siteward/clusters")
+                let root = PathBuf::from("/var/lib/siteward");
+                mkdir(&root, 0o711, None)?;
+                mkdir(&root.join("clusters"), 0o711, None)?;
+                let dir = root
+                    .join("clusters")
                     .join(short_hash(&data_dir.display().to_string()));
                 mkdir(&dir, 0o700, run_as)?;
                 if std::fs::symlink_metadata(&link).is_err() {
@@ -240,6 +244,7 @@ impl EmbeddedPostgres {
             tracing::info!(cluster = %pg.cluster.display(), "adopting the embedded PostgreSQL that is already running");
         } else {
             pg.remove_stale_pid_file()?;
+            pg.wait_for_orphans().await;
             let log = pg.cluster.join("postgres.log");
             let (log_s, cluster_s) = (log.display().to_string(), pg.cluster.display().to_string());
             pg.tool(
@@ -292,8 +297,17 @@ impl EmbeddedPostgres {
             text.push_str(&String::from_utf8_lossy(&out.stdout));
             let tail: Vec<&str> = text.lines().rev().take(8).collect();
             let mut tail: Vec<&str> = tail.into_iter().rev().collect();
-            if name == "pg_ctl" && args.first() == Some(&"start") {
-                tail.push("(see postgres.log in the cluster directory)");
+            let log = if name == "pg_ctl" && args.first() == Some(&"start") {
+                let text =
+                    std::fs::read_to_string(self.cluster.join("postgres.log")).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().rev().take(5).collect();
+                lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            } else {
+                String::new()
+            };
+            if !log.is_empty() {
+                tail.push("postgres.log:");
+                tail.push(&log);
             }
             return Err(EmbeddedError::Tool {
                 tool: name.into(),
@@ -384,16 +398,51 @@ impl EmbeddedPostgres {
         let Some(pid) = read_pid(&pid_file) else {
             return Ok(false);
         };
-        Ok(is_postgres(pid))
+        Ok(is_our_postmaster(pid, &self.cluster))
     }
 
     fn remove_stale_pid_file(&self) -> Result<()> {
-        let pid_file = self.cluster.join("postmaster.pid");
-        if pid_file.exists() {
-            tracing::warn!("removing stale postmaster.pid left by a crash");
-            std::fs::remove_file(&pid_file).map_err(io("remove", &pid_file))?;
+        // The postmaster is not running (checked by the caller), so these lock files are stale:
+        // their pid may even still exist as an unreaped zombie, which PostgreSQL takes for alive.
+        for path in [
+            self.cluster.join("postmaster.pid"),
+            self.socket_dir.join(".s.PGSQL.5432.lock"),
+            self.socket_dir.join(".s.PGSQL.5432"),
+        ] {
+            if std::fs::symlink_metadata(&path).is_ok() {
+                tracing::warn!(path = %path.display(), "removing a stale lock file left by a crash");
+                std::fs::remove_file(&path).map_err(io("remove", &path))?;
+            }
         }
         Ok(())
+    }
+
+    /// After a postmaster was killed, its children keep the shared memory until they notice;
+    /// a new postmaster refuses to start meanwhile. Wait for them (they work in the cluster
+    /// directory, which identifies them), and end the ones that linger.
+    async fn wait_for_orphans(&self) {
+        let Ok(cluster) = std::fs::canonicalize(&self.cluster) else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let orphans = processes_in(&cluster);
+            if orphans.is_empty() {
+                return;
+            }
+            if std::time::Instant::now() >= deadline {
+                for pid in orphans {
+                    tracing::warn!(pid, "ending a leftover process of the crashed PostgreSQL");
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn create_database(&self) -> Result<()> {
@@ -427,6 +476,21 @@ impl EmbeddedPostgres {
     }
 }
 
+/// Live postgres processes whose working directory is `cluster`.
+fn processes_in(cluster: &Path) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            comm.trim() == "postgres"
+                && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == cluster)
+        })
+        .collect()
+}
+
 fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path)
         .ok()?
@@ -437,9 +501,12 @@ fn read_pid(path: &Path) -> Option<i32> {
         .ok()
 }
 
-/// Whether `pid` is alive and is a postgres process (not a reused pid).
-fn is_postgres(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|comm| comm.trim() == "postgres")
-        .unwrap_or(false)
+/// Whether `pid` is a live postmaster of `cluster`: not a reused pid, not a zombie (a zombie
+/// keeps its name but has no command line).
+fn is_our_postmaster(pid: i32, cluster: &Path) -> bool {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let cluster = cluster.as_os_str().as_encoded_bytes();
+    comm.trim() == "postgres" && args.windows(2).any(|w| w[0] == b"-D" && w[1] == cluster)
 }

@@ -1,1 +1,5 @@
-//! e2e
+//! End-to-end tests: the real `siteward` binary, a real PostgreSQL, real clients.
+//! One test binary (faster to link); one module per concern.
+
+mod foundation;
+mod harness;

@@ -1,0 +1,614 @@
+//! Store tests against a real PostgreSQL: each test gets a fresh, migrated database from
+//! `#[sqlx::test]` on the server at `DATABASE_URL`.
+
+use std::time::{Duration, Instant};
+
+use siteward_store::{
+    Dirty, HashCost, NewNode, NewSite, NewUser, SecretBox, Store, StoreError, UserStatus,
+};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const CHEAP: HashCost = HashCost {
+    memory_kib: 1024,
+    iterations: 1,
+    parallelism: 1,
+};
+
+fn store(pool: PgPool) -> Store {
+    Store::from_pool(pool, SecretBox::from_key(&[42u8; 32]), CHEAP)
+}
+
+/// Runs `sql` and expects PostgreSQL to refuse it.
+async fn rejects(pool: &PgPool, sql: &str) {
+    let mut conn = pool
+        .acquire()
+        .await
+        .unwrap_or_else(|e| panic!("acquire: {e}"));
+    let result = sqlx::raw_sql(sql).execute(&mut *conn).await;
+    // A failed explicit transaction leaves the connection aborted: end it.
+    let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+    assert!(result.is_err(), "expected a constraint to reject: {sql}");
+}
+
+async fn accepts(pool: &PgPool, sql: &str) {
+    if let Err(e) = sqlx::raw_sql(sql).execute(pool).await {
+        panic!("expected success for {sql}: {e}");
+    }
+}
+
+const FIXTURE: &str = "
+    INSERT INTO sites (id, name, internal_domain, gateway, subnet_mask, dhcp_range)
+        VALUES (1, 'lab', 'lab.internal', '10.0.0.1', '255.255.255.0', '10.0.0.100-10.0.0.200'),
+               (2, 'edge', 'edge.internal', '10.1.0.1', '255.255.255.0', NULL);
+    INSERT INTO nodes (id, name, site_id) VALUES (1, 'pve1', 1), (2, 'pve2', 1), (3, 'pve3', 2);
+    INSERT INTO users (username, cn, sn) VALUES ('alice', 'Alice A', 'A');
+    INSERT INTO containers (id, hostname, node_id, container_id, mac_address, ipv4_address, username)
+        VALUES (1, 'web', 1, 100, '02:00:00:00:00:01', '10.0.0.10', 'alice');
+    INSERT INTO external_domains (id, domain) VALUES (1, 'example.org');
+";
+
+#[sqlx::test(migrations = "../migrations")]
+async fn seeded_groups_and_uid_sequence(pool: PgPool) -> TestResult {
+    let s = store(pool.clone());
+    let groups: Vec<(i32, String, bool)> =
+        sqlx::query_as("SELECT gid_number, cn, is_administrator FROM groups ORDER BY gid_number")
+            .fetch_all(&pool)
+            .await?;
+    assert_eq!(
+        groups,
+        vec![
+            (2000, "ldapusers".into(), false),
+            (2001, "sysadmins".into(), true)
+        ]
+    );
+    let a = s
+        .create_user(NewUser {
+            username: "Alice".into(),
+            password: Some("correct horse".into()),
+            admin: true,
+            ..Default::default()
+        })
+        .await?;
+    let b = s
+        .create_user(NewUser {
+            username: "bob".into(),
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!((a.uid_number.0, b.uid_number.0), (2000, 2001));
+    assert_eq!(a.username, "alice");
+    let g = s.create_group("devs", None).await?;
+    assert_eq!(g.gid_number.0, 2002);
+    s.reload(Dirty::ALL).await?;
+    let snap = s.snapshot();
+    assert!(snap.identity.is_admin(a.uid_number));
+    assert!(!snap.identity.is_admin(b.uid_number));
+    assert_eq!(
+        snap.identity.groups_of[&b.uid_number],
+        vec![siteward_store::LDAPUSERS_GID]
+    );
+    // The hash is stored, never the password.
+    let stored: String =
+        sqlx::query_scalar("SELECT user_password FROM users WHERE username = 'alice'")
+            .fetch_one(&pool)
+            .await?;
+    assert!(stored.starts_with("$argon2id$") && !stored.contains("correct horse"));
+    Ok(())
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn every_constraint_rejects_a_violating_row(pool: PgPool) -> TestResult {
+    accepts(&pool, FIXTURE).await;
+    // Unique node name (case-insensitive).
+    rejects(
+        &pool,
+        "INSERT INTO nodes (name, site_id) VALUES ('PVE1', 1)",
+    )
+    .await;
+    // (node_id, container_id) unique.
+    rejects(
+        &pool,
+        "INSERT INTO containers (hostname, node_id, container_id) VALUES ('other', 1, 100)",
+    )
+    .await;
+    // Hostname, MAC, IPv4 unique within a site (another node of the same site)...
+    rejects(
+        &pool,
+        "INSERT INTO containers (hostname, node_id) VALUES ('WEB', 2)",
+    )
+    .await;
+    rejects(&pool, "INSERT INTO containers (hostname, node_id, mac_address) VALUES ('a', 2, '02:00:00:00:00:01')").await;
+    rejects(
+        &pool,
+        "INSERT INTO containers (hostname, node_id, ipv4_address) VALUES ('b', 2, '10.0.0.10')",
+    )
+    .await;
+    // ...but allowed in another site.
+    accepts(&pool, "INSERT INTO containers (hostname, node_id, container_id, mac_address, ipv4_address) VALUES ('web', 3, 100, '02:00:00:00:00:01', '10.0.0.10')").await;
+    // A container's site is its node's: a mismatching explicit site is refused.
+    rejects(
+        &pool,
+        "INSERT INTO containers (hostname, node_id, site_id) VALUES ('c', 3, 1)",
+    )
+    .await;
+    // Moving a container to another node moves its site.
+    accepts(
+        &pool,
+        "INSERT INTO containers (id, hostname, node_id) VALUES (50, 'mover', 1)",
+    )
+    .await;
+    accepts(&pool, "UPDATE containers SET node_id = 3 WHERE id = 50").await;
+    let site: i64 = sqlx::query_scalar("SELECT site_id FROM containers WHERE id = 50")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(site, 2);
+    // Hostnames are DNS labels; status is an enum.
+    rejects(
+        &pool,
+        "INSERT INTO containers (hostname, node_id) VALUES ('-bad', 1)",
+    )
+    .await;
+    rejects(
+        &pool,
+        "INSERT INTO containers (hostname, node_id) VALUES ('has space', 1)",
+    )
+    .await;
+    rejects(
+        &pool,
+        "INSERT INTO containers (hostname, node_id, status) VALUES ('s', 1, 'exploded')",
+    )
+    .await;
+    // Jobs status enum.
+    rejects(
+        &pool,
+        "INSERT INTO jobs (name, status) VALUES ('j', 'maybe')",
+    )
+    .await;
+    // Users: POSIX names, status enum, unique username and mail, uid from 2000.
+    rejects(
+        &pool,
+        "INSERT INTO users (username, cn, sn) VALUES ('Alice', 'x', 'x')",
+    )
+    .await;
+    rejects(
+        &pool,
+        "INSERT INTO users (username, cn, sn) VALUES ('alice', 'x', 'x')",
+    )
+    .await;
+    rejects(
+        &pool,
+        "INSERT INTO users (username, cn, sn) VALUES ('1abc', 'x', 'x')",
+    )
+    .await;
+    rejects(
+        &pool,
+        "INSERT INTO users (username, cn, sn, status) VALUES ('zed', 'x', 'x', 'frozen')",
+    )
+    .await;
+    rejects(
+        &pool,
+        "INSERT INTO users (username, cn, sn, user_password) VALUES ('zed', 'x', 'x', 'plaintext')",
+    )
+    .await;
+    accepts(
+        &pool,
+        "INSERT INTO users (username, cn, sn, mail) VALUES ('m1', 'x', 'x', 'Same@Example.org')",
+    )
+    .await;
+    rejects(
+        &pool,
+        "INSERT INTO users (username, cn, sn, mail) VALUES ('m2', 'x', 'x', 'same@example.org')",
+    )
+    .await;
+    // Groups: unique cn, memberships unique, cascade on user delete.
+    rejects(&pool, "INSERT INTO groups (cn) VALUES ('sysadmins')").await;
+    accepts(&pool, "INSERT INTO user_groups (uid_number, gid_number) SELECT uid_number, 2000 FROM users WHERE username = 'alice'").await;
+    rejects(&pool, "INSERT INTO user_groups (uid_number, gid_number) SELECT uid_number, 2000 FROM users WHERE username = 'alice'").await;
+    rejects(
+        &pool,
+        "INSERT INTO user_groups (uid_number, gid_number) VALUES (99999, 2000)",
+    )
+    .await;
+    // Service STI: a parent without a child fails at commit...
+    rejects(&pool, "BEGIN; INSERT INTO services (container_id, type, container_port) VALUES (1, 'http', 80); COMMIT;").await;
+    // ...a child of the wrong type cannot attach...
+    rejects(&pool, "BEGIN; INSERT INTO services (id, container_id, type, container_port) VALUES (10, 1, 'http', 80);
+                    INSERT INTO transport_services (service_id, protocol, external_port) VALUES (10, 'tcp', 2222); COMMIT;").await;
+    // ...two children are refused...
+    rejects(&pool, "BEGIN; INSERT INTO services (id, container_id, type, container_port) VALUES (11, 1, 'http', 80);
+                    INSERT INTO http_services (service_id, external_hostname, external_domain_id) VALUES (11, 'a', 1);
+                    INSERT INTO http_services (service_id, external_hostname, external_domain_id) VALUES (11, 'b', 1); COMMIT;").await;
+    // ...one child of the right type is accepted...
+    accepts(&pool, "BEGIN; INSERT INTO services (id, container_id, type, container_port) VALUES (12, 1, 'http', 80);
+                    INSERT INTO http_services (service_id, external_hostname, external_domain_id) VALUES (12, 'app', 1); COMMIT;").await;
+    // ...removing the child alone is refused, deleting the parent cascades.
+    rejects(&pool, "DELETE FROM http_services WHERE service_id = 12").await;
+    // (external_hostname, external_domain_id) unique.
+    rejects(&pool, "BEGIN; INSERT INTO services (id, container_id, type, container_port) VALUES (13, 1, 'http', 81);
+                    INSERT INTO http_services (service_id, external_hostname, external_domain_id) VALUES (13, 'APP', 1); COMMIT;").await;
+    rejects(&pool, "BEGIN; INSERT INTO services (id, container_id, type, container_port) VALUES (14, 1, 'http', 81);
+                    INSERT INTO http_services (service_id, external_hostname, external_domain_id, backend_protocol) VALUES (14, 'x', 1, 'gopher'); COMMIT;").await;
+    // (protocol, external_port) unique; ports in range; no TLS over UDP.
+    accepts(&pool, "BEGIN; INSERT INTO services (id, container_id, type, container_port) VALUES (20, 1, 'transport', 22);
+                    INSERT INTO transport_services (service_id, protocol, external_port) VALUES (20, 'tcp', 2222); COMMIT;").await;
+    rejects(&pool, "BEGIN; INSERT INTO services (id, container_id, type, container_port) VALUES (21, 1, 'transport', 22);
+                    INSERT INTO transport_services (service_id, protocol, external_port) VALUES (21, 'tcp', 2222); COMMIT;").await;
+    accepts(&pool, "BEGIN; INSERT INTO services (id, container_id, type, container_port) VALUES (22, 1, 'transport', 53);
+                    INSERT INTO transport_services (service_id, protocol, external_port) VALUES (22, 'udp', 2222); COMMIT;").await;
+    rejects(&pool, "BEGIN; INSERT INTO services (id, container_id, type, container_port) VALUES (23, 1, 'transport', 70000);
+                    INSERT INTO transport_services (service_id, protocol, external_port) VALUES (23, 'tcp', 3000); COMMIT;").await;
+    rejects(&pool, "BEGIN; INSERT INTO services (id, container_id, type, container_port) VALUES (24, 1, 'transport', 53);
+                    INSERT INTO transport_services (service_id, protocol, external_port, use_tls) VALUES (24, 'udp', 3001, true); COMMIT;").await;
+    // DNS services: SRV names only.
+    rejects(&pool, "BEGIN; INSERT INTO services (id, container_id, type, container_port) VALUES (30, 1, 'dns', 389);
+                    INSERT INTO dns_services (service_id, service_name) VALUES (30, 'ldap'); COMMIT;").await;
+    accepts(&pool, "BEGIN; INSERT INTO services (id, container_id, type, container_port) VALUES (31, 1, 'dns', 389);
+                    INSERT INTO dns_services (service_id, service_name) VALUES (31, '_ldap._tcp'); COMMIT;").await;
+    // Deleting the container cascades to services and their children.
+    accepts(&pool, "DELETE FROM containers WHERE id = 1").await;
+    let left: i64 = sqlx::query_scalar("SELECT (SELECT count(*) FROM services) + (SELECT count(*) FROM http_services) + (SELECT count(*) FROM transport_services) + (SELECT count(*) FROM dns_services)")
+        .fetch_one(&pool).await?;
+    assert_eq!(left, 0);
+    // A site with nodes cannot be deleted; external domains unique case-insensitively.
+    rejects(&pool, "DELETE FROM sites WHERE id = 1").await;
+    rejects(
+        &pool,
+        "INSERT INTO external_domains (domain) VALUES ('EXAMPLE.org')",
+    )
+    .await;
+    rejects(
+        &pool,
+        "INSERT INTO sites (name, internal_domain) VALUES ('x', 'not a domain')",
+    )
+    .await;
+    rejects(
+        &pool,
+        "INSERT INTO sites (name, internal_domain) VALUES ('LAB', 'other.internal')",
+    )
+    .await;
+    rejects(
+        &pool,
+        "INSERT INTO sites (name, internal_domain, gateway) VALUES ('v6', 'v6.internal', '::1')",
+    )
+    .await;
+    // Static records: known types, valid owners, positive TTL.
+    rejects(
+        &pool,
+        "INSERT INTO dns_records (site_id, name, type, value) VALUES (1, 'www', 'BOGUS', 'x')",
+    )
+    .await;
+    rejects(
+        &pool,
+        "INSERT INTO dns_records (site_id, name, type, value) VALUES (1, 'a..b', 'A', '10.0.0.1')",
+    )
+    .await;
+    rejects(&pool, "INSERT INTO dns_records (site_id, name, type, value, ttl) VALUES (1, 'www', 'A', '10.0.0.1', -1)").await;
+    accepts(&pool, "INSERT INTO dns_records (site_id, name, type, value) VALUES (1, '_acme-challenge', 'TXT', 'one'), (1, '_acme-challenge', 'TXT', 'two')").await;
+    // Tokens are hashes, settings keys are identifiers.
+    rejects(&pool, "INSERT INTO invite_tokens (id, email, token, expires_at) VALUES (gen_random_uuid(), 'a@b.c', 'plain-token', now())").await;
+    rejects(
+        &pool,
+        "INSERT INTO settings (key, value) VALUES ('Bad Key', 'v')",
+    )
+    .await;
+    // updated_at moves on update.
+    let (c, u): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = {
+        sqlx::query("UPDATE sites SET name = 'lab2' WHERE id = 1")
+            .execute(&pool)
+            .await?;
+        sqlx::query_as("SELECT created_at, updated_at FROM sites WHERE id = 1")
+            .fetch_one(&pool)
+            .await?
+    };
+    assert!(u >= c);
+    Ok(())
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn store_errors_are_typed(pool: PgPool) -> TestResult {
+    let s = store(pool);
+    s.create_user(NewUser {
+        username: "carol".into(),
+        mail: Some("c@x.org".into()),
+        ..Default::default()
+    })
+    .await?;
+    let dup = s
+        .create_user(NewUser {
+            username: "CAROL".into(),
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        matches!(dup, Err(StoreError::Conflict { ref what }) if what == "username"),
+        "{dup:?}"
+    );
+    let dup = s
+        .create_user(NewUser {
+            username: "dave".into(),
+            mail: Some("C@X.org".into()),
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        matches!(dup, Err(StoreError::Conflict { ref what }) if what == "mail"),
+        "{dup:?}"
+    );
+    let bad = s
+        .create_user(NewUser {
+            username: "'; DROP TABLE users; --".into(),
+            ..Default::default()
+        })
+        .await;
+    assert!(matches!(bad, Err(StoreError::Invalid { .. })), "{bad:?}");
+    let short = s.set_password("carol", "short".into()).await;
+    assert!(matches!(short, Err(StoreError::Invalid { .. })));
+    assert!(matches!(
+        s.set_password("nobody", "long enough".into()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.add_group_member("nogroup", "carol").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.create_api_key("nobody", "k", None).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    s.set_user_status("carol", UserStatus::Suspended).await?;
+    assert_eq!(s.user("carol").await?.status, UserStatus::Suspended);
+    Ok(())
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn secrets_are_encrypted_at_rest(pool: PgPool) -> TestResult {
+    let s = store(pool.clone());
+    let site = s
+        .create_site(NewSite {
+            name: "lab".into(),
+            internal_domain: "lab.internal".into(),
+            ..Default::default()
+        })
+        .await?;
+    let node = s
+        .create_node(NewNode {
+            name: "pve1".into(),
+            site_id: Some(site.id),
+            api_token_id_or_username: Some("root@pam!siteward".into()),
+            api_token_secret_or_password: Some("0d9a6a3c-super-secret-token".into()),
+            ..Default::default()
+        })
+        .await?;
+    assert!(node.has_secret);
+    let raw: Vec<u8> =
+        sqlx::query_scalar("SELECT api_token_secret_or_password FROM nodes WHERE id = $1")
+            .bind(node.id)
+            .fetch_one(&pool)
+            .await?;
+    assert!(
+        !raw.windows(12).any(|w| w == b"super-secret"),
+        "plaintext stored"
+    );
+    let text: String =
+        sqlx::query_scalar("SELECT encode(api_token_secret_or_password, 'escape') FROM nodes")
+            .fetch_one(&pool)
+            .await?;
+    assert!(!text.contains("super-secret"));
+    assert_eq!(
+        s.node_secret(node.id).await?.as_deref(),
+        Some("0d9a6a3c-super-secret-token")
+    );
+    // Another key cannot read it.
+    let other = Store::from_pool(pool.clone(), SecretBox::from_key(&[1u8; 32]), CHEAP);
+    assert!(matches!(
+        other.node_secret(node.id).await,
+        Err(StoreError::Crypto)
+    ));
+    // Cloudflare keys likewise.
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO external_domains (domain) VALUES ('example.org') RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await?;
+    let id = siteward_store::ExternalDomainId(id);
+    s.set_cloudflare_api_key(id, Some("cf-global-key-123"))
+        .await?;
+    let raw: Vec<u8> =
+        sqlx::query_scalar("SELECT cloudflare_api_key FROM external_domains WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await?;
+    assert!(!raw.windows(13).any(|w| w == b"global-key-12"));
+    assert_eq!(
+        s.cloudflare_api_key(id).await?.as_deref(),
+        Some("cf-global-key-123")
+    );
+    // A node ciphertext copied into the Cloudflare column does not decrypt there.
+    sqlx::query("UPDATE external_domains SET cloudflare_api_key = (SELECT api_token_secret_or_password FROM nodes LIMIT 1)")
+        .execute(&pool)
+        .await?;
+    assert!(matches!(
+        s.cloudflare_api_key(id).await,
+        Err(StoreError::Crypto)
+    ));
+    // The snapshot carries neither secret.
+    s.reload(Dirty::ALL).await?;
+    let dump = format!("{:?}", s.snapshot().naming);
+    assert!(!dump.contains("super-secret") && !dump.contains("cf-global"));
+    Ok(())
+}
+
+fn start_feed(s: &Store) -> (CancellationToken, TaskTracker) {
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    s.spawn_change_feed(&tracker, token.clone());
+    (token, tracker)
+}
+
+/// Time from the commit of `sql` (on another connection) until `seen` holds for the snapshot.
+async fn latency(
+    s: &Store,
+    pool: &PgPool,
+    sql: &str,
+    seen: impl Fn(&siteward_store::Snapshot) -> bool,
+) -> Duration {
+    sqlx::raw_sql(sql)
+        .execute(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let committed = Instant::now();
+    assert!(
+        s.wait_for(Duration::from_secs(2), seen).await,
+        "change not seen within 2 s: {sql}"
+    );
+    committed.elapsed()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn change_feed_delivers_plain_sql_within_100ms(pool: PgPool) -> TestResult {
+    let s = store(pool.clone());
+    let (token, tracker) = start_feed(&s);
+    assert!(
+        s.wait_for(Duration::from_secs(5), |_| s.feed_status().ready)
+            .await
+    );
+    let other = PgPool::connect_with((*pool.connect_options()).clone()).await?;
+
+    let mut worst = Duration::ZERO;
+    let d = latency(
+        &s,
+        &other,
+        "INSERT INTO users (username, cn, sn) VALUES ('erin', 'Erin', 'E')",
+        |snap| snap.identity.user("erin").is_some(),
+    )
+    .await;
+    worst = worst.max(d);
+    let d = latency(
+        &s,
+        &other,
+        "UPDATE users SET cn = 'Erin Renamed' WHERE username = 'erin'",
+        |snap| {
+            snap.identity
+                .user("erin")
+                .is_some_and(|u| u.cn == "Erin Renamed")
+        },
+    )
+    .await;
+    worst = worst.max(d);
+    let d = latency(
+        &s,
+        &other,
+        "DELETE FROM users WHERE username = 'erin'",
+        |snap| snap.identity.user("erin").is_none(),
+    )
+    .await;
+    worst = worst.max(d);
+    let d = latency(
+        &s,
+        &other,
+        "INSERT INTO sites (id, name, internal_domain) VALUES (7, 'lab', 'lab.internal');
+         INSERT INTO nodes (id, name, site_id) VALUES (7, 'pve7', 7);
+         INSERT INTO containers (hostname, node_id, ipv4_address) VALUES ('db', 7, '10.0.0.5')",
+        |snap| {
+            snap.naming
+                .site_by_domain
+                .get("lab.internal")
+                .and_then(|id| snap.naming.sites.get(id))
+                .is_some_and(|v| v.containers.iter().any(|c| c.hostname == "db"))
+        },
+    )
+    .await;
+    worst = worst.max(d);
+    let d = latency(
+        &s,
+        &other,
+        "UPDATE containers SET ipv4_address = '10.0.0.6' WHERE hostname = 'db'",
+        |snap| {
+            snap.naming.containers.values().any(|c| {
+                c.ipv4_address
+                    == Some(
+                        "10.0.0.6"
+                            .parse()
+                            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                    )
+            })
+        },
+    )
+    .await;
+    worst = worst.max(d);
+    let d = latency(
+        &s,
+        &other,
+        "DELETE FROM containers WHERE hostname = 'db'",
+        |snap| snap.naming.containers.is_empty(),
+    )
+    .await;
+    worst = worst.max(d);
+    assert!(
+        worst < Duration::from_millis(100),
+        "slowest change took {worst:?}"
+    );
+    token.cancel();
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn change_feed_reconnects_after_its_connection_is_terminated(pool: PgPool) -> TestResult {
+    let s = store(pool.clone());
+    let (token, tracker) = start_feed(&s);
+    assert!(
+        s.wait_for(Duration::from_secs(5), |_| s.feed_status().ready)
+            .await
+    );
+    let generation = s.snapshot().generation;
+    // Kill the listening backend (the one that ran LISTEN).
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE 'LISTEN%'",
+    )
+    .fetch_all(&pool)
+    .await?;
+    assert_eq!(
+        killed,
+        vec![true],
+        "exactly the listener connection is terminated"
+    );
+    // A change made while the feed reconnects is not lost: the reconnect reloads everything.
+    sqlx::query("INSERT INTO users (username, cn, sn) VALUES ('frank', 'Frank', 'F')")
+        .execute(&pool)
+        .await?;
+    assert!(
+        s.wait_for(Duration::from_secs(10), |snap| snap
+            .identity
+            .user("frank")
+            .is_some())
+            .await,
+        "change made during the outage never arrived"
+    );
+    assert!(s.snapshot().generation > generation);
+    assert!(
+        s.wait_for(Duration::from_secs(10), |_| s.feed_status().ready)
+            .await
+    );
+    // And the new connection delivers live changes again.
+    sqlx::query("UPDATE users SET sn = 'Fresh' WHERE username = 'frank'")
+        .execute(&pool)
+        .await?;
+    assert!(
+        s.wait_for(Duration::from_secs(2), |snap| snap
+            .identity
+            .user("frank")
+            .is_some_and(|u| u.sn == "Fresh"))
+            .await
+    );
+    token.cancel();
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
