@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `siteward` binary, a real PostgreSQL, real clients.
 //! One test binary (faster to link); one module per concern.
 
+mod dns;
 mod foundation;
 mod harness;
