@@ -513,7 +513,12 @@ pub fn load(
             message: "at least one name server is needed (the SOA primary)".into(),
         });
     }
-    for ns in config.dns.nameservers.iter().chain([&config.dns.hostmaster]) {
+    for ns in config
+        .dns
+        .nameservers
+        .iter()
+        .chain([&config.dns.hostmaster])
+    {
         if let Err(e) = siteward_dns::name::parse_text(ns, &[0]) {
             return Err(ConfigError::Invalid {
                 setting: "dns.nameservers / dns.hostmaster".into(),
@@ -641,7 +646,10 @@ mod tests {
         assert_eq!(s.axfr_allow.len(), 1);
         assert_eq!(s.recursion_allow.map(|r| r.len()), Some(1));
         // Unset recursion_allow keeps the default (loopback and site subnets).
-        assert_eq!(load(None, env(&[]), &[])?.dns.settings().recursion_allow, None);
+        assert_eq!(
+            load(None, env(&[]), &[])?.dns.settings().recursion_allow,
+            None
+        );
         let err = load(None, env(&[("SITEWARD_DNS__AXFR_ALLOW", "not-a-net")]), &[])
             .map(|_| ())
             .unwrap_err()

@@ -34,8 +34,23 @@ type EdnsOpt = Option<(u16, u8, bool)>;
 
 fn query(id: u16, name: &str, qtype: u16, rd: bool, edns: EdnsOpt) -> Vec<u8> {
     let mut m = id.to_be_bytes().to_vec();
-    m.extend_from_slice(&[if rd { 1 } else { 0 }, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())]);
-    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+    m.extend_from_slice(&[
+        if rd { 1 } else { 0 },
+        0,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        u8::from(edns.is_some()),
+    ]);
+    for label in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
         m.push(label.len() as u8);
         m.extend_from_slice(label.as_bytes());
     }
@@ -103,13 +118,21 @@ async fn cmd(program: &str, args: &[String]) -> TestResult<String> {
 }
 
 async fn dig(server: SocketAddr, args: &[&str]) -> TestResult<String> {
-    let mut a = vec![format!("@{}", server.ip()), "-p".into(), server.port().to_string()];
+    let mut a = vec![
+        format!("@{}", server.ip()),
+        "-p".into(),
+        server.port().to_string(),
+    ];
     a.extend(args.iter().map(|s| (*s).to_owned()));
     cmd("dig", &a).await
 }
 
 async fn kdig(server: SocketAddr, args: &[&str]) -> TestResult<String> {
-    let mut a = vec![format!("@{}", server.ip()), "-p".into(), server.port().to_string()];
+    let mut a = vec![
+        format!("@{}", server.ip()),
+        "-p".into(),
+        server.port().to_string(),
+    ];
     a.extend(args.iter().map(|s| (*s).to_owned()));
     cmd("kdig", &a).await
 }
@@ -145,15 +168,15 @@ fn soa_serial(m: &Message) -> Option<u32> {
 /// SRV providers and static records of every kind.
 async fn seed(pool: &PgPool, containers: usize) -> TestResult {
     sqlx::raw_sql(
-        "INSERT INTO sites (id, name, internal_domain, subnet_mask, gateway, dns_forwarders)
-             VALUES (1, 'lab', 'lab.internal', '255.255.255.0', '10.1.2.1', '');
-         INSERT INTO nodes (id, name, ipv4_address, site_id) VALUES (1, 'pve1', '10.1.2.2', 1);
-         INSERT INTO containers (id, hostname, node_id, ipv4_address)
-             VALUES (1, 'web', 1, '10.1.2.10'), (2, 'ldap1', 1, '10.1.2.20'),
-                    (3, 'ldap2', 1, '10.1.2.21'), (4, 'noaddr', 1, NULL);
+        "INSERT INTO sites (name, internal_domain, subnet_mask, gateway, dns_forwarders)
+             VALUES ('lab', 'lab.internal', '255.255.255.0', '10.1.2.1', '');
+         INSERT INTO nodes (name, ipv4_address, site_id) VALUES ('pve1', '10.1.2.2', 1);
+         INSERT INTO containers (hostname, node_id, ipv4_address)
+             VALUES ('web', 1, '10.1.2.10'), ('ldap1', 1, '10.1.2.20'),
+                    ('ldap2', 1, '10.1.2.21'), ('noaddr', 1, NULL);
          BEGIN;
-         INSERT INTO services (id, container_id, type, container_port)
-             VALUES (1, 2, 'dns', 389), (2, 3, 'dns', 636);
+         INSERT INTO services (container_id, type, container_port)
+             VALUES (2, 'dns', 389), (3, 'dns', 636);
          INSERT INTO dns_services (service_id, service_name)
              VALUES (1, '_ldap._tcp'), (2, '_ldap._tcp');
          COMMIT;
@@ -195,7 +218,10 @@ async fn server_with(env: &[(&str, String)]) -> TestResult<Server> {
     let db = TestDb::new().await?;
     let mut server = Server::start_with(ServerOptions {
         database_url: Some(db.url.clone()),
-        env: env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+        env: env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
         ..Default::default()
     })
     .await?;
@@ -227,7 +253,9 @@ async fn wait_until(
         id = id.wrapping_add(1);
         sock.send(&query(id, name, qtype, false, None)).await?;
         let mut buf = vec![0u8; 4096];
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(50), sock.recv(&mut buf)).await {
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(50), sock.recv(&mut buf)).await
+        {
             if let Ok(m) = Message::from_vec(&buf[..n]) {
                 if m.metadata.id == id && ok(&m) {
                     return Ok(started.elapsed());
@@ -322,13 +350,24 @@ async fn dig_sees_every_kind_of_record() -> TestResult {
     let addr = dns_addr(&server)?;
     let pool = pool(&server).await?;
     seed(&pool, 0).await?;
-    wait_until(addr, "srv-static.lab.internal", SRV, Duration::from_secs(5), |m| !m.answers.is_empty()).await?;
+    wait_until(
+        addr,
+        "srv-static.lab.internal",
+        SRV,
+        Duration::from_secs(5),
+        |m| !m.answers.is_empty(),
+    )
+    .await?;
 
     // A, with the question's case echoed, AA, EDNS (dig sends EDNS by default).
     let out = dig(addr, &["+norec", "WeB.Lab.INTERNAL", "A"]).await?;
     assert!(out.contains("status: NOERROR"), "{out}");
     assert!(out.contains("flags: qr aa;"), "{out}");
-    assert!(out.contains("WeB.Lab.INTERNAL.\t\t60\tIN\tA\t10.1.2.10") || out.contains("WeB.Lab.INTERNAL.\t60\tIN\tA\t10.1.2.10"), "{out}");
+    assert!(
+        out.contains("WeB.Lab.INTERNAL.\t\t60\tIN\tA\t10.1.2.10")
+            || out.contains("WeB.Lab.INTERNAL.\t60\tIN\tA\t10.1.2.10"),
+        "{out}"
+    );
     assert!(out.contains("EDNS: version: 0, flags:; udp: 1232"), "{out}");
     // Nodes.
     let m = udp(addr, "pve1.lab.internal", A).await?;
@@ -344,7 +383,10 @@ async fn dig_sees_every_kind_of_record() -> TestResult {
     );
     assert_eq!(
         lines(&m.additionals),
-        ["ldap1.lab.internal. 60 A 10.1.2.20", "ldap2.lab.internal. 60 A 10.1.2.21"]
+        [
+            "ldap1.lab.internal. 60 A 10.1.2.20",
+            "ldap2.lab.internal. 60 A 10.1.2.21"
+        ]
     );
     // PTR.
     let out = kdig(addr, &["-x", "10.1.2.21", "+short"]).await?;
@@ -355,15 +397,27 @@ async fn dig_sees_every_kind_of_record() -> TestResult {
     got.sort();
     assert_eq!(got, ["\"token-one\"", "\"token-two\""]);
     // Static kinds.
-    assert_eq!(lines(&udp(addr, "lab.internal", CAA).await?.answers).len(), 1);
+    assert_eq!(
+        lines(&udp(addr, "lab.internal", CAA).await?.answers).len(),
+        1
+    );
     let m = udp(addr, "lab.internal", MX).await?;
-    assert_eq!(lines(&m.answers), ["lab.internal. 300 MX 10 mail.lab.internal."]);
+    assert_eq!(
+        lines(&m.answers),
+        ["lab.internal. 300 MX 10 mail.lab.internal."]
+    );
     assert_eq!(
         lines(&m.additionals),
-        ["mail.lab.internal. 300 A 10.1.2.30", "mail.lab.internal. 300 AAAA 2001:db8::30"]
+        [
+            "mail.lab.internal. 300 A 10.1.2.30",
+            "mail.lab.internal. 300 AAAA 2001:db8::30"
+        ]
     );
     let m = udp(addr, "lab.internal", NS).await?;
-    assert_eq!(lines(&m.answers), ["lab.internal. 3600 NS ns1.lab.internal."]);
+    assert_eq!(
+        lines(&m.answers),
+        ["lab.internal. 3600 NS ns1.lab.internal."]
+    );
     // CNAME chain.
     let m = udp(addr, "alias.lab.internal", A).await?;
     assert_eq!(
@@ -376,24 +430,45 @@ async fn dig_sees_every_kind_of_record() -> TestResult {
     );
     // NXDOMAIN with the SOA, TTL clamped to the minimum (60).
     let m = udp(addr, "nope.lab.internal", A).await?;
-    assert_eq!(m.metadata.response_code, hickory_proto::op::ResponseCode::NXDomain);
+    assert_eq!(
+        m.metadata.response_code,
+        hickory_proto::op::ResponseCode::NXDomain
+    );
     assert!(m.metadata.authoritative);
     assert_eq!(m.authorities.len(), 1);
     assert_eq!(m.authorities[0].ttl, 60);
     // NODATA, including an empty non-terminal, and a wildcard that exists with other types.
-    for (name, t) in [("web.lab.internal", AAAA), ("y.deep.lab.internal", A), ("deep.lab.internal", TXT), ("host.apps.lab.internal", TXT)] {
+    for (name, t) in [
+        ("web.lab.internal", AAAA),
+        ("y.deep.lab.internal", A),
+        ("deep.lab.internal", TXT),
+        ("host.apps.lab.internal", TXT),
+    ] {
         let m = udp(addr, name, t).await?;
-        assert_eq!(m.metadata.response_code, hickory_proto::op::ResponseCode::NoError, "{name}");
+        assert_eq!(
+            m.metadata.response_code,
+            hickory_proto::op::ResponseCode::NoError,
+            "{name}"
+        );
         assert!(m.answers.is_empty(), "{name}");
         assert_eq!(m.authorities.len(), 1, "{name}");
     }
     // Wildcard.
-    assert_eq!(lines(&udp(addr, "Anything.apps.lab.internal", A).await?.answers), ["anything.apps.lab.internal. 300 A 10.1.2.99"]);
+    assert_eq!(
+        lines(&udp(addr, "Anything.apps.lab.internal", A).await?.answers),
+        ["anything.apps.lab.internal. 300 A 10.1.2.99"]
+    );
     // Referral for the delegated child, with glue.
     let m = udp(addr, "www.sub.lab.internal", A).await?;
     assert!(!m.metadata.authoritative);
-    assert_eq!(lines(&m.authorities), ["sub.lab.internal. 300 NS ns.sub.lab.internal."]);
-    assert_eq!(lines(&m.additionals), ["ns.sub.lab.internal. 300 A 10.1.2.40"]);
+    assert_eq!(
+        lines(&m.authorities),
+        ["sub.lab.internal. 300 NS ns.sub.lab.internal."]
+    );
+    assert_eq!(
+        lines(&m.additionals),
+        ["ns.sub.lab.internal. 300 A 10.1.2.40"]
+    );
     // REFUSED outside our zones without recursion; nothing is forwarded for +norec.
     let out = dig(addr, &["+norec", "example.org", "A"]).await?;
     assert!(out.contains("status: REFUSED"), "{out}");
@@ -405,7 +480,11 @@ async fn dig_sees_every_kind_of_record() -> TestResult {
     assert!(soa_serial(&m).is_some_and(|s| s >= 5), "{m:?}");
     // /metrics has the DNS families.
     let metrics = reqwest::get(server.url("/metrics")).await?.text().await?;
-    for name in ["siteward_dns_responses_total{transport=\"udp\",rcode=\"NOERROR\"}", "siteward_dns_answer_duration_seconds_bucket", "siteward_dns_zones"] {
+    for name in [
+        "siteward_dns_responses_total{transport=\"udp\",rcode=\"NOERROR\"}",
+        "siteward_dns_answer_duration_seconds_bucket",
+        "siteward_dns_zones",
+    ] {
         assert!(metrics.contains(name), "{name} missing");
     }
     server.stop().await
@@ -423,7 +502,10 @@ async fn edns_truncation_tcp_pipelining_and_malformed_input() -> TestResult {
     )
     .execute(&pool)
     .await?;
-    wait_until(addr, "big.lab.internal", TXT, Duration::from_secs(5), |m| m.metadata.truncation).await?;
+    wait_until(addr, "big.lab.internal", TXT, Duration::from_secs(5), |m| {
+        m.metadata.truncation
+    })
+    .await?;
 
     // BADVERS for EDNS version 1, with an OPT record.
     let out = dig(addr, &["+edns=1", "+noednsnegotiation", "web.lab.internal"]).await?;
@@ -433,19 +515,34 @@ async fn edns_truncation_tcp_pipelining_and_malformed_input() -> TestResult {
     assert!(out.contains("status: NOTIMP"), "{out}");
     // No OPT without EDNS; 512 bytes then; TC and the TCP retry.
     let out = dig(addr, &["+noedns", "+ignore", "big.lab.internal", "TXT"]).await?;
-    assert!(out.contains("flags: qr aa tc;") || out.contains(" tc"), "{out}");
+    assert!(
+        out.contains("flags: qr aa tc;") || out.contains(" tc"),
+        "{out}"
+    );
     assert!(!out.contains("OPT PSEUDOSECTION"), "{out}");
     let out = dig(addr, &["big.lab.internal", "TXT"]).await?;
     assert!(out.contains("ANSWER: 40"), "dig falls back to TCP: {out}");
     // A UDP answer never exceeds 1232 octets, whatever the client advertises.
-    let r = udp_raw(addr, &query(9, "big.lab.internal", TXT, false, Some((65000, 0, false)))).await?;
+    let r = udp_raw(
+        addr,
+        &query(9, "big.lab.internal", TXT, false, Some((65000, 0, false))),
+    )
+    .await?;
     assert!(r.len() <= 1232);
     assert!(r[2] & 0x02 != 0, "TC");
 
     // TCP: many queries pipelined on one connection, answered in order.
     let names = ["web", "ldap1", "ldap2", "pve1", "nope", "big"];
     let msgs: Vec<Vec<u8>> = (0..60)
-        .map(|i| query(i as u16, &format!("{}.lab.internal", names[i % names.len()]), if i % 6 == 5 { TXT } else { A }, false, Some((1232, 0, false))))
+        .map(|i| {
+            query(
+                i as u16,
+                &format!("{}.lab.internal", names[i % names.len()]),
+                if i % 6 == 5 { TXT } else { A },
+                false,
+                Some((1232, 0, false)),
+            )
+        })
         .collect();
     let responses = tcp_many(addr, &msgs).await?;
     for (i, r) in responses.iter().enumerate() {
@@ -461,9 +558,13 @@ async fn edns_truncation_tcp_pipelining_and_malformed_input() -> TestResult {
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
     let mut seed_v: u64 = 12345;
     for i in 0..3000 {
-        seed_v = seed_v.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed_v = seed_v
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let len = (seed_v >> 33) as usize % 600;
-        let mut m: Vec<u8> = (0..len).map(|j| ((seed_v >> (j % 56)) as u8).wrapping_add(j as u8)).collect();
+        let mut m: Vec<u8> = (0..len)
+            .map(|j| ((seed_v >> (j % 56)) as u8).wrapping_add(j as u8))
+            .collect();
         if i % 3 == 0 {
             m = query(i as u16, "web.lab.internal", A, false, None);
             let at = (seed_v as usize) % m.len();
@@ -494,30 +595,60 @@ async fn live_changes_are_answered_within_100ms_with_the_serial_bumped() -> Test
     let addr = dns_addr(&server)?;
     let pool = pool(&server).await?;
     seed(&pool, 200).await?;
-    wait_until(addr, "ct199.lab.internal", A, Duration::from_secs(5), |m| !m.answers.is_empty()).await?;
+    wait_until(addr, "ct199.lab.internal", A, Duration::from_secs(5), |m| {
+        !m.answers.is_empty()
+    })
+    .await?;
     let mut serial = soa_serial(&udp(addr, "lab.internal", SOA).await?).ok_or("no SOA")?;
     let mut latencies = Vec::new();
     for i in 0..20 {
         let name = format!("live{i}");
         let committed = Instant::now();
         // Plain SQL, as an operator would.
-        sqlx::query("INSERT INTO containers (hostname, node_id, ipv4_address) VALUES ($1, 1, $2::inet)")
-            .bind(&name)
-            .bind(format!("10.1.9.{}", i + 1))
-            .execute(&pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO containers (hostname, node_id, ipv4_address) VALUES ($1, 1, $2::inet)",
+        )
+        .bind(&name)
+        .bind(format!("10.1.9.{}", i + 1))
+        .execute(&pool)
+        .await?;
         let commit_took = committed.elapsed();
-        let seen = wait_until(addr, &format!("{name}.lab.internal"), A, Duration::from_secs(2), |m| !m.answers.is_empty()).await?;
+        let seen = wait_until(
+            addr,
+            &format!("{name}.lab.internal"),
+            A,
+            Duration::from_secs(2),
+            |m| !m.answers.is_empty(),
+        )
+        .await?;
         latencies.push(commit_took + seen);
         let new_serial = soa_serial(&udp(addr, "lab.internal", SOA).await?).ok_or("no SOA")?;
         assert!(new_serial > serial, "serial {new_serial} after {serial}");
         serial = new_serial;
     }
     // Deletion and a static record edit are live too.
-    sqlx::query("DELETE FROM containers WHERE hostname = 'live0'").execute(&pool).await?;
-    wait_until(addr, "live0.lab.internal", A, Duration::from_millis(500), |m| m.metadata.response_code == hickory_proto::op::ResponseCode::NXDomain).await?;
-    sqlx::query("UPDATE dns_records SET value = '\"token-three\"' WHERE value = '\"token-two\"'").execute(&pool).await?;
-    wait_until(addr, "_acme-challenge.lab.internal", TXT, Duration::from_millis(500), |m| lines(&m.answers).iter().any(|l| l.contains("token-three"))).await?;
+    sqlx::query("DELETE FROM containers WHERE hostname = 'live0'")
+        .execute(&pool)
+        .await?;
+    wait_until(
+        addr,
+        "live0.lab.internal",
+        A,
+        Duration::from_millis(500),
+        |m| m.metadata.response_code == hickory_proto::op::ResponseCode::NXDomain,
+    )
+    .await?;
+    sqlx::query("UPDATE dns_records SET value = '\"token-three\"' WHERE value = '\"token-two\"'")
+        .execute(&pool)
+        .await?;
+    wait_until(
+        addr,
+        "_acme-challenge.lab.internal",
+        TXT,
+        Duration::from_millis(500),
+        |m| lines(&m.answers).iter().any(|l| l.contains("token-three")),
+    )
+    .await?;
     latencies.sort();
     let p50 = latencies[latencies.len() / 2];
     let max = latencies[latencies.len() - 1];
@@ -528,12 +659,27 @@ async fn live_changes_are_answered_within_100ms_with_the_serial_bumped() -> Test
     // Across a restart the serial does not go back, and the next change still bumps it.
     let serial_before = soa_serial(&udp(addr, "lab.internal", SOA).await?).ok_or("no SOA")?;
     let db = TestDbHandle::take(server).await?;
-    let server = Server::start_with(ServerOptions { database_url: Some(db.url.clone()), ..Default::default() }).await?;
+    let server = Server::start_with(ServerOptions {
+        database_url: Some(db.url.clone()),
+        ..Default::default()
+    })
+    .await?;
     let addr = dns_addr(&server)?;
-    wait_until(addr, "lab.internal", SOA, Duration::from_secs(5), |m| soa_serial(m) == Some(serial_before)).await?;
-    sqlx::query("UPDATE containers SET ipv4_address = '10.1.9.200' WHERE hostname = 'live1'").execute(&pool).await?;
-    wait_until(addr, "lab.internal", SOA, Duration::from_secs(2), |m| soa_serial(m).is_some_and(|s| s > serial_before)).await?;
-    assert_eq!(lines(&udp(addr, "live1.lab.internal", A).await?.answers), ["live1.lab.internal. 60 A 10.1.9.200"]);
+    wait_until(addr, "lab.internal", SOA, Duration::from_secs(5), |m| {
+        soa_serial(m) == Some(serial_before)
+    })
+    .await?;
+    sqlx::query("UPDATE containers SET ipv4_address = '10.1.9.200' WHERE hostname = 'live1'")
+        .execute(&pool)
+        .await?;
+    wait_until(addr, "lab.internal", SOA, Duration::from_secs(2), |m| {
+        soa_serial(m).is_some_and(|s| s > serial_before)
+    })
+    .await?;
+    assert_eq!(
+        lines(&udp(addr, "live1.lab.internal", A).await?.answers),
+        ["live1.lab.internal. 60 A 10.1.9.200"]
+    );
     server.stop().await?;
     drop(db);
     Ok(())
@@ -559,7 +705,10 @@ async fn axfr_and_knot_secondary_after_notify() -> TestResult {
         database_url: Some(db.url.clone()),
         env: vec![
             ("SITEWARD_DNS__AXFR_ALLOW".into(), "127.0.0.0/8".into()),
-            ("SITEWARD_DNS__NOTIFY".into(), format!("127.0.0.1:{knot_port}")),
+            (
+                "SITEWARD_DNS__NOTIFY".into(),
+                format!("127.0.0.1:{knot_port}"),
+            ),
         ],
         ..Default::default()
     })
@@ -568,45 +717,91 @@ async fn axfr_and_knot_secondary_after_notify() -> TestResult {
     let addr = dns_addr(&server)?;
     let pool = pool(&server).await?;
     seed(&pool, 3000).await?;
-    wait_until(addr, "ct2999.lab.internal", A, Duration::from_secs(10), |m| !m.answers.is_empty()).await?;
+    wait_until(
+        addr,
+        "ct2999.lab.internal",
+        A,
+        Duration::from_secs(10),
+        |m| !m.answers.is_empty(),
+    )
+    .await?;
 
     // AXFR with dig: multi-message, SOA first and last, every record.
     let out = dig(addr, &["AXFR", "lab.internal", "+nocmd", "+nostats"]).await?;
-    let records: Vec<&str> = out.lines().filter(|l| !l.starts_with(';') && !l.trim().is_empty()).collect();
-    assert!(records.first().is_some_and(|l| l.contains("\tSOA\t")), "{out:.500}");
+    let records: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .collect();
+    assert!(
+        records.first().is_some_and(|l| l.contains("\tSOA\t")),
+        "{out:.500}"
+    );
     assert!(records.last().is_some_and(|l| l.contains("\tSOA\t")));
     assert!(records.len() > 3020, "{}", records.len());
-    assert!(out.contains("ct2999.lab.internal.\t60\tIN\tA\t10.1.14.250"), "AXFR has the last container");
+    assert!(
+        out.contains("ct2999.lab.internal.\t60\tIN\tA\t10.1.14.250"),
+        "AXFR has the last container"
+    );
     let kout = kdig(addr, &["AXFR", "lab.internal"]).await?;
-    let messages = kout.lines().find(|l| l.contains("Received")).unwrap_or_default().to_owned();
+    let messages = kout
+        .lines()
+        .find(|l| l.contains("Received"))
+        .unwrap_or_default()
+        .to_owned();
     assert!(!messages.contains(" 1 messages"), "{messages}");
     // Refused to others: a server without the allow-list.
     let plain = Server::start().await?;
     let out = dig(dns_addr(&plain)?, &["AXFR", "lab.internal"]).await?;
-    assert!(out.contains("Transfer failed") || out.contains("REFUSED") || out.contains("NOTAUTH"), "{out}");
+    assert!(
+        out.contains("Transfer failed") || out.contains("REFUSED") || out.contains("NOTAUTH"),
+        "{out}"
+    );
     plain.stop().await?;
 
     // Knot as secondary.
-    let zones = format!("  - domain: lab.internal\n    master: siteward\n    acl: from_siteward\n");
+    let zones = "  - domain: lab.internal\n    master: siteward\n    acl: from_siteward\n";
     let extra = format!(
         "remote:\n  - id: siteward\n    address: 127.0.0.1@{}\nacl:\n  - id: from_siteward\n    address: 127.0.0.0/8\n    action: notify\n",
         addr.port()
     );
-    let knot = start_knot_on(knot_port, &zones, &extra, &[]).await?;
+    let knot = start_knot_on(knot_port, zones, &extra, &[]).await?;
     let serial0 = soa_serial(&udp(addr, "lab.internal", SOA).await?).ok_or("no SOA")?;
-    wait_until(knot.addr, "lab.internal", SOA, Duration::from_secs(20), |m| soa_serial(m) == Some(serial0))
-        .await
-        .map_err(|e| format!("{e}; knot log:\n{}", knot.log()))?;
-    assert_eq!(lines(&udp(knot.addr, "ct1500.lab.internal", A).await?.answers), ["ct1500.lab.internal. 60 A 10.1.9.1"]);
+    wait_until(
+        knot.addr,
+        "lab.internal",
+        SOA,
+        Duration::from_secs(20),
+        |m| soa_serial(m) == Some(serial0),
+    )
+    .await
+    .map_err(|e| format!("{e}; knot log:\n{}", knot.log()))?;
+    assert_eq!(
+        lines(&udp(knot.addr, "ct1500.lab.internal", A).await?.answers),
+        ["ct1500.lab.internal. 60 A 10.1.9.1"]
+    );
     // A change: NOTIFY makes Knot transfer again well before its refresh timer (3600 s).
     let started = Instant::now();
     sqlx::query("INSERT INTO containers (hostname, node_id, ipv4_address) VALUES ('after-notify', 1, '10.1.20.1')").execute(&pool).await?;
-    wait_until(knot.addr, "after-notify.lab.internal", A, Duration::from_secs(10), |m| !m.answers.is_empty())
-        .await
-        .map_err(|e| format!("{e}; knot log:\n{}", knot.log()))?;
-    eprintln!("change visible on the Knot secondary after {:?}", started.elapsed());
+    wait_until(
+        knot.addr,
+        "after-notify.lab.internal",
+        A,
+        Duration::from_secs(10),
+        |m| !m.answers.is_empty(),
+    )
+    .await
+    .map_err(|e| format!("{e}; knot log:\n{}", knot.log()))?;
+    eprintln!(
+        "change visible on the Knot secondary after {:?}",
+        started.elapsed()
+    );
     // The secondary answers the same as the primary.
-    for (name, t) in [("_ldap._tcp.lab.internal", SRV), ("alias.lab.internal", A), ("nope.lab.internal", A), ("x.apps.lab.internal", A)] {
+    for (name, t) in [
+        ("_ldap._tcp.lab.internal", SRV),
+        ("alias.lab.internal", A),
+        ("nope.lab.internal", A),
+        ("x.apps.lab.internal", A),
+    ] {
         let a = udp(addr, name, t).await?;
         let b = udp(knot.addr, name, t).await?;
         assert_eq!(lines(&a.answers), lines(&b.answers), "{name}");
@@ -616,7 +811,12 @@ async fn axfr_and_knot_secondary_after_notify() -> TestResult {
     server.stop().await
 }
 
-async fn start_knot_on(port: u16, zones: &str, extra: &str, files: &[(&str, String)]) -> TestResult<Knot> {
+async fn start_knot_on(
+    port: u16,
+    zones: &str,
+    extra: &str,
+    files: &[(&str, String)],
+) -> TestResult<Knot> {
     // Knot::start picks its own port; this variant uses a given one.
     let dir = tempfile::tempdir()?;
     for (name, text) in files {
@@ -654,7 +854,14 @@ async fn start_knot_on(port: u16, zones: &str, extra: &str, files: &[(&str, Stri
 fn normalize(r: &[u8]) -> TestResult<String> {
     let m = Message::from_vec(r)?;
     let h = &m.metadata;
-    let edns = m.edns.as_ref().map(|e| format!("edns v{} payload {} do {}", e.version(), e.max_payload(), e.flags().dnssec_ok));
+    let edns = m.edns.as_ref().map(|e| {
+        format!(
+            "edns v{} payload {} do {}",
+            e.version(),
+            e.max_payload(),
+            e.flags().dnssec_ok
+        )
+    });
     Ok(format!(
         "rcode {:?} aa {} tc {} rd {} ra {} {:?}\nANSWER {:?}\nAUTHORITY {:?}\nADDITIONAL {:?}",
         h.response_code,
@@ -675,9 +882,23 @@ async fn differential_against_knot_serving_the_same_zone() -> TestResult {
     let addr = dns_addr(&server)?;
     let pool = pool(&server).await?;
     seed(&pool, 100).await?;
-    wait_until(addr, "ct99.lab.internal", A, Duration::from_secs(5), |m| !m.answers.is_empty()).await?;
+    wait_until(addr, "ct99.lab.internal", A, Duration::from_secs(5), |m| {
+        !m.answers.is_empty()
+    })
+    .await?;
     // Export: the zone as a zone file (one SOA).
-    let zone = dig(addr, &["AXFR", "lab.internal", "+onesoa", "+nocmd", "+nostats", "+nocomments"]).await?;
+    let zone = dig(
+        addr,
+        &[
+            "AXFR",
+            "lab.internal",
+            "+onesoa",
+            "+nocmd",
+            "+nostats",
+            "+nocomments",
+        ],
+    )
+    .await?;
     assert!(zone.contains("SOA"), "{zone}");
     let knot = Knot::start(
         "  - domain: lab.internal\n    file: lab.internal.zone\n",
@@ -686,40 +907,142 @@ async fn differential_against_knot_serving_the_same_zone() -> TestResult {
     )
     .await?;
     // Knot's relative file path is relative to storage.
-    wait_until(knot.addr, "lab.internal", SOA, Duration::from_secs(10), |m| !m.answers.is_empty())
-        .await
-        .map_err(|e| format!("{e}; knot log:\n{}\nfiles: {:?}", knot.log(), std::fs::read_dir(knot.dir()).map(|d| d.count())))?;
+    wait_until(
+        knot.addr,
+        "lab.internal",
+        SOA,
+        Duration::from_secs(10),
+        |m| !m.answers.is_empty(),
+    )
+    .await
+    .map_err(|e| {
+        format!(
+            "{e}; knot log:\n{}\nfiles: {:?}",
+            knot.log(),
+            std::fs::read_dir(knot.dir()).map(|d| d.count())
+        )
+    })?;
 
     let mut names: Vec<String> = [
-        "lab.internal", "web", "www", "alias", "out", "wc", "x.apps", "a.b.apps", "host.apps", "nohost.apps",
-        "*.apps", "apps", "deep", "y.deep", "x.y.deep", "z.x.y.deep", "_acme-challenge", "mail", "sub",
-        "ns.sub", "www.sub", "a.b.sub", "_ldap._tcp", "_tcp", "_ldap", "srv-static", "ldap1", "ldap2",
-        "noaddr", "pve1", "nope", "x.nope", "ns1",
+        "lab.internal",
+        "web",
+        "www",
+        "alias",
+        "out",
+        "wc",
+        "x.apps",
+        "a.b.apps",
+        "host.apps",
+        "nohost.apps",
+        "*.apps",
+        "apps",
+        "deep",
+        "y.deep",
+        "x.y.deep",
+        "z.x.y.deep",
+        "_acme-challenge",
+        "mail",
+        "sub",
+        "ns.sub",
+        "www.sub",
+        "a.b.sub",
+        "_ldap._tcp",
+        "_tcp",
+        "_ldap",
+        "srv-static",
+        "ldap1",
+        "ldap2",
+        "noaddr",
+        "pve1",
+        "nope",
+        "x.nope",
+        "ns1",
     ]
     .iter()
-    .map(|n| if *n == "lab.internal" { n.to_string() } else { format!("{n}.lab.internal") })
+    .map(|n| {
+        if *n == "lab.internal" {
+            n.to_string()
+        } else {
+            format!("{n}.lab.internal")
+        }
+    })
     .collect();
     for i in (0..100).step_by(7) {
         names.push(format!("ct{i}.lab.internal"));
         names.push(format!("CT{i}.Lab.Internal"));
     }
     let types = [A, AAAA, TXT, MX, SRV, CNAME, NS, SOA, CAA, PTR];
-    let ednses: [EdnsOpt; 4] = [None, Some((1232, 0, false)), Some((4096, 0, true)), Some((512, 0, false))];
+    let ednses: [EdnsOpt; 4] = [
+        None,
+        Some((1232, 0, false)),
+        Some((4096, 0, true)),
+        Some((512, 0, false)),
+    ];
     let mut corpus = Vec::new();
     for (i, name) in names.iter().enumerate() {
         for (j, t) in types.iter().enumerate() {
-            corpus.push(query((i * 16 + j) as u16, name, *t, (i + j) % 2 == 0, ednses[(i + j) % ednses.len()]));
+            corpus.push(query(
+                (i * 16 + j) as u16,
+                name,
+                *t,
+                (i + j) % 2 == 0,
+                ednses[(i + j) % ednses.len()],
+            ));
         }
     }
+    for i in 0..100u16 {
+        let name = if i % 3 == 0 {
+            format!("Ct{i}.LAB.internal")
+        } else {
+            format!("ct{i}.lab.internal")
+        };
+        corpus.push(query(
+            20000 + i,
+            &name,
+            A,
+            i % 2 == 0,
+            ednses[usize::from(i) % ednses.len()],
+        ));
+    }
     // Reverse zone is not in Knot's copy: compare forward only. Add EDNS version 1.
-    corpus.push(query(9999, "web.lab.internal", A, false, Some((1232, 1, false))));
+    corpus.push(query(
+        9999,
+        "web.lab.internal",
+        A,
+        false,
+        Some((1232, 1, false)),
+    ));
     assert!(corpus.len() >= 500, "{}", corpus.len());
     let mut differences = Vec::new();
+    let (mut positive, mut nxdomain, mut nodata, mut referral, mut with_additional) =
+        (0, 0, 0, 0, 0);
     for q in &corpus {
         let a = normalize(&udp_raw(addr, q).await?)?;
-        let b = normalize(&udp_raw(knot.addr, q).await?)?;
+        let knot_answer = Message::from_vec(&udp_raw(knot.addr, q).await?)?;
+        let b = normalize(&knot_answer.to_vec()?)?;
+        match (
+            knot_answer.metadata.response_code,
+            knot_answer.answers.is_empty(),
+            knot_answer.metadata.authoritative,
+        ) {
+            (hickory_proto::op::ResponseCode::NXDomain, _, _) => nxdomain += 1,
+            (hickory_proto::op::ResponseCode::NoError, false, _) => positive += 1,
+            (hickory_proto::op::ResponseCode::NoError, true, true) => nodata += 1,
+            (hickory_proto::op::ResponseCode::NoError, true, false) => referral += 1,
+            _ => {}
+        }
+        if knot_answer
+            .additionals
+            .iter()
+            .any(|r| r.record_type() != hickory_proto::rr::RecordType::OPT)
+        {
+            with_additional += 1;
+        }
         if a != b {
-            differences.push(format!("query {:?}\nsiteward: {a}\nknot:     {b}", Message::from_vec(q).map(|m| m.queries.first().map(|q| q.to_string()))));
+            differences.push(format!(
+                "query {:?}\nsiteward: {a}\nknot:     {b}",
+                Message::from_vec(q).map(|m| m.queries.first().map(|q| q.to_string()))
+            ));
         }
     }
     assert!(
@@ -727,9 +1050,22 @@ async fn differential_against_knot_serving_the_same_zone() -> TestResult {
         "{} of {} differ; first ones:\n{}",
         differences.len(),
         corpus.len(),
-        differences.iter().take(8).cloned().collect::<Vec<_>>().join("\n\n")
+        differences
+            .iter()
+            .take(8)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n\n")
     );
-    eprintln!("{} queries, identical answers from siteward and Knot", corpus.len());
+    eprintln!(
+        "{} queries, identical answers from siteward and Knot ({positive} positive, {nodata} NODATA, \
+         {nxdomain} NXDOMAIN, {referral} referrals, {with_additional} with additional records)",
+        corpus.len()
+    );
+    // The corpus exercises every kind of answer.
+    assert!(
+        positive > 150 && nodata > 100 && nxdomain > 20 && referral > 10 && with_additional > 5
+    );
     drop(knot);
     server.stop().await
 }
@@ -744,42 +1080,73 @@ async fn forwarding_with_cache_and_refusal_for_others() -> TestResult {
         &[("example.test.zone", upstream_zone.into())],
     )
     .await?;
-    wait_until(knot.addr, "example.test", SOA, Duration::from_secs(10), |m| !m.answers.is_empty())
-        .await
-        .map_err(|e| format!("{e}; knot log:\n{}", knot.log()))?;
-    let server = server_with(&[("SITEWARD_DNS__FORWARDER_PORT", knot.addr.port().to_string())]).await?;
+    wait_until(
+        knot.addr,
+        "example.test",
+        SOA,
+        Duration::from_secs(10),
+        |m| !m.answers.is_empty(),
+    )
+    .await
+    .map_err(|e| format!("{e}; knot log:\n{}", knot.log()))?;
+    let server =
+        server_with(&[("SITEWARD_DNS__FORWARDER_PORT", knot.addr.port().to_string())]).await?;
     let addr = dns_addr(&server)?;
     let pool = pool(&server).await?;
     seed(&pool, 0).await?;
-    sqlx::query("UPDATE sites SET dns_forwarders = '127.0.0.1' WHERE id = 1").execute(&pool).await?;
-    wait_until(addr, "web.lab.internal", A, Duration::from_secs(5), |m| !m.answers.is_empty()).await?;
+    sqlx::query("UPDATE sites SET dns_forwarders = '127.0.0.1' WHERE id = 1")
+        .execute(&pool)
+        .await?;
+    wait_until(addr, "web.lab.internal", A, Duration::from_secs(5), |m| {
+        !m.answers.is_empty()
+    })
+    .await?;
     // Give the index the forwarder change.
     let deadline = Instant::now() + Duration::from_secs(5);
     let answer = loop {
-        let r = udp_raw(addr, &query(77, "WWW.example.test", A, true, Some((1232, 0, false)))).await?;
+        let r = udp_raw(
+            addr,
+            &query(77, "WWW.example.test", A, true, Some((1232, 0, false))),
+        )
+        .await?;
         let m = Message::from_vec(&r)?;
         if !m.answers.is_empty() || Instant::now() > deadline {
             break m;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(lines(&answer.answers), ["www.example.test. 300 A 192.0.2.7"]);
+    assert_eq!(
+        lines(&answer.answers),
+        ["www.example.test. 300 A 192.0.2.7"]
+    );
     assert_eq!(answer.metadata.id, 77);
     assert_eq!(answer.queries[0].name().to_ascii(), "WWW.example.test.");
     // Upstream NXDOMAIN is relayed.
-    let m = Message::from_vec(&udp_raw(addr, &query(78, "nope.example.test", A, true, None)).await?)?;
-    assert_eq!(m.metadata.response_code, hickory_proto::op::ResponseCode::NXDomain);
+    let m =
+        Message::from_vec(&udp_raw(addr, &query(78, "nope.example.test", A, true, None)).await?)?;
+    assert_eq!(
+        m.metadata.response_code,
+        hickory_proto::op::ResponseCode::NXDomain
+    );
     // Over TCP too.
     let r = tcp_many(addr, &[query(79, "www.example.test", A, true, None)]).await?;
-    assert_eq!(lines(&Message::from_vec(&r[0])?.answers), ["www.example.test. 300 A 192.0.2.7"]);
+    assert_eq!(
+        lines(&Message::from_vec(&r[0])?.answers),
+        ["www.example.test. 300 A 192.0.2.7"]
+    );
     // Cached: the upstream is gone and the answer still comes.
     drop(knot);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let m = Message::from_vec(&udp_raw(addr, &query(80, "www.Example.test", A, true, None)).await?)?;
+    let m =
+        Message::from_vec(&udp_raw(addr, &query(80, "www.Example.test", A, true, None)).await?)?;
     assert_eq!(lines(&m.answers), ["www.example.test. 300 A 192.0.2.7"]);
     assert_eq!(m.queries[0].name().to_ascii(), "www.Example.test.");
     let metrics = reqwest::get(server.url("/metrics")).await?.text().await?;
-    assert!(metrics.contains("siteward_dns_forward_cache_hits_total 1") || metrics.contains("siteward_dns_forward_cache_hits_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("siteward_dns_forward_cache_hits_total 1")
+            || metrics.contains("siteward_dns_forward_cache_hits_total 2"),
+        "{metrics}"
+    );
     server.stop().await?;
 
     // Nobody may recurse: REFUSED even with RD.
