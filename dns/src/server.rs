@@ -229,7 +229,7 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         let thread = std::thread::Builder::new()
             .name(format!("dns-udp-{i}"))
-            .spawn(move || udp_worker(&sock, &shared, &shutdown))?;
+            .spawn(move || udp_worker(i, &sock, &shared, &shutdown))?;
         threads.push(thread);
     }
 
@@ -289,7 +289,13 @@ pub async fn serve(
     joined.map(|_| ())
 }
 
-fn udp_worker(sock: &std::net::UdpSocket, shared: &Arc<Shared>, shutdown: &CancellationToken) {
+fn udp_worker(
+    worker: usize,
+    sock: &std::net::UdpSocket,
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+) {
+    let latency = shared.state.metrics.latency(&format!("udp-{worker}"));
     let mut buf = vec![0u8; 4096];
     let mut q = Query::default();
     let mut generation = shared.live.generation.load(Ordering::Acquire);
@@ -324,7 +330,7 @@ fn udp_worker(sock: &std::net::UdpSocket, shared: &Arc<Shared>, shutdown: &Cance
         let ctx = shared.context(Transport::Udp, peer.ip(), &index);
         match engine::answer(&index, msg, &ctx, &mut q) {
             Outcome::Reply(resp) => {
-                metrics.latency.observe(started.elapsed().as_secs_f64());
+                latency.observe(started.elapsed().as_secs_f64());
                 metrics.response(Transport::Udp, &resp);
                 if let Err(e) = sock.send_to(&resp, peer) {
                     tracing::debug!(error = %e, %peer, "UDP send failed");
@@ -403,6 +409,7 @@ async fn tcp_connection(
     let mut q = Query::default();
     let idle = shared.state.settings.tcp_idle_timeout;
     let metrics = &shared.state.metrics;
+    let latency = metrics.latency("tcp");
     loop {
         let len = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -425,7 +432,7 @@ async fn tcp_connection(
         let started = Instant::now();
         let responses = match engine::answer(&index, &msg, &ctx, &mut q) {
             Outcome::Reply(r) => {
-                metrics.latency.observe(started.elapsed().as_secs_f64());
+                latency.observe(started.elapsed().as_secs_f64());
                 vec![r]
             }
             Outcome::Drop => {
