@@ -284,18 +284,165 @@ impl Default for LdapConfig {
     }
 }
 
+/// A list from TOML (an array) or from the environment and flags (comma- or space-separated).
+fn list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Array(Vec<String>),
+        Text(String),
+    }
+    let items = match Either::deserialize(d)? {
+        Either::Array(v) => v,
+        Either::Text(s) => s
+            .split([',', ' '])
+            .filter(|x| !x.trim().is_empty())
+            .map(|x| x.trim().to_owned())
+            .collect(),
+    };
+    items
+        .iter()
+        .map(|x| {
+            x.parse()
+                .map_err(|e| serde::de::Error::custom(format!("`{x}`: {e}")))
+        })
+        .collect()
+}
+
+fn opt_list<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    list(d).map(Some)
+}
+
+fn opt_lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr + Deserialize<'de>,
+    T::Err: std::fmt::Display,
+{
+    lenient(d).map(Some)
+}
+
 /// DNS settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
     /// UDP and TCP on the same address.
     pub listen: Listen,
+    /// Name servers of every zone (NS records); the first is the SOA primary. Names without a
+    /// trailing dot are relative to the site's domain (`ns1` = `ns1.<domain>`).
+    #[serde(deserialize_with = "list")]
+    pub nameservers: Vec<String>,
+    /// Address for relative name server names (an A record in each forward zone).
+    #[serde(deserialize_with = "opt_lenient")]
+    pub nameserver_address: Option<std::net::Ipv4Addr>,
+    /// SOA contact (`hostmaster` = `hostmaster.<zone>`).
+    pub hostmaster: String,
+    /// SOA TTL, seconds.
+    #[serde(deserialize_with = "lenient")]
+    pub soa_ttl: u32,
+    /// SOA refresh, seconds.
+    #[serde(deserialize_with = "lenient")]
+    pub soa_refresh: u32,
+    /// SOA retry, seconds.
+    #[serde(deserialize_with = "lenient")]
+    pub soa_retry: u32,
+    /// SOA expire, seconds.
+    #[serde(deserialize_with = "lenient")]
+    pub soa_expire: u32,
+    /// SOA minimum: the TTL of negative answers, seconds.
+    #[serde(deserialize_with = "lenient")]
+    pub soa_minimum: u32,
+    /// TTL of NS records, seconds.
+    #[serde(deserialize_with = "lenient")]
+    pub ns_ttl: u32,
+    /// TTL of container, node, SRV and PTR records, seconds.
+    #[serde(deserialize_with = "lenient")]
+    pub record_ttl: u32,
+    /// Networks allowed to have other names forwarded; unset = loopback and the sites' subnets;
+    /// empty = nobody.
+    #[serde(deserialize_with = "opt_list")]
+    pub recursion_allow: Option<Vec<ipnetwork::IpNetwork>>,
+    /// Networks allowed to transfer zones (AXFR/IXFR); empty = nobody.
+    #[serde(deserialize_with = "list")]
+    pub axfr_allow: Vec<ipnetwork::IpNetwork>,
+    /// Secondaries (`address:port`) sent NOTIFY on every zone change.
+    #[serde(deserialize_with = "list")]
+    pub notify: Vec<SocketAddr>,
+    /// Port of the sites' forwarders.
+    #[serde(deserialize_with = "lenient")]
+    pub forwarder_port: u16,
+    /// UDP worker threads; 0 = one per core.
+    #[serde(deserialize_with = "lenient")]
+    pub udp_workers: usize,
+    /// Most TCP connections at once.
+    #[serde(deserialize_with = "lenient")]
+    pub tcp_max_connections: usize,
+    /// Idle TCP connections are closed after this many seconds.
+    #[serde(deserialize_with = "lenient")]
+    pub tcp_idle_timeout_secs: u64,
 }
 
 impl Default for DnsConfig {
     fn default() -> Self {
+        let zone = siteward_dns::ZoneSettings::default();
+        let server = siteward_dns::Settings::default();
         Self {
             listen: Listen::On(SocketAddr::from(([127, 0, 0, 1], 5300))),
+            nameservers: zone.nameservers,
+            nameserver_address: zone.nameserver_address,
+            hostmaster: zone.hostmaster,
+            soa_ttl: zone.soa_ttl,
+            soa_refresh: zone.refresh,
+            soa_retry: zone.retry,
+            soa_expire: zone.expire,
+            soa_minimum: zone.minimum,
+            ns_ttl: zone.ns_ttl,
+            record_ttl: zone.record_ttl,
+            recursion_allow: server.recursion_allow,
+            axfr_allow: server.axfr_allow,
+            notify: server.notify,
+            forwarder_port: server.forwarder_port,
+            udp_workers: server.udp_workers,
+            tcp_max_connections: server.tcp_max_connections,
+            tcp_idle_timeout_secs: server.tcp_idle_timeout.as_secs(),
+        }
+    }
+}
+
+impl DnsConfig {
+    /// The DNS server's settings.
+    pub fn settings(&self) -> siteward_dns::Settings {
+        siteward_dns::Settings {
+            zone: siteward_dns::ZoneSettings {
+                nameservers: self.nameservers.clone(),
+                nameserver_address: self.nameserver_address,
+                hostmaster: self.hostmaster.clone(),
+                soa_ttl: self.soa_ttl,
+                refresh: self.soa_refresh,
+                retry: self.soa_retry,
+                expire: self.soa_expire,
+                minimum: self.soa_minimum,
+                ns_ttl: self.ns_ttl,
+                record_ttl: self.record_ttl,
+            },
+            recursion_allow: self.recursion_allow.clone(),
+            axfr_allow: self.axfr_allow.clone(),
+            notify: self.notify.clone(),
+            forwarder_port: self.forwarder_port,
+            udp_workers: self.udp_workers,
+            tcp_max_connections: self.tcp_max_connections.max(1),
+            tcp_idle_timeout: std::time::Duration::from_secs(self.tcp_idle_timeout_secs.max(1)),
+            ..siteward_dns::Settings::default()
         }
     }
 }
@@ -326,6 +473,23 @@ const SETTINGS: &[&str] = &[
     "ldap.idle_timeout_seconds",
     "ldap.request_timeout_seconds",
     "dns.listen",
+    "dns.nameservers",
+    "dns.nameserver_address",
+    "dns.hostmaster",
+    "dns.soa_ttl",
+    "dns.soa_refresh",
+    "dns.soa_retry",
+    "dns.soa_expire",
+    "dns.soa_minimum",
+    "dns.ns_ttl",
+    "dns.record_ttl",
+    "dns.recursion_allow",
+    "dns.axfr_allow",
+    "dns.notify",
+    "dns.forwarder_port",
+    "dns.udp_workers",
+    "dns.tcp_max_connections",
+    "dns.tcp_idle_timeout_secs",
 ];
 
 /// Sets `path` (dotted) to a string value in `table`.
@@ -447,6 +611,25 @@ pub fn load(
             });
         }
     }
+    if config.dns.nameservers.is_empty() {
+        return Err(ConfigError::Invalid {
+            setting: "dns.nameservers".into(),
+            message: "at least one name server is needed (the SOA primary)".into(),
+        });
+    }
+    for ns in config
+        .dns
+        .nameservers
+        .iter()
+        .chain([&config.dns.hostmaster])
+    {
+        if let Err(e) = siteward_dns::name::parse_text(ns, &[0]) {
+            return Err(ConfigError::Invalid {
+                setting: "dns.nameservers / dns.hostmaster".into(),
+                message: e.to_string(),
+            });
+        }
+    }
     if config.database.max_connections == 0 {
         return Err(ConfigError::Invalid {
             setting: "database.max_connections".into(),
@@ -542,6 +725,45 @@ mod tests {
         )?;
         assert_eq!(c.ldap.base_dn, "dc=flag");
         assert_eq!(c.ldap.listen, Listen::Off);
+        Ok(())
+    }
+
+    #[test]
+    fn dns_settings_from_file_env_and_flags() -> Result<(), ConfigError> {
+        let f = file(
+            "[dns]\nnameservers = [\"ns1\", \"ns2.example.org.\"]\nsoa_minimum = 30\naxfr_allow = [\"127.0.0.0/8\"]\n",
+        );
+        let c = load(
+            Some(f.path()),
+            env(&[
+                ("SITEWARD_DNS__NOTIFY", "127.0.0.1:5301, 127.0.0.2:53"),
+                ("SITEWARD_DNS__RECURSION_ALLOW", "10.0.0.0/8"),
+            ]),
+            &[("dns.record_ttl", "15".into())],
+        )?;
+        assert_eq!(c.dns.nameservers, ["ns1", "ns2.example.org."]);
+        assert_eq!(c.dns.soa_minimum, 30);
+        assert_eq!(c.dns.notify.len(), 2);
+        assert_eq!(c.dns.record_ttl, 15);
+        let s = c.dns.settings();
+        assert_eq!(s.zone.minimum, 30);
+        assert_eq!(s.axfr_allow.len(), 1);
+        assert_eq!(s.recursion_allow.map(|r| r.len()), Some(1));
+        // Unset recursion_allow keeps the default (loopback and site subnets).
+        assert_eq!(
+            load(None, env(&[]), &[])?.dns.settings().recursion_allow,
+            None
+        );
+        let err = load(None, env(&[("SITEWARD_DNS__AXFR_ALLOW", "not-a-net")]), &[])
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dns.axfr_allow"), "{err}");
+        let err = load(None, env(&[]), &[("dns.nameservers", "".into())])
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dns.nameservers"), "{err}");
         Ok(())
     }
 

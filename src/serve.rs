@@ -196,6 +196,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut registry = prometheus_client::registry::Registry::default();
     let http_metrics = siteward_admin::HttpMetrics::register(&mut registry);
     let ldap_metrics = siteward_ldap::Metrics::register(&mut registry);
+    let dns_metrics = siteward_dns::Metrics::register(&mut registry);
     let registry = Arc::new(registry);
 
     if let Some(listener) = http {
@@ -256,9 +257,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             });
         }
     }
-    // The DNS server is built by its own issue; until then its sockets are held (so the ports
-    // are reserved and reported) but not served.
-    let _reserved = dns;
+    if let Some((udp, tcp)) = dns {
+        let state = siteward_dns::DnsState {
+            store: store.clone(),
+            settings: Arc::new(config.dns.settings()),
+            metrics: dns_metrics,
+        };
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = siteward_dns::serve(udp, tcp, state, shutdown).await {
+                tracing::error!(error = %e, "DNS server failed");
+            }
+        });
+    }
 
     shutdown_signal().await;
     shutdown.cancel();

@@ -240,6 +240,8 @@ pub struct Site {
     pub dns_forwarders: Vec<std::net::IpAddr>,
     /// Public address for cross-site A records.
     pub external_ip: Option<std::net::IpAddr>,
+    /// Counts the changes to the site's DNS zones (bumped by triggers; the SOA serial).
+    pub dns_serial: i64,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last modification.
@@ -266,6 +268,7 @@ pub(crate) struct SiteRow {
     pub gateway: Option<ipnetwork::IpNetwork>,
     pub dns_forwarders: Option<String>,
     pub external_ip: Option<ipnetwork::IpNetwork>,
+    pub dns_serial: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -294,6 +297,7 @@ impl From<SiteRow> for Site {
                 .filter_map(|s| s.trim().parse().ok())
                 .collect(),
             external_ip: r.external_ip.map(|n| n.ip()),
+            dns_serial: r.dns_serial,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }

@@ -12,7 +12,7 @@ use crate::Store;
 
 pub(crate) const SITE_COLUMNS: &str =
     "id, name, internal_domain, dhcp_range, subnet_mask, gateway, \
-     dns_forwarders, external_ip, created_at, updated_at";
+     dns_forwarders, external_ip, dns_serial, created_at, updated_at";
 pub(crate) const NODE_COLUMNS: &str = "id, name, ipv4_address, api_url, api_token_id_or_username, \
      api_token_secret_or_password IS NOT NULL AS has_secret, disable_tls_verification, \
      image_storage, volume_storage, network_bridge, nvidia_available, site_id, created_at, updated_at";

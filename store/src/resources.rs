@@ -533,6 +533,7 @@ impl Store {
             gateway: new.gateway,
             dns_forwarders: Vec::new(),
             external_ip: new.external_ip,
+            dns_serial: 0,
             created_at: Utc::now(),
             updated_at: Utc::now(),
         };

@@ -1,0 +1,470 @@
+//! The socket side: [`serve`] runs
+//! - UDP workers: one OS thread per core, each blocking on the shared socket and answering in
+//!   place (no task or channel per datagram; the index is re-read only when its generation
+//!   counter moves);
+//! - TCP: an accept loop with a connection cap, a task (and a tracing span) per connection, any
+//!   number of (pipelined) queries per connection, an idle timeout, AXFR streams;
+//! - the index updater: watches the store's snapshot and rebuilds the zones whose inputs changed,
+//!   then sends NOTIFY for them;
+//! - forwarding on the runtime for names outside our zones.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use ipnetwork::IpNetwork;
+use siteward_store::{Naming, Store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::engine::{self, Context, Outcome, Query, Transport};
+use crate::forward;
+use crate::transfer;
+use crate::zone::{ZoneIndex, ZoneSettings};
+use crate::{Error, Metrics};
+
+/// Everything the DNS server is configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// SOA, NS and TTLs.
+    pub zone: ZoneSettings,
+    /// Who may have names outside our zones forwarded; `None` means loopback and the sites'
+    /// subnets.
+    pub recursion_allow: Option<Vec<IpNetwork>>,
+    /// Who may transfer zones (AXFR/IXFR).
+    pub axfr_allow: Vec<IpNetwork>,
+    /// Secondaries notified of every zone change.
+    pub notify: Vec<SocketAddr>,
+    /// Port of the sites' forwarders (53; tests use others).
+    pub forwarder_port: u16,
+    /// UDP worker threads; 0 = one per core.
+    pub udp_workers: usize,
+    /// Most TCP connections at once.
+    pub tcp_max_connections: usize,
+    /// A TCP connection idle this long is closed.
+    pub tcp_idle_timeout: Duration,
+    /// How often the updater looks for a new snapshot.
+    pub refresh_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            zone: ZoneSettings::default(),
+            recursion_allow: None,
+            axfr_allow: Vec::new(),
+            notify: Vec::new(),
+            forwarder_port: 53,
+            udp_workers: 0,
+            tcp_max_connections: 512,
+            tcp_idle_timeout: Duration::from_secs(10),
+            refresh_interval: Duration::from_millis(5),
+        }
+    }
+}
+
+/// What [`serve`] needs.
+#[derive(Debug, Clone)]
+pub struct DnsState {
+    /// The store whose snapshot feeds the zones.
+    pub store: Store,
+    /// Settings.
+    pub settings: Arc<Settings>,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+/// The current index, and a counter that moves whenever it is replaced.
+#[derive(Debug, Default)]
+struct Live {
+    index: ArcSwap<ZoneIndex>,
+    generation: AtomicU64,
+}
+
+struct Shared {
+    state: DnsState,
+    live: Live,
+    cache: forward::Cache,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Shared {
+    fn may_recurse(&self, ip: IpAddr, index: &ZoneIndex) -> bool {
+        match &self.state.settings.recursion_allow {
+            Some(list) => list.iter().any(|n| n.contains(ip)),
+            None => ip.is_loopback() || index.site_subnets.iter().any(|n| n.contains(ip)),
+        }
+    }
+
+    fn may_transfer(&self, ip: IpAddr) -> bool {
+        self.state
+            .settings
+            .axfr_allow
+            .iter()
+            .any(|n| n.contains(ip))
+    }
+
+    fn context(&self, transport: Transport, ip: IpAddr, index: &ZoneIndex) -> Context {
+        Context {
+            transport,
+            may_recurse: self.may_recurse(ip, index),
+            may_transfer: self.may_transfer(ip),
+        }
+    }
+
+    fn upstreams(&self, index: &ZoneIndex, client: IpAddr) -> Vec<SocketAddr> {
+        index
+            .forwarders_for(client)
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, self.state.settings.forwarder_port))
+            .collect()
+    }
+
+    /// Rebuilds the index if the naming half of the snapshot changed. Returns the zones whose
+    /// serial changed (to NOTIFY).
+    fn refresh(&self, naming: &Naming) -> Vec<Arc<crate::zone::Zone>> {
+        let previous = self.live.index.load_full();
+        let next = ZoneIndex::build(naming, &self.state.settings.zone, Some(&previous));
+        let changed = next
+            .zones
+            .values()
+            .filter(|z| {
+                previous
+                    .zones
+                    .get(&z.apex)
+                    .is_none_or(|old| !Arc::ptr_eq(old, z))
+            })
+            .cloned()
+            .collect();
+        self.state.metrics.zones.set(next.zones.len() as i64);
+        self.state.metrics.rebuilds.inc();
+        self.live.index.store(Arc::new(next));
+        self.live.generation.fetch_add(1, Ordering::Release);
+        changed
+    }
+}
+
+/// Serves DNS on `udp` and `tcp` until `shutdown`; returns once every worker and connection
+/// has stopped.
+pub async fn serve(
+    udp: UdpSocket,
+    tcp: TcpListener,
+    state: DnsState,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let shared = Arc::new(Shared {
+        state,
+        live: Live::default(),
+        cache: forward::Cache::default(),
+        runtime: tokio::runtime::Handle::current(),
+    });
+    let tracker = TaskTracker::new();
+
+    // The index, then kept current.
+    let mut seen = shared.state.store.snapshot().naming.clone();
+    shared.refresh(&seen);
+    {
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        let notify_tracker = tracker.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(shared.state.settings.refresh_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let naming = shared.state.store.snapshot().naming.clone();
+                if Arc::ptr_eq(&naming, &seen) {
+                    continue;
+                }
+                seen = naming.clone();
+                let started = Instant::now();
+                let s2 = shared.clone();
+                let changed = match tokio::task::spawn_blocking(move || s2.refresh(&naming)).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "zone rebuild failed");
+                        continue;
+                    }
+                };
+                tracing::debug!(
+                    changed = changed.len(),
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "zones rebuilt"
+                );
+                for zone in changed {
+                    for &target in &shared.state.settings.notify {
+                        let zone = zone.clone();
+                        notify_tracker.spawn(async move {
+                            if let Err(e) = transfer::send_notify(&zone, target).await {
+                                tracing::warn!(%target, zone = %crate::name::to_text(&zone.apex),
+                                    error = %e, "NOTIFY not acknowledged");
+                            }
+                        });
+                    }
+                }
+            }
+        });
+    }
+
+    // UDP workers on their own threads.
+    let std_udp = udp.into_std()?;
+    std_udp.set_nonblocking(false)?;
+    std_udp.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let workers = match shared.state.settings.udp_workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let mut threads = Vec::new();
+    for i in 0..workers {
+        let sock = std_udp.try_clone()?;
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("dns-udp-{i}"))
+            .spawn(move || udp_worker(i, &sock, &shared, &shutdown))?;
+        threads.push(thread);
+    }
+
+    // TCP.
+    let limit = Arc::new(tokio::sync::Semaphore::new(
+        shared.state.settings.tcp_max_connections,
+    ));
+    let mut next_conn: u64 = 0;
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = tcp.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                next_conn += 1;
+                let span = tracing::debug_span!("dns_tcp", conn = next_conn, %peer);
+                let shared = shared.clone();
+                let shutdown = shutdown.clone();
+                tracker.spawn(
+                    async move {
+                        if let Err(e) = tcp_connection(stream, peer, &shared, &shutdown).await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: do not spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+    let joined = tokio::task::spawn_blocking(move || {
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .map_err(|_| Error::Worker("UDP worker panicked".into()))
+            })
+            .collect::<Result<Vec<()>, Error>>()
+    })
+    .await
+    .map_err(|e| Error::Worker(e.to_string()))?;
+    joined.map(|_| ())
+}
+
+fn udp_worker(
+    worker: usize,
+    sock: &std::net::UdpSocket,
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+) {
+    let latency = shared.state.metrics.latency(&format!("udp-{worker}"));
+    let mut buf = vec![0u8; 4096];
+    let mut q = Query::default();
+    let mut generation = shared.live.generation.load(Ordering::Acquire);
+    let mut index = shared.live.index.load_full();
+    let metrics = &shared.state.metrics;
+    while !shutdown.is_cancelled() {
+        let (n, peer) = match sock.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "UDP receive failed");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let g = shared.live.generation.load(Ordering::Acquire);
+        if g != generation {
+            generation = g;
+            index = shared.live.index.load_full();
+        }
+        let msg = buf.get(..n).unwrap_or_default();
+        let started = Instant::now();
+        let ctx = shared.context(Transport::Udp, peer.ip(), &index);
+        match engine::answer(&index, msg, &ctx, &mut q) {
+            Outcome::Reply(resp) => {
+                latency.observe(started.elapsed().as_secs_f64());
+                metrics.response(Transport::Udp, &resp);
+                if let Err(e) = sock.send_to(&resp, peer) {
+                    tracing::debug!(error = %e, %peer, "UDP send failed");
+                }
+            }
+            Outcome::Drop | Outcome::Transfer(_) => {
+                metrics.dropped.inc();
+            }
+            Outcome::Forward(f) => {
+                if let Some(resp) = shared.cache.get(&f, &q, Instant::now()) {
+                    metrics.cache_hits.inc();
+                    metrics.response(Transport::Udp, &resp);
+                    if let Err(e) = sock.send_to(&resp, peer) {
+                        tracing::debug!(error = %e, %peer, "UDP send failed");
+                    }
+                    continue;
+                }
+                let Ok(reply_sock) = sock.try_clone() else {
+                    continue;
+                };
+                let upstreams = shared.upstreams(&index, peer.ip());
+                let query = msg.to_vec();
+                let shared2 = shared.clone();
+                let q_copy = Query {
+                    id: q.id,
+                    flags: q.flags,
+                    qname: q.qname.clone(),
+                    qname_exact: q.qname_exact.clone(),
+                    qtype: q.qtype,
+                    qclass: q.qclass,
+                    edns: q.edns,
+                };
+                shared.runtime.spawn(async move {
+                    let resp = forwarded(&shared2, &f, &q_copy, &upstreams, &query, false).await;
+                    shared2.state.metrics.response(Transport::Udp, &resp);
+                    if let Err(e) = reply_sock.send_to(&resp, peer) {
+                        tracing::debug!(error = %e, %peer, "UDP send failed");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Forwards upstream (caching the answer); SERVFAIL when no upstream answers.
+async fn forwarded(
+    shared: &Shared,
+    f: &engine::Forward,
+    q: &Query,
+    upstreams: &[SocketAddr],
+    query: &[u8],
+    tcp: bool,
+) -> Vec<u8> {
+    shared.state.metrics.forwarded.inc();
+    match forward::ask(upstreams, query, f.id, tcp).await {
+        Ok(resp) => {
+            shared.cache.put(f, &resp, Instant::now());
+            resp
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "forwarding failed");
+            engine::error_response(q, u16::from(engine::rcode::SERVFAIL))
+        }
+    }
+}
+
+async fn tcp_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+) -> Result<(), Error> {
+    stream.set_nodelay(true)?;
+    let (mut rd, wr) = stream.into_split();
+    let mut wr = tokio::io::BufWriter::new(wr);
+    let mut q = Query::default();
+    let idle = shared.state.settings.tcp_idle_timeout;
+    let metrics = &shared.state.metrics;
+    let latency = metrics.latency("tcp");
+    loop {
+        let len = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = tokio::time::timeout(idle, rd.read_u16()) => match r {
+                Err(_) => break,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Ok(Err(e)) => return Err(e.into()),
+                Ok(Ok(n)) => n as usize,
+            },
+        };
+        let mut msg = vec![0u8; len];
+        match tokio::time::timeout(idle, rd.read_exact(&mut msg)).await {
+            Err(_) => break,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Ok(Err(e)) => return Err(e.into()),
+            Ok(Ok(_)) => {}
+        }
+        let index = shared.live.index.load_full();
+        let ctx = shared.context(Transport::Tcp, peer.ip(), &index);
+        let started = Instant::now();
+        let responses = match engine::answer(&index, &msg, &ctx, &mut q) {
+            Outcome::Reply(r) => {
+                latency.observe(started.elapsed().as_secs_f64());
+                vec![r]
+            }
+            Outcome::Drop => {
+                metrics.dropped.inc();
+                // A stream that sends non-queries is not worth keeping.
+                break;
+            }
+            Outcome::Transfer(t) => {
+                tracing::info!(zone = %crate::name::to_text(&t.zone.apex), serial = t.zone.serial,
+                    "zone transfer");
+                transfer::axfr_messages(&t)
+            }
+            Outcome::Forward(f) => match shared.cache.get(&f, &q, Instant::now()) {
+                Some(r) => {
+                    metrics.cache_hits.inc();
+                    vec![r]
+                }
+                None => {
+                    let upstreams = shared.upstreams(&index, peer.ip());
+                    vec![forwarded(shared, &f, &q, &upstreams, &msg, true).await]
+                }
+            },
+        };
+        for r in responses {
+            metrics.response(Transport::Tcp, &r);
+            let len =
+                u16::try_from(r.len()).map_err(|_| Error::Worker("response too long".into()))?;
+            wr.write_all(&len.to_be_bytes()).await?;
+            wr.write_all(&r).await?;
+        }
+        wr.flush().await?;
+    }
+    wr.flush().await?;
+    Ok(())
+}

@@ -1,0 +1,701 @@
+//! Engine tests without sockets or a database: a `Naming` built by hand, queries encoded here,
+//! responses decoded with hickory-proto (an independent decoder, so our encoding is checked too).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use hickory_proto::op::{Message, ResponseCode};
+use siteward_store::{
+    Container, ContainerId, DnsRecord, DnsRecordId, DnsService, Naming, Node, NodeId, ServiceId,
+    Site, SiteId, SiteView,
+};
+
+use crate::engine::{self, Context, Outcome, Query, Transport};
+use crate::rdata::rtype;
+use crate::zone::{ZoneIndex, ZoneSettings};
+
+fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+pub(crate) fn site(id: i64, domain: &str, serial: i64) -> Site {
+    Site {
+        id: SiteId(id),
+        name: format!("site{id}"),
+        internal_domain: domain.into(),
+        dhcp_range: None,
+        subnet_mask: Some(Ipv4Addr::new(255, 255, 255, 0)),
+        gateway: Some(Ipv4Addr::new(10, 1, 2, 1)),
+        dns_forwarders: Vec::new(),
+        external_ip: None,
+        dns_serial: serial,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn node(id: i64, name: &str, ip: Option<Ipv4Addr>) -> Arc<Node> {
+    Arc::new(Node {
+        id: NodeId(id),
+        name: name.into(),
+        ipv4_address: ip,
+        api_url: None,
+        api_token_id_or_username: None,
+        has_secret: false,
+        disable_tls_verification: false,
+        image_storage: "local".into(),
+        volume_storage: "local-lvm".into(),
+        network_bridge: "vmbr0".into(),
+        nvidia_available: false,
+        site_id: SiteId(1),
+        created_at: now(),
+        updated_at: now(),
+    })
+}
+
+fn container(id: i64, host: &str, ip: Option<Ipv4Addr>) -> Arc<Container> {
+    Arc::new(Container {
+        id: ContainerId(id),
+        hostname: host.into(),
+        username: None,
+        status: "running".into(),
+        template: None,
+        creation_job_id: None,
+        node_id: NodeId(1),
+        site_id: SiteId(1),
+        container_id: Some(100 + id as i32),
+        mac_address: None,
+        ipv4_address: ip,
+        ai_container: None,
+        nvidia_requested: false,
+        created_at: now(),
+        updated_at: now(),
+    })
+}
+
+fn rec(id: i64, name: &str, t: &str, value: &str, ttl: i32) -> DnsRecord {
+    DnsRecord {
+        id: DnsRecordId(id),
+        site_id: SiteId(1),
+        name: name.into(),
+        rtype: t.into(),
+        value: value.into(),
+        ttl,
+    }
+}
+
+fn ip(d: u8) -> Option<Ipv4Addr> {
+    Some(Ipv4Addr::new(10, 1, 2, d))
+}
+
+pub(crate) fn fixture(serial: i64) -> Naming {
+    let mut records = vec![
+        rec(1, "www", "CNAME", "web", 300),
+        rec(2, "alias", "CNAME", "www.lab.internal.", 300),
+        rec(3, "out", "CNAME", "example.org.", 300),
+        rec(4, "*.apps", "A", "10.1.2.99", 300),
+        rec(5, "host.apps", "A", "10.1.2.98", 300),
+        rec(6, "x.y.deep", "TXT", "\"deep\"", 300),
+        rec(7, "_acme-challenge", "TXT", "\"token-one\"", 120),
+        rec(8, "_acme-challenge", "TXT", "\"token-two\"", 120),
+        rec(9, "@", "MX", "10 mail", 300),
+        rec(10, "mail", "A", "10.1.2.30", 300),
+        rec(11, "sub", "NS", "ns.sub", 300),
+        rec(12, "ns.sub", "A", "10.1.2.40", 300),
+        rec(13, "loop1", "CNAME", "loop2", 300),
+        rec(14, "loop2", "CNAME", "loop1", 300),
+        rec(15, "@", "CAA", "0 issue \"letsencrypt.org\"", 300),
+        rec(16, "v6", "AAAA", "2001:db8::1", 300),
+        rec(17, "wc", "CNAME", "x.apps", 300),
+        rec(18, "bad", "MX", "not a number", 300),
+    ];
+    for i in 0..40 {
+        records.push(rec(
+            100 + i,
+            "big",
+            "TXT",
+            &format!("\"{}\"", "x".repeat(40 + i as usize)),
+            300,
+        ));
+    }
+    let view = SiteView {
+        site: site(1, "lab.internal", serial),
+        nodes: vec![node(1, "pve1", ip(2)), node(2, "pve2", None)],
+        containers: vec![
+            container(1, "web", ip(10)),
+            container(2, "db", ip(11)),
+            container(3, "noip", None),
+            container(4, "ldap1", ip(20)),
+            container(5, "ldap2", ip(21)),
+        ],
+        dns_services: vec![
+            DnsService {
+                service_id: ServiceId(1),
+                container_id: ContainerId(4),
+                service_name: "_ldap._tcp".into(),
+                container_port: 389,
+            },
+            DnsService {
+                service_id: ServiceId(2),
+                container_id: ContainerId(5),
+                service_name: "_ldap._tcp".into(),
+                container_port: 389,
+            },
+        ],
+        records,
+    };
+    let mut naming = Naming::default();
+    naming
+        .site_by_domain
+        .insert("lab.internal".into(), SiteId(1));
+    naming.sites.insert(SiteId(1), Arc::new(view));
+    naming
+}
+
+fn index() -> ZoneIndex {
+    ZoneIndex::build(&fixture(7), &ZoneSettings::default(), None)
+}
+
+/// A query: `name` (any case), `qtype`, optional EDNS (payload, version).
+pub(crate) fn query(name: &str, qtype: u16, edns: Option<(u16, u8)>) -> Vec<u8> {
+    let mut m = vec![
+        0x12,
+        0x34,
+        0x01,
+        0x00,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        u8::from(edns.is_some()),
+    ];
+    for label in name.trim_end_matches('.').split('.') {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.push(0);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&1u16.to_be_bytes());
+    if let Some((payload, version)) = edns {
+        m.push(0);
+        m.extend_from_slice(&rtype::OPT.to_be_bytes());
+        m.extend_from_slice(&payload.to_be_bytes());
+        m.extend_from_slice(&[0, version, 0, 0, 0, 0]);
+    }
+    m
+}
+
+fn ask_on(idx: &ZoneIndex, msg: &[u8], transport: Transport) -> Message {
+    let ctx = Context {
+        transport,
+        may_recurse: false,
+        may_transfer: false,
+    };
+    match engine::answer(idx, msg, &ctx, &mut Query::default()) {
+        Outcome::Reply(r) => Message::from_vec(&r).expect("decodable response"),
+        other => panic!("expected a reply, got {other:?}"),
+    }
+}
+
+fn ask(name: &str, qtype: u16) -> Message {
+    ask_on(&index(), &query(name, qtype, None), Transport::Udp)
+}
+
+fn texts(records: &[hickory_proto::rr::Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {}",
+                r.name.to_ascii().to_ascii_lowercase(),
+                r.ttl,
+                r.record_type(),
+                r.data
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_hit_is_authoritative_and_echoes_case() {
+    let m = ask("WeB.LaB.InTeRnAl", rtype::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.metadata.authoritative);
+    assert_eq!(m.metadata.id, 0x1234);
+    assert!(m.metadata.recursion_desired);
+    assert_eq!(texts(&m.answers), ["web.lab.internal. 60 A 10.1.2.10"]);
+    assert_eq!(m.queries[0].name().to_ascii(), "WeB.LaB.InTeRnAl.");
+    // The owner is a pointer to the question: the question's case.
+    assert_eq!(m.answers[0].name.to_ascii(), "WeB.LaB.InTeRnAl.");
+    assert!(m.edns.is_none(), "no OPT without EDNS");
+    // Nodes get A records too; a node without an address does not.
+    assert_eq!(
+        texts(&ask("pve1.lab.internal", rtype::A).answers),
+        ["pve1.lab.internal. 60 A 10.1.2.2"]
+    );
+    let m = ask("pve2.lab.internal", rtype::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+}
+
+#[test]
+fn nxdomain_has_soa_with_ttl_clamped_to_minimum() {
+    let m = ask("nope.lab.internal", rtype::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(m.metadata.authoritative);
+    assert!(m.answers.is_empty());
+    let auth = texts(&m.authorities);
+    assert_eq!(auth.len(), 1);
+    assert!(
+        auth[0].starts_with(
+            "lab.internal. 60 SOA ns1.lab.internal. hostmaster.lab.internal. 7 3600 600 604800 60"
+        ),
+        "{auth:?}"
+    );
+}
+
+#[test]
+fn nodata_and_empty_non_terminals() {
+    for (name, t) in [
+        ("web.lab.internal", rtype::AAAA),
+        ("deep.lab.internal", rtype::A),
+        ("y.deep.lab.internal", rtype::TXT),
+        ("_tcp.lab.internal", rtype::SRV),
+        ("lab.internal", rtype::TXT),
+    ] {
+        let m = ask(name, t);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name}");
+        assert!(m.answers.is_empty(), "{name}");
+        assert_eq!(m.authorities.len(), 1, "{name}");
+        assert_eq!(m.authorities[0].ttl, 60);
+    }
+    assert_eq!(
+        texts(&ask("x.y.deep.lab.internal", rtype::TXT).answers),
+        ["x.y.deep.lab.internal. 300 TXT deep"]
+    );
+    // Below an existing name that is not a wildcard: NXDOMAIN.
+    assert_eq!(
+        ask("z.x.y.deep.lab.internal", rtype::TXT)
+            .metadata
+            .response_code,
+        ResponseCode::NXDomain
+    );
+}
+
+#[test]
+fn wildcards_per_rfc_4592() {
+    let m = ask("Foo.apps.lab.internal", rtype::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        texts(&m.answers),
+        ["foo.apps.lab.internal. 300 A 10.1.2.99"]
+    );
+    // Several labels below the closest encloser still match.
+    assert_eq!(
+        texts(&ask("a.b.apps.lab.internal", rtype::A).answers),
+        ["a.b.apps.lab.internal. 300 A 10.1.2.99"]
+    );
+    // Wildcard exists but not with this type: NODATA.
+    let m = ask("foo.apps.lab.internal", rtype::TXT);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    assert_eq!(m.authorities.len(), 1);
+    // A name that exists with other types is NODATA, not a wildcard match.
+    let m = ask("host.apps.lab.internal", rtype::TXT);
+    assert!(m.answers.is_empty());
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        texts(&ask("host.apps.lab.internal", rtype::A).answers),
+        ["host.apps.lab.internal. 300 A 10.1.2.98"]
+    );
+    // Below an existing name the wildcard does not reach: the closest encloser is host.apps.
+    assert_eq!(
+        ask("x.host.apps.lab.internal", rtype::A)
+            .metadata
+            .response_code,
+        ResponseCode::NXDomain
+    );
+    // The wildcard owner itself.
+    assert_eq!(
+        texts(&ask("*.apps.lab.internal", rtype::A).answers),
+        ["*.apps.lab.internal. 300 A 10.1.2.99"]
+    );
+}
+
+#[test]
+fn cname_chains_are_followed_inside_the_zone() {
+    let m = ask("alias.lab.internal", rtype::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        texts(&m.answers),
+        [
+            "alias.lab.internal. 300 CNAME www.lab.internal.",
+            "www.lab.internal. 300 CNAME web.lab.internal.",
+            "web.lab.internal. 60 A 10.1.2.10",
+        ]
+    );
+    // Chain ending in NODATA: NOERROR, SOA.
+    let m = ask("alias.lab.internal", rtype::AAAA);
+    assert_eq!(m.answers.len(), 2);
+    assert_eq!(m.authorities.len(), 1);
+    // Out of zone target: the CNAME only.
+    let m = ask("out.lab.internal", rtype::A);
+    assert_eq!(
+        texts(&m.answers),
+        ["out.lab.internal. 300 CNAME example.org."]
+    );
+    assert!(m.authorities.is_empty());
+    // Asking for the CNAME itself.
+    assert_eq!(
+        texts(&ask("www.lab.internal", rtype::CNAME).answers),
+        ["www.lab.internal. 300 CNAME web.lab.internal."]
+    );
+    // Loops end.
+    let m = ask("loop1.lab.internal", rtype::A);
+    assert_eq!(m.answers.len(), 2);
+    // A CNAME into a wildcard.
+    assert_eq!(
+        texts(&ask("wc.lab.internal", rtype::A).answers),
+        [
+            "wc.lab.internal. 300 CNAME x.apps.lab.internal.",
+            "x.apps.lab.internal. 300 A 10.1.2.99"
+        ]
+    );
+}
+
+#[test]
+fn srv_with_additional_addresses() {
+    let m = ask("_LDAP._tcp.lab.internal", rtype::SRV);
+    let mut answers = texts(&m.answers);
+    answers.sort();
+    assert_eq!(
+        answers,
+        [
+            "_ldap._tcp.lab.internal. 60 SRV 10 10 389 ldap1.lab.internal.",
+            "_ldap._tcp.lab.internal. 60 SRV 10 10 389 ldap2.lab.internal.",
+        ]
+    );
+    let mut add = texts(&m.additionals);
+    add.sort();
+    assert_eq!(
+        add,
+        [
+            "ldap1.lab.internal. 60 A 10.1.2.20",
+            "ldap2.lab.internal. 60 A 10.1.2.21"
+        ]
+    );
+    // MX gets its exchange's address.
+    let m = ask("lab.internal", rtype::MX);
+    assert_eq!(
+        texts(&m.additionals),
+        ["mail.lab.internal. 300 A 10.1.2.30"]
+    );
+}
+
+#[test]
+fn acme_txt_several_values_and_static_types() {
+    let mut t = texts(&ask("_acme-challenge.lab.internal", rtype::TXT).answers);
+    t.sort();
+    assert_eq!(
+        t,
+        [
+            "_acme-challenge.lab.internal. 120 TXT token-one",
+            "_acme-challenge.lab.internal. 120 TXT token-two"
+        ]
+    );
+    assert_eq!(
+        texts(&ask("v6.lab.internal", rtype::AAAA).answers),
+        ["v6.lab.internal. 300 AAAA 2001:db8::1"]
+    );
+    assert_eq!(ask("lab.internal", rtype::CAA).answers.len(), 1);
+    // The malformed static record is skipped, not served and not fatal.
+    assert_eq!(
+        ask("bad.lab.internal", rtype::MX).metadata.response_code,
+        ResponseCode::NXDomain
+    );
+    let m = ask("lab.internal", rtype::NS);
+    assert_eq!(
+        texts(&m.answers),
+        ["lab.internal. 3600 NS ns1.lab.internal."]
+    );
+}
+
+#[test]
+fn ptr_in_the_reverse_zone() {
+    let m = ask("10.2.1.10.IN-ADDR.ARPA", rtype::PTR);
+    assert!(m.metadata.authoritative);
+    assert_eq!(
+        texts(&m.answers),
+        ["10.2.1.10.in-addr.arpa. 60 PTR web.lab.internal."]
+    );
+    assert_eq!(
+        texts(&ask("2.2.1.10.in-addr.arpa", rtype::PTR).answers),
+        ["2.2.1.10.in-addr.arpa. 60 PTR pve1.lab.internal."]
+    );
+    let m = ask("250.2.1.10.in-addr.arpa", rtype::PTR);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(texts(&m.authorities)[0].starts_with("2.1.10.in-addr.arpa. 60 SOA ns1.lab.internal."));
+    assert_eq!(ask("2.1.10.in-addr.arpa", rtype::SOA).answers.len(), 1);
+}
+
+#[test]
+fn delegation_gives_a_referral_with_glue() {
+    let m = ask("host.sub.lab.internal", rtype::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(!m.metadata.authoritative);
+    assert!(m.answers.is_empty());
+    assert_eq!(
+        texts(&m.authorities),
+        ["sub.lab.internal. 300 NS ns.sub.lab.internal."]
+    );
+    assert_eq!(
+        texts(&m.additionals),
+        ["ns.sub.lab.internal. 300 A 10.1.2.40"]
+    );
+}
+
+#[test]
+fn refused_outside_our_zones_and_notimp_for_other_opcodes() {
+    let m = ask("example.org", rtype::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert!(!m.metadata.authoritative);
+    assert_eq!(
+        ask("internal", rtype::A).metadata.response_code,
+        ResponseCode::Refused
+    );
+    assert_eq!(
+        ask("xlab.internal", rtype::A).metadata.response_code,
+        ResponseCode::Refused
+    );
+    let mut q = query("web.lab.internal", rtype::A, None);
+    q[2] = 2 << 3; // opcode STATUS
+    let m = ask_on(&index(), &q, Transport::Udp);
+    assert_eq!(m.metadata.response_code, ResponseCode::NotImp);
+    // Class CH is refused.
+    let mut q = query("web.lab.internal", rtype::A, None);
+    let n = q.len();
+    q[n - 1] = 3;
+    assert_eq!(
+        ask_on(&index(), &q, Transport::Udp).metadata.response_code,
+        ResponseCode::Refused
+    );
+}
+
+#[test]
+fn edns_opt_and_badvers() {
+    let idx = index();
+    let m = ask_on(
+        &idx,
+        &query("web.lab.internal", rtype::A, Some((4096, 0))),
+        Transport::Udp,
+    );
+    let edns = m.edns.expect("OPT in the response to an EDNS query");
+    assert_eq!(edns.max_payload(), 1232);
+    assert_eq!(m.answers.len(), 1);
+    let m = ask_on(
+        &idx,
+        &query("web.lab.internal", rtype::A, Some((4096, 1))),
+        Transport::Udp,
+    );
+    // 16 is BADVERS in an OPT context (hickory names it BADSIG as well).
+    assert_eq!(u16::from(m.metadata.response_code), 16);
+    assert!(m.answers.is_empty());
+    assert!(m.edns.is_some());
+    // Two OPT records: FORMERR.
+    let mut q = query("web.lab.internal", rtype::A, Some((1232, 0)));
+    q[11] = 2;
+    q.extend_from_slice(&[0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        ask_on(&idx, &q, Transport::Udp).metadata.response_code,
+        ResponseCode::FormErr
+    );
+}
+
+#[test]
+fn truncation_and_tcp() {
+    let idx = index();
+    // 40 TXT records of 40-80 octets: over 512 and over 1232.
+    let m = ask_on(
+        &idx,
+        &query("big.lab.internal", rtype::TXT, None),
+        Transport::Udp,
+    );
+    assert!(m.metadata.truncation);
+    assert!(m.answers.is_empty());
+    let m = ask_on(
+        &idx,
+        &query("big.lab.internal", rtype::TXT, Some((4096, 0))),
+        Transport::Udp,
+    );
+    assert!(m.metadata.truncation);
+    assert!(m.edns.is_some());
+    let m = ask_on(
+        &idx,
+        &query("big.lab.internal", rtype::TXT, None),
+        Transport::Tcp,
+    );
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 40);
+    // A payload below 512 is treated as 512.
+    let r = match engine::answer(
+        &idx,
+        &query("web.lab.internal", rtype::A, Some((100, 0))),
+        &Context {
+            transport: Transport::Udp,
+            may_recurse: false,
+            may_transfer: false,
+        },
+        &mut Query::default(),
+    ) {
+        Outcome::Reply(r) => r,
+        other => panic!("{other:?}"),
+    };
+    assert!(r[2] & 0x02 == 0, "not truncated");
+}
+
+#[test]
+fn any_is_minimal_over_udp() {
+    let m = ask("lab.internal", rtype::ANY);
+    assert_eq!(m.answers.len(), 1);
+    let m = ask_on(
+        &index(),
+        &query("lab.internal", rtype::ANY, None),
+        Transport::Tcp,
+    );
+    assert!(m.answers.len() >= 4, "{:?}", texts(&m.answers));
+}
+
+#[test]
+fn malformed_input_is_answered_or_dropped() {
+    let idx = index();
+    let ctx = Context {
+        transport: Transport::Udp,
+        may_recurse: false,
+        may_transfer: false,
+    };
+    let mut q = Query::default();
+    // Too short, or a response: dropped.
+    assert!(matches!(
+        engine::answer(&idx, &[1, 2, 3], &ctx, &mut q),
+        Outcome::Drop
+    ));
+    let mut resp = query("web.lab.internal", rtype::A, None);
+    resp[2] |= 0x80;
+    assert!(matches!(
+        engine::answer(&idx, &resp, &ctx, &mut q),
+        Outcome::Drop
+    ));
+    // No question, two questions, truncated question, trailing garbage, answers in a query.
+    let base = query("web.lab.internal", rtype::A, None);
+    let mut cases: Vec<Vec<u8>> = Vec::new();
+    let mut c = base.clone();
+    c[5] = 0;
+    cases.push(c);
+    let mut c = base.clone();
+    c[5] = 2;
+    cases.push(c);
+    cases.push(base[..base.len() - 2].to_vec());
+    let mut c = base.clone();
+    c.push(0);
+    cases.push(c);
+    let mut c = base.clone();
+    c[7] = 1;
+    cases.push(c);
+    for c in cases {
+        let Outcome::Reply(r) = engine::answer(&idx, &c, &ctx, &mut q) else {
+            panic!("FORMERR expected");
+        };
+        assert_eq!(r[3] & 0xF, 1, "{c:?}");
+        assert_eq!(&r[..2], &c[..2]);
+    }
+    // Random bytes and mutations of real queries never panic, and every reply parses.
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for i in 0..200_000 {
+        let mut m = if i % 2 == 0 {
+            query(
+                "a.b.apps.lab.internal",
+                (next() % 300) as u16,
+                Some((1232, 0)),
+            )
+        } else {
+            (0..(next() % 80) as usize).map(|_| next() as u8).collect()
+        };
+        for _ in 0..(next() % 4) {
+            if !m.is_empty() {
+                let at = (next() as usize) % m.len();
+                m[at] = next() as u8;
+            }
+        }
+        if let Some(f) = m.get_mut(2) {
+            *f &= 0x7F;
+        }
+        if let Outcome::Reply(r) = engine::answer(&idx, &m, &ctx, &mut q) {
+            assert!(r.len() <= 1232);
+            assert!(Message::from_vec(&r).is_ok() || r.len() >= 12);
+        }
+    }
+}
+
+#[test]
+fn zones_are_reused_when_the_serial_did_not_change() {
+    let settings = ZoneSettings::default();
+    let first = ZoneIndex::build(&fixture(7), &settings, None);
+    let same = ZoneIndex::build(&fixture(7), &settings, Some(&first));
+    let apex = crate::name::parse_text("lab.internal.", &[0]).unwrap();
+    assert!(Arc::ptr_eq(&first.zones[&apex[..]], &same.zones[&apex[..]]));
+    let bumped = ZoneIndex::build(&fixture(8), &settings, Some(&first));
+    assert!(!Arc::ptr_eq(
+        &first.zones[&apex[..]],
+        &bumped.zones[&apex[..]]
+    ));
+    assert_eq!(bumped.zones[&apex[..]].serial, 8);
+}
+
+#[test]
+fn axfr_streams_soa_first_and_last() {
+    let idx = index();
+    let ctx = Context {
+        transport: Transport::Tcp,
+        may_recurse: false,
+        may_transfer: true,
+    };
+    let Outcome::Transfer(t) = engine::answer(
+        &idx,
+        &query("lab.internal", rtype::AXFR, None),
+        &ctx,
+        &mut Query::default(),
+    ) else {
+        panic!("transfer expected");
+    };
+    let msgs = crate::transfer::axfr_messages(&t);
+    let mut records = Vec::new();
+    for m in &msgs {
+        records.extend(Message::from_vec(m).unwrap().answers);
+    }
+    assert_eq!(records.first().unwrap().record_type().to_string(), "SOA");
+    assert_eq!(records.last().unwrap().record_type().to_string(), "SOA");
+    assert!(records.len() > 50);
+    // Without permission: REFUSED.
+    let ctx = Context {
+        may_transfer: false,
+        ..ctx
+    };
+    let Outcome::Reply(r) = engine::answer(
+        &idx,
+        &query("lab.internal", rtype::AXFR, None),
+        &ctx,
+        &mut Query::default(),
+    ) else {
+        panic!("refusal expected");
+    };
+    assert_eq!(r[3] & 0xF, 5);
+}

@@ -1,0 +1,1157 @@
+//! DNS end to end: the real server answering `dig`/`kdig` and raw sockets, live changes made
+//! with plain SQL, AXFR, Knot DNS as a NOTIFY-driven secondary, a differential test against
+//! Knot serving the same zone, and forwarding to a local upstream (Knot). Debian packages:
+//! `dnsutils` (dig), `knot-dnsutils` (kdig), `knot` (knotd).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::Message;
+use sqlx::PgPool;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::*;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+const A: u16 = 1;
+const NS: u16 = 2;
+const CNAME: u16 = 5;
+const SOA: u16 = 6;
+const PTR: u16 = 12;
+const MX: u16 = 15;
+const TXT: u16 = 16;
+const AAAA: u16 = 28;
+const SRV: u16 = 33;
+const CAA: u16 = 257;
+
+/// EDNS of a query: (payload, version, DO).
+type EdnsOpt = Option<(u16, u8, bool)>;
+
+fn query(id: u16, name: &str, qtype: u16, rd: bool, edns: EdnsOpt) -> Vec<u8> {
+    let mut m = id.to_be_bytes().to_vec();
+    m.extend_from_slice(&[
+        if rd { 1 } else { 0 },
+        0,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        u8::from(edns.is_some()),
+    ]);
+    for label in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.push(0);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&1u16.to_be_bytes());
+    if let Some((payload, version, dnssec_ok)) = edns {
+        m.push(0);
+        m.extend_from_slice(&41u16.to_be_bytes());
+        m.extend_from_slice(&payload.to_be_bytes());
+        m.extend_from_slice(&[0, version, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+    }
+    m
+}
+
+async fn udp_raw(server: SocketAddr, msg: &[u8]) -> TestResult<Vec<u8>> {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    sock.connect(server).await?;
+    for _ in 0..3 {
+        sock.send(msg).await?;
+        let mut buf = vec![0u8; 65535];
+        if let Ok(n) = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf)).await {
+            buf.truncate(n?);
+            return Ok(buf);
+        }
+    }
+    Err(format!("no UDP answer from {server}").into())
+}
+
+async fn udp(server: SocketAddr, name: &str, qtype: u16) -> TestResult<Message> {
+    let r = udp_raw(server, &query(7, name, qtype, false, None)).await?;
+    Ok(Message::from_vec(&r)?)
+}
+
+async fn tcp_many(server: SocketAddr, msgs: &[Vec<u8>]) -> TestResult<Vec<Vec<u8>>> {
+    let mut s = tokio::net::TcpStream::connect(server).await?;
+    // All queries in one write: pipelined.
+    let mut out = Vec::new();
+    for m in msgs {
+        out.extend_from_slice(&(m.len() as u16).to_be_bytes());
+        out.extend_from_slice(m);
+    }
+    s.write_all(&out).await?;
+    let mut responses = Vec::new();
+    for _ in msgs {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read_u16()).await?? as usize;
+        let mut buf = vec![0u8; n];
+        s.read_exact(&mut buf).await?;
+        responses.push(buf);
+    }
+    Ok(responses)
+}
+
+async fn cmd(program: &str, args: &[String]) -> TestResult<String> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await?
+    .map_err(|e| format!("cannot run {program} (install dnsutils knot-dnsutils knot): {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+async fn dig(server: SocketAddr, args: &[&str]) -> TestResult<String> {
+    let mut a = vec![
+        format!("@{}", server.ip()),
+        "-p".into(),
+        server.port().to_string(),
+    ];
+    a.extend(args.iter().map(|s| (*s).to_owned()));
+    cmd("dig", &a).await
+}
+
+async fn kdig(server: SocketAddr, args: &[&str]) -> TestResult<String> {
+    let mut a = vec![
+        format!("@{}", server.ip()),
+        "-p".into(),
+        server.port().to_string(),
+    ];
+    a.extend(args.iter().map(|s| (*s).to_owned()));
+    cmd("kdig", &a).await
+}
+
+fn lines(m: &[hickory_proto::rr::Record]) -> Vec<String> {
+    let mut v: Vec<String> = m
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {}",
+                r.name.to_ascii().to_ascii_lowercase(),
+                r.ttl,
+                r.record_type(),
+                r.data.to_string().to_ascii_lowercase()
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn soa_serial(m: &Message) -> Option<u32> {
+    m.answers.iter().chain(m.authorities.iter()).find_map(|r| {
+        if let hickory_proto::rr::RData::SOA(soa) = &r.data {
+            Some(soa.serial)
+        } else {
+            None
+        }
+    })
+}
+
+/// Seeds a site `lab.internal` (10.1.2.0/24) with a node, `containers` containers, two LDAP
+/// SRV providers and static records of every kind.
+async fn seed(pool: &PgPool, containers: usize) -> TestResult {
+    sqlx::raw_sql(
+        "INSERT INTO sites (name, internal_domain, subnet_mask, gateway, dns_forwarders)
+             VALUES ('lab', 'lab.internal', '255.255.255.0', '10.1.2.1', '');
+         INSERT INTO nodes (name, ipv4_address, site_id) VALUES ('pve1', '10.1.2.2', 1);
+         INSERT INTO containers (hostname, node_id, ipv4_address)
+             VALUES ('web', 1, '10.1.2.10'), ('ldap1', 1, '10.1.2.20'),
+                    ('ldap2', 1, '10.1.2.21'), ('noaddr', 1, NULL);
+         BEGIN;
+         INSERT INTO services (container_id, type, container_port)
+             VALUES (2, 'dns', 389), (3, 'dns', 636);
+         INSERT INTO dns_services (service_id, service_name)
+             VALUES (1, '_ldap._tcp'), (2, '_ldap._tcp');
+         COMMIT;
+         INSERT INTO dns_records (site_id, name, type, value, ttl) VALUES
+             (1, 'www', 'CNAME', 'web', 300),
+             (1, 'alias', 'CNAME', 'www.lab.internal.', 300),
+             (1, 'out', 'CNAME', 'target.example.org.', 300),
+             (1, '*.apps', 'A', '10.1.2.99', 300),
+             (1, 'host.apps', 'A', '10.1.2.98', 300),
+             (1, 'wc', 'CNAME', 'x.apps', 300),
+             (1, 'x.y.deep', 'TXT', '\"deep\"', 300),
+             (1, '_acme-challenge', 'TXT', '\"token-one\"', 120),
+             (1, '_acme-challenge', 'TXT', '\"token-two\"', 120),
+             (1, '@', 'MX', '10 mail', 300),
+             (1, 'mail', 'A', '10.1.2.30', 300),
+             (1, 'mail', 'AAAA', '2001:db8::30', 300),
+             (1, '@', 'TXT', '\"v=spf1 -all\"', 300),
+             (1, '@', 'CAA', '0 issue \"letsencrypt.org\"', 300),
+             (1, 'sub', 'NS', 'ns.sub', 300),
+             (1, 'ns.sub', 'A', '10.1.2.40', 300),
+             (1, 'srv-static', 'SRV', '0 5 8080 web', 300);",
+    )
+    .execute(pool)
+    .await?;
+    if containers > 0 {
+        sqlx::query(
+            "INSERT INTO containers (hostname, node_id, ipv4_address)
+             SELECT 'ct' || i, 1, ('10.1.' || (3 + i / 250) || '.' || (1 + i % 250))::inet
+             FROM generate_series(0, $1 - 1) AS i",
+        )
+        .bind(containers as i64)
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn server_with(env: &[(&str, String)]) -> TestResult<Server> {
+    let db = TestDb::new().await?;
+    let mut server = Server::start_with(ServerOptions {
+        database_url: Some(db.url.clone()),
+        env: env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+        ..Default::default()
+    })
+    .await?;
+    server.db = Some(db);
+    Ok(server)
+}
+
+fn dns_addr(server: &Server) -> TestResult<SocketAddr> {
+    server.addrs.dns.ok_or_else(|| "no DNS listener".into())
+}
+
+async fn pool(server: &Server) -> TestResult<PgPool> {
+    server.db.as_ref().ok_or("no db")?.pool().await
+}
+
+/// Polls until `name`/`qtype` has an answer satisfying `ok`; returns the time it took.
+async fn wait_until(
+    addr: SocketAddr,
+    name: &str,
+    qtype: u16,
+    timeout: Duration,
+    ok: impl Fn(&Message) -> bool,
+) -> TestResult<Duration> {
+    let started = Instant::now();
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    sock.connect(addr).await?;
+    let mut id: u16 = 1;
+    loop {
+        id = id.wrapping_add(1);
+        sock.send(&query(id, name, qtype, false, None)).await?;
+        let mut buf = vec![0u8; 4096];
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(50), sock.recv(&mut buf)).await
+        {
+            if let Ok(m) = Message::from_vec(&buf[..n]) {
+                if m.metadata.id == id && ok(&m) {
+                    return Ok(started.elapsed());
+                }
+            }
+        }
+        if started.elapsed() > timeout {
+            return Err(format!("{name} not as expected within {timeout:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn free_port() -> TestResult<u16> {
+    // A port free on both UDP and TCP right now.
+    for _ in 0..50 {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let port = u.local_addr()?.port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no free port".into())
+}
+
+/// A running knotd, killed on drop.
+struct Knot {
+    addr: SocketAddr,
+    child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Knot {
+    /// Starts knotd with `zones` (the `zone:` section body) and `extra` config sections.
+    async fn start(zones: &str, extra: &str, files: &[(&str, String)]) -> TestResult<Self> {
+        let dir = tempfile::tempdir()?;
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text)?;
+        }
+        let port = free_port()?;
+        let d = dir.path().display();
+        let conf = format!(
+            "server:\n    rundir: \"{d}\"\n    listen: 127.0.0.1@{port}\n    background-workers: 1\n\
+             database:\n    storage: \"{d}\"\n\
+             log:\n  - target: stderr\n    any: info\n\
+             {extra}\n\
+             template:\n  - id: default\n    storage: \"{d}\"\n    semantic-checks: off\n\
+             zone:\n{zones}\n"
+        );
+        let conf_path = dir.path().join("knot.conf");
+        std::fs::write(&conf_path, conf)?;
+        let log = std::fs::File::create(dir.path().join("knot.log"))?;
+        let child = tokio::process::Command::new("knotd")
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start knotd (install the knot package): {e}"))?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        Ok(Self {
+            addr,
+            child,
+            _dir: dir,
+        })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("knot.log")).unwrap_or_default()
+    }
+
+    fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn dig_sees_every_kind_of_record() -> TestResult {
+    let server = Server::start().await?;
+    let addr = dns_addr(&server)?;
+    let pool = pool(&server).await?;
+    seed(&pool, 0).await?;
+    wait_until(
+        addr,
+        "srv-static.lab.internal",
+        SRV,
+        Duration::from_secs(5),
+        |m| !m.answers.is_empty(),
+    )
+    .await?;
+
+    // A, with the question's case echoed, AA, EDNS (dig sends EDNS by default).
+    let out = dig(addr, &["+norec", "WeB.Lab.INTERNAL", "A"]).await?;
+    assert!(out.contains("status: NOERROR"), "{out}");
+    assert!(out.contains("flags: qr aa;"), "{out}");
+    assert!(
+        out.contains("WeB.Lab.INTERNAL.\t\t60\tIN\tA\t10.1.2.10")
+            || out.contains("WeB.Lab.INTERNAL.\t60\tIN\tA\t10.1.2.10"),
+        "{out}"
+    );
+    assert!(out.contains("EDNS: version: 0, flags:; udp: 1232"), "{out}");
+    // Nodes.
+    let m = udp(addr, "pve1.lab.internal", A).await?;
+    assert_eq!(lines(&m.answers), ["pve1.lab.internal. 60 A 10.1.2.2"]);
+    // SRV with the targets' addresses in the additional section.
+    let m = udp(addr, "_ldap._tcp.lab.internal", SRV).await?;
+    assert_eq!(
+        lines(&m.answers),
+        [
+            "_ldap._tcp.lab.internal. 60 SRV 10 10 389 ldap1.lab.internal.",
+            "_ldap._tcp.lab.internal. 60 SRV 10 10 636 ldap2.lab.internal.",
+        ]
+    );
+    assert_eq!(
+        lines(&m.additionals),
+        [
+            "ldap1.lab.internal. 60 A 10.1.2.20",
+            "ldap2.lab.internal. 60 A 10.1.2.21"
+        ]
+    );
+    // PTR.
+    let out = kdig(addr, &["-x", "10.1.2.21", "+short"]).await?;
+    assert_eq!(out.trim(), "ldap2.lab.internal.");
+    // ACME TXT: several values at once.
+    let out = dig(addr, &["+short", "_acme-challenge.lab.internal", "TXT"]).await?;
+    let mut got: Vec<&str> = out.lines().collect();
+    got.sort();
+    assert_eq!(got, ["\"token-one\"", "\"token-two\""]);
+    // Static kinds.
+    assert_eq!(
+        lines(&udp(addr, "lab.internal", CAA).await?.answers).len(),
+        1
+    );
+    let m = udp(addr, "lab.internal", MX).await?;
+    assert_eq!(
+        lines(&m.answers),
+        ["lab.internal. 300 MX 10 mail.lab.internal."]
+    );
+    assert_eq!(
+        lines(&m.additionals),
+        [
+            "mail.lab.internal. 300 A 10.1.2.30",
+            "mail.lab.internal. 300 AAAA 2001:db8::30"
+        ]
+    );
+    let m = udp(addr, "lab.internal", NS).await?;
+    assert_eq!(
+        lines(&m.answers),
+        ["lab.internal. 3600 NS ns1.lab.internal."]
+    );
+    // CNAME chain.
+    let m = udp(addr, "alias.lab.internal", A).await?;
+    assert_eq!(
+        lines(&m.answers),
+        [
+            "alias.lab.internal. 300 CNAME www.lab.internal.",
+            "web.lab.internal. 60 A 10.1.2.10",
+            "www.lab.internal. 300 CNAME web.lab.internal.",
+        ]
+    );
+    // NXDOMAIN with the SOA, TTL clamped to the minimum (60).
+    let m = udp(addr, "nope.lab.internal", A).await?;
+    assert_eq!(
+        m.metadata.response_code,
+        hickory_proto::op::ResponseCode::NXDomain
+    );
+    assert!(m.metadata.authoritative);
+    assert_eq!(m.authorities.len(), 1);
+    assert_eq!(m.authorities[0].ttl, 60);
+    // NODATA, including an empty non-terminal, and a wildcard that exists with other types.
+    for (name, t) in [
+        ("web.lab.internal", AAAA),
+        ("y.deep.lab.internal", A),
+        ("deep.lab.internal", TXT),
+        ("host.apps.lab.internal", TXT),
+    ] {
+        let m = udp(addr, name, t).await?;
+        assert_eq!(
+            m.metadata.response_code,
+            hickory_proto::op::ResponseCode::NoError,
+            "{name}"
+        );
+        assert!(m.answers.is_empty(), "{name}");
+        assert_eq!(m.authorities.len(), 1, "{name}");
+    }
+    // Wildcard.
+    assert_eq!(
+        lines(&udp(addr, "Anything.apps.lab.internal", A).await?.answers),
+        ["anything.apps.lab.internal. 300 A 10.1.2.99"]
+    );
+    // Referral for the delegated child, with glue.
+    let m = udp(addr, "www.sub.lab.internal", A).await?;
+    assert!(!m.metadata.authoritative);
+    assert_eq!(
+        lines(&m.authorities),
+        ["sub.lab.internal. 300 NS ns.sub.lab.internal."]
+    );
+    assert_eq!(
+        lines(&m.additionals),
+        ["ns.sub.lab.internal. 300 A 10.1.2.40"]
+    );
+    // REFUSED outside our zones without recursion; nothing is forwarded for +norec.
+    let out = dig(addr, &["+norec", "example.org", "A"]).await?;
+    assert!(out.contains("status: REFUSED"), "{out}");
+    // ANY: minimal over UDP (RFC 8482).
+    let m = udp(addr, "lab.internal", 255).await?;
+    assert_eq!(m.answers.len(), 1);
+    // SOA.
+    let m = udp(addr, "lab.internal", SOA).await?;
+    assert!(soa_serial(&m).is_some_and(|s| s >= 5), "{m:?}");
+    // /metrics has the DNS families.
+    let metrics = reqwest::get(server.url("/metrics")).await?.text().await?;
+    for name in [
+        "siteward_dns_responses_total{transport=\"udp\",rcode=\"NOERROR\"}",
+        "siteward_dns_answer_duration_seconds_bucket",
+        "siteward_dns_zones",
+    ] {
+        assert!(metrics.contains(name), "{name} missing");
+    }
+    server.stop().await
+}
+
+#[tokio::test]
+async fn edns_truncation_tcp_pipelining_and_malformed_input() -> TestResult {
+    let server = Server::start().await?;
+    let addr = dns_addr(&server)?;
+    let pool = pool(&server).await?;
+    seed(&pool, 0).await?;
+    sqlx::query(
+        "INSERT INTO dns_records (site_id, name, type, value)
+         SELECT 1, 'big', 'TXT', '\"' || repeat('x', 60) || i || '\"' FROM generate_series(1, 40) AS i",
+    )
+    .execute(&pool)
+    .await?;
+    wait_until(addr, "big.lab.internal", TXT, Duration::from_secs(5), |m| {
+        m.metadata.truncation
+    })
+    .await?;
+
+    // BADVERS for EDNS version 1, with an OPT record.
+    let out = dig(addr, &["+edns=1", "+noednsnegotiation", "web.lab.internal"]).await?;
+    assert!(out.contains("status: BADVERS"), "{out}");
+    // NOTIMP for an unknown opcode.
+    let out = dig(addr, &["+opcode=2", "web.lab.internal"]).await?;
+    assert!(out.contains("status: NOTIMP"), "{out}");
+    // No OPT without EDNS; 512 bytes then; TC and the TCP retry.
+    let out = dig(addr, &["+noedns", "+ignore", "big.lab.internal", "TXT"]).await?;
+    assert!(
+        out.contains("flags: qr aa tc;") || out.contains(" tc"),
+        "{out}"
+    );
+    assert!(!out.contains("OPT PSEUDOSECTION"), "{out}");
+    let out = dig(addr, &["big.lab.internal", "TXT"]).await?;
+    assert!(out.contains("ANSWER: 40"), "dig falls back to TCP: {out}");
+    // A UDP answer never exceeds 1232 octets, whatever the client advertises.
+    let r = udp_raw(
+        addr,
+        &query(9, "big.lab.internal", TXT, false, Some((65000, 0, false))),
+    )
+    .await?;
+    assert!(r.len() <= 1232);
+    assert!(r[2] & 0x02 != 0, "TC");
+
+    // TCP: many queries pipelined on one connection, answered in order.
+    let names = ["web", "ldap1", "ldap2", "pve1", "nope", "big"];
+    let msgs: Vec<Vec<u8>> = (0..60)
+        .map(|i| {
+            query(
+                i as u16,
+                &format!("{}.lab.internal", names[i % names.len()]),
+                if i % 6 == 5 { TXT } else { A },
+                false,
+                Some((1232, 0, false)),
+            )
+        })
+        .collect();
+    let responses = tcp_many(addr, &msgs).await?;
+    for (i, r) in responses.iter().enumerate() {
+        let m = Message::from_vec(r)?;
+        assert_eq!(m.metadata.id, i as u16);
+        if i % 6 == 5 {
+            assert_eq!(m.answers.len(), 40);
+        }
+    }
+
+    // Malformed datagrams of many shapes: answered (FORMERR) or dropped, and the server keeps
+    // answering.
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let mut seed_v: u64 = 12345;
+    for i in 0..3000 {
+        seed_v = seed_v
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let len = (seed_v >> 33) as usize % 600;
+        let mut m: Vec<u8> = (0..len)
+            .map(|j| ((seed_v >> (j % 56)) as u8).wrapping_add(j as u8))
+            .collect();
+        if i % 3 == 0 {
+            m = query(i as u16, "web.lab.internal", A, false, None);
+            let at = (seed_v as usize) % m.len();
+            m[at] ^= 0x5A;
+        }
+        sock.send_to(&m, addr).await?;
+    }
+    // Pointer loops and a query that is only a header.
+    let mut looped = query(1, "web.lab.internal", A, false, None);
+    looped.truncate(12);
+    looped.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1]);
+    let r = udp_raw(addr, &looped).await?;
+    assert_eq!(r[3] & 0xF, 1, "FORMERR for a pointer loop");
+    // A half-open TCP connection with a partial message does not stall others.
+    let mut stalled = tokio::net::TcpStream::connect(addr).await?;
+    stalled.write_all(&[0, 200, 1, 2]).await?;
+    let m = udp(addr, "web.lab.internal", A).await?;
+    assert_eq!(lines(&m.answers), ["web.lab.internal. 60 A 10.1.2.10"]);
+    let r = tcp_many(addr, &[query(3, "web.lab.internal", A, false, None)]).await?;
+    assert_eq!(Message::from_vec(&r[0])?.answers.len(), 1);
+    drop(stalled);
+    server.stop().await
+}
+
+#[tokio::test]
+async fn live_changes_are_answered_within_100ms_with_the_serial_bumped() -> TestResult {
+    let server = Server::start().await?;
+    let addr = dns_addr(&server)?;
+    let pool = pool(&server).await?;
+    seed(&pool, 200).await?;
+    wait_until(addr, "ct199.lab.internal", A, Duration::from_secs(5), |m| {
+        !m.answers.is_empty()
+    })
+    .await?;
+    let mut serial = soa_serial(&udp(addr, "lab.internal", SOA).await?).ok_or("no SOA")?;
+    let mut latencies = Vec::new();
+    for i in 0..20 {
+        let name = format!("live{i}");
+        let committed = Instant::now();
+        // Plain SQL, as an operator would.
+        sqlx::query(
+            "INSERT INTO containers (hostname, node_id, ipv4_address) VALUES ($1, 1, $2::inet)",
+        )
+        .bind(&name)
+        .bind(format!("10.1.9.{}", i + 1))
+        .execute(&pool)
+        .await?;
+        let commit_took = committed.elapsed();
+        let seen = wait_until(
+            addr,
+            &format!("{name}.lab.internal"),
+            A,
+            Duration::from_secs(2),
+            |m| !m.answers.is_empty(),
+        )
+        .await?;
+        latencies.push(commit_took + seen);
+        let new_serial = soa_serial(&udp(addr, "lab.internal", SOA).await?).ok_or("no SOA")?;
+        assert!(new_serial > serial, "serial {new_serial} after {serial}");
+        serial = new_serial;
+    }
+    // Deletion and a static record edit are live too.
+    sqlx::query("DELETE FROM containers WHERE hostname = 'live0'")
+        .execute(&pool)
+        .await?;
+    wait_until(
+        addr,
+        "live0.lab.internal",
+        A,
+        Duration::from_millis(500),
+        |m| m.metadata.response_code == hickory_proto::op::ResponseCode::NXDomain,
+    )
+    .await?;
+    sqlx::query("UPDATE dns_records SET value = '\"token-three\"' WHERE value = '\"token-two\"'")
+        .execute(&pool)
+        .await?;
+    wait_until(
+        addr,
+        "_acme-challenge.lab.internal",
+        TXT,
+        Duration::from_millis(500),
+        |m| lines(&m.answers).iter().any(|l| l.contains("token-three")),
+    )
+    .await?;
+    latencies.sort();
+    let p50 = latencies[latencies.len() / 2];
+    let max = latencies[latencies.len() - 1];
+    eprintln!("live change to answer: p50 {p50:?}, max {max:?}");
+    assert!(p50 < Duration::from_millis(100), "p50 {p50:?}");
+    assert!(max < Duration::from_millis(250), "max {max:?}");
+
+    // Across a restart the serial does not go back, and the next change still bumps it.
+    let serial_before = soa_serial(&udp(addr, "lab.internal", SOA).await?).ok_or("no SOA")?;
+    let db = TestDbHandle::take(server).await?;
+    let server = Server::start_with(ServerOptions {
+        database_url: Some(db.url.clone()),
+        ..Default::default()
+    })
+    .await?;
+    let addr = dns_addr(&server)?;
+    wait_until(addr, "lab.internal", SOA, Duration::from_secs(5), |m| {
+        soa_serial(m) == Some(serial_before)
+    })
+    .await?;
+    sqlx::query("UPDATE containers SET ipv4_address = '10.1.9.200' WHERE hostname = 'live1'")
+        .execute(&pool)
+        .await?;
+    wait_until(addr, "lab.internal", SOA, Duration::from_secs(2), |m| {
+        soa_serial(m).is_some_and(|s| s > serial_before)
+    })
+    .await?;
+    assert_eq!(
+        lines(&udp(addr, "live1.lab.internal", A).await?.answers),
+        ["live1.lab.internal. 60 A 10.1.9.200"]
+    );
+    server.stop().await?;
+    drop(db);
+    Ok(())
+}
+
+/// Keeps a test database alive across a server restart.
+struct TestDbHandle;
+
+impl TestDbHandle {
+    async fn take(mut server: Server) -> TestResult<TestDb> {
+        let db = server.db.take().ok_or("no db")?;
+        server.stop().await?;
+        Ok(db)
+    }
+}
+
+#[tokio::test]
+async fn axfr_and_knot_secondary_after_notify() -> TestResult {
+    // Knot first (its port goes into siteward's NOTIFY list).
+    let knot_port = free_port()?;
+    let db = TestDb::new().await?;
+    let mut server = Server::start_with(ServerOptions {
+        database_url: Some(db.url.clone()),
+        env: vec![
+            ("SITEWARD_DNS__AXFR_ALLOW".into(), "127.0.0.0/8".into()),
+            (
+                "SITEWARD_DNS__NOTIFY".into(),
+                format!("127.0.0.1:{knot_port}"),
+            ),
+        ],
+        ..Default::default()
+    })
+    .await?;
+    server.db = Some(db);
+    let addr = dns_addr(&server)?;
+    let pool = pool(&server).await?;
+    seed(&pool, 3000).await?;
+    wait_until(
+        addr,
+        "ct2999.lab.internal",
+        A,
+        Duration::from_secs(10),
+        |m| !m.answers.is_empty(),
+    )
+    .await?;
+
+    // AXFR with dig: multi-message, SOA first and last, every record.
+    let out = dig(addr, &["AXFR", "lab.internal", "+nocmd", "+nostats"]).await?;
+    let records: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .collect();
+    assert!(
+        records.first().is_some_and(|l| l.contains("\tSOA\t")),
+        "{out:.500}"
+    );
+    assert!(records.last().is_some_and(|l| l.contains("\tSOA\t")));
+    assert!(records.len() > 3020, "{}", records.len());
+    assert!(
+        out.contains("ct2999.lab.internal.\t60\tIN\tA\t10.1.14.250"),
+        "AXFR has the last container"
+    );
+    let kout = kdig(addr, &["AXFR", "lab.internal"]).await?;
+    let messages = kout
+        .lines()
+        .find(|l| l.contains("Received"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!messages.contains(" 1 messages"), "{messages}");
+    // Refused to others: a server without the allow-list.
+    let plain = Server::start().await?;
+    let out = dig(dns_addr(&plain)?, &["AXFR", "lab.internal"]).await?;
+    assert!(
+        out.contains("Transfer failed") || out.contains("REFUSED") || out.contains("NOTAUTH"),
+        "{out}"
+    );
+    plain.stop().await?;
+
+    // Knot as secondary.
+    let zones = "  - domain: lab.internal\n    master: siteward\n    acl: from_siteward\n";
+    let extra = format!(
+        "remote:\n  - id: siteward\n    address: 127.0.0.1@{}\nacl:\n  - id: from_siteward\n    address: 127.0.0.0/8\n    action: notify\n",
+        addr.port()
+    );
+    let knot = start_knot_on(knot_port, zones, &extra, &[]).await?;
+    let serial0 = soa_serial(&udp(addr, "lab.internal", SOA).await?).ok_or("no SOA")?;
+    wait_until(
+        knot.addr,
+        "lab.internal",
+        SOA,
+        Duration::from_secs(20),
+        |m| soa_serial(m) == Some(serial0),
+    )
+    .await
+    .map_err(|e| format!("{e}; knot log:\n{}", knot.log()))?;
+    assert_eq!(
+        lines(&udp(knot.addr, "ct1500.lab.internal", A).await?.answers),
+        ["ct1500.lab.internal. 60 A 10.1.9.1"]
+    );
+    // A change: NOTIFY makes Knot transfer again well before its refresh timer (3600 s).
+    let started = Instant::now();
+    sqlx::query("INSERT INTO containers (hostname, node_id, ipv4_address) VALUES ('after-notify', 1, '10.1.20.1')").execute(&pool).await?;
+    wait_until(
+        knot.addr,
+        "after-notify.lab.internal",
+        A,
+        Duration::from_secs(10),
+        |m| !m.answers.is_empty(),
+    )
+    .await
+    .map_err(|e| format!("{e}; knot log:\n{}", knot.log()))?;
+    eprintln!(
+        "change visible on the Knot secondary after {:?}",
+        started.elapsed()
+    );
+    // The secondary answers the same as the primary.
+    for (name, t) in [
+        ("_ldap._tcp.lab.internal", SRV),
+        ("alias.lab.internal", A),
+        ("nope.lab.internal", A),
+        ("x.apps.lab.internal", A),
+    ] {
+        let a = udp(addr, name, t).await?;
+        let b = udp(knot.addr, name, t).await?;
+        assert_eq!(lines(&a.answers), lines(&b.answers), "{name}");
+        assert_eq!(a.metadata.response_code, b.metadata.response_code, "{name}");
+    }
+    drop(knot);
+    server.stop().await
+}
+
+async fn start_knot_on(
+    port: u16,
+    zones: &str,
+    extra: &str,
+    files: &[(&str, String)],
+) -> TestResult<Knot> {
+    // Knot::start picks its own port; this variant uses a given one.
+    let dir = tempfile::tempdir()?;
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text)?;
+    }
+    let d = dir.path().display();
+    let conf = format!(
+        "server:\n    rundir: \"{d}\"\n    listen: 127.0.0.1@{port}\n\
+         database:\n    storage: \"{d}\"\n\
+         log:\n  - target: stderr\n    any: info\n\
+         {extra}\n\
+         template:\n  - id: default\n    storage: \"{d}\"\n    semantic-checks: off\n\
+         zone:\n{zones}\n"
+    );
+    let conf_path = dir.path().join("knot.conf");
+    std::fs::write(&conf_path, conf)?;
+    let log = std::fs::File::create(dir.path().join("knot.log"))?;
+    let child = tokio::process::Command::new("knotd")
+        .arg("-c")
+        .arg(&conf_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start knotd (install the knot package): {e}"))?;
+    Ok(Knot {
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        child,
+        _dir: dir,
+    })
+}
+
+/// A normalized response, for comparing two servers.
+fn normalize(r: &[u8]) -> TestResult<String> {
+    let m = Message::from_vec(r)?;
+    let h = &m.metadata;
+    let edns = m.edns.as_ref().map(|e| {
+        format!(
+            "edns v{} payload {} do {}",
+            e.version(),
+            e.max_payload(),
+            e.flags().dnssec_ok
+        )
+    });
+    Ok(format!(
+        "rcode {:?} aa {} tc {} rd {} ra {} {:?}\nANSWER {:?}\nAUTHORITY {:?}\nADDITIONAL {:?}",
+        h.response_code,
+        h.authoritative,
+        h.truncation,
+        h.recursion_desired,
+        h.recursion_available,
+        edns,
+        lines(&m.answers),
+        lines(&m.authorities),
+        lines(&m.additionals),
+    ))
+}
+
+#[tokio::test]
+async fn differential_against_knot_serving_the_same_zone() -> TestResult {
+    let server = server_with(&[("SITEWARD_DNS__AXFR_ALLOW", "127.0.0.0/8".into())]).await?;
+    let addr = dns_addr(&server)?;
+    let pool = pool(&server).await?;
+    seed(&pool, 100).await?;
+    wait_until(addr, "ct99.lab.internal", A, Duration::from_secs(5), |m| {
+        !m.answers.is_empty()
+    })
+    .await?;
+    // Export: the zone as a zone file (one SOA).
+    let zone = dig(
+        addr,
+        &[
+            "AXFR",
+            "lab.internal",
+            "+onesoa",
+            "+nocmd",
+            "+nostats",
+            "+nocomments",
+        ],
+    )
+    .await?;
+    assert!(zone.contains("SOA"), "{zone}");
+    let knot = Knot::start(
+        "  - domain: lab.internal\n    file: lab.internal.zone\n",
+        "",
+        &[("lab.internal.zone", zone)],
+    )
+    .await?;
+    // Knot's relative file path is relative to storage.
+    wait_until(
+        knot.addr,
+        "lab.internal",
+        SOA,
+        Duration::from_secs(10),
+        |m| !m.answers.is_empty(),
+    )
+    .await
+    .map_err(|e| {
+        format!(
+            "{e}; knot log:\n{}\nfiles: {:?}",
+            knot.log(),
+            std::fs::read_dir(knot.dir()).map(|d| d.count())
+        )
+    })?;
+
+    let mut names: Vec<String> = [
+        "lab.internal",
+        "web",
+        "www",
+        "alias",
+        "out",
+        "wc",
+        "x.apps",
+        "a.b.apps",
+        "host.apps",
+        "nohost.apps",
+        "*.apps",
+        "apps",
+        "deep",
+        "y.deep",
+        "x.y.deep",
+        "z.x.y.deep",
+        "_acme-challenge",
+        "mail",
+        "sub",
+        "ns.sub",
+        "www.sub",
+        "a.b.sub",
+        "_ldap._tcp",
+        "_tcp",
+        "_ldap",
+        "srv-static",
+        "ldap1",
+        "ldap2",
+        "noaddr",
+        "pve1",
+        "nope",
+        "x.nope",
+        "ns1",
+    ]
+    .iter()
+    .map(|n| {
+        if *n == "lab.internal" {
+            n.to_string()
+        } else {
+            format!("{n}.lab.internal")
+        }
+    })
+    .collect();
+    for i in (0..100).step_by(7) {
+        names.push(format!("ct{i}.lab.internal"));
+        names.push(format!("CT{i}.Lab.Internal"));
+    }
+    let types = [A, AAAA, TXT, MX, SRV, CNAME, NS, SOA, CAA, PTR];
+    let ednses: [EdnsOpt; 4] = [
+        None,
+        Some((1232, 0, false)),
+        Some((4096, 0, true)),
+        Some((512, 0, false)),
+    ];
+    let mut corpus = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        for (j, t) in types.iter().enumerate() {
+            corpus.push(query(
+                (i * 16 + j) as u16,
+                name,
+                *t,
+                (i + j) % 2 == 0,
+                ednses[(i + j) % ednses.len()],
+            ));
+        }
+    }
+    for i in 0..100u16 {
+        let name = if i % 3 == 0 {
+            format!("Ct{i}.LAB.internal")
+        } else {
+            format!("ct{i}.lab.internal")
+        };
+        corpus.push(query(
+            20000 + i,
+            &name,
+            A,
+            i % 2 == 0,
+            ednses[usize::from(i) % ednses.len()],
+        ));
+    }
+    // Reverse zone is not in Knot's copy: compare forward only. Add EDNS version 1.
+    corpus.push(query(
+        9999,
+        "web.lab.internal",
+        A,
+        false,
+        Some((1232, 1, false)),
+    ));
+    assert!(corpus.len() >= 500, "{}", corpus.len());
+    let mut differences = Vec::new();
+    let (mut positive, mut nxdomain, mut nodata, mut referral, mut with_additional) =
+        (0, 0, 0, 0, 0);
+    for q in &corpus {
+        let a = normalize(&udp_raw(addr, q).await?)?;
+        let knot_answer = Message::from_vec(&udp_raw(knot.addr, q).await?)?;
+        let b = normalize(&knot_answer.to_vec()?)?;
+        match (
+            knot_answer.metadata.response_code,
+            knot_answer.answers.is_empty(),
+            knot_answer.metadata.authoritative,
+        ) {
+            (hickory_proto::op::ResponseCode::NXDomain, _, _) => nxdomain += 1,
+            (hickory_proto::op::ResponseCode::NoError, false, _) => positive += 1,
+            (hickory_proto::op::ResponseCode::NoError, true, true) => nodata += 1,
+            (hickory_proto::op::ResponseCode::NoError, true, false) => referral += 1,
+            _ => {}
+        }
+        if knot_answer
+            .additionals
+            .iter()
+            .any(|r| r.record_type() != hickory_proto::rr::RecordType::OPT)
+        {
+            with_additional += 1;
+        }
+        if a != b {
+            differences.push(format!(
+                "query {:?}\nsiteward: {a}\nknot:     {b}",
+                Message::from_vec(q).map(|m| m.queries.first().map(|q| q.to_string()))
+            ));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "{} of {} differ; first ones:\n{}",
+        differences.len(),
+        corpus.len(),
+        differences
+            .iter()
+            .take(8)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    );
+    eprintln!(
+        "{} queries, identical answers from siteward and Knot ({positive} positive, {nodata} NODATA, \
+         {nxdomain} NXDOMAIN, {referral} referrals, {with_additional} with additional records)",
+        corpus.len()
+    );
+    // The corpus exercises every kind of answer.
+    assert!(
+        positive > 150 && nodata > 100 && nxdomain > 20 && referral > 10 && with_additional > 5
+    );
+    drop(knot);
+    server.stop().await
+}
+
+#[tokio::test]
+async fn forwarding_with_cache_and_refusal_for_others() -> TestResult {
+    // A local upstream: Knot authoritative for example.test.
+    let upstream_zone = "$ORIGIN example.test.\n$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 60\n@ NS ns\nns A 127.0.0.1\nwww A 192.0.2.7\n";
+    let knot = Knot::start(
+        "  - domain: example.test\n    file: example.test.zone\n",
+        "",
+        &[("example.test.zone", upstream_zone.into())],
+    )
+    .await?;
+    wait_until(
+        knot.addr,
+        "example.test",
+        SOA,
+        Duration::from_secs(10),
+        |m| !m.answers.is_empty(),
+    )
+    .await
+    .map_err(|e| format!("{e}; knot log:\n{}", knot.log()))?;
+    let server =
+        server_with(&[("SITEWARD_DNS__FORWARDER_PORT", knot.addr.port().to_string())]).await?;
+    let addr = dns_addr(&server)?;
+    let pool = pool(&server).await?;
+    seed(&pool, 0).await?;
+    sqlx::query("UPDATE sites SET dns_forwarders = '127.0.0.1' WHERE id = 1")
+        .execute(&pool)
+        .await?;
+    wait_until(addr, "web.lab.internal", A, Duration::from_secs(5), |m| {
+        !m.answers.is_empty()
+    })
+    .await?;
+    // Give the index the forwarder change.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let answer = loop {
+        let r = udp_raw(
+            addr,
+            &query(77, "WWW.example.test", A, true, Some((1232, 0, false))),
+        )
+        .await?;
+        let m = Message::from_vec(&r)?;
+        if !m.answers.is_empty() || Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        lines(&answer.answers),
+        ["www.example.test. 300 A 192.0.2.7"]
+    );
+    assert_eq!(answer.metadata.id, 77);
+    assert_eq!(answer.queries[0].name().to_ascii(), "WWW.example.test.");
+    // Upstream NXDOMAIN is relayed.
+    let m =
+        Message::from_vec(&udp_raw(addr, &query(78, "nope.example.test", A, true, None)).await?)?;
+    assert_eq!(
+        m.metadata.response_code,
+        hickory_proto::op::ResponseCode::NXDomain
+    );
+    // Over TCP too.
+    let r = tcp_many(addr, &[query(79, "www.example.test", A, true, None)]).await?;
+    assert_eq!(
+        lines(&Message::from_vec(&r[0])?.answers),
+        ["www.example.test. 300 A 192.0.2.7"]
+    );
+    // Cached: the upstream is gone and the answer still comes.
+    drop(knot);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let m =
+        Message::from_vec(&udp_raw(addr, &query(80, "www.Example.test", A, true, None)).await?)?;
+    assert_eq!(lines(&m.answers), ["www.example.test. 300 A 192.0.2.7"]);
+    assert_eq!(m.queries[0].name().to_ascii(), "www.Example.test.");
+    let metrics = reqwest::get(server.url("/metrics")).await?.text().await?;
+    assert!(
+        metrics.contains("siteward_dns_forward_cache_hits_total 1")
+            || metrics.contains("siteward_dns_forward_cache_hits_total 2"),
+        "{metrics}"
+    );
+    server.stop().await?;
+
+    // Nobody may recurse: REFUSED even with RD.
+    let closed = server_with(&[("SITEWARD_DNS__RECURSION_ALLOW", String::new())]).await?;
+    let out = dig(dns_addr(&closed)?, &["www.example.test", "A"]).await?;
+    assert!(out.contains("status: REFUSED"), "{out}");
+    closed.stop().await
+}
