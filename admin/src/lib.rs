@@ -10,6 +10,7 @@
 pub mod api;
 mod health;
 pub mod jobs;
+pub mod mail;
 pub mod metrics;
 pub mod proxmox;
 

@@ -1121,3 +1121,196 @@ async fn openapi_document_matches_the_routes() -> TestResult {
     assert!(html.contains("/api/v1/containers/{id}/services") && html.contains("<table>"));
     api.server.stop().await
 }
+
+/// A minimal SMTP server that accepts every message and hands over what it received.
+async fn smtp_sink() -> TestResult<(
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+)> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut lines = BufReader::new(r).lines();
+                let _ = w.write_all(b"220 sink ESMTP\r\n").await;
+                let mut transcript = String::new();
+                let mut in_data = false;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    transcript.push_str(&line);
+                    transcript.push('\n');
+                    let reply: &[u8] = if in_data {
+                        if line == "." {
+                            in_data = false;
+                            b"250 queued\r\n"
+                        } else {
+                            continue;
+                        }
+                    } else {
+                        let upper = line.to_ascii_uppercase();
+                        if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+                            b"250 sink\r\n"
+                        } else if upper.starts_with("DATA") {
+                            in_data = true;
+                            b"354 go ahead\r\n"
+                        } else if upper.starts_with("QUIT") {
+                            let _ = w.write_all(b"221 bye\r\n").await;
+                            break;
+                        } else {
+                            b"250 ok\r\n"
+                        }
+                    };
+                    if w.write_all(reply).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = tx.send(transcript);
+            });
+        }
+    });
+    Ok((addr, rx))
+}
+
+#[tokio::test]
+async fn invites_and_resets_are_emailed_when_smtp_is_set() -> TestResult {
+    let api = Api::start().await?;
+    api.register("root").await?;
+    let admin = api.key_for("root").await?;
+    let (smtp, mut mails) = smtp_sink().await?;
+    let (s, _) = api
+        .call(
+            Some(&admin),
+            Method::PUT,
+            "/settings/smtp_url",
+            Some(json!({ "value": format!("smtp://{smtp}") })),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::OK);
+    api.call(
+        Some(&admin),
+        Method::PUT,
+        "/settings/smtp_from",
+        Some(json!({ "value": "siteward <noreply@example.org>" })),
+    )
+    .await?;
+    let (s, inv) = api
+        .call(
+            Some(&admin),
+            Method::POST,
+            "/invites",
+            Some(json!({ "email": "newbie@example.org" })),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::CREATED, "{inv}");
+    assert_eq!(inv["sent_to"], "newbie@example.org");
+    assert!(
+        inv.get("token").is_none() && inv.get("link").is_none(),
+        "the link goes by mail only: {inv}"
+    );
+    let mail = tokio::time::timeout(std::time::Duration::from_secs(10), mails.recv())
+        .await?
+        .ok_or("no mail")?;
+    // The body may be quoted-printable: undo soft line breaks and `=3D`.
+    let mail = mail.replace("=\n", "").replace("=3D", "=");
+    assert!(mail.contains("RCPT TO:<newbie@example.org>"), "{mail}");
+    assert!(mail.contains("/register?invite="), "{mail}");
+    // The mailed token works.
+    let token = mail
+        .split("invite=")
+        .nth(1)
+        .and_then(|t| t.get(..64))
+        .ok_or("token")?
+        .to_owned();
+    let (s, v) = api.call(None, Method::POST, "/register", Some(json!({ "username": "newbie", "password": "a long enough password", "invite": token }))).await?;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["status"], "active");
+    // A reset for a user with an address is mailed to it.
+    let (s, reset) = api
+        .call(
+            Some(&admin),
+            Method::POST,
+            "/password-resets",
+            Some(json!({ "username": "newbie" })),
+        )
+        .await?;
+    assert_eq!(
+        (s, reset["sent_to"].as_str()),
+        (StatusCode::CREATED, Some("newbie@example.org")),
+        "{reset}"
+    );
+    let mail = tokio::time::timeout(std::time::Duration::from_secs(10), mails.recv())
+        .await?
+        .ok_or("no mail")?;
+    assert!(mail.contains("/reset-password/"), "{mail}");
+    // An unreachable SMTP server is a clear 502, not a silent success.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    api.call(
+        Some(&admin),
+        Method::PUT,
+        "/settings/smtp_url",
+        Some(json!({ "value": format!("smtp://{dead}") })),
+    )
+    .await?;
+    let (s, v) = api
+        .call(
+            Some(&admin),
+            Method::POST,
+            "/invites",
+            Some(json!({ "email": "other@example.org" })),
+        )
+        .await?;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::BAD_GATEWAY, Some("mail_failed")),
+        "{v}"
+    );
+    api.server.stop().await
+}
+
+/// A property-based run of the whole API from its own OpenAPI document (schemathesis, installed
+/// by scripts/test): no input it generates may produce a 5xx.
+#[tokio::test]
+async fn schemathesis_finds_no_server_errors() -> TestResult {
+    let api = Api::start().await?;
+    api.register("root").await?;
+    let admin = api.key_for("root").await?;
+    let schema = api.server.url("/api/openapi.json");
+    let out = tokio::process::Command::new("schemathesis")
+        .args([
+            "run",
+            &schema,
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "12",
+            "--seed",
+            "20261122",
+            "--generation-deterministic",
+            "--request-timeout",
+            "10",
+            "-H",
+            &format!("Authorization: Bearer {admin}"),
+        ])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .output()
+        .await
+        .map_err(|e| {
+            format!("schemathesis is not installed (scripts/test installs it with pip): {e}")
+        })?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "schemathesis found server errors:\n{text}\nserver log:\n{}",
+        api.server.logs()
+    );
+    assert!(text.contains("passed") || text.contains("PASSED"), "{text}");
+    api.server.stop().await
+}

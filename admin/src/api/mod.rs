@@ -1881,10 +1881,57 @@ pub struct CreateInvite {
 pub struct IssuedToken {
     #[serde(flatten)]
     info: resources::TokenInfo,
-    /// The token (shown only here).
+    /// The token (shown only here), when it was not e-mailed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    /// The link that uses it, when it was not e-mailed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link: Option<String>,
+    /// Where the link was e-mailed (`smtp_url` set), instead of being shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sent_to: Option<String>,
+}
+
+/// E-mails the link when SMTP is configured and the recipient is known; else hands it back.
+async fn issue(
+    s: &AdminState,
+    info: resources::TokenInfo,
     token: String,
-    /// The link that uses it.
     link: String,
+    to: Option<&str>,
+    subject: &str,
+) -> ApiResult<IssuedToken> {
+    if let Some(to) = to {
+        let body = format!(
+            "{subject}:\n\n{link}\n\nThe link works once and expires at {}.\n",
+            info.expires_at
+        );
+        match crate::mail::send(&s.store, to, subject, body).await {
+            Ok(true) => {
+                return Ok(IssuedToken {
+                    info,
+                    token: None,
+                    link: None,
+                    sent_to: Some(to.to_owned()),
+                });
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "e-mailing a link failed");
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "mail_failed",
+                    format!("{e}; the link was not sent"),
+                ));
+            }
+        }
+    }
+    Ok(IssuedToken {
+        info,
+        token: Some(token),
+        link: Some(link),
+        sent_to: None,
+    })
 }
 
 async fn list_invites(
@@ -1911,7 +1958,16 @@ async fn create_invite(
     )
     .await;
     let link = format!("{}/register?invite={token}", s.public_url);
-    Ok(created(IssuedToken { info, token, link }))
+    let issued = issue(
+        &s,
+        info,
+        token,
+        link,
+        Some(&b.email),
+        "You are invited to siteward",
+    )
+    .await?;
+    Ok(created(issued))
 }
 
 async fn delete_invite(
@@ -1960,7 +2016,16 @@ async fn create_reset(
     )
     .await;
     let link = format!("{}/reset-password/{token}", s.public_url);
-    Ok(created(IssuedToken { info, token, link }))
+    let issued = issue(
+        &s,
+        info,
+        token,
+        link,
+        user.mail.as_deref(),
+        "Reset your siteward password",
+    )
+    .await?;
+    Ok(created(issued))
 }
 
 async fn use_reset(
