@@ -4,6 +4,7 @@
 mod commands;
 mod config;
 mod db;
+mod nginx_sync;
 mod serve;
 
 use std::io::IsTerminal;
@@ -47,6 +48,10 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(commands::ApiKeyCommand),
+    /// Fetch a site's edge NGINX configuration, install it atomically, check it with
+    /// `nginx -t` (rolling back on failure) and reload NGINX.
+    #[command(name = "nginx-sync")]
+    NginxSync(nginx_sync::NginxSync),
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +141,7 @@ fn main() -> ExitCode {
             Command::User(cmd) => commands::user(&config, cmd).await,
             Command::Group(cmd) => commands::group(&config, cmd).await,
             Command::ApiKey(cmd) => commands::api_key(&config, cmd).await,
+            Command::NginxSync(args) => nginx_sync::run(args).await,
         }
     });
     match result {

@@ -2,5 +2,6 @@
 //! One test binary (faster to link); one module per concern.
 
 mod api;
+mod auth;
 mod foundation;
 mod harness;
