@@ -1246,3 +1246,193 @@ async fn pages_refuse_csrf_less_posts_and_work_with_tokens() -> TestResult {
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     Ok(())
 }
+
+/// Chromium driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`: commands
+/// on fd 3, replies on fd 4, each message ended by a NUL byte). A shell maps the child's stdin
+/// and stdout onto those descriptors, so no unsafe `pre_exec` is needed.
+struct Chromium {
+    child: Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: BufReader<tokio::process::ChildStdout>,
+    next: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Chromium {
+    async fn start() -> TestResult<Self> {
+        let profile = tempfile::tempdir()?;
+        let script = format!(
+            "exec chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
+--disable-component-update --no-first-run --disable-dev-shm-usage --ignore-certificate-errors \
+'--host-resolver-rules=MAP *.lab.test 127.0.0.1' --user-data-dir={} --remote-debugging-pipe about:blank \
+3<&0 4>&1 0</dev/null 1>&2",
+            profile.path().display()
+        );
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start chromium (apt-get install chromium): {e}"))?;
+        let stdin = child.stdin.take().ok_or("stdin")?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("stdout")?);
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
+            next: 0,
+            _profile: profile,
+        })
+    }
+
+    async fn call(
+        &mut self,
+        session: Option<&str>,
+        method: &str,
+        params: Value,
+    ) -> TestResult<Value> {
+        self.next += 1;
+        let id = self.next;
+        let mut msg = json!({ "id": id, "method": method, "params": params });
+        if let Some(s) = session {
+            msg["sessionId"] = json!(s);
+        }
+        let mut bytes = serde_json::to_vec(&msg)?;
+        bytes.push(0);
+        self.stdin.write_all(&bytes).await?;
+        self.stdin.flush().await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut buf = Vec::new();
+            let n = tokio::time::timeout_at(deadline.into(), self.stdout.read_until(0, &mut buf))
+                .await??;
+            if n == 0 {
+                return Err("chromium closed the pipe".into());
+            }
+            buf.pop();
+            let v: Value = serde_json::from_slice(&buf)?;
+            if v["id"].as_u64() == Some(id) {
+                if let Some(e) = v.get("error") {
+                    return Err(format!("{method}: {e}").into());
+                }
+                return Ok(v["result"].clone());
+            }
+        }
+    }
+
+    async fn eval(&mut self, session: &str, expr: &str) -> TestResult<Value> {
+        let r = self
+            .call(
+                Some(session),
+                "Runtime.evaluate",
+                json!({ "expression": expr, "returnByValue": true }),
+            )
+            .await?;
+        Ok(r["result"]["value"].clone())
+    }
+
+    /// Waits until the page has loaded a URL starting with `prefix`; returns the body text.
+    async fn wait_for(&mut self, session: &str, prefix: &str) -> TestResult<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = self
+                .eval(session, "JSON.stringify([document.readyState, location.href, document.body ? document.body.innerText : ''])")
+                .await
+                .unwrap_or(Value::Null);
+            if let Some(text) = v.as_str() {
+                let arr: Value = serde_json::from_str(text)?;
+                if arr[0] == "complete" && arr[1].as_str().is_some_and(|u| u.starts_with(prefix)) {
+                    return Ok(arr[2].as_str().unwrap_or("").to_owned());
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("waiting for {prefix}: at {arr}").into());
+                }
+            } else if Instant::now() > deadline {
+                return Err(format!("waiting for {prefix}: no page").into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+#[tokio::test]
+async fn headless_chromium_signs_in_through_the_login_page() -> TestResult {
+    let edge = Edge::start().await?;
+    let mut chrome = Chromium::start().await?;
+    let target = chrome
+        .call(None, "Target.createTarget", json!({ "url": "about:blank" }))
+        .await?;
+    let target_id = target["targetId"].as_str().ok_or("targetId")?.to_owned();
+    let attached = chrome
+        .call(
+            None,
+            "Target.attachToTarget",
+            json!({ "targetId": target_id, "flatten": true }),
+        )
+        .await?;
+    let session = attached["sessionId"]
+        .as_str()
+        .ok_or("sessionId")?
+        .to_owned();
+    chrome
+        .call(Some(&session), "Page.enable", json!({}))
+        .await?;
+
+    // The protected service sends the browser to the login page.
+    let app = edge.https("app", "/from-browser");
+    chrome
+        .call(Some(&session), "Page.navigate", json!({ "url": app }))
+        .await?;
+    let login = format!("https://auth.lab.test:{}/login", edge.https_port);
+    let text = chrome.wait_for(&session, &login).await?;
+    assert!(text.contains("Sign in"), "{text}");
+
+    // Type the credentials into the real form and press the button.
+    let fill = format!(
+        "document.getElementById('username').value = 'alice'; document.getElementById('password').value = '{PASSWORD}'; document.querySelector('button[type=submit]').click(); true"
+    );
+    chrome.eval(&session, &fill).await?;
+    let text = chrome.wait_for(&session, &app).await?;
+    let echoed: Value = serde_json::from_str(text.trim()).map_err(|e| format!("{e}: {text}"))?;
+    assert_eq!(echoed["x-username"], "alice", "{echoed}");
+    assert!(echoed["x-groups"].as_str().unwrap_or("").contains("devs"));
+
+    // Sign out through the logout page; the next visit goes to the login page again.
+    chrome
+        .call(
+            Some(&session),
+            "Page.navigate",
+            json!({ "url": format!("https://auth.lab.test:{}/logout", edge.https_port) }),
+        )
+        .await?;
+    let text = chrome
+        .wait_for(
+            &session,
+            &format!("https://auth.lab.test:{}/logout", edge.https_port),
+        )
+        .await?;
+    assert!(text.contains("Signed in as alice"), "{text}");
+    chrome
+        .eval(
+            &session,
+            "document.querySelector('button[type=submit]').click(); true",
+        )
+        .await?;
+    chrome
+        .wait_for(&session, &format!("{login}?signed_out=1"))
+        .await?;
+    chrome
+        .call(Some(&session), "Page.navigate", json!({ "url": app }))
+        .await?;
+    chrome.wait_for(&session, &login).await?;
+    Ok(())
+}
