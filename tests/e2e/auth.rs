@@ -1436,3 +1436,103 @@ async fn headless_chromium_signs_in_through_the_login_page() -> TestResult {
     chrome.wait_for(&session, &login).await?;
     Ok(())
 }
+
+/// Runs `wrk` with `*.lab.test` resolving to loopback (a private mount namespace with its own
+/// `/etc/hosts`, so the machine's file is untouched and TLS gets the right SNI).
+async fn wrk(args: &[String]) -> TestResult<String> {
+    let hosts = tempfile::NamedTempFile::new()?;
+    let mut text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    for h in ["app", "open", "team"] {
+        text.push_str(&format!("\n127.0.0.1 {h}.lab.test\n"));
+    }
+    std::fs::write(hosts.path(), text)?;
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect();
+    let script = format!(
+        "mount --bind '{}' /etc/hosts && exec wrk {}",
+        hosts.path().display(),
+        quoted.join(" ")
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .await
+        .map_err(|e| format!("cannot run unshare/wrk (apt-get install wrk; needs root): {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!("wrk failed: {stdout}{}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(stdout)
+}
+
+fn wrk_rate(out: &str) -> TestResult<f64> {
+    if let Some(line) = out.lines().find(|l| l.contains("Non-2xx or 3xx responses")) {
+        return Err(format!("wrk saw failures ({}):\n{out}", line.trim()).into());
+    }
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .ok_or_else(|| format!("no rate in wrk output:\n{out}"))?;
+    Ok(line.trim_start_matches("Requests/sec:").trim().parse()?)
+}
+
+fn wrk_p99(out: &str) -> Option<String> {
+    out.lines()
+        .find(|l| l.trim_start().starts_with("99%"))
+        .map(|l| l.trim().trim_start_matches("99%").trim().to_owned())
+}
+
+/// `bench/auth`: wrk through NGINX to the same backend protected and unprotected, and against
+/// `/auth/verify` directly. Run with `bench/auth` (ignored in the normal test run).
+#[tokio::test]
+#[ignore = "benchmark: run bench/auth"]
+async fn bench_auth() -> TestResult {
+    let secs: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let conns: u64 = std::env::var("BENCH_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
+    let edge = Edge::start().await?;
+    let b = edge.browser()?;
+    let (_, alice, _) = sign_in(&edge, &b, "alice", "/").await?;
+    let (s, _, _) = get_json(&b, &edge.https("app", "/"), &alice, &[]).await?;
+    assert_eq!(s, StatusCode::OK);
+    let common = |url: String| {
+        vec![
+            "-t2".to_owned(),
+            format!("-c{conns}"),
+            format!("-d{secs}s"),
+            "--latency".to_owned(),
+            "-H".to_owned(),
+            format!("Cookie: {alice}"),
+            url,
+        ]
+    };
+    let protected = wrk(&common(edge.https("app", "/"))).await?;
+    let open = wrk(&common(edge.https("open", "/"))).await?;
+    let mut direct = common(edge.server.url("/auth/verify"));
+    direct.insert(4, "-H".into());
+    direct.insert(5, "X-Original-URL: https://app.lab.test/".into());
+    let verify = wrk(&direct).await?;
+    let (p, o, v) = (wrk_rate(&protected)?, wrk_rate(&open)?, wrk_rate(&verify)?);
+    println!("--- protected (auth_request) ---\n{protected}");
+    println!("--- unprotected ---\n{open}");
+    println!("--- /auth/verify directly ---\n{verify}");
+    println!("bench/auth: {secs}s each, {conns} connections, 2 wrk threads, TLS, keep-alive");
+    println!("protected   {p:>10.0} req/s   p99 {}", wrk_p99(&protected).unwrap_or_default());
+    println!("unprotected {o:>10.0} req/s   p99 {}", wrk_p99(&open).unwrap_or_default());
+    println!("ratio       {:>10.2}   (target >= 0.80: {})", p / o, if p / o >= 0.8 { "met" } else { "NOT met" });
+    println!("/auth/verify {v:>9.0} req/s   p99 {} (under load, {conns} connections)", wrk_p99(&verify).unwrap_or_default());
+    // Unloaded latency: one request at a time.
+    let http = Client::new();
+    let mut times = Vec::new();
+    for _ in 0..2000 {
+        let t = Instant::now();
+        let res = http.get(edge.server.url("/auth/verify")).header(COOKIE, &alice).header("x-original-url", "https://app.lab.test/").send().await?;
+        times.push(t.elapsed());
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    times.sort();
+    println!(
+        "/auth/verify one at a time: p50 {:?} p99 {:?} (round trip through reqwest)",
+        times[times.len() / 2],
+        times[times.len() * 99 / 100]
+    );
+    Ok(())
+}
