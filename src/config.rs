@@ -194,6 +194,9 @@ pub struct HttpConfig {
     /// Edge ports transport services get, `first-last`.
     #[serde(deserialize_with = "port_range")]
     pub transport_port_range: (i32, i32),
+    /// How long a browser session lasts, in hours (1 to 8760).
+    #[serde(deserialize_with = "lenient")]
+    pub session_ttl_hours: u32,
 }
 
 impl Default for HttpConfig {
@@ -202,6 +205,7 @@ impl Default for HttpConfig {
             listen: Listen::On(SocketAddr::from(([127, 0, 0, 1], 8080))),
             public_url: None,
             transport_port_range: (2000, 65535),
+            session_ttl_hours: 168,
         }
     }
 }
@@ -457,6 +461,7 @@ const SETTINGS: &[&str] = &[
     "http.listen",
     "http.public_url",
     "http.transport_port_range",
+    "http.session_ttl_hours",
     "ldap.listen",
     "ldap.ldaps_listen",
     "ldap.base_dn",

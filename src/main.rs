@@ -4,6 +4,7 @@
 mod commands;
 mod config;
 mod db;
+mod nginx_sync;
 mod serve;
 
 use std::io::IsTerminal;
@@ -53,6 +54,10 @@ enum Command {
     /// Manage Proxmox nodes.
     #[command(subcommand)]
     Node(commands::NodeCommand),
+    /// Fetch a site's edge NGINX configuration, install it atomically, check it with
+    /// `nginx -t` (rolling back on failure) and reload NGINX.
+    #[command(name = "nginx-sync")]
+    NginxSync(nginx_sync::NginxSync),
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +149,7 @@ fn main() -> ExitCode {
             Command::ApiKey(cmd) => commands::api_key(&config, cmd).await,
             Command::Site(cmd) => commands::site(&config, cmd).await,
             Command::Node(cmd) => commands::node(&config, cmd).await,
+            Command::NginxSync(args) => nginx_sync::run(args).await,
         }
     });
     match result {

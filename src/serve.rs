@@ -204,6 +204,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             siteward_admin::AdminState::new(store.clone(), registry.clone(), http_metrics);
         state.port_range = config.http.transport_port_range;
         state.jobs = jobs.clone();
+        state.session_ttl =
+            chrono::Duration::hours(i64::from(config.http.session_ttl_hours.clamp(1, 8760)));
         state.public_url = config.http.public_url.clone().unwrap_or_else(|| {
             format!(
                 "http://{}",

@@ -1,13 +1,14 @@
 //! # siteward-admin
 //!
 //! The HTTP side of siteward on axum: health (`/healthz`), readiness (`/readyz`), Prometheus
-//! metrics (`/metrics`), and (in later modules) the admin API, the login pages and the NGINX
-//! `auth_request` endpoint.
+//! metrics (`/metrics`), the admin API ([`api`]), and the login pages and the NGINX
+//! `auth_request` endpoint ([`auth`]).
 //!
 //! [`app`] builds the router from an [`AdminState`] with no socket, so tests drive it with
 //! `tower::ServiceExt::oneshot`; [`serve`] runs it on a listener the binary bound.
 
 pub mod api;
+pub mod auth;
 mod health;
 pub mod jobs;
 pub mod mail;
@@ -51,10 +52,15 @@ pub struct AdminState {
     pub key_cache: api::extract::KeyCache,
     /// Range external ports of transport services are allocated from.
     pub port_range: (i32, i32),
-    /// Base URL of this server as users reach it (links in invites and resets).
+    /// Base URL of this server as users reach it (links in invites and resets, the login page
+    /// `/auth/verify` sends browsers to).
     pub public_url: String,
     /// Container jobs on Proxmox.
     pub jobs: jobs::Jobs,
+    /// How long a browser session lasts.
+    pub session_ttl: chrono::Duration,
+    /// Failed sign-in throttles (per account, per address).
+    pub login_throttle: auth::LoginThrottle,
 }
 
 impl AdminState {
@@ -74,6 +80,8 @@ impl AdminState {
             key_cache: Default::default(),
             port_range: (2000, 65535),
             public_url: "http://127.0.0.1:8080".into(),
+            session_ttl: chrono::Duration::days(7),
+            login_throttle: Default::default(),
         }
     }
 }
@@ -84,6 +92,7 @@ pub fn app(state: AdminState) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(api::router())
+        .merge(auth::routes())
         // Per-route metrics (the matched path is known inside the route layer).
         .route_layer(axum::middleware::from_fn_with_state(
             metrics,

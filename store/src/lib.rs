@@ -13,6 +13,7 @@
 //!
 //! Nothing here binds a socket or knows about LDAP, DNS or HTTP.
 
+pub mod auth;
 pub mod crypto;
 pub mod embedded;
 pub mod error;

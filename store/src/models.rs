@@ -482,6 +482,9 @@ pub struct HttpService {
     pub backend_protocol: String,
     /// NGINX must call auth_request.
     pub auth_required: bool,
+    /// Groups (by name) whose members may pass auth_request; empty: every active user.
+    #[sqlx(default)]
+    pub allowed_groups: Vec<String>,
 }
 
 /// A TCP or UDP service exposed through the edge NGINX.

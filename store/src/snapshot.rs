@@ -220,7 +220,8 @@ impl Naming {
         .await?;
         let http_services: Vec<HttpService> = sqlx::query_as(
             "SELECT s.id AS service_id, s.container_id, s.container_port, h.external_hostname,
-                    h.external_domain_id, h.backend_protocol, h.auth_required
+                    h.external_domain_id, h.backend_protocol, h.auth_required,
+                    h.allowed_groups
              FROM http_services h JOIN services s ON s.id = h.service_id
              ORDER BY s.id",
         )

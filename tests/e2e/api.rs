@@ -64,7 +64,8 @@ impl Api {
             if s != StatusCode::UNAUTHORIZED || std::time::Instant::now() > deadline {
                 return Ok(key);
             }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            // Not too eagerly: every 401 counts towards the failed-authentication throttle.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 }

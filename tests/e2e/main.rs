@@ -2,6 +2,7 @@
 //! One test binary (faster to link); one module per concern.
 
 mod api;
+mod auth;
 mod cross;
 mod dns;
 mod foundation;

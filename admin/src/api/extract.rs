@@ -212,7 +212,7 @@ impl Throttle {
 /// once because the snapshot is consulted on every request.
 #[derive(Debug, Default, Clone)]
 pub struct KeyCache {
-    inner: Arc<Mutex<HashMap<String, String>>>,
+    pub(crate) inner: Arc<Mutex<HashMap<String, String>>>,
 }
 
 fn remote(parts: &Parts) -> Option<IpAddr> {
@@ -226,8 +226,12 @@ fn remote(parts: &Parts) -> Option<IpAddr> {
 pub const SESSION_COOKIE: &str = "siteward_session";
 
 fn cookie(parts: &Parts, name: &str) -> Option<String> {
-    parts
-        .headers
+    cookie_in(&parts.headers, name)
+}
+
+/// A cookie's value from request headers.
+pub fn cookie_in(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -291,7 +295,7 @@ impl FromRequestParts<AdminState> for Principal {
     }
 }
 
-async fn api_key_uid(state: &AdminState, key: &str) -> Option<Uid> {
+pub(crate) async fn api_key_uid(state: &AdminState, key: &str) -> Option<Uid> {
     let mut parts = key.splitn(3, '_');
     let (Some("sw"), Some(prefix), Some(_secret)) = (parts.next(), parts.next(), parts.next())
     else {

@@ -61,7 +61,7 @@ fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn audit(
+pub(crate) async fn audit(
     state: &AdminState,
     actor: &Actor,
     action: &str,
@@ -1441,7 +1441,7 @@ fn view(s: &AdminState, user: User) -> UserView {
 }
 
 impl CreateUser {
-    fn check(&self) -> ApiResult<()> {
+    pub(crate) fn check(&self) -> ApiResult<()> {
         PosixName::parse(&self.username).map_err(|_| ApiError::invalid("username", "username must be a POSIX name: a-z, 0-9, _ . -, starting with a letter or _, at most 32"))?;
         check_len("password", &self.password, 8, 1024)?;
         if let Some(m) = &self.mail {
@@ -1458,7 +1458,7 @@ impl CreateUser {
         }
         check_ssh_keys(&self.ssh_public_keys)
     }
-    fn new_user(self) -> NewUser {
+    pub(crate) fn new_user(self) -> NewUser {
         NewUser {
             username: self.username,
             cn: self.cn,
@@ -1494,7 +1494,7 @@ pub struct UpdateUser {
 }
 
 impl UpdateUser {
-    fn check(&self) -> ApiResult<()> {
+    pub(crate) fn check(&self) -> ApiResult<()> {
         for (f, v) in [("cn", &self.cn), ("sn", &self.sn)] {
             if let Some(v) = v {
                 check_len(f, v, 1, 256)?;
@@ -1511,7 +1511,7 @@ impl UpdateUser {
         }
         Ok(())
     }
-    fn patch(self) -> UserPatch {
+    pub(crate) fn patch(self) -> UserPatch {
         UserPatch {
             cn: self.cn,
             sn: self.sn,
@@ -2266,6 +2266,80 @@ async fn list_audit(
     Ok(axum::Json(s.store.audit_log(q.page()?).await?.into()))
 }
 
+// ------------------------------------------------------------------------------ edge (NGINX)
+
+async fn site_nginx_conf(
+    State(s): State<AdminState>,
+    _: Admin,
+    Path(id): Path<i64>,
+    Q(o): Q<crate::auth::nginx::RenderOptions>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
+    let snap = s.store.snapshot();
+    let site = snap
+        .naming
+        .sites
+        .get(&SiteId(id))
+        .ok_or_else(|| ApiError::not_found("site"))?;
+    let text = crate::auth::nginx::render(site, &snap.naming, &s.public_url, &o)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let tag = crate::auth::nginx::etag(&text);
+    let matches = headers
+        .get(axum::http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
+    let status = if matches {
+        StatusCode::NOT_MODIFIED
+    } else {
+        StatusCode::OK
+    };
+    let body = if matches { String::new() } else { text };
+    Ok((
+        status,
+        [
+            (axum::http::header::ETAG, tag),
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_owned(),
+            ),
+            (axum::http::header::CACHE_CONTROL, "no-cache".to_owned()),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Groups allowed through sign-in for an HTTP service.
+#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedGroups {
+    /// Group names; empty admits every active user.
+    pub groups: Vec<String>,
+}
+
+async fn put_allowed_groups(
+    State(s): State<AdminState>,
+    Admin(p): Admin,
+    Path((id, sid)): Path<(i64, i64)>,
+    Json(b): Json<AllowedGroups>,
+) -> ApiResult<axum::Json<AllowedGroups>> {
+    let c = s.store.container(ContainerId(id), None).await?.id;
+    s.store.service(c, ServiceId(sid)).await?;
+    s.store
+        .set_allowed_groups(ServiceId(sid), &b.groups)
+        .await?;
+    audit(
+        &s,
+        &p.actor(),
+        "update",
+        "service",
+        sid,
+        json!({ "allowed_groups": b.groups }),
+    )
+    .await;
+    Ok(axum::Json(b))
+}
+
 // ------------------------------------------------------------------------------ the table
 
 /// Every route of the API, registered in the router and the OpenAPI document together.
@@ -2345,6 +2419,24 @@ pub fn api() -> openapi::Api {
         "sites",
         Admin,
         204,
+    );
+    a.op::<(), String>(
+        get(site_nginx_conf),
+        "GET",
+        "/sites/{id}/nginx.conf",
+        "Render the site's edge NGINX configuration (ETag; 304 on If-None-Match)",
+        "sites",
+        Admin,
+        200,
+    );
+    a.op::<AllowedGroups, AllowedGroups>(
+        put(put_allowed_groups),
+        "PUT",
+        "/containers/{id}/services/{sid}/allowed-groups",
+        "Set the groups allowed through sign-in to an HTTP service",
+        "services",
+        Admin,
+        200,
     );
     a.op::<(), ListResponse<DnsRecord>>(
         get(list_records),

@@ -1,0 +1,319 @@
+//! Sign-in for people and for the edge: the NGINX `auth_request` endpoint (`/auth/verify`) and
+//! the server-rendered pages (`/login`, `/logout`, `/register`, `/reset-password`, `/account`).
+//!
+//! Sessions live in PostgreSQL; the cookie carries only an opaque random id (the table keeps its
+//! SHA-256). The cookie is `HttpOnly`, `SameSite=Lax`, `Secure` behind TLS
+//! (`X-Forwarded-Proto: https`) and, when the request's host lies under an external domain,
+//! scoped to that domain so one sign-in covers all its hosts. Deleting the row ends the session
+//! on every host at once; `/auth/verify` reads the row and the live snapshot on every call, so
+//! logout and suspension apply to the very next request.
+//!
+//! CSRF: forms of a signed-in user carry the session's own token (stored with the session);
+//! anonymous forms (login, registration, reset) use a double-submit token in a host-only
+//! `SameSite=Strict` cookie.
+//!
+//! What does not live here: the JSON API ([`crate::api`]) and the NGINX configuration
+//! ([`nginx`]), which the API serves.
+
+mod html;
+pub mod nginx;
+mod pages;
+pub mod redirect;
+mod verify;
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use siteward_store::auth::SessionInfo;
+use siteward_store::{Snapshot, User, UserStatus};
+
+use crate::api::extract::{cookie_in, SESSION_COOKIE};
+use crate::AdminState;
+
+/// The anonymous forms' double-submit cookie.
+pub const CSRF_COOKIE: &str = "siteward_csrf";
+
+/// The sign-in routes (outside `/api`).
+pub fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/auth/verify", get(verify::verify))
+        .route("/login", get(pages::login_form).post(pages::login))
+        .route("/logout", get(pages::logout_form).post(pages::logout))
+        .route("/register", get(pages::register_form).post(pages::register))
+        .route(
+            "/reset-password",
+            get(pages::reset_form).post(pages::reset_with_field),
+        )
+        .route(
+            "/reset-password/{token}",
+            get(pages::reset_form_token).post(pages::reset_with_path),
+        )
+        .route("/account", get(pages::account))
+        .route("/account/profile", post(pages::account_profile))
+        .route("/account/password", post(pages::account_password))
+        .route("/account/api-keys", post(pages::account_create_key))
+        .route(
+            "/account/api-keys/{id}/revoke",
+            post(pages::account_revoke_key),
+        )
+}
+
+/// Failure counter with a window, per key (account name, address).
+#[derive(Debug)]
+pub struct Limiter<K> {
+    inner: Arc<Mutex<HashMap<K, (u32, Instant)>>>,
+    max: u32,
+    window: Duration,
+}
+
+impl<K> Clone for Limiter<K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            max: self.max,
+            window: self.window,
+        }
+    }
+}
+
+impl<K: Hash + Eq> Limiter<K> {
+    /// `max` failures per `window`.
+    pub fn new(max: u32, window: Duration) -> Self {
+        Self {
+            inner: Arc::default(),
+            max,
+            window,
+        }
+    }
+
+    /// Over the limit.
+    pub fn blocked(&self, key: &K) -> bool {
+        let Ok(map) = self.inner.lock() else {
+            return false;
+        };
+        map.get(key)
+            .is_some_and(|(n, since)| *n >= self.max && since.elapsed() < self.window)
+    }
+
+    /// Counts a failure.
+    pub fn fail(&self, key: K) {
+        let Ok(mut map) = self.inner.lock() else {
+            return;
+        };
+        if map.len() > 100_000 {
+            let window = self.window;
+            map.retain(|_, (_, since)| since.elapsed() < window);
+        }
+        let entry = map.entry(key).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= self.window {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+
+    /// Forgets a key (after a success).
+    pub fn clear(&self, key: &K) {
+        if let Ok(mut map) = self.inner.lock() {
+            map.remove(key);
+        }
+    }
+}
+
+/// Sign-in throttles: per account and per client address.
+#[derive(Debug, Clone)]
+pub struct LoginThrottle {
+    /// Failed sign-ins per lower-case account name: 10 per 5 minutes.
+    pub account: Limiter<String>,
+    /// Failed sign-ins per client address: 30 per 5 minutes.
+    pub address: Limiter<IpAddr>,
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        Self {
+            account: Limiter::new(10, Duration::from_secs(300)),
+            address: Limiter::new(30, Duration::from_secs(300)),
+        }
+    }
+}
+
+/// The client's address: `X-Real-IP` (set by the edge NGINX, which overwrites what the client
+/// sent) when present, else the connection's peer.
+pub fn client_ip(headers: &HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
+    headers
+        .get("x-real-ip")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .or(peer)
+}
+
+/// The host the browser asked for (`X-Forwarded-Host`, else `Host`), lower-case, no port.
+pub fn request_host(headers: &HeaderMap) -> Option<String> {
+    let raw = headers
+        .get("x-forwarded-host")
+        .or_else(|| headers.get(header::HOST))?
+        .to_str()
+        .ok()?;
+    let first = raw.split(',').next()?.trim();
+    Some(strip_port(first).to_ascii_lowercase())
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split(']').next().map_or(host, |h| &host[..=h.len()]);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// Whether the browser reached us over TLS (through the edge).
+pub fn is_tls(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+}
+
+/// The external domains' names.
+pub fn domains(snap: &Snapshot) -> Vec<&str> {
+    snap.naming
+        .external_domains
+        .iter()
+        .map(|d| d.domain.as_str())
+        .collect()
+}
+
+/// `Set-Cookie` for the session (or its removal when `value` is `None`).
+pub fn session_cookie(
+    headers: &HeaderMap,
+    snap: &Snapshot,
+    value: Option<&str>,
+    ttl: i64,
+) -> String {
+    let mut c = match value {
+        Some(v) => format!("{SESSION_COOKIE}={v}; Path=/; HttpOnly; SameSite=Lax; Max-Age={ttl}"),
+        None => format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
+    };
+    if is_tls(headers) {
+        c.push_str("; Secure");
+    }
+    if let Some(host) = request_host(headers) {
+        if let Some(d) = redirect::domain_of(&host, &domains(snap)) {
+            c.push_str("; Domain=");
+            c.push_str(d);
+        }
+    }
+    c
+}
+
+/// The signed-in, active user of a browser request and the session.
+pub async fn signed_in(
+    s: &AdminState,
+    headers: &HeaderMap,
+) -> Option<(String, SessionInfo, Arc<User>)> {
+    let id = cookie_in(headers, SESSION_COOKIE)?;
+    let info = match s.store.session(&id, chrono::Utc::now()).await {
+        Ok(Some(info)) => info,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::error!(error = %e, "session lookup failed");
+            return None;
+        }
+    };
+    let user = s
+        .store
+        .snapshot()
+        .identity
+        .users
+        .get(&info.uid)
+        .filter(|u| u.status == UserStatus::Active)
+        .cloned()?;
+    Some((id, info, user))
+}
+
+/// Constant-time comparison of two tokens.
+pub fn same_token(a: &str, b: &str) -> bool {
+    if a.is_empty() || a.len() != b.len() {
+        return false;
+    }
+    a.bytes()
+        .zip(b.bytes())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// A response with headers.
+pub(crate) fn respond(
+    status: StatusCode,
+    headers: Vec<(header::HeaderName, String)>,
+    body: String,
+) -> Response {
+    let mut res = (status, axum::response::Html(body)).into_response();
+    let h = res.headers_mut();
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.append(name, v);
+        }
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self' http: https:; frame-ancestors 'none'"),
+    );
+    res
+}
+
+/// 303 to `location`.
+pub(crate) fn see_other(location: &str, cookies: Vec<String>) -> Response {
+    let mut headers = vec![(header::LOCATION, location.to_owned())];
+    headers.extend(cookies.into_iter().map(|c| (header::SET_COOKIE, c)));
+    respond(StatusCode::SEE_OTHER, headers, String::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_lose_their_port() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("App.Lab.Test:8443"));
+        assert_eq!(request_host(&h).as_deref(), Some("app.lab.test"));
+        h.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("auth.lab.test, proxy"),
+        );
+        assert_eq!(request_host(&h).as_deref(), Some("auth.lab.test"));
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+    }
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(same_token("abc", "abc"));
+        assert!(!same_token("abc", "abd"));
+        assert!(!same_token("", ""));
+        assert!(!same_token("abc", "abcd"));
+    }
+
+    #[test]
+    fn limiter_blocks_after_max() {
+        let l = Limiter::new(2, Duration::from_secs(60));
+        l.fail("a".to_owned());
+        assert!(!l.blocked(&"a".to_owned()));
+        l.fail("a".to_owned());
+        assert!(l.blocked(&"a".to_owned()));
+        assert!(!l.blocked(&"b".to_owned()));
+        l.clear(&"a".to_owned());
+        assert!(!l.blocked(&"a".to_owned()));
+    }
+}

@@ -1,0 +1,508 @@
+//! The edge NGINX configuration of a site, rendered from the snapshot: a pure function of the
+//! site's services, its external domains and [`RenderOptions`], so the same input always gives
+//! the same text (and the same `ETag`).
+//!
+//! Layout of the output: `http` with one upstream per siteward auth server and per backend, a
+//! default server that refuses unknown hosts, per domain an HTTP server (ACME HTTP-01 passed to
+//! siteward, everything else redirected to HTTPS) and a TLS catch-all answering 404, the login
+//! host when `public_url` lies under the domain, and one TLS server per HTTP service (with
+//! `auth_request` when `auth_required`); then `stream` with one server per transport service.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+use serde::Deserialize;
+use siteward_store::{ExternalDomain, HttpService, Naming, SiteView, TransportService};
+
+/// Identity headers `/auth/verify` returns and the backend receives; client-sent copies are
+/// always overwritten (empty for unprotected services, which NGINX then drops).
+pub const IDENTITY_HEADERS: [&str; 10] = [
+    "X-User-ID",
+    "X-Username",
+    "X-User-First-Name",
+    "X-User-Last-Name",
+    "X-Email",
+    "X-Groups",
+    "Remote-User",
+    "Remote-Groups",
+    "Remote-Name",
+    "Remote-Email",
+];
+
+/// How the edge is laid out. Every field has a production default.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RenderOptions {
+    /// Address to listen on (default: all).
+    pub listen: Option<String>,
+    /// Plain HTTP port (default 80).
+    pub http_port: u16,
+    /// TLS port (default 443).
+    pub https_port: u16,
+    /// Certificates: `<cert_dir>/<domain>/fullchain.pem` and `privkey.pem`.
+    pub cert_dir: String,
+    /// Directory for NGINX's temporary files (default: NGINX's compiled-in paths).
+    pub temp_dir: Option<String>,
+    /// Files included at the top for dynamic modules (`stream`); empty for none.
+    pub modules_include: String,
+    /// URL the edge reaches siteward at, for every domain (default: the domain's
+    /// `auth_server`, else this server's public URL).
+    pub siteward_url: Option<String>,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            http_port: 80,
+            https_port: 443,
+            cert_dir: "/etc/siteward/certs".into(),
+            temp_dir: None,
+            modules_include: "/etc/nginx/modules-enabled/*.conf".into(),
+            siteward_url: None,
+        }
+    }
+}
+
+/// Why a configuration cannot be rendered.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RenderError {
+    /// An option would break or inject into the configuration.
+    #[error("{field} contains characters that are not allowed in an NGINX configuration")]
+    Unsafe {
+        /// The option.
+        field: &'static str,
+    },
+    /// A URL option or auth server is not an http(s) URL with a host.
+    #[error("{field} must be an http(s) URL with a host")]
+    BadUrl {
+        /// The option.
+        field: &'static str,
+    },
+}
+
+fn safe_path(field: &'static str, v: &str) -> Result<(), RenderError> {
+    let ok = !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-*+:".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(RenderError::Unsafe { field })
+    }
+}
+
+fn safe_name(v: &str) -> bool {
+    !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+}
+
+/// `scheme`, `host:port` of an http(s) URL.
+fn upstream_of(field: &'static str, url: &str) -> Result<(String, String), RenderError> {
+    let u = url::Url::parse(url).map_err(|_| RenderError::BadUrl { field })?;
+    let scheme = u.scheme().to_owned();
+    if scheme != "http" && scheme != "https" {
+        return Err(RenderError::BadUrl { field });
+    }
+    let host = match u.host() {
+        Some(url::Host::Domain(d)) if safe_name(d) => d.to_owned(),
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        Some(url::Host::Ipv6(a)) => format!("[{a}]"),
+        _ => return Err(RenderError::BadUrl { field }),
+    };
+    let port = u.port_or_known_default().unwrap_or(80);
+    Ok((scheme, format!("{host}:{port}")))
+}
+
+struct Ctx<'a> {
+    o: &'a RenderOptions,
+    listen: String,
+}
+
+impl Ctx<'_> {
+    fn addr(&self, port: u16) -> String {
+        format!("{}{port}", self.listen)
+    }
+    fn certs(&self, out: &mut String, domain: &str, indent: &str) {
+        let _ = writeln!(
+            out,
+            "{indent}ssl_certificate {dir}/{domain}/fullchain.pem;\n{indent}ssl_certificate_key {dir}/{domain}/privkey.pem;",
+            dir = self.o.cert_dir.trim_end_matches('/'),
+        );
+    }
+    fn https_suffix(&self) -> String {
+        if self.o.https_port == 443 {
+            String::new()
+        } else {
+            format!(":{}", self.o.https_port)
+        }
+    }
+}
+
+fn var(header: &str) -> String {
+    header.to_ascii_lowercase().replace('-', "_")
+}
+
+/// Renders the complete `nginx.conf` of `site`.
+pub fn render(
+    site: &SiteView,
+    naming: &Naming,
+    public_url: &str,
+    o: &RenderOptions,
+) -> Result<String, RenderError> {
+    safe_path("cert_dir", &o.cert_dir)?;
+    if let Some(t) = &o.temp_dir {
+        safe_path("temp_dir", t)?;
+    }
+    if !o.modules_include.is_empty() {
+        safe_path("modules_include", &o.modules_include)?;
+    }
+    let listen = match &o.listen {
+        None => String::new(),
+        Some(a) => {
+            let ip: std::net::IpAddr = a
+                .parse()
+                .map_err(|_| RenderError::Unsafe { field: "listen" })?;
+            match ip {
+                std::net::IpAddr::V4(v) => format!("{v}:"),
+                std::net::IpAddr::V6(v) => format!("[{v}]:"),
+            }
+        }
+    };
+    let cx = Ctx { o, listen };
+    let ids: BTreeSet<_> = site.containers.iter().map(|c| c.id).collect();
+    let http: Vec<&HttpService> = naming
+        .http_services
+        .iter()
+        .filter(|s| ids.contains(&s.container_id))
+        .collect();
+    let transport: Vec<&TransportService> = naming
+        .transport_services
+        .iter()
+        .filter(|s| ids.contains(&s.container_id))
+        .collect();
+    let used: BTreeSet<_> = http.iter().map(|s| s.external_domain_id).collect();
+    let domains: Vec<&ExternalDomain> = naming
+        .external_domains
+        .iter()
+        .filter(|d| used.contains(&d.id) || d.site_id == Some(site.site.id))
+        .filter(|d| safe_name(&d.domain))
+        .collect();
+    let ip_of = |cid| {
+        naming
+            .containers
+            .get(&cid)
+            .and_then(|c: &std::sync::Arc<siteward_store::Container>| c.ipv4_address)
+    };
+    let login_host = url::Url::parse(public_url).ok().and_then(|u| {
+        let tls = u.scheme() == "https";
+        u.host_str().map(|h| (h.to_ascii_lowercase(), tls))
+    });
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Edge NGINX of site {} ({}). Generated by siteward; `siteward nginx-sync` overwrites it.",
+        site.site.id.0,
+        site.site.name.replace(['\n', '\r'], " ")
+    );
+    if !o.modules_include.is_empty() {
+        let _ = writeln!(out, "include {};", o.modules_include);
+    }
+    out.push_str("worker_processes auto;\nevents {\n    worker_connections 4096;\n}\n\nhttp {\n");
+    out.push_str(
+        "    server_tokens off;\n    client_max_body_size 100m;\n    proxy_http_version 1.1;\n    \
+proxy_connect_timeout 10s;\n    proxy_send_timeout 300s;\n    proxy_read_timeout 300s;\n    \
+ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_cache shared:siteward_tls:10m;\n    \
+server_names_hash_bucket_size 128;\n",
+    );
+    if let Some(t) = &o.temp_dir {
+        let t = t.trim_end_matches('/');
+        for (d, sub) in [
+            ("client_body_temp_path", "body"),
+            ("proxy_temp_path", "proxy"),
+            ("fastcgi_temp_path", "fastcgi"),
+            ("uwsgi_temp_path", "uwsgi"),
+            ("scgi_temp_path", "scgi"),
+        ] {
+            let _ = writeln!(out, "    {d} {t}/{sub};");
+        }
+    }
+    out.push_str(
+        "\n    # WebSockets: Upgrade when asked, else keep the upstream connection alive.\n    \
+map $http_upgrade $sw_connection {\n        default upgrade;\n        '' '';\n    }\n    \
+# The siteward session cookie never reaches a backend.\n    \
+map $http_cookie $sw_backend_cookie {\n        default $http_cookie;\n        \
+\"~^(?<sw_a>(?:.*;)?)\\s*siteward_session=[^;]*;?\\s*(?<sw_b>.*)$\" \"$sw_a$sw_b\";\n    }\n\n",
+    );
+
+    // Upstreams: siteward per domain, and every backend.
+    let mut auth_upstream = std::collections::BTreeMap::new();
+    for d in &domains {
+        let url = o
+            .siteward_url
+            .clone()
+            .or_else(|| d.auth_server.clone())
+            .unwrap_or_else(|| public_url.to_owned());
+        let (scheme, hostport) = upstream_of("siteward_url", &url)?;
+        let _ = writeln!(
+            out,
+            "    upstream siteward_{id} {{\n        server {hostport};\n        keepalive 32;\n    }}",
+            id = d.id.0
+        );
+        auth_upstream.insert(d.id, format!("{scheme}://siteward_{}", d.id.0));
+    }
+    for s in &http {
+        if let Some(ip) = ip_of(s.container_id) {
+            let _ = writeln!(
+                out,
+                "    upstream backend_{sid} {{\n        server {ip}:{port};\n        keepalive 16;\n    }}",
+                sid = s.service_id.0,
+                port = s.container_port
+            );
+        }
+    }
+
+    // Unknown hosts: 404 over HTTP, no TLS handshake.
+    let _ = writeln!(
+        out,
+        "\n    server {{\n        listen {} default_server;\n        listen {} ssl default_server;\n        ssl_reject_handshake on;\n        return 404;\n    }}",
+        cx.addr(o.http_port),
+        cx.addr(o.https_port)
+    );
+
+    for d in &domains {
+        let Some(up) = auth_upstream.get(&d.id) else {
+            continue;
+        };
+        let name = d.domain.to_ascii_lowercase();
+        let _ = writeln!(out, "\n    # ---- {name}");
+        let _ = write!(
+            out,
+            "    server {{\n        listen {};\n        server_name .{name};\n        \
+location ^~ /.well-known/acme-challenge/ {{\n            proxy_pass {up};\n            \
+proxy_set_header Host $host;\n            proxy_set_header Connection \"\";\n        }}\n",
+            cx.addr(o.http_port)
+        );
+        // The login host over plain HTTP, when that is how users reach it.
+        let plain_login = login_host
+            .as_ref()
+            .is_some_and(|(h, tls)| !tls && (h == &name || h.ends_with(&format!(".{name}"))));
+        if plain_login {
+            out.push_str("        location / {\n");
+            siteward_proxy(&mut out, up, "            ");
+            out.push_str("        }\n    }\n");
+        } else {
+            let _ = writeln!(
+                out,
+                "        location / {{\n            return 301 https://$host{}$request_uri;\n        }}\n    }}",
+                cx.https_suffix()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "    server {{\n        listen {} ssl;\n        server_name .{name};",
+            cx.addr(o.https_port)
+        );
+        cx.certs(&mut out, &name, "        ");
+        out.push_str("        return 404;\n    }\n");
+
+        // The login pages on a host of this domain, so the session cookie covers the domain.
+        if let Some((h, true)) = &login_host {
+            let is_service = http.iter().any(|s| {
+                s.external_domain_id == d.id
+                    && format!("{}.{name}", s.external_hostname.to_ascii_lowercase()) == *h
+            });
+            if (h == &name || h.ends_with(&format!(".{name}"))) && !is_service && safe_name(h) {
+                let _ = writeln!(
+                    out,
+                    "    server {{\n        listen {} ssl;\n        server_name {h};",
+                    cx.addr(o.https_port)
+                );
+                cx.certs(&mut out, &name, "        ");
+                out.push_str("        location / {\n");
+                siteward_proxy(&mut out, up, "            ");
+                out.push_str("        }\n    }\n");
+            }
+        }
+
+        for s in http.iter().filter(|s| s.external_domain_id == d.id) {
+            service_server(&mut out, &cx, s, &name, up, ip_of(s.container_id).is_some());
+        }
+    }
+    out.push_str("}\n");
+
+    if !transport.is_empty() {
+        out.push_str("\nstream {\n");
+        let tls_domain = domains.first().map(|d| d.domain.to_ascii_lowercase());
+        for t in &transport {
+            let Some(ip) = ip_of(t.container_id) else {
+                let _ = writeln!(
+                    out,
+                    "    # service {}: the container has no IPv4 address yet",
+                    t.service_id.0
+                );
+                continue;
+            };
+            let udp = t.protocol == "udp";
+            let port = u16::try_from(t.external_port).unwrap_or(0);
+            let _ = writeln!(out, "    # service {} ({})", t.service_id.0, t.protocol);
+            out.push_str("    server {\n");
+            match (udp, t.use_tls, &tls_domain) {
+                (true, _, _) => {
+                    let _ = writeln!(out, "        listen {} udp;", cx.addr(port));
+                    out.push_str("        proxy_timeout 60s;\n");
+                }
+                (false, true, Some(dom)) => {
+                    let _ = writeln!(out, "        listen {} ssl;", cx.addr(port));
+                    cx.certs(&mut out, dom, "        ");
+                    out.push_str("        proxy_timeout 1h;\n");
+                }
+                (false, _, _) => {
+                    let _ = writeln!(out, "        listen {};", cx.addr(port));
+                    out.push_str("        proxy_timeout 1h;\n");
+                }
+            }
+            let _ = writeln!(
+                out,
+                "        proxy_connect_timeout 10s;\n        proxy_pass {ip}:{};\n    }}",
+                t.container_port
+            );
+        }
+        out.push_str("}\n");
+    }
+    Ok(out)
+}
+
+fn siteward_proxy(out: &mut String, up: &str, i: &str) {
+    let _ = write!(
+        out,
+        "{i}proxy_pass {up};\n{i}proxy_set_header Host $host;\n{i}proxy_set_header X-Forwarded-Host $http_host;\n\
+{i}proxy_set_header X-Forwarded-Proto $scheme;\n{i}proxy_set_header X-Real-IP $remote_addr;\n\
+{i}proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n{i}proxy_set_header Connection \"\";\n"
+    );
+}
+
+fn service_server(
+    out: &mut String,
+    cx: &Ctx<'_>,
+    s: &HttpService,
+    domain: &str,
+    auth_up: &str,
+    has_backend: bool,
+) {
+    let label = s.external_hostname.to_ascii_lowercase();
+    if !safe_name(&label) {
+        return;
+    }
+    let fqdn = format!("{label}.{domain}");
+    let _ = writeln!(
+        out,
+        "    # service {} -> container {}:{}{}",
+        s.service_id.0,
+        s.container_id.0,
+        s.container_port,
+        if s.auth_required {
+            " (sign-in required)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        out,
+        "    server {{\n        listen {} ssl;\n        server_name {fqdn};",
+        cx.addr(cx.o.https_port)
+    );
+    cx.certs(out, domain, "        ");
+    if s.auth_required {
+        let _ = write!(
+            out,
+            "        location = /.siteward/verify {{\n            internal;\n            \
+proxy_pass {auth_up}/auth/verify;\n            proxy_pass_request_body off;\n            \
+proxy_set_header Content-Length \"\";\n            proxy_set_header Host $host;\n            \
+proxy_set_header X-Original-URL $scheme://$http_host$request_uri;\n            \
+proxy_set_header X-Forwarded-Proto $scheme;\n            proxy_set_header X-Forwarded-Host $http_host;\n            \
+proxy_set_header X-Forwarded-Uri $request_uri;\n            proxy_set_header X-Real-IP $remote_addr;\n            \
+proxy_set_header Connection \"\";\n        }}\n"
+        );
+    }
+    out.push_str("        location / {\n");
+    if !has_backend {
+        out.push_str("            # The container has no IPv4 address yet.\n            return 502;\n        }\n    }\n");
+        return;
+    }
+    if s.auth_required {
+        out.push_str(
+            "            auth_request /.siteward/verify;\n            \
+auth_request_set $sw_location $upstream_http_location;\n            \
+error_page 401 =302 $sw_location;\n",
+        );
+        for h in IDENTITY_HEADERS {
+            let v = var(h);
+            let _ = writeln!(
+                out,
+                "            auth_request_set $sw_{v} $upstream_http_{v};"
+            );
+        }
+    }
+    for h in IDENTITY_HEADERS {
+        if s.auth_required {
+            let _ = writeln!(out, "            proxy_set_header {h} $sw_{};", var(h));
+        } else {
+            let _ = writeln!(out, "            proxy_set_header {h} \"\";");
+        }
+    }
+    let scheme = if s.backend_protocol == "https" {
+        "https"
+    } else {
+        "http"
+    };
+    let _ = write!(
+        out,
+        "            proxy_pass {scheme}://backend_{sid};\n            proxy_set_header Host $host;\n            \
+proxy_set_header X-Real-IP $remote_addr;\n            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n            \
+proxy_set_header X-Forwarded-Proto $scheme;\n            proxy_set_header X-Forwarded-Host $host;\n            \
+proxy_set_header Upgrade $http_upgrade;\n            proxy_set_header Connection $sw_connection;\n            \
+proxy_set_header Cookie $sw_backend_cookie;\n        }}\n    }}\n",
+        sid = s.service_id.0
+    );
+}
+
+/// The `ETag` of a rendered configuration.
+pub fn etag(text: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(text.as_bytes());
+    let hex: String = d.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_options_are_refused() {
+        for bad in ["/etc/x; include /evil", "/a b", "/x{}", "", "/x\"y", "$x"] {
+            assert!(safe_path("cert_dir", bad).is_err(), "{bad}");
+        }
+        assert!(safe_path("cert_dir", "/etc/siteward/certs").is_ok());
+        assert!(upstream_of("u", "javascript:x").is_err());
+        assert_eq!(
+            upstream_of("u", "http://127.0.0.1:8080/x").ok(),
+            Some(("http".into(), "127.0.0.1:8080".into()))
+        );
+        assert_eq!(
+            upstream_of("u", "https://auth.example.org").ok(),
+            Some(("https".into(), "auth.example.org:443".into()))
+        );
+    }
+
+    #[test]
+    fn etags_follow_the_text() {
+        assert_eq!(etag("a"), etag("a"));
+        assert_ne!(etag("a"), etag("b"));
+        assert!(etag("a").starts_with('"'));
+    }
+}

@@ -1,0 +1,166 @@
+//! Where a browser may be sent after signing in. Only relative paths on this host, or http(s)
+//! URLs whose host is one of our external domains or a subdomain of one; anything else becomes
+//! `/`. Checks run on the text as given and on its percent-decoded forms, so encoded variants
+//! (`/%2F%2Fevil`, `%2F%5Cevil`, `javascript%3A...`) cannot slip through.
+
+/// How many rounds of percent-decoding are inspected.
+const DECODE_ROUNDS: usize = 3;
+
+/// `target` if it is a safe place to send a browser to, else `None`.
+pub fn safe_target(target: &str, domains: &[&str]) -> Option<String> {
+    if target.is_empty() || target.len() > 4096 {
+        return None;
+    }
+    let mut forms = vec![target.to_owned()];
+    let mut cur = target.to_owned();
+    for _ in 0..DECODE_ROUNDS {
+        let next = percent_encoding::percent_decode_str(&cur)
+            .decode_utf8_lossy()
+            .into_owned();
+        if next == cur {
+            break;
+        }
+        forms.push(next.clone());
+        cur = next;
+    }
+    // Every form must be harmless: no control characters, whitespace or backslashes anywhere.
+    if forms.iter().any(|f| {
+        f.chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
+    }) {
+        return None;
+    }
+    if target.starts_with('/') {
+        // A path on this host: no scheme-relative `//host`, in any decoded form either.
+        if forms
+            .iter()
+            .any(|f| f.starts_with("//") || !f.starts_with('/'))
+        {
+            return None;
+        }
+        return Some(target.to_owned());
+    }
+    let lower = target.to_ascii_lowercase();
+    if !(lower.starts_with("https://") || lower.starts_with("http://")) {
+        return None;
+    }
+    let url = url::Url::parse(target).ok()?;
+    if !matches!(url.scheme(), "http" | "https")
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return None;
+    }
+    let host = match url.host()? {
+        url::Host::Domain(d) => d.trim_end_matches('.').to_ascii_lowercase(),
+        _ => return None,
+    };
+    if !under_any(&host, domains) {
+        return None;
+    }
+    // Decoded forms must not reveal another authority either (`https://a.example.org%2F@evil`).
+    for f in &forms[1..] {
+        let again = url::Url::parse(f).ok()?;
+        let h = match again.host()? {
+            url::Host::Domain(d) => d.trim_end_matches('.').to_ascii_lowercase(),
+            _ => return None,
+        };
+        if !under_any(&h, domains) || !again.username().is_empty() {
+            return None;
+        }
+    }
+    Some(url.to_string())
+}
+
+/// The external domain `host` is, or lies under.
+pub fn domain_of<'a>(host: &str, domains: &[&'a str]) -> Option<&'a str> {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    domains
+        .iter()
+        .filter(|d| {
+            let d = d.to_ascii_lowercase();
+            host == d || host.ends_with(&format!(".{d}"))
+        })
+        // The longest (most specific) domain wins.
+        .max_by_key(|d| d.len())
+        .copied()
+}
+
+fn under_any(host: &str, domains: &[&str]) -> bool {
+    domain_of(host, domains).is_some()
+}
+
+/// `target` or `/`.
+pub fn or_root(target: Option<&str>, domains: &[&str]) -> String {
+    target
+        .and_then(|t| safe_target(t, domains))
+        .unwrap_or_else(|| "/".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &[&str] = &["example.org", "lab.test"];
+
+    #[test]
+    fn relative_paths_and_our_hosts_pass() {
+        for ok in [
+            "/",
+            "/account",
+            "/a/b?c=d#e",
+            "https://example.org/",
+            "https://app.example.org/x?y=1",
+            "http://deep.app.lab.test:8443/p",
+            "HTTPS://App.Example.Org/",
+        ] {
+            assert!(safe_target(ok, D).is_some(), "{ok} should pass");
+        }
+    }
+
+    #[test]
+    fn open_redirect_variants_fall_back() {
+        for bad in [
+            "//evil.com",
+            "///evil.com",
+            "/\\evil.com",
+            "\\\\evil.com",
+            "/%2F%2Fevil.com",
+            "/%2fevil.com",
+            "%2F%2Fevil.com",
+            "/%5Cevil.com",
+            "/%255Cevil.com",
+            "javascript:alert(1)",
+            "JavaScript:alert(1)",
+            "javascript%3Aalert(1)",
+            "data:text/html,hi",
+            "https://evil.com/",
+            "https://example.org.evil.com/",
+            "https://evilexample.org/",
+            "https://example.org@evil.com/",
+            "https://user:pw@app.example.org/",
+            "https://app.example.org%2F@evil.com/",
+            "https://127.0.0.1/",
+            "ftp://app.example.org/",
+            "http:/evil.com",
+            "https:evil.com",
+            "evil.com",
+            "/ /evil.com",
+            "\t//evil.com",
+            "/\r\nSet-Cookie: x=y",
+            "",
+        ] {
+            assert_eq!(safe_target(bad, D), None, "{bad:?} must be refused");
+            assert_eq!(or_root(Some(bad), D), "/");
+        }
+    }
+
+    #[test]
+    fn domain_of_picks_the_most_specific() {
+        let d = ["example.org", "lab.example.org"];
+        assert_eq!(domain_of("a.lab.example.org", &d), Some("lab.example.org"));
+        assert_eq!(domain_of("a.example.org", &d), Some("example.org"));
+        assert_eq!(domain_of("example.org.", &d), Some("example.org"));
+        assert_eq!(domain_of("notexample.org", &d), None);
+    }
+}

@@ -1,0 +1,279 @@
+//! `GET /auth/verify`, called by NGINX `auth_request` for every request to a protected service.
+//! Answers only 200 (with identity headers), 401 (with `Location` to the login page) or 403:
+//! NGINX turns anything else into a 500. Reads the live snapshot plus, for cookies, one session
+//! row; nothing is cached on our side except which API-key and Basic secrets already verified
+//! against the *current* stored hash, so revocation, suspension and logout apply at once.
+
+use std::net::IpAddr;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use siteward_store::{Snapshot, Uid, User, UserStatus};
+
+use super::{client_ip, redirect};
+use crate::api::extract::{api_key_uid, cookie_in, ClientAddr, SESSION_COOKIE};
+use crate::AdminState;
+
+/// Who the request is, if anyone.
+enum Who {
+    User(Uid),
+    Nobody,
+}
+
+pub(super) async fn verify(
+    State(s): State<AdminState>,
+    ClientAddr(peer): ClientAddr,
+    headers: HeaderMap,
+) -> Response {
+    let addr = client_ip(&headers, peer);
+    let who = identify(&s, &headers, addr).await;
+    let snap = s.store.snapshot();
+    let user = match who {
+        Who::User(uid) => snap
+            .identity
+            .users
+            .get(&uid)
+            .filter(|u| u.status == UserStatus::Active)
+            .cloned(),
+        Who::Nobody => None,
+    };
+    let Some(user) = user else {
+        return unauthorized(&s, &snap, &headers);
+    };
+    let groups = group_names(&snap, user.uid_number);
+    if !allowed(&snap, &headers, &groups) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    identity_response(&user, &groups)
+}
+
+async fn identify(s: &AdminState, headers: &HeaderMap, addr: Option<IpAddr>) -> Who {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    if let Some(auth) = auth {
+        let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
+        if scheme.eq_ignore_ascii_case("bearer") {
+            if s.throttle.blocked(addr) {
+                return Who::Nobody;
+            }
+            return match api_key_uid(s, rest.trim()).await {
+                Some(uid) => Who::User(uid),
+                None => {
+                    s.throttle.fail(addr);
+                    Who::Nobody
+                }
+            };
+        }
+        if scheme.eq_ignore_ascii_case("basic") {
+            return basic(s, rest.trim(), addr).await;
+        }
+    }
+    if let Some(id) = cookie_in(headers, SESSION_COOKIE) {
+        match s.store.session(&id, chrono::Utc::now()).await {
+            Ok(Some(info)) => return Who::User(info.uid),
+            Ok(None) => {}
+            // Fail closed, but as a 401 (NGINX would turn a 500 into its own error page).
+            Err(e) => tracing::error!(error = %e, "session lookup failed in /auth/verify"),
+        }
+    }
+    Who::Nobody
+}
+
+/// Basic credentials for scripts. A password that verified against the user's current hash is
+/// remembered (by SHA-256 of the pair), so argon2 runs once, not per request; a changed
+/// password or a suspension applies at once because the hash and status come from the snapshot.
+async fn basic(s: &AdminState, encoded: &str, addr: Option<IpAddr>) -> Who {
+    let Some((name, password)) = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|t| t.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
+    else {
+        return Who::Nobody;
+    };
+    let account = name.to_ascii_lowercase();
+    if s.throttle.blocked(addr) || s.login_throttle.account.blocked(&account) {
+        return Who::Nobody;
+    }
+    let snap = s.store.snapshot();
+    let user = snap.identity.user(&name).cloned();
+    let hash = user.as_ref().and_then(|u| u.password_hash.clone());
+    let digest = siteward_store::resources::token_hash(&format!("basic\0{account}\0{password}"));
+    let cached = s
+        .key_cache
+        .inner
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&digest).cloned());
+    let ok = match (&hash, cached) {
+        (Some(h), Some(c)) if *h == c => true,
+        _ => {
+            let ok = siteward_store::password::verify_password(password, hash.clone())
+                .await
+                .unwrap_or(false);
+            if ok {
+                if let (Ok(mut m), Some(h)) = (s.key_cache.inner.lock(), hash) {
+                    if m.len() > 10_000 {
+                        m.clear();
+                    }
+                    m.insert(digest, h);
+                }
+            }
+            ok
+        }
+    };
+    match user {
+        Some(u) if ok => Who::User(u.uid_number),
+        _ => {
+            s.throttle.fail(addr);
+            s.login_throttle.account.fail(account);
+            Who::Nobody
+        }
+    }
+}
+
+fn group_names(snap: &Snapshot, uid: Uid) -> Vec<String> {
+    snap.identity
+        .groups_of
+        .get(&uid)
+        .map(|gids| {
+            gids.iter()
+                .filter_map(|g| snap.identity.groups.get(g))
+                .map(|g| g.cn.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The URL the browser originally asked for.
+fn original_url(headers: &HeaderMap) -> Option<String> {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    if let Some(u) = get("x-original-url") {
+        return Some(u.to_owned());
+    }
+    let proto = get("x-forwarded-proto").unwrap_or("https");
+    let host = get("x-forwarded-host")?;
+    let uri = get("x-forwarded-uri").unwrap_or("/");
+    Some(format!("{proto}://{host}{uri}"))
+}
+
+/// The host the protected request was for (from the original URL).
+fn target_host(headers: &HeaderMap) -> Option<String> {
+    let url = url::Url::parse(&original_url(headers)?).ok()?;
+    Some(url.host_str()?.trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// Whether the service the request is for lets one of `groups` in. A service that names no
+/// groups (or a host that is no service) admits every active user.
+fn allowed(snap: &Snapshot, headers: &HeaderMap, groups: &[String]) -> bool {
+    let Some(host) = target_host(headers) else {
+        return true;
+    };
+    let naming = &snap.naming;
+    let service = naming.http_services.iter().find(|svc| {
+        naming
+            .external_domains
+            .iter()
+            .find(|d| d.id == svc.external_domain_id)
+            .and_then(|d| host.strip_suffix(d.domain.to_ascii_lowercase().as_str()))
+            .and_then(|rest| rest.strip_suffix('.'))
+            .is_some_and(|label| label.eq_ignore_ascii_case(&svc.external_hostname))
+    });
+    match service {
+        Some(svc) if !svc.allowed_groups.is_empty() => svc
+            .allowed_groups
+            .iter()
+            .any(|a| groups.iter().any(|g| g.eq_ignore_ascii_case(a))),
+        _ => true,
+    }
+}
+
+fn unauthorized(s: &AdminState, snap: &Snapshot, headers: &HeaderMap) -> Response {
+    let domains = super::domains(snap);
+    let mut login = format!("{}/login", s.public_url.trim_end_matches('/'));
+    if let Some(target) = original_url(headers).and_then(|u| redirect::safe_target(&u, &domains)) {
+        login.push_str("?redirect=");
+        login.extend(url::form_urlencoded::byte_serialize(target.as_bytes()));
+    }
+    let mut res = StatusCode::UNAUTHORIZED.into_response();
+    if let Ok(v) = HeaderValue::from_str(&login) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    res.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"siteward\", charset=\"UTF-8\""),
+    );
+    res
+}
+
+/// Header values carry UTF-8 as is; control characters are dropped so a value can never end
+/// a header early.
+fn value(text: &str) -> HeaderValue {
+    let clean: String = text.chars().filter(|c| !c.is_control()).collect();
+    HeaderValue::from_bytes(clean.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn identity_response(user: &User, groups: &[String]) -> Response {
+    let groups = groups.join(",");
+    let uid = user.uid_number.0.to_string();
+    let first = user.given_name.clone().unwrap_or_default();
+    let mail = user.mail.clone().unwrap_or_default();
+    let pairs: [(&'static str, &str); 10] = [
+        ("x-user-id", &uid),
+        ("x-username", &user.username),
+        ("x-user-first-name", &first),
+        ("x-user-last-name", &user.sn),
+        ("x-email", &mail),
+        ("x-groups", &groups),
+        ("remote-user", &user.username),
+        ("remote-groups", &groups),
+        ("remote-name", &user.cn),
+        ("remote-email", &mail),
+    ];
+    let mut res = StatusCode::OK.into_response();
+    let h = res.headers_mut();
+    for (name, v) in pairs {
+        h.insert(HeaderName::from_static(name), value(v));
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn original_url_from_either_header_set() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("app.lab.test"));
+        h.insert("x-forwarded-uri", HeaderValue::from_static("/x?y=1"));
+        assert_eq!(
+            original_url(&h).as_deref(),
+            Some("https://app.lab.test/x?y=1")
+        );
+        h.insert(
+            "x-original-url",
+            HeaderValue::from_static("https://b.lab.test/z"),
+        );
+        assert_eq!(original_url(&h).as_deref(), Some("https://b.lab.test/z"));
+        assert_eq!(target_host(&h).as_deref(), Some("b.lab.test"));
+    }
+
+    #[test]
+    fn header_values_never_carry_newlines() {
+        assert_eq!(value("a\r\nX-Evil: 1").as_bytes(), b"aX-Evil: 1");
+        assert_eq!(value("Zoë").as_bytes(), "Zoë".as_bytes());
+    }
+}

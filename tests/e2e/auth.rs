@@ -1,0 +1,1569 @@
+//! Sign-in and the edge: the real `siteward` binary behind a real NGINX (Debian `nginx-light`
+//! with `libnginx-mod-stream`) running the configuration siteward renders, in a temporary
+//! prefix on loopback ports, in front of test backends this test spawns.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::process::{Child, Command};
+
+use crate::harness::*;
+
+const PASSWORD: &str = "a long enough password";
+
+/// A free loopback port (bound and released; NGINX binds it right after).
+fn free_port() -> TestResult<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn free_udp_port() -> TestResult<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// An HTTP/1.1 backend answering every request with its headers as JSON (keep-alive).
+async fn echo_http() -> TestResult<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut head = Vec::new();
+                    let mut line = String::new();
+                    let mut length = 0usize;
+                    loop {
+                        line.clear();
+                        match reader.read_line(&mut line).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        let l = line.trim_end();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = l.split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                length = v.trim().parse().unwrap_or(0);
+                            }
+                            head.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+                        } else {
+                            head.push(("request-line".into(), l.to_owned()));
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    if reader.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    let mut map = serde_json::Map::new();
+                    for (k, v) in head {
+                        map.insert(k, Value::String(v));
+                    }
+                    let text = Value::Object(map).to_string();
+                    let res = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
+                        text.len()
+                    );
+                    if reader.get_mut().write_all(res.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn echo_tcp() -> TestResult<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn echo_udp() -> TestResult<SocketAddr> {
+    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    let addr = socket.local_addr()?;
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let mut reply = b"udp:".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = socket.send_to(&reply, from).await;
+        }
+    });
+    Ok(addr)
+}
+
+/// Runs NGINX in a temporary prefix; killed on drop.
+pub struct Nginx {
+    pub prefix: PathBuf,
+    child: Option<Child>,
+}
+
+impl Nginx {
+    fn globals(prefix: &Path) -> String {
+        format!(
+            "pid {p}/nginx.pid; error_log {p}/error.log warn;",
+            p = prefix.display()
+        )
+    }
+
+    /// `nginx -t` on `conf`: Ok, or NGINX's complaint.
+    pub fn check(prefix: &Path, conf: &Path) -> TestResult<Result<(), String>> {
+        let out = std::process::Command::new("nginx")
+            .arg("-p")
+            .arg(prefix)
+            .arg("-c")
+            .arg(conf)
+            .arg("-g")
+            .arg(Self::globals(prefix))
+            .arg("-t")
+            .output()
+            .map_err(|e| {
+                format!("cannot run nginx (apt-get install nginx-light libnginx-mod-stream): {e}")
+            })?;
+        Ok(if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        })
+    }
+
+    pub async fn start(prefix: &Path, conf: &Path, wait_for: u16) -> TestResult<Self> {
+        if let Err(e) = Self::check(prefix, conf)? {
+            return Err(format!("nginx -t rejected the rendered configuration:\n{e}").into());
+        }
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(prefix)
+            .arg("-c")
+            .arg(conf)
+            .arg("-g")
+            .arg(format!("daemon off; {}", Self::globals(prefix)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let nginx = Nginx {
+            prefix: prefix.to_owned(),
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", wait_for)).await.is_err() {
+            if Instant::now() > deadline {
+                return Err(format!("nginx did not listen: {}", nginx.error_log()).into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(nginx)
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.prefix.join("error.log")).unwrap_or_default()
+    }
+
+    pub fn globals_arg(&self) -> String {
+        Self::globals(&self.prefix)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+        }
+    }
+}
+
+/// A self-signed certificate for `domain` and `*.domain` in `<dir>/<domain>/`.
+fn make_cert(dir: &Path, domain: &str) -> TestResult {
+    let d = dir.join(domain);
+    std::fs::create_dir_all(&d)?;
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .arg("-subj")
+        .arg(format!("/CN={domain}"))
+        .arg("-addext")
+        .arg(format!("subjectAltName=DNS:{domain},DNS:*.{domain}"))
+        .arg("-keyout")
+        .arg(d.join("privkey.pem"))
+        .arg("-out")
+        .arg(d.join("fullchain.pem"))
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("openssl: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(())
+}
+
+/// A cluster with one site, a domain `lab.test`, users and services, an edge NGINX in front.
+pub struct Edge {
+    pub server: Server,
+    pub nginx: Nginx,
+    pub admin_key: String,
+    pub http_port: u16,
+    pub https_port: u16,
+    pub tcp_port: u16,
+    pub udp_port: u16,
+    pub site_id: i64,
+    pub container_id: i64,
+    pub domain_id: i64,
+    pub backend: SocketAddr,
+    pub conf: PathBuf,
+    pub options: Vec<(String, String)>,
+    pub api: Client,
+    _tmp: tempfile::TempDir,
+}
+
+pub async fn call(
+    http: &Client,
+    server: &Server,
+    key: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> TestResult<(StatusCode, Value)> {
+    let mut req = http.request(method, server.url(&format!("/api/v1{path}")));
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    Ok((status, value))
+}
+
+fn id(v: &Value) -> TestResult<i64> {
+    Ok(v["id"].as_i64().ok_or_else(|| format!("no id in {v}"))?)
+}
+
+impl Edge {
+    pub async fn start() -> TestResult<Self> {
+        let tmp = tempfile::tempdir()?;
+        let prefix = tmp.path().join("nginx");
+        std::fs::create_dir_all(prefix.join("temp"))?;
+        // Debian's module snippets name `modules/...` relative to the prefix.
+        std::os::unix::fs::symlink("/usr/lib/nginx/modules", prefix.join("modules"))?;
+        let (http_port, https_port, tcp_port, udp_port) =
+            (free_port()?, free_port()?, free_port()?, free_udp_port()?);
+        let db = TestDb::new().await?;
+        let mut server = Server::start_with(ServerOptions {
+            database_url: Some(db.url.clone()),
+            env: vec![(
+                "SITEWARD_HTTP__PUBLIC_URL".into(),
+                format!("https://auth.lab.test:{https_port}"),
+            )],
+            ..Default::default()
+        })
+        .await?;
+        server.db = Some(db);
+        let api = Client::new();
+        let (s, v) = call(
+            &api,
+            &server,
+            None,
+            Method::POST,
+            "/register",
+            Some(json!({ "username": "root", "password": PASSWORD })),
+        )
+        .await?;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let store = server.db.as_ref().ok_or("db")?.store().await?;
+        let (_, admin_key) = store.create_api_key("root", "edge", None).await?;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while call(&api, &server, Some(&admin_key), Method::GET, "/me", None)
+            .await?
+            .0
+            != StatusCode::OK
+        {
+            if Instant::now() > deadline {
+                return Err("the admin key never reached the server".into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let k = Some(admin_key.as_str());
+        for (name, given) in [("alice", "Alice"), ("bob", "Bob")] {
+            let (s, v) = call(&api, &server, k, Method::POST, "/users", Some(json!({ "username": name, "password": PASSWORD, "given_name": given, "sn": "Tester", "mail": format!("{name}@lab.test") }))).await?;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+        }
+        let (s, g) = call(
+            &api,
+            &server,
+            k,
+            Method::POST,
+            "/groups",
+            Some(json!({ "cn": "devs" })),
+        )
+        .await?;
+        assert_eq!(s, StatusCode::CREATED, "{g}");
+        let gid = g["gid_number"].as_i64().ok_or("gid")?;
+        let (s, v) = call(
+            &api,
+            &server,
+            k,
+            Method::POST,
+            &format!("/groups/{gid}/members"),
+            Some(json!({ "username": "alice" })),
+        )
+        .await?;
+        assert!(s.is_success(), "{v}");
+
+        let (_, site) = call(
+            &api,
+            &server,
+            k,
+            Method::POST,
+            "/sites",
+            Some(json!({ "name": "edge lab", "internal_domain": "lab.internal" })),
+        )
+        .await?;
+        let site_id = id(&site)?;
+        let (_, node) = call(
+            &api,
+            &server,
+            k,
+            Method::POST,
+            "/nodes",
+            Some(json!({ "name": "pve1", "site_id": site_id })),
+        )
+        .await?;
+        let (s, c) = call(
+            &api,
+            &server,
+            k,
+            Method::POST,
+            "/containers/register",
+            Some(json!({ "hostname": "web", "node_id": id(&node)?, "ipv4_address": "127.0.0.1" })),
+        )
+        .await?;
+        assert_eq!(s, StatusCode::CREATED, "{c}");
+        let container_id = id(&c)?;
+        let (s, dom) = call(
+            &api,
+            &server,
+            k,
+            Method::POST,
+            "/external-domains",
+            Some(
+                json!({ "domain": "lab.test", "site_id": site_id, "auth_server": server.url("") }),
+            ),
+        )
+        .await?;
+        assert_eq!(s, StatusCode::CREATED, "{dom}");
+        let domain_id = id(&dom)?;
+
+        let backend = echo_http().await?;
+        let tcp = echo_tcp().await?;
+        let udp = echo_udp().await?;
+        let svc_path = format!("/containers/{container_id}/services");
+        let svc = |body: Value| call(&api, &server, k, Method::POST, &svc_path, Some(body));
+        let (s, app) = svc(json!({ "type": "http", "container_port": backend.port(), "external_hostname": "app", "external_domain_id": domain_id, "auth_required": true })).await?;
+        assert_eq!(s, StatusCode::CREATED, "{app}");
+        let (s, v) = svc(json!({ "type": "http", "container_port": backend.port(), "external_hostname": "open", "external_domain_id": domain_id })).await?;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (s, v) = svc(json!({ "type": "http", "container_port": backend.port(), "external_hostname": "team", "external_domain_id": domain_id, "auth_required": true })).await?;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (s, v) = svc(json!({ "type": "transport", "container_port": tcp.port(), "protocol": "tcp", "external_port": tcp_port })).await?;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (s, v) = svc(json!({ "type": "transport", "container_port": udp.port(), "protocol": "udp", "external_port": udp_port })).await?;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        // Only devs reach app; team admits every signed-in user.
+        let (s, v) = call(
+            &api,
+            &server,
+            k,
+            Method::PUT,
+            &format!(
+                "/containers/{container_id}/services/{}/allowed-groups",
+                id(&app)?
+            ),
+            Some(json!({ "groups": ["nosuchgroup"] })),
+        )
+        .await?;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        let (s, v) = call(
+            &api,
+            &server,
+            k,
+            Method::PUT,
+            &format!(
+                "/containers/{container_id}/services/{}/allowed-groups",
+                id(&app)?
+            ),
+            Some(json!({ "groups": ["DEVS"] })),
+        )
+        .await?;
+        assert_eq!(s, StatusCode::OK, "{v}");
+
+        let certs = tmp.path().join("certs");
+        make_cert(&certs, "lab.test")?;
+        let options = vec![
+            ("listen".to_owned(), "127.0.0.1".to_owned()),
+            ("http_port".to_owned(), http_port.to_string()),
+            ("https_port".to_owned(), https_port.to_string()),
+            ("cert_dir".to_owned(), certs.display().to_string()),
+            (
+                "temp_dir".to_owned(),
+                prefix.join("temp").display().to_string(),
+            ),
+        ];
+        let conf = prefix.join("nginx.conf");
+        let res = api
+            .get(server.url(&format!("/api/v1/sites/{site_id}/nginx.conf")))
+            .bearer_auth(&admin_key)
+            .query(&options)
+            .send()
+            .await?;
+        assert_eq!(res.status(), StatusCode::OK);
+        let text = res.text().await?;
+        std::fs::write(&conf, &text)?;
+        let nginx = Nginx::start(&prefix, &conf, https_port).await?;
+        Ok(Edge {
+            server,
+            nginx,
+            admin_key,
+            http_port,
+            https_port,
+            tcp_port,
+            udp_port,
+            site_id,
+            container_id,
+            domain_id,
+            backend,
+            conf,
+            options,
+            api,
+            _tmp: tmp,
+        })
+    }
+
+    /// A browser-like client: every `*.lab.test` host on the edge, no redirects followed.
+    pub fn browser(&self) -> TestResult<Client> {
+        let mut b = Client::builder()
+            .danger_accept_invalid_certs(true)
+            .redirect(reqwest::redirect::Policy::none());
+        for host in [
+            "app.lab.test",
+            "open.lab.test",
+            "team.lab.test",
+            "auth.lab.test",
+            "new.lab.test",
+            "nothing.lab.test",
+        ] {
+            b = b.resolve(host, SocketAddr::from(([127, 0, 0, 1], self.https_port)));
+        }
+        Ok(b.build()?)
+    }
+
+    pub fn https(&self, host: &str, path: &str) -> String {
+        format!("https://{host}.lab.test:{}{path}", self.https_port)
+    }
+}
+
+/// The hidden `csrf` field of a form.
+pub fn csrf_field(html: &str) -> TestResult<String> {
+    let marker = "name=\"csrf\" value=\"";
+    let at = html.find(marker).ok_or("no csrf field")? + marker.len();
+    let rest = &html[at..];
+    Ok(rest[..rest.find('"').ok_or("unterminated")?].to_owned())
+}
+
+/// `name=value` of a `Set-Cookie` for `name`, and the whole header.
+fn set_cookie(headers: &HeaderMap, name: &str) -> Option<(String, String)> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| (v.split(';').next().unwrap_or("").to_owned(), v.to_owned()))
+}
+
+/// Signs in through the login page on the edge; returns the session cookie pair and the
+/// response's `Location`.
+async fn sign_in(
+    edge: &Edge,
+    b: &Client,
+    user: &str,
+    redirect: &str,
+) -> TestResult<(StatusCode, String, String)> {
+    let page = b
+        .get(edge.https("auth", "/login"))
+        .query(&[("redirect", redirect)])
+        .send()
+        .await?;
+    assert_eq!(page.status(), StatusCode::OK);
+    let (csrf_cookie, _) = set_cookie(page.headers(), "siteward_csrf").ok_or("no csrf cookie")?;
+    let html = page.text().await?;
+    let token = csrf_field(&html)?;
+    let res = b
+        .post(edge.https("auth", "/login"))
+        .header(COOKIE, csrf_cookie)
+        .form(&[
+            ("username", user),
+            ("password", PASSWORD),
+            ("redirect", redirect),
+            ("csrf", &token),
+        ])
+        .send()
+        .await?;
+    let status = res.status();
+    let location = res
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let session = set_cookie(res.headers(), "siteward_session")
+        .map(|(pair, whole)| {
+            assert!(whole.contains("HttpOnly"), "{whole}");
+            assert!(whole.contains("SameSite=Lax"), "{whole}");
+            assert!(whole.contains("Secure"), "{whole}");
+            assert!(whole.contains("Domain=lab.test"), "{whole}");
+            pair
+        })
+        .unwrap_or_default();
+    Ok((status, session, location))
+}
+
+async fn get_json(
+    b: &Client,
+    url: &str,
+    cookie: &str,
+    extra: &[(&str, &str)],
+) -> TestResult<(StatusCode, Value, String)> {
+    let mut req = b.get(url);
+    if !cookie.is_empty() {
+        req = req.header(COOKIE, cookie);
+    }
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let res = req.send().await?;
+    let status = res.status();
+    let location = res
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let text = res.text().await?;
+    let v = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Ok((status, v, location))
+}
+
+#[tokio::test]
+async fn nginx_edge_protects_services_end_to_end() -> TestResult {
+    let edge = Edge::start().await?;
+    let b = edge.browser()?;
+    let spoof = [
+        ("X-Username", "root"),
+        ("X-Groups", "sysadmins"),
+        ("Remote-User", "root"),
+        ("X-Email", "evil@x"),
+    ];
+
+    // Unprotected: passes straight through, spoofed identity headers removed.
+    let (s, v, _) = get_json(&b, &edge.https("open", "/hello"), "", &spoof).await?;
+    assert_eq!(s, StatusCode::OK, "{}", edge.nginx.error_log());
+    assert!(
+        v.get("x-username").is_none()
+            && v.get("remote-user").is_none()
+            && v.get("x-groups").is_none(),
+        "{v}"
+    );
+
+    // Protected, anonymous: redirected to the login page with the original URL.
+    let original = edge.https("app", "/path?q=1");
+    let (s, _, location) = get_json(&b, &original, "", &[]).await?;
+    assert_eq!(s, StatusCode::FOUND);
+    let expected = format!(
+        "https://auth.lab.test:{}/login?redirect={}",
+        edge.https_port,
+        url::form_urlencoded::byte_serialize(original.as_bytes()).collect::<String>()
+    );
+    assert_eq!(location, expected);
+
+    // A form post without its token is refused; a wrong password is refused.
+    let res = b
+        .post(edge.https("auth", "/login"))
+        .form(&[("username", "alice"), ("password", PASSWORD)])
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(set_cookie(res.headers(), "siteward_session").is_none());
+
+    // Alice (in devs) signs in and lands on the original URL.
+    let (s, alice, location) = sign_in(&edge, &b, "alice", &original).await?;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(location, original);
+    let cookie = format!("{alice}; other=kept");
+    let (s, v, _) = get_json(&b, &original, &cookie, &spoof).await?;
+    assert_eq!(s, StatusCode::OK, "{}", edge.nginx.error_log());
+    assert_eq!(v["x-username"], "alice", "{v}");
+    assert_eq!(v["remote-user"], "alice", "{v}");
+    assert_eq!(v["x-user-first-name"], "Alice", "{v}");
+    assert_eq!(v["x-email"], "alice@lab.test", "{v}");
+    let groups = v["x-groups"].as_str().ok_or("x-groups")?;
+    assert!(groups.split(',').any(|g| g == "devs"), "{v}");
+    assert!(!groups.contains("sysadmins"), "{v}");
+    // The session cookie never reaches the backend; other cookies do.
+    let sent = v["cookie"].as_str().unwrap_or("");
+    assert!(
+        !sent.contains("siteward_session") && sent.contains("other=kept"),
+        "{v}"
+    );
+    // One sign-in covers every host of the domain.
+    let (s, v, _) = get_json(&b, &edge.https("team", "/"), &alice, &[]).await?;
+    assert_eq!(
+        (s, v["x-username"].as_str()),
+        (StatusCode::OK, Some("alice"))
+    );
+
+    // Bob is signed in but outside the allowed groups: 403 on app, fine on team.
+    let (s, bob, _) = sign_in(&edge, &b, "bob", &edge.https("team", "/")).await?;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (s, _, _) = get_json(&b, &original, &bob, &[]).await?;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v, _) = get_json(&b, &edge.https("team", "/"), &bob, &[]).await?;
+    assert_eq!((s, v["x-username"].as_str()), (StatusCode::OK, Some("bob")));
+
+    // Logout (CSRF-checked) ends the session on every host at once.
+    let page = b
+        .get(edge.https("auth", "/logout"))
+        .header(COOKIE, &alice)
+        .send()
+        .await?;
+    let token = csrf_field(&page.text().await?)?;
+    let res = b
+        .post(edge.https("auth", "/logout"))
+        .header(COOKIE, &alice)
+        .form(&[("csrf", "wrong")])
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let (s, _, _) = get_json(&b, &original, &alice, &[]).await?;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "a refused logout must not end the session"
+    );
+    let res = b
+        .post(edge.https("auth", "/logout"))
+        .header(COOKIE, &alice)
+        .form(&[("csrf", token.as_str())])
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (_, cleared) = set_cookie(res.headers(), "siteward_session").ok_or("no clearing cookie")?;
+    assert!(
+        cleared.contains("Max-Age=0") && cleared.contains("Domain=lab.test"),
+        "{cleared}"
+    );
+    for host in ["app", "team"] {
+        let (s, _, location) = get_json(&b, &edge.https(host, "/"), &alice, &[]).await?;
+        assert_eq!(s, StatusCode::FOUND, "{host} after logout");
+        assert!(location.contains("/login?redirect="), "{location}");
+    }
+
+    // Suspension: the very next request is redirected.
+    let (_, alice2, _) = sign_in(&edge, &b, "alice", "/").await?;
+    let (s, _, _) = get_json(&b, &original, &alice2, &[]).await?;
+    assert_eq!(s, StatusCode::OK);
+    let uid = {
+        let store = edge.server.db.as_ref().ok_or("db")?.store().await?;
+        store.user("alice").await?.uid_number.0
+    };
+    let (s, v) = call(
+        &edge.api,
+        &edge.server,
+        Some(&edge.admin_key),
+        Method::PATCH,
+        &format!("/users/{uid}"),
+        Some(json!({ "status": "suspended" })),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _, _) = get_json(&b, &original, &alice2, &[]).await?;
+    assert_eq!(
+        s,
+        StatusCode::FOUND,
+        "a suspended user must be sent to the login page"
+    );
+
+    // Basic credentials (scripts) work through the edge, and the groups still apply.
+    let res = b
+        .get(edge.https("team", "/"))
+        .basic_auth("bob", Some(PASSWORD))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = b
+        .get(&original)
+        .basic_auth("bob", Some(PASSWORD))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = b
+        .get(&original)
+        .basic_auth("bob", Some("wrong password"))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::FOUND);
+
+    // HTTP redirects to HTTPS; unknown hosts get 404.
+    let plain = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(
+            "app.lab.test",
+            SocketAddr::from(([127, 0, 0, 1], edge.http_port)),
+        )
+        .resolve(
+            "nowhere.example",
+            SocketAddr::from(([127, 0, 0, 1], edge.http_port)),
+        )
+        .build()?;
+    let res = plain
+        .get(format!("http://app.lab.test:{}/x?y=1", edge.http_port))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(
+        res.headers().get(LOCATION).and_then(|v| v.to_str().ok()),
+        Some(format!("https://app.lab.test:{}/x?y=1", edge.https_port).as_str())
+    );
+    let res = plain
+        .get(format!("http://nowhere.example:{}/", edge.http_port))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let (s, _, _) = get_json(&b, &edge.https("nothing", "/"), "", &[]).await?;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // TCP and UDP transport services carry data.
+    let mut tcp = TcpStream::connect(("127.0.0.1", edge.tcp_port)).await?;
+    tcp.write_all(b"hello over tcp").await?;
+    let mut buf = [0u8; 14];
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut buf)).await??;
+    assert_eq!(&buf, b"hello over tcp");
+    let udp = UdpSocket::bind("127.0.0.1:0").await?;
+    udp.send_to(b"ping", ("127.0.0.1", edge.udp_port)).await?;
+    let mut buf = [0u8; 64];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), udp.recv_from(&mut buf)).await??;
+    assert_eq!(&buf[..n], b"udp:ping");
+    Ok(())
+}
+
+#[tokio::test]
+async fn nginx_conf_etag_and_nginx_sync_with_rollback() -> TestResult {
+    let edge = Edge::start().await?;
+    let url = edge
+        .server
+        .url(&format!("/api/v1/sites/{}/nginx.conf", edge.site_id));
+    let res = edge
+        .api
+        .get(&url)
+        .bearer_auth(&edge.admin_key)
+        .query(&edge.options)
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::OK);
+    let tag = res
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("no etag")?
+        .to_owned();
+    let text = res.text().await?;
+    assert_eq!(text, std::fs::read_to_string(&edge.conf)?);
+    let res = edge
+        .api
+        .get(&url)
+        .bearer_auth(&edge.admin_key)
+        .query(&edge.options)
+        .header("if-none-match", &tag)
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    assert!(res.text().await?.is_empty());
+    // Admins only (others get 404), and unsafe options are refused.
+    let res = edge.api.get(&url).send().await?;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = edge
+        .api
+        .get(&url)
+        .bearer_auth(&edge.admin_key)
+        .query(&[("cert_dir", "/x; include /etc/passwd")])
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let res = edge
+        .api
+        .get(&url)
+        .bearer_auth(&edge.admin_key)
+        .query(&[("nonsense", "1")])
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+
+    // nginx-sync against the running NGINX: unchanged first (the file is what siteward renders).
+    let key_file = edge.nginx.prefix.join("key");
+    std::fs::write(&key_file, &edge.admin_key)?;
+    let sync = |extra: Vec<String>| {
+        let mut args: Vec<String> = vec![
+            "nginx-sync".into(),
+            "--site".into(),
+            edge.site_id.to_string(),
+            "--url".into(),
+            edge.server.url(""),
+            "--out".into(),
+            edge.conf.display().to_string(),
+            "--api-key-file".into(),
+            key_file.display().to_string(),
+            "--nginx-arg=-p".into(),
+            format!("--nginx-arg={}", edge.nginx.prefix.display()),
+            "--nginx-arg=-g".into(),
+            format!("--nginx-arg={}", edge.nginx.globals_arg()),
+        ];
+        for (k, v) in &edge.options {
+            if !extra
+                .iter()
+                .any(|e| e.starts_with(&format!("--option={k}=")))
+            {
+                args.push(format!("--option={k}={v}"));
+            }
+        }
+        args.extend(extra);
+        args
+    };
+    let run = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_cli(&refs, &[], None).await
+    };
+    let (status, out, err) = run(sync(vec![])).await?;
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("unchanged"), "{out}");
+
+    // A new service: installed, checked, reloaded, and reachable.
+    let (s, v) = call(&edge.api, &edge.server, Some(&edge.admin_key), Method::POST, &format!("/containers/{}/services", edge.container_id), Some(json!({ "type": "http", "container_port": edge.backend.port(), "external_hostname": "new", "external_domain_id": edge.domain_id }))).await?;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (status, out, err) = run(sync(vec![])).await?;
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("installed"), "{out}");
+    assert!(std::fs::read_to_string(&edge.conf)?.contains("server_name new.lab.test;"));
+    let b = edge.browser()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let res = b.get(edge.https("new", "/")).send().await?;
+        if res.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new service never reachable after reload"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A configuration nginx -t rejects (certificates that do not exist) is rolled back.
+    let before = std::fs::read_to_string(&edge.conf)?;
+    let (status, out, err) = run(sync(vec!["--option=cert_dir=/nonexistent/certs".into()])).await?;
+    assert!(!status.success(), "{out}{err}");
+    assert!(err.contains("nginx -t rejected"), "{err}");
+    assert_eq!(std::fs::read_to_string(&edge.conf)?, before);
+    // And the edge still serves.
+    let res = b.get(edge.https("new", "/")).send().await?;
+    assert_eq!(res.status(), StatusCode::OK);
+    Ok(())
+}
+
+#[tokio::test]
+async fn verify_answers_only_200_401_403_and_redirects_stay_home() -> TestResult {
+    let edge = Edge::start().await?;
+    let http = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let verify = edge.server.url("/auth/verify");
+
+    // Anonymous: 401 with the login URL; a foreign original URL is not carried along.
+    let res = http
+        .get(&verify)
+        .header("x-original-url", "https://app.lab.test/x")
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let loc = res
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert_eq!(
+        loc,
+        format!(
+            "https://auth.lab.test:{}/login?redirect=https%3A%2F%2Fapp.lab.test%2Fx",
+            edge.https_port
+        )
+    );
+    for evil in [
+        "https://evil.com/x",
+        "//evil.com",
+        "javascript:alert(1)",
+        "https://lab.test.evil.com/",
+    ] {
+        let res = http
+            .get(&verify)
+            .header("x-original-url", evil)
+            .send()
+            .await?;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        let loc = res
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        assert_eq!(
+            loc,
+            format!("https://auth.lab.test:{}/login", edge.https_port),
+            "{evil}"
+        );
+    }
+    for cookie in [
+        "siteward_session=nothex",
+        "siteward_session=",
+        &format!("siteward_session={}", "0".repeat(64)),
+    ] {
+        let res = http.get(&verify).header(COOKIE, cookie).send().await?;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{cookie}");
+    }
+    for auth in [
+        "Bearer sw_nope_nope",
+        "Basic !!!",
+        "Basic Ym9iOndyb25n",
+        "Digest x",
+    ] {
+        let res = http
+            .get(&verify)
+            .header("authorization", auth)
+            .send()
+            .await?;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{auth}");
+    }
+    // Bearer API key: 200 with identity headers.
+    let res = http
+        .get(&verify)
+        .bearer_auth(&edge.admin_key)
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.headers()
+            .get("x-username")
+            .and_then(|v| v.to_str().ok()),
+        Some("root")
+    );
+    assert_eq!(
+        res.headers()
+            .get("remote-user")
+            .and_then(|v| v.to_str().ok()),
+        Some("root")
+    );
+    // Root is not in devs: 403 for app, 200 for team.
+    let res = http
+        .get(&verify)
+        .bearer_auth(&edge.admin_key)
+        .header("x-original-url", "https://app.lab.test/")
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = http
+        .get(&verify)
+        .bearer_auth(&edge.admin_key)
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "team.lab.test")
+        .header("x-forwarded-uri", "/")
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // Login redirects: open-redirect variants fall back to /.
+    let b = edge.browser()?;
+    for (target, expected) in [
+        ("//evil.com", "/".to_owned()),
+        ("/\\evil.com", "/".to_owned()),
+        ("/%2F%2Fevil.com", "/".to_owned()),
+        ("javascript:alert(1)", "/".to_owned()),
+        ("https://evil.com/", "/".to_owned()),
+        ("https://lab.test.evil.com/", "/".to_owned()),
+        ("https://app.lab.test@evil.com/", "/".to_owned()),
+        ("/account?x=1", "/account?x=1".to_owned()),
+        (
+            "https://team.lab.test/ok",
+            "https://team.lab.test/ok".to_owned(),
+        ),
+    ] {
+        let (s, _, location) = sign_in(&edge, &b, "bob", target).await?;
+        assert_eq!(s, StatusCode::SEE_OTHER, "{target}");
+        assert_eq!(location, expected, "{target}");
+    }
+
+    // /auth/verify latency with a session cookie (sequential, directly against siteward).
+    let (_, bob, _) = sign_in(&edge, &b, "bob", "/").await?;
+    let mut times = Vec::new();
+    for _ in 0..500 {
+        let t = Instant::now();
+        let res = http
+            .get(&verify)
+            .header(COOKIE, &bob)
+            .header("x-original-url", "https://team.lab.test/")
+            .send()
+            .await?;
+        times.push(t.elapsed());
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    times.sort();
+    eprintln!(
+        "auth/verify over HTTP (session cookie, debug build): p50 {:?} p99 {:?}",
+        times[times.len() / 2],
+        times[times.len() * 99 / 100]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn pages_refuse_csrf_less_posts_and_work_with_tokens() -> TestResult {
+    let edge = Edge::start().await?;
+    let b = edge.browser()?;
+    let auth = |p: &str| edge.https("auth", p);
+    // Anonymous forms without the double-submit cookie, or with a mismatching token.
+    for path in [
+        "/login",
+        "/register",
+        "/reset-password",
+        "/reset-password/abc",
+    ] {
+        let res = b
+            .post(auth(path))
+            .form(&[("username", "x"), ("password", PASSWORD)])
+            .send()
+            .await?;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{path}");
+        let res = b
+            .post(auth(path))
+            .header(COOKIE, format!("siteward_csrf={}", "a".repeat(64)))
+            .form(&[("csrf", "b".repeat(64))])
+            .send()
+            .await?;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    // Signed-in forms need the session's token.
+    let (_, bob, _) = sign_in(&edge, &b, "bob", "/").await?;
+    for path in [
+        "/logout",
+        "/account/profile",
+        "/account/password",
+        "/account/api-keys",
+        "/account/api-keys/1/revoke",
+    ] {
+        let res = b
+            .post(auth(path))
+            .header(COOKIE, &bob)
+            .form(&[
+                ("name", "k"),
+                ("old_password", PASSWORD),
+                ("password", "new password 123"),
+            ])
+            .send()
+            .await?;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    // The account page works with the token: create an API key, which then authenticates.
+    let page = b.get(auth("/account")).header(COOKIE, &bob).send().await?;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await?;
+    assert!(html.contains("Signed in as <strong>bob</strong>"));
+    let token = csrf_field(&html)?;
+    let res = b
+        .post(auth("/account/api-keys"))
+        .header(COOKIE, &bob)
+        .form(&[("name", "laptop"), ("csrf", token.as_str())])
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::OK);
+    let html = res.text().await?;
+    let at = html.find("sw_").ok_or("no key shown")?;
+    let key: String = html[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let res = edge
+        .api
+        .get(edge.server.url("/api/v1/me"))
+        .bearer_auth(&key)
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::OK);
+    // Anonymous account page: to the login page.
+    let res = b.get(auth("/account")).send().await?;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+
+    // Registration through the form: without invite pending, with invite active.
+    let page = b.get(auth("/register")).send().await?;
+    let (csrf_cookie, _) = set_cookie(page.headers(), "siteward_csrf").ok_or("csrf cookie")?;
+    let token = csrf_field(&page.text().await?)?;
+    let res = b
+        .post(auth("/register"))
+        .header(COOKIE, &csrf_cookie)
+        .form(&[
+            ("username", "carol"),
+            ("password", PASSWORD),
+            ("mail", "carol@lab.test"),
+            ("csrf", token.as_str()),
+        ])
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert!(res.text().await?.contains("approve"));
+    let (s, _, _) = sign_in(&edge, &b, "carol", "/").await?;
+    assert_eq!(s, StatusCode::FORBIDDEN, "pending users cannot sign in");
+    let (s, inv) = call(
+        &edge.api,
+        &edge.server,
+        Some(&edge.admin_key),
+        Method::POST,
+        "/invites",
+        Some(json!({ "email": "dave@lab.test" })),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::CREATED);
+    let invite = inv["token"].as_str().ok_or("token")?;
+    let res = b
+        .post(auth("/register"))
+        .header(COOKIE, &csrf_cookie)
+        .form(&[
+            ("username", "dave"),
+            ("password", PASSWORD),
+            ("invite", invite),
+            ("csrf", token.as_str()),
+        ])
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let (s, _, _) = sign_in(&edge, &b, "dave", "/").await?;
+    assert_eq!(s, StatusCode::SEE_OTHER, "invited users are active at once");
+
+    // Password reset through the form ends every session.
+    let (s, reset) = call(
+        &edge.api,
+        &edge.server,
+        Some(&edge.admin_key),
+        Method::POST,
+        "/password-resets",
+        Some(json!({ "username": "bob" })),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::CREATED, "{reset}");
+    let rtoken = reset["token"].as_str().ok_or("token")?;
+    let res = b
+        .post(auth(&format!("/reset-password/{rtoken}")))
+        .header(COOKIE, &csrf_cookie)
+        .form(&[("password", "brand new password"), ("csrf", token.as_str())])
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::OK);
+    let (s, _, _) = get_json(&b, &edge.https("team", "/"), &bob, &[]).await?;
+    assert_eq!(s, StatusCode::FOUND, "sessions end after a reset");
+
+    // Throttling: after repeated failures, even the right password is refused for a while.
+    let page = b.get(auth("/login")).send().await?;
+    let (csrf_cookie, _) = set_cookie(page.headers(), "siteward_csrf").ok_or("csrf cookie")?;
+    let token = csrf_field(&page.text().await?)?;
+    for _ in 0..10 {
+        let res = b
+            .post(auth("/login"))
+            .header(COOKIE, &csrf_cookie)
+            .form(&[
+                ("username", "dave"),
+                ("password", "wrong"),
+                ("csrf", token.as_str()),
+            ])
+            .send()
+            .await?;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = b
+        .post(auth("/login"))
+        .header(COOKIE, &csrf_cookie)
+        .form(&[
+            ("username", "dave"),
+            ("password", PASSWORD),
+            ("csrf", token.as_str()),
+        ])
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    Ok(())
+}
+
+/// Chromium driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`: commands
+/// on fd 3, replies on fd 4, each message ended by a NUL byte). A shell maps the child's stdin
+/// and stdout onto those descriptors, so no unsafe `pre_exec` is needed.
+struct Chromium {
+    child: Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: BufReader<tokio::process::ChildStdout>,
+    next: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Chromium {
+    async fn start() -> TestResult<Self> {
+        let profile = tempfile::tempdir()?;
+        let script = format!(
+            "exec chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
+--disable-component-update --no-first-run --disable-dev-shm-usage --ignore-certificate-errors \
+'--host-resolver-rules=MAP *.lab.test 127.0.0.1' --user-data-dir={} --remote-debugging-pipe about:blank \
+3<&0 4>&1 0</dev/null 1>&2",
+            profile.path().display()
+        );
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start chromium (apt-get install chromium): {e}"))?;
+        let stdin = child.stdin.take().ok_or("stdin")?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("stdout")?);
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
+            next: 0,
+            _profile: profile,
+        })
+    }
+
+    async fn call(
+        &mut self,
+        session: Option<&str>,
+        method: &str,
+        params: Value,
+    ) -> TestResult<Value> {
+        self.next += 1;
+        let id = self.next;
+        let mut msg = json!({ "id": id, "method": method, "params": params });
+        if let Some(s) = session {
+            msg["sessionId"] = json!(s);
+        }
+        let mut bytes = serde_json::to_vec(&msg)?;
+        bytes.push(0);
+        self.stdin.write_all(&bytes).await?;
+        self.stdin.flush().await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut buf = Vec::new();
+            let n = tokio::time::timeout_at(deadline.into(), self.stdout.read_until(0, &mut buf))
+                .await??;
+            if n == 0 {
+                return Err("chromium closed the pipe".into());
+            }
+            buf.pop();
+            let v: Value = serde_json::from_slice(&buf)?;
+            if v["id"].as_u64() == Some(id) {
+                if let Some(e) = v.get("error") {
+                    return Err(format!("{method}: {e}").into());
+                }
+                return Ok(v["result"].clone());
+            }
+        }
+    }
+
+    async fn eval(&mut self, session: &str, expr: &str) -> TestResult<Value> {
+        let r = self
+            .call(
+                Some(session),
+                "Runtime.evaluate",
+                json!({ "expression": expr, "returnByValue": true }),
+            )
+            .await?;
+        Ok(r["result"]["value"].clone())
+    }
+
+    /// Waits until the page has loaded a URL starting with `prefix`; returns the body text.
+    async fn wait_for(&mut self, session: &str, prefix: &str) -> TestResult<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = self
+                .eval(session, "JSON.stringify([document.readyState, location.href, document.body ? document.body.innerText : ''])")
+                .await
+                .unwrap_or(Value::Null);
+            if let Some(text) = v.as_str() {
+                let arr: Value = serde_json::from_str(text)?;
+                if arr[0] == "complete" && arr[1].as_str().is_some_and(|u| u.starts_with(prefix)) {
+                    return Ok(arr[2].as_str().unwrap_or("").to_owned());
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("waiting for {prefix}: at {arr}").into());
+                }
+            } else if Instant::now() > deadline {
+                return Err(format!("waiting for {prefix}: no page").into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+#[tokio::test]
+async fn headless_chromium_signs_in_through_the_login_page() -> TestResult {
+    let edge = Edge::start().await?;
+    let mut chrome = Chromium::start().await?;
+    let target = chrome
+        .call(None, "Target.createTarget", json!({ "url": "about:blank" }))
+        .await?;
+    let target_id = target["targetId"].as_str().ok_or("targetId")?.to_owned();
+    let attached = chrome
+        .call(
+            None,
+            "Target.attachToTarget",
+            json!({ "targetId": target_id, "flatten": true }),
+        )
+        .await?;
+    let session = attached["sessionId"]
+        .as_str()
+        .ok_or("sessionId")?
+        .to_owned();
+    chrome
+        .call(Some(&session), "Page.enable", json!({}))
+        .await?;
+
+    // The protected service sends the browser to the login page.
+    let app = edge.https("app", "/from-browser");
+    chrome
+        .call(Some(&session), "Page.navigate", json!({ "url": app }))
+        .await?;
+    let login = format!("https://auth.lab.test:{}/login", edge.https_port);
+    let text = chrome.wait_for(&session, &login).await?;
+    assert!(text.contains("Sign in"), "{text}");
+
+    // Type the credentials into the real form and press the button.
+    let fill = format!(
+        "document.getElementById('username').value = 'alice'; document.getElementById('password').value = '{PASSWORD}'; document.querySelector('button[type=submit]').click(); true"
+    );
+    chrome.eval(&session, &fill).await?;
+    let text = chrome.wait_for(&session, &app).await?;
+    let echoed: Value = serde_json::from_str(text.trim()).map_err(|e| format!("{e}: {text}"))?;
+    assert_eq!(echoed["x-username"], "alice", "{echoed}");
+    assert!(echoed["x-groups"].as_str().unwrap_or("").contains("devs"));
+
+    // Sign out through the logout page; the next visit goes to the login page again.
+    chrome
+        .call(
+            Some(&session),
+            "Page.navigate",
+            json!({ "url": format!("https://auth.lab.test:{}/logout", edge.https_port) }),
+        )
+        .await?;
+    let text = chrome
+        .wait_for(
+            &session,
+            &format!("https://auth.lab.test:{}/logout", edge.https_port),
+        )
+        .await?;
+    assert!(text.contains("Signed in as alice"), "{text}");
+    chrome
+        .eval(
+            &session,
+            "document.querySelector('button[type=submit]').click(); true",
+        )
+        .await?;
+    chrome
+        .wait_for(&session, &format!("{login}?signed_out=1"))
+        .await?;
+    chrome
+        .call(Some(&session), "Page.navigate", json!({ "url": app }))
+        .await?;
+    chrome.wait_for(&session, &login).await?;
+    Ok(())
+}
+
+/// Runs `wrk` with `*.lab.test` resolving to loopback (a private mount namespace with its own
+/// `/etc/hosts`, so the machine's file is untouched and TLS gets the right SNI).
+async fn wrk(args: &[String]) -> TestResult<String> {
+    let hosts = tempfile::NamedTempFile::new()?;
+    let mut text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    for h in ["app", "open", "team"] {
+        text.push_str(&format!("\n127.0.0.1 {h}.lab.test\n"));
+    }
+    std::fs::write(hosts.path(), text)?;
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
+    let script = format!(
+        "mount --bind '{}' /etc/hosts && exec wrk {}",
+        hosts.path().display(),
+        quoted.join(" ")
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .await
+        .map_err(|e| format!("cannot run unshare/wrk (apt-get install wrk; needs root): {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "wrk failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(stdout)
+}
+
+fn wrk_rate(out: &str) -> TestResult<f64> {
+    if let Some(line) = out.lines().find(|l| l.contains("Non-2xx or 3xx responses")) {
+        return Err(format!("wrk saw failures ({}):\n{out}", line.trim()).into());
+    }
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .ok_or_else(|| format!("no rate in wrk output:\n{out}"))?;
+    Ok(line.trim_start_matches("Requests/sec:").trim().parse()?)
+}
+
+fn wrk_p99(out: &str) -> Option<String> {
+    out.lines()
+        .find(|l| l.trim_start().starts_with("99%"))
+        .map(|l| l.trim().trim_start_matches("99%").trim().to_owned())
+}
+
+/// `bench/auth`: wrk through NGINX to the same backend protected and unprotected, and against
+/// `/auth/verify` directly. Run with `bench/auth` (ignored in the normal test run).
+#[tokio::test]
+#[ignore = "benchmark: run bench/auth"]
+async fn bench_auth() -> TestResult {
+    let secs: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let conns: u64 = std::env::var("BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    let edge = Edge::start().await?;
+    let b = edge.browser()?;
+    let (_, alice, _) = sign_in(&edge, &b, "alice", "/").await?;
+    let (s, _, _) = get_json(&b, &edge.https("app", "/"), &alice, &[]).await?;
+    assert_eq!(s, StatusCode::OK);
+    let common = |url: String| {
+        vec![
+            "-t2".to_owned(),
+            format!("-c{conns}"),
+            format!("-d{secs}s"),
+            "--latency".to_owned(),
+            "-H".to_owned(),
+            format!("Cookie: {alice}"),
+            url,
+        ]
+    };
+    let protected = wrk(&common(edge.https("app", "/"))).await?;
+    let open = wrk(&common(edge.https("open", "/"))).await?;
+    let mut direct = common(edge.server.url("/auth/verify"));
+    direct.insert(4, "-H".into());
+    direct.insert(5, "X-Original-URL: https://app.lab.test/".into());
+    let verify = wrk(&direct).await?;
+    let (p, o, v) = (wrk_rate(&protected)?, wrk_rate(&open)?, wrk_rate(&verify)?);
+    println!("--- protected (auth_request) ---\n{protected}");
+    println!("--- unprotected ---\n{open}");
+    println!("--- /auth/verify directly ---\n{verify}");
+    println!("bench/auth: {secs}s each, {conns} connections, 2 wrk threads, TLS, keep-alive");
+    println!(
+        "protected   {p:>10.0} req/s   p99 {}",
+        wrk_p99(&protected).unwrap_or_default()
+    );
+    println!(
+        "unprotected {o:>10.0} req/s   p99 {}",
+        wrk_p99(&open).unwrap_or_default()
+    );
+    println!(
+        "ratio       {:>10.2}   (target >= 0.80: {})",
+        p / o,
+        if p / o >= 0.8 { "met" } else { "NOT met" }
+    );
+    println!(
+        "/auth/verify {v:>9.0} req/s   p99 {} (under load, {conns} connections)",
+        wrk_p99(&verify).unwrap_or_default()
+    );
+    // Unloaded latency: one request at a time.
+    let http = Client::new();
+    let mut times = Vec::new();
+    for _ in 0..2000 {
+        let t = Instant::now();
+        let res = http
+            .get(edge.server.url("/auth/verify"))
+            .header(COOKIE, &alice)
+            .header("x-original-url", "https://app.lab.test/")
+            .send()
+            .await?;
+        times.push(t.elapsed());
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    times.sort();
+    println!(
+        "/auth/verify one at a time: p50 {:?} p99 {:?} (round trip through reqwest)",
+        times[times.len() / 2],
+        times[times.len() * 99 / 100]
+    );
+    Ok(())
+}
