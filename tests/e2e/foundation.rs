@@ -134,7 +134,7 @@ async fn embedded_lifecycle(
     );
     server.stop().await?;
     assert!(
-        !postgres_running_in(&data_dir),
+        postgres_gone(&data_dir).await,
         "postgres left running after SIGTERM"
     );
 
@@ -162,7 +162,7 @@ async fn embedded_lifecycle(
         .await?;
         assert!(status.success(), "user add failed: {out} {err}");
         assert!(out.contains("uid 2000"), "{out}");
-        assert!(!postgres_running_in(&data_dir), "CLI left postgres running");
+        assert!(postgres_gone(&data_dir).await, "CLI left postgres running");
     }
 
     // Second start reuses the same cluster and data.
@@ -190,7 +190,7 @@ async fn embedded_lifecycle(
         );
     }
     server.stop().await?;
-    assert!(!postgres_running_in(&data_dir));
+    assert!(postgres_gone(&data_dir).await);
     Ok(())
 }
 
@@ -269,7 +269,7 @@ async fn embedded_postgres_recovers_after_a_crash() -> TestResult {
         200
     );
     server.stop().await?;
-    assert!(!postgres_running_in(&data_dir));
+    assert!(postgres_gone(&data_dir).await);
     Ok(())
 }
 
@@ -523,7 +523,7 @@ async fn embedded_postgres_as_root_under_a_private_directory() -> TestResult {
     );
     assert!(postgres_running_in(&cluster));
     server.stop().await?;
-    assert!(!postgres_running_in(&cluster));
+    assert!(postgres_gone(&cluster).await);
     // A second start finds the same cluster through the link.
     let server = Server::start_with(opts).await?;
     assert!(postgres_running_in(&cluster));

@@ -416,6 +416,18 @@ pub fn postgres_running_in(dir: &Path) -> bool {
         })
 }
 
+/// Whether the postgres of `dir` is gone within a few seconds (pg_ctl stop waited for the
+/// postmaster; its last children may still be exiting on a loaded machine).
+pub async fn postgres_gone(dir: &Path) -> bool {
+    for _ in 0..100 {
+        if !postgres_running_in(dir) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// Installs a tracing subscriber once, for tests that want server-side logs in-process.
 pub fn init_tracing() {
     static ONCE: std::sync::Once = std::sync::Once::new();
