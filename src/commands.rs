@@ -62,6 +62,63 @@ pub enum GroupCommand {
     },
 }
 
+/// `siteward site ...`
+#[derive(Debug, Subcommand)]
+pub enum SiteCommand {
+    /// Create a site.
+    Add {
+        /// Display name.
+        name: String,
+        /// The site's DNS zone, e.g. lab.internal.
+        #[arg(long)]
+        domain: String,
+        /// Gateway address.
+        #[arg(long)]
+        gateway: Option<std::net::Ipv4Addr>,
+        /// Netmask, e.g. 255.255.255.0.
+        #[arg(long)]
+        netmask: Option<std::net::Ipv4Addr>,
+        /// DHCP range, first-last.
+        #[arg(long)]
+        dhcp_range: Option<String>,
+        /// Upstream resolvers, comma-separated.
+        #[arg(long)]
+        forwarders: Option<String>,
+    },
+    /// List sites.
+    List,
+}
+
+/// `siteward node ...`
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Add a Proxmox node to a site.
+    Add {
+        /// Proxmox host name.
+        name: String,
+        /// Site id.
+        #[arg(long)]
+        site: i64,
+        /// Node address.
+        #[arg(long)]
+        ip: Option<std::net::Ipv4Addr>,
+        /// API URL, e.g. https://pve1:8006/api2/json.
+        #[arg(long)]
+        api_url: Option<String>,
+        /// API token id (user@realm!name) or user name.
+        #[arg(long)]
+        token_id: Option<String>,
+        /// Read the token secret or password from standard input.
+        #[arg(long)]
+        secret_stdin: bool,
+        /// Do not verify the node's TLS certificate.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// List nodes.
+    List,
+}
+
 /// `siteward api-key ...`
 #[derive(Debug, Subcommand)]
 pub enum ApiKeyCommand {
@@ -199,4 +256,115 @@ pub async fn api_key(config: &Config, cmd: ApiKeyCommand) -> anyhow::Result<()> 
         Ok(())
     })
     .await
+}
+
+/// `siteward site ...`
+pub async fn site(config: &Config, cmd: SiteCommand) -> anyhow::Result<()> {
+    with_db(config, async |db| {
+        match cmd {
+            SiteCommand::Add {
+                name,
+                domain,
+                gateway,
+                netmask,
+                dhcp_range,
+                forwarders,
+            } => {
+                let site = db
+                    .store
+                    .create_site_checked(siteward_store::NewSite {
+                        name,
+                        internal_domain: domain,
+                        dhcp_range,
+                        subnet_mask: netmask,
+                        gateway,
+                        dns_forwarders: forwarders,
+                        external_ip: None,
+                    })
+                    .await?;
+                println!(
+                    "created site {} ({}) with id {}",
+                    site.name, site.internal_domain, site.id
+                );
+            }
+            SiteCommand::List => {
+                let page = siteward_store::resources::Page {
+                    limit: 500,
+                    after: None,
+                };
+                for s in db.store.list_sites(page).await?.items {
+                    let subnet = s
+                        .subnet()
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| "-".into());
+                    println!("{}\t{}\t{}\t{}", s.id, s.name, s.internal_domain, subnet);
+                }
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// `siteward node ...`
+pub async fn node(config: &Config, cmd: NodeCommand) -> anyhow::Result<()> {
+    match cmd {
+        NodeCommand::Add {
+            name,
+            site,
+            ip,
+            api_url,
+            token_id,
+            secret_stdin,
+            insecure,
+        } => {
+            let secret = if secret_stdin {
+                Some(read_password()?)
+            } else {
+                None
+            };
+            with_db(config, async |db| {
+                let node = db
+                    .store
+                    .create_node(siteward_store::NewNode {
+                        name,
+                        site_id: Some(siteward_store::SiteId(site)),
+                        ipv4_address: ip,
+                        api_url,
+                        api_token_id_or_username: token_id,
+                        api_token_secret_or_password: secret,
+                        disable_tls_verification: insecure,
+                        nvidia_available: false,
+                    })
+                    .await?;
+                println!("added node {} with id {}", node.name, node.id);
+                Ok(())
+            })
+            .await
+        }
+        NodeCommand::List => {
+            with_db(config, async |db| {
+                let page = siteward_store::resources::Page {
+                    limit: 500,
+                    after: None,
+                };
+                for n in db.store.list_nodes(page, None).await?.items {
+                    let ip = n
+                        .ipv4_address
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|| "-".into());
+                    println!(
+                        "{}\t{}\tsite {}\t{}\t{}",
+                        n.id,
+                        n.name,
+                        n.site_id,
+                        ip,
+                        n.api_url.as_deref().unwrap_or("-")
+                    );
+                }
+                Ok(())
+            })
+            .await
+        }
+    }
 }

@@ -188,14 +188,33 @@ impl Default for DatabaseConfig {
 pub struct HttpConfig {
     /// Admin API, login, auth_request, health and metrics.
     pub listen: Listen,
+    /// Base URL users reach this server at (links in invites and password resets); defaults to
+    /// `http://<listen address>`.
+    pub public_url: Option<String>,
+    /// Edge ports transport services get, `first-last`.
+    #[serde(deserialize_with = "port_range")]
+    pub transport_port_range: (i32, i32),
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: Listen::On(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            public_url: None,
+            transport_port_range: (2000, 65535),
         }
     }
+}
+
+fn port_range<'de, D: Deserializer<'de>>(d: D) -> Result<(i32, i32), D::Error> {
+    let s = String::deserialize(d)?;
+    let parsed = s.split_once('-').and_then(|(a, b)| {
+        let (a, b): (i32, i32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+        (1 <= a && a <= b && b <= 65535).then_some((a, b))
+    });
+    parsed.ok_or_else(|| {
+        serde::de::Error::custom(format!("`{s}` is not a port range like 2000-65535"))
+    })
 }
 
 /// LDAP settings.
@@ -210,6 +229,37 @@ pub struct LdapConfig {
     pub base_dn: String,
     /// Anonymous access.
     pub anonymous: Anonymous,
+    /// PEM certificate chain for LDAPS and StartTLS; with neither this nor `tls_key`, a
+    /// self-signed pair is generated in the data directory on first start.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key matching `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// How often the certificate files are checked for changes (seconds).
+    #[serde(deserialize_with = "lenient")]
+    pub tls_reload_seconds: u64,
+    /// Members of this group read every attribute but passwords (for SSSD/nslcd bind accounts).
+    pub service_group: Option<String>,
+    /// Whether ordinary users read other users' `mail`.
+    #[serde(deserialize_with = "lenient")]
+    pub mail_visible_to_users: bool,
+    /// Most entries of a non-paged search (0 = no limit).
+    #[serde(deserialize_with = "lenient")]
+    pub size_limit: usize,
+    /// Longest a search may run (seconds).
+    #[serde(deserialize_with = "lenient")]
+    pub time_limit_seconds: u64,
+    /// Largest request accepted (bytes).
+    #[serde(deserialize_with = "lenient")]
+    pub max_message_bytes: usize,
+    /// Most connections served at once.
+    #[serde(deserialize_with = "lenient")]
+    pub max_connections: usize,
+    /// Idle connections are closed after this many seconds.
+    #[serde(deserialize_with = "lenient")]
+    pub idle_timeout_seconds: u64,
+    /// A request not answered within this many seconds closes its connection.
+    #[serde(deserialize_with = "lenient")]
+    pub request_timeout_seconds: u64,
 }
 
 impl Default for LdapConfig {
@@ -219,6 +269,17 @@ impl Default for LdapConfig {
             ldaps_listen: Listen::Off,
             base_dn: "dc=siteward,dc=internal".into(),
             anonymous: Anonymous::Read,
+            tls_cert: None,
+            tls_key: None,
+            tls_reload_seconds: 60,
+            service_group: None,
+            mail_visible_to_users: false,
+            size_limit: 0,
+            time_limit_seconds: 30,
+            max_message_bytes: 256 * 1024,
+            max_connections: 4096,
+            idle_timeout_seconds: 900,
+            request_timeout_seconds: 60,
         }
     }
 }
@@ -394,10 +455,23 @@ const SETTINGS: &[&str] = &[
     "log_format",
     "database.max_connections",
     "http.listen",
+    "http.public_url",
+    "http.transport_port_range",
     "ldap.listen",
     "ldap.ldaps_listen",
     "ldap.base_dn",
     "ldap.anonymous",
+    "ldap.tls_cert",
+    "ldap.tls_key",
+    "ldap.tls_reload_seconds",
+    "ldap.service_group",
+    "ldap.mail_visible_to_users",
+    "ldap.size_limit",
+    "ldap.time_limit_seconds",
+    "ldap.max_message_bytes",
+    "ldap.max_connections",
+    "ldap.idle_timeout_seconds",
+    "ldap.request_timeout_seconds",
     "dns.listen",
     "dns.nameservers",
     "dns.nameserver_address",
@@ -506,6 +580,36 @@ pub fn load(
                 config.ldap.base_dn
             ),
         });
+    }
+    if config.ldap.tls_cert.is_some() != config.ldap.tls_key.is_some() {
+        return Err(ConfigError::Invalid {
+            setting: "ldap.tls_cert".into(),
+            message: "set both ldap.tls_cert and ldap.tls_key, or neither".into(),
+        });
+    }
+    for (setting, value) in [
+        ("ldap.max_connections", config.ldap.max_connections as u64),
+        (
+            "ldap.max_message_bytes",
+            config.ldap.max_message_bytes as u64,
+        ),
+        (
+            "ldap.idle_timeout_seconds",
+            config.ldap.idle_timeout_seconds,
+        ),
+        (
+            "ldap.request_timeout_seconds",
+            config.ldap.request_timeout_seconds,
+        ),
+        ("ldap.time_limit_seconds", config.ldap.time_limit_seconds),
+        ("ldap.tls_reload_seconds", config.ldap.tls_reload_seconds),
+    ] {
+        if value == 0 {
+            return Err(ConfigError::Invalid {
+                setting: setting.into(),
+                message: "must be at least 1".into(),
+            });
+        }
     }
     if config.dns.nameservers.is_empty() {
         return Err(ConfigError::Invalid {
@@ -682,6 +786,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("SITEWARD_NOPE"), "{err}");
+    }
+
+    #[test]
+    fn ldap_settings_from_every_layer() -> Result<(), ConfigError> {
+        let f = file("[ldap]\nservice_group = \"ldapreaders\"\nmax_connections = 10\n");
+        let c = load(
+            Some(f.path()),
+            env(&[
+                ("SITEWARD_LDAP__SIZE_LIMIT", "500"),
+                ("SITEWARD_LDAP__MAIL_VISIBLE_TO_USERS", "true"),
+            ]),
+            &[
+                ("ldap.tls_cert", "/c.pem".into()),
+                ("ldap.tls_key", "/k.pem".into()),
+            ],
+        )?;
+        assert_eq!(c.ldap.service_group.as_deref(), Some("ldapreaders"));
+        assert_eq!(c.ldap.max_connections, 10);
+        assert_eq!(c.ldap.size_limit, 500);
+        assert!(c.ldap.mail_visible_to_users);
+        assert_eq!(c.ldap.tls_cert, Some(PathBuf::from("/c.pem")));
+        let err = load(None, env(&[]), &[("ldap.tls_cert", "/c.pem".into())])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("ldap.tls_cert"), "{err}");
+        let err = load(None, env(&[("SITEWARD_LDAP__MAX_CONNECTIONS", "0")]), &[])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("ldap.max_connections"), "{err}");
+        Ok(())
     }
 
     #[test]

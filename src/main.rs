@@ -47,6 +47,12 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(commands::ApiKeyCommand),
+    /// Manage sites.
+    #[command(subcommand)]
+    Site(commands::SiteCommand),
+    /// Manage Proxmox nodes.
+    #[command(subcommand)]
+    Node(commands::NodeCommand),
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +142,8 @@ fn main() -> ExitCode {
             Command::User(cmd) => commands::user(&config, cmd).await,
             Command::Group(cmd) => commands::group(&config, cmd).await,
             Command::ApiKey(cmd) => commands::api_key(&config, cmd).await,
+            Command::Site(cmd) => commands::site(&config, cmd).await,
+            Command::Node(cmd) => commands::node(&config, cmd).await,
         }
     });
     match result {

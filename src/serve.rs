@@ -80,11 +80,54 @@ async fn shutdown_signal() {
     }
 }
 
+/// The LDAP server's state from configuration. TLS material that cannot be loaded or generated
+/// disables StartTLS (logged) unless an LDAPS listener needs it.
+fn ldap_server(
+    config: &Config,
+    store: siteward_store::Store,
+    metrics: siteward_ldap::Metrics,
+) -> anyhow::Result<siteward_ldap::LdapServer> {
+    let c = &config.ldap;
+    let tls = siteward_ldap::TlsFiles::configured_or_self_signed(
+        c.tls_cert.clone(),
+        c.tls_key.clone(),
+        &config.data_dir,
+        &["localhost".into(), "127.0.0.1".into(), "::1".into()],
+    )
+    .and_then(siteward_ldap::Tls::new);
+    let tls = match tls {
+        Ok(t) => Some(Arc::new(t)),
+        Err(e) => {
+            tracing::error!(error = %e, "LDAP TLS is unavailable");
+            None
+        }
+    };
+    let settings = siteward_ldap::Settings {
+        base_dn: c.base_dn.clone(),
+        anonymous: match c.anonymous {
+            crate::config::Anonymous::Read => siteward_ldap::AnonymousAccess::Read,
+            crate::config::Anonymous::Deny => siteward_ldap::AnonymousAccess::Deny,
+        },
+        service_group: c.service_group.clone(),
+        mail_visible_to_users: c.mail_visible_to_users,
+        size_limit: c.size_limit,
+        time_limit: Duration::from_secs(c.time_limit_seconds),
+        max_message_bytes: c.max_message_bytes,
+        max_connections: c.max_connections,
+        idle_timeout: Duration::from_secs(c.idle_timeout_seconds),
+        request_timeout: Duration::from_secs(c.request_timeout_seconds),
+        ..siteward_ldap::Settings::default()
+    };
+    siteward_ldap::LdapServer::new(store, settings, tls, metrics)
+        .context("cannot start the LDAP server")
+}
+
 /// Runs the server until a signal arrives.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // Bind first: a port that is taken is a configuration error worth failing on at once.
     let http = bind_tcp(config.http.listen, "HTTP").await?;
     let ldap = bind_tcp(config.ldap.listen, "LDAP").await?;
+    let ldaps = bind_tcp(config.ldap.ldaps_listen, "LDAPS").await?;
     let dns = bind_dns(config.dns.listen).await?;
 
     let database = db::open(&config, Role::Server).await?;
@@ -93,6 +136,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         http = %show(http.as_ref().and_then(|l| l.local_addr().ok())),
         ldap = %show(ldap.as_ref().and_then(|l| l.local_addr().ok())),
+        ldaps = %show(ldaps.as_ref().and_then(|l| l.local_addr().ok())),
         dns = %show(dns.as_ref().and_then(|(u, _)| u.local_addr().ok())),
         "listening"
     );
@@ -100,10 +144,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
 
-    // Migrations, then the change feed. While the database is unreachable the process stays up
-    // and /readyz says why.
+    let jobs = siteward_admin::jobs::Jobs::new(store.clone(), 2);
+
+    // Migrations, then the change feed, then jobs interrupted by a previous stop are reconciled
+    // with Proxmox. While the database is unreachable the process stays up and /readyz says why.
     {
         let store = store.clone();
+        let jobs = jobs.clone();
         let shutdown = shutdown.clone();
         let feed_tracker = tracker.clone();
         tracker.spawn(async move {
@@ -122,27 +169,93 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             store.spawn_change_feed(&feed_tracker, shutdown);
+            jobs.reconcile().await;
+        });
+    }
+
+    // Expired invites, reset tokens and sessions go away on their own.
+    {
+        let store = store.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = every.tick() => {}
+                }
+                match store.cleanup_tokens(chrono::Utc::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "expired tokens and sessions removed"),
+                    Err(e) => tracing::warn!(error = %e, "token cleanup failed; retrying later"),
+                }
+            }
         });
     }
 
     let mut registry = prometheus_client::registry::Registry::default();
     let http_metrics = siteward_admin::HttpMetrics::register(&mut registry);
+    let ldap_metrics = siteward_ldap::Metrics::register(&mut registry);
     let dns_metrics = siteward_dns::Metrics::register(&mut registry);
     let registry = Arc::new(registry);
 
     if let Some(listener) = http {
-        let state = siteward_admin::AdminState {
-            store: store.clone(),
-            registry: registry.clone(),
-            http_metrics,
-            readiness: Vec::new(),
-        };
+        let mut state =
+            siteward_admin::AdminState::new(store.clone(), registry.clone(), http_metrics);
+        state.port_range = config.http.transport_port_range;
+        state.jobs = jobs.clone();
+        state.public_url = config.http.public_url.clone().unwrap_or_else(|| {
+            format!(
+                "http://{}",
+                listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+            )
+        });
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             if let Err(e) = siteward_admin::serve(listener, state, shutdown).await {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
+    }
+    if ldap.is_some() || ldaps.is_some() {
+        let server = Arc::new(ldap_server(&config, store.clone(), ldap_metrics)?);
+        if ldaps.is_some() && !server.tls_available() {
+            anyhow::bail!("ldap.ldaps_listen is set but no TLS certificate could be loaded");
+        }
+        if let Some(tls) = server.tls().cloned() {
+            let shutdown = shutdown.clone();
+            let every = Duration::from_secs(config.ldap.tls_reload_seconds);
+            tracker.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                    if let Err(e) = tls.reload_if_changed() {
+                        tracing::error!(error = %e, "the LDAP certificate could not be reloaded; keeping the current one");
+                    }
+                }
+            });
+        }
+        if let Some(listener) = ldap {
+            let (server, shutdown) = (server.clone(), shutdown.clone());
+            tracker.spawn(async move {
+                if let Err(e) = siteward_ldap::serve(listener, server, shutdown).await {
+                    tracing::error!(error = %e, "LDAP server failed");
+                }
+            });
+        }
+        if let Some(listener) = ldaps {
+            let (server, shutdown) = (server.clone(), shutdown.clone());
+            tracker.spawn(async move {
+                if let Err(e) = siteward_ldap::serve_ldaps(listener, server, shutdown).await {
+                    tracing::error!(error = %e, "LDAPS server failed");
+                }
+            });
+        }
     }
     if let Some((udp, tcp)) = dns {
         let state = siteward_dns::DnsState {
@@ -157,9 +270,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
-    // The LDAP server is built by its own issue; until then its socket is held (so the port is
-    // reserved and reported) but not served.
-    let _reserved = ldap;
 
     shutdown_signal().await;
     shutdown.cancel();

@@ -7,8 +7,12 @@
 //! [`app`] builds the router from an [`AdminState`] with no socket, so tests drive it with
 //! `tower::ServiceExt::oneshot`; [`serve`] runs it on a listener the binary bound.
 
+pub mod api;
 mod health;
+pub mod jobs;
+pub mod mail;
 pub mod metrics;
+pub mod proxmox;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +45,37 @@ pub struct AdminState {
     /// Extra readiness checks (for example the embedded database); each returns a reason when
     /// not ready.
     pub readiness: Vec<Arc<dyn Fn() -> Option<String> + Send + Sync>>,
+    /// Failed-authentication throttle.
+    pub throttle: api::extract::Throttle,
+    /// Verified API keys.
+    pub key_cache: api::extract::KeyCache,
+    /// Range external ports of transport services are allocated from.
+    pub port_range: (i32, i32),
+    /// Base URL of this server as users reach it (links in invites and resets).
+    pub public_url: String,
+    /// Container jobs on Proxmox.
+    pub jobs: jobs::Jobs,
+}
+
+impl AdminState {
+    /// State with defaults for everything but the store and metrics.
+    pub fn new(
+        store: Store,
+        registry: Arc<prometheus_client::registry::Registry>,
+        http_metrics: HttpMetrics,
+    ) -> Self {
+        Self {
+            jobs: jobs::Jobs::new(store.clone(), 2),
+            store,
+            registry,
+            http_metrics,
+            readiness: Vec::new(),
+            throttle: Default::default(),
+            key_cache: Default::default(),
+            port_range: (2000, 65535),
+            public_url: "http://127.0.0.1:8080".into(),
+        }
+    }
 }
 
 /// The router, without a socket.
@@ -48,12 +83,15 @@ pub fn app(state: AdminState) -> Router {
     let metrics = state.http_metrics.clone();
     Router::new()
         .merge(health::routes())
-        .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(
+        .merge(api::router())
+        // Per-route metrics (the matched path is known inside the route layer).
+        .route_layer(axum::middleware::from_fn_with_state(
             metrics,
             metrics::track,
         ))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(1024 * 1024))
+        .with_state(state)
+        // Bodies over 1 MiB: extractors answer 413 in the API's error format.
+        .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),

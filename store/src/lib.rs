@@ -17,9 +17,11 @@ pub mod crypto;
 pub mod embedded;
 pub mod error;
 mod feed;
+pub mod jobs;
 pub mod models;
 pub mod password;
 pub mod queries;
+pub mod resources;
 pub mod snapshot;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -11,7 +11,7 @@ use crate::error::{Result, StoreError};
 macro_rules! id_type {
     ($(#[$doc:meta] $name:ident($inner:ty);)*) => {$(
         #[$doc]
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type, schemars::JsonSchema)]
         #[serde(transparent)]
         #[sqlx(transparent)]
         pub struct $name(pub $inner);
@@ -100,7 +100,7 @@ impl From<PosixName> for String {
 }
 
 /// Account state. Only `Active` users authenticate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UserStatus {
     /// Registered, waiting for an administrator.
@@ -132,7 +132,7 @@ impl UserStatus {
 
 /// A user as the protocol servers see it. The password hash is here because binds verify it
 /// in-process; it is never serialized.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct User {
     /// POSIX uid.
     pub uid_number: Uid,
@@ -205,7 +205,7 @@ impl From<UserRow> for User {
 }
 
 /// A POSIX group.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct Group {
     /// POSIX gid.
     pub gid_number: Gid,
@@ -222,7 +222,7 @@ pub struct Group {
 }
 
 /// A site: one internal DNS zone and one subnet.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Site {
     /// Id.
     pub id: SiteId,
@@ -305,7 +305,7 @@ impl From<SiteRow> for Site {
 }
 
 /// A Proxmox node, without its credentials (those are read only by the Proxmox client).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Node {
     /// Id.
     pub id: NodeId,
@@ -377,7 +377,7 @@ impl From<NodeRow> for Node {
 }
 
 /// An LXC container record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Container {
     /// Id.
     pub id: ContainerId,
@@ -453,7 +453,7 @@ impl From<ContainerRow> for Container {
 }
 
 /// An SRV-publishing service of a container (`dns_services` joined with `services`).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct DnsService {
     /// The `services` id.
     pub service_id: ServiceId,
@@ -466,7 +466,7 @@ pub struct DnsService {
 }
 
 /// An HTTP service exposed through the edge NGINX.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct HttpService {
     /// The `services` id.
     pub service_id: ServiceId,
@@ -485,7 +485,7 @@ pub struct HttpService {
 }
 
 /// A TCP or UDP service exposed through the edge NGINX.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct TransportService {
     /// The `services` id.
     pub service_id: ServiceId,
@@ -502,7 +502,7 @@ pub struct TransportService {
 }
 
 /// An external domain, without its Cloudflare key.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct ExternalDomain {
     /// Id.
     pub id: ExternalDomainId,
@@ -523,7 +523,7 @@ pub struct ExternalDomain {
 }
 
 /// A static record of a site's zone.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct DnsRecord {
     /// Id.
     pub id: DnsRecordId,
@@ -542,7 +542,7 @@ pub struct DnsRecord {
 }
 
 /// An API key's public part, as the snapshot keeps it for authentication.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct ApiKey {
     /// Id.
     pub id: ApiKeyId,

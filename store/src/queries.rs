@@ -420,7 +420,10 @@ impl Store {
 }
 
 /// Rejects passwords nobody should have, then hashes.
-async fn check_and_hash(password: String, cost: crate::password::HashCost) -> Result<String> {
+pub(crate) async fn check_and_hash(
+    password: String,
+    cost: crate::password::HashCost,
+) -> Result<String> {
     let chars = password.chars().count();
     if !(8..=1024).contains(&chars) {
         return Err(StoreError::Invalid {

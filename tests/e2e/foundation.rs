@@ -343,9 +343,13 @@ async fn cli_manages_users_groups_and_api_keys() -> TestResult {
             .map(|s| (*s).to_owned())
             .collect()
     };
-    let run = |args: Vec<String>, stdin: Option<&'static str>| async move {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_cli(&refs, &[], stdin).await
+    let key = test_key_base64();
+    let run = |args: Vec<String>, stdin: Option<&'static str>| {
+        let key = key.clone();
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_cli(&refs, &[("SITEWARD_SECRET_KEY", key.as_str())], stdin).await
+        }
     };
     let (s, out, err) = run(
         cli(&[
@@ -394,7 +398,76 @@ async fn cli_manages_users_groups_and_api_keys() -> TestResult {
     let key = out.trim().to_owned();
     assert!(key.starts_with("sw_") && key.len() > 40, "{key}");
 
+    let (s, out, err) = run(
+        cli(&[
+            "site",
+            "add",
+            "lab",
+            "--domain",
+            "lab.internal",
+            "--gateway",
+            "10.0.0.1",
+            "--netmask",
+            "255.255.255.0",
+            "--dhcp-range",
+            "10.0.0.100-10.0.0.200",
+        ]),
+        None,
+    )
+    .await?;
+    assert!(s.success(), "{out}{err}");
+    let (s, _, err) = run(
+        cli(&[
+            "site",
+            "add",
+            "bad",
+            "--domain",
+            "bad.internal",
+            "--gateway",
+            "10.0.0.1",
+            "--netmask",
+            "255.255.255.0",
+            "--dhcp-range",
+            "10.9.0.1-10.9.0.5",
+        ]),
+        None,
+    )
+    .await?;
+    assert!(!s.success() && err.contains("dhcp_range"), "{err}");
+    let (s, out, err) = run(
+        cli(&[
+            "node",
+            "add",
+            "pve1",
+            "--site",
+            "1",
+            "--token-id",
+            "root@pam!sw",
+            "--secret-stdin",
+        ]),
+        Some("node-secret-value\n"),
+    )
+    .await?;
+    assert!(s.success(), "{out}{err}");
+    let (s, out, _) = run(cli(&["node", "list"]), None).await?;
+    assert!(
+        s.success() && out.contains("pve1") && !out.contains("node-secret-value"),
+        "{out}"
+    );
+    let (s, out, _) = run(cli(&["site", "list"]), None).await?;
+    assert!(
+        s.success() && out.contains("lab.internal") && out.contains("10.0.0.0/24"),
+        "{out}"
+    );
+
     let store = db.store().await?;
+    assert_eq!(
+        store
+            .node_secret(siteward_store::NodeId(1))
+            .await?
+            .as_deref(),
+        Some("node-secret-value")
+    );
     store.reload(siteward_store::Dirty::ALL).await?;
     let snap = store.snapshot();
     let ivy = snap.identity.user("ivy").ok_or("ivy missing")?;

@@ -1,6 +1,11 @@
 //! End-to-end tests: the real `siteward` binary, a real PostgreSQL, real clients.
 //! One test binary (faster to link); one module per concern.
 
+mod api;
+mod cross;
 mod dns;
 mod foundation;
 mod harness;
+mod ldap;
+mod proxmox;
+mod pve_sim;

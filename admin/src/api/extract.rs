@@ -1,0 +1,375 @@
+//! Extractors: JSON bodies with our error format, the authenticated [`Principal`] (API key or
+//! session cookie), the [`Admin`] marker that only an administrator can obtain, and pagination.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use base64::Engine;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use siteward_store::resources::{Actor, Page};
+use siteward_store::Uid;
+
+use super::error::ApiError;
+use crate::AdminState;
+
+/// A JSON body. Malformed JSON, unknown fields and wrong types are 400 naming the field; a body
+/// over the limit is 413.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as Content-Type: application/json",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        "the request body is larger than 1 MiB",
+                    )
+                } else {
+                    ApiError::bad_request("the request body could not be read")
+                }
+            })?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        match serde_path_to_error::deserialize::<_, T>(de) {
+            Ok(v) => Ok(Json(v)),
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let mut err = if inner.is_syntax() || inner.is_eof() {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "malformed_json",
+                        format!("malformed JSON: {inner}"),
+                    )
+                } else {
+                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", inner.to_string())
+                };
+                if path != "." {
+                    err = err.field(path);
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+/// `?limit=&cursor=` on list routes.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// 1 to 500 (default 50).
+    pub limit: Option<i64>,
+    /// From the previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// The store's page.
+    pub fn page(&self) -> Result<Page, ApiError> {
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=500).contains(&limit) {
+            return Err(ApiError::invalid("limit", "limit must be 1 to 500"));
+        }
+        let after = match &self.cursor {
+            None => None,
+            Some(c) => Some(
+                decode_cursor(c)
+                    .ok_or_else(|| ApiError::invalid("cursor", "cursor is not valid"))?,
+            ),
+        };
+        Ok(Page { limit, after })
+    }
+}
+
+/// Opaque cursor for a keyset position.
+pub fn encode_cursor(after: i64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{after}"))
+}
+
+fn decode_cursor(text: &str) -> Option<i64> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()?;
+    String::from_utf8(bytes)
+        .ok()?
+        .strip_prefix("v1:")?
+        .parse()
+        .ok()
+}
+
+/// Query extractor with our error format.
+pub struct Q<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Q(v))
+            .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+    }
+}
+
+/// The signed-in user of a request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// uid.
+    pub uid: Uid,
+    /// Login name.
+    pub username: String,
+    /// Member of an administrator group.
+    pub is_admin: bool,
+    /// Client address.
+    pub remote_addr: Option<IpAddr>,
+}
+
+impl Principal {
+    /// For the audit log.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            uid: Some(self.uid),
+            name: Some(self.username.clone()),
+            remote_addr: self.remote_addr,
+        }
+    }
+
+    /// `None` for admins (see everything), the own name otherwise.
+    pub fn owner_filter(&self) -> Option<&str> {
+        (!self.is_admin).then_some(self.username.as_str())
+    }
+
+    /// `None` for admins, the own uid otherwise.
+    pub fn uid_filter(&self) -> Option<Uid> {
+        (!self.is_admin).then_some(self.uid)
+    }
+}
+
+/// Proof that the caller is an administrator. Non-admins get 404, so ids do not leak.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Principal);
+
+/// Failed-authentication throttle per client address.
+#[derive(Debug, Default, Clone)]
+pub struct Throttle {
+    inner: Arc<Mutex<HashMap<IpAddr, (u32, Instant)>>>,
+}
+
+const WINDOW: Duration = Duration::from_secs(60);
+const MAX_FAILURES: u32 = 20;
+
+impl Throttle {
+    /// Whether `addr` is over the limit.
+    pub fn blocked(&self, addr: Option<IpAddr>) -> bool {
+        let Some(addr) = addr else { return false };
+        let Ok(map) = self.inner.lock() else {
+            return false;
+        };
+        map.get(&addr)
+            .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < WINDOW)
+    }
+
+    /// Counts a failure.
+    pub fn fail(&self, addr: Option<IpAddr>) {
+        let Some(addr) = addr else { return };
+        let Ok(mut map) = self.inner.lock() else {
+            return;
+        };
+        if map.len() > 100_000 {
+            map.retain(|_, (_, since)| since.elapsed() < WINDOW);
+        }
+        let entry = map.entry(addr).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+}
+
+/// Verified API keys: SHA-256 of the presented key → the stored hash it verified against, so
+/// argon2 runs once per key, not once per request. Revocation and suspension still apply at
+/// once because the snapshot is consulted on every request.
+#[derive(Debug, Default, Clone)]
+pub struct KeyCache {
+    inner: Arc<Mutex<HashMap<String, String>>>,
+}
+
+fn remote(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "siteward_session";
+
+fn cookie(parts: &Parts, name: &str) -> Option<String> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+impl FromRequestParts<AdminState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AdminState,
+    ) -> Result<Self, Self::Rejection> {
+        let addr = remote(parts);
+        if state.throttle.blocked(addr) {
+            return Err(ApiError::rate_limited());
+        }
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .map(str::to_owned);
+        let uid = if let Some(key) = bearer {
+            match api_key_uid(state, &key).await {
+                Some(uid) => uid,
+                None => {
+                    state.throttle.fail(addr);
+                    return Err(ApiError::unauthorized());
+                }
+            }
+        } else if let Some(session) = cookie(parts, SESSION_COOKIE) {
+            match state.store.session_uid(&session, chrono::Utc::now()).await {
+                Ok(Some(uid)) => uid,
+                Ok(None) => return Err(ApiError::unauthorized()),
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            return Err(ApiError::unauthorized());
+        };
+        let snap = state.store.snapshot();
+        let user = snap
+            .identity
+            .users
+            .get(&uid)
+            .filter(|u| u.status == siteward_store::UserStatus::Active)
+            .ok_or_else(ApiError::unauthorized)?;
+        Ok(Principal {
+            uid,
+            username: user.username.clone(),
+            is_admin: snap.identity.is_admin(uid),
+            remote_addr: addr,
+        })
+    }
+}
+
+async fn api_key_uid(state: &AdminState, key: &str) -> Option<Uid> {
+    let mut parts = key.splitn(3, '_');
+    let (Some("sw"), Some(prefix), Some(_secret)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let snap = state.store.snapshot();
+    let stored = snap.identity.api_keys.get(prefix)?.clone();
+    if stored.expires_at.is_some_and(|t| t <= chrono::Utc::now()) {
+        return None;
+    }
+    let digest = siteward_store::resources::token_hash(key);
+    let cached = state
+        .key_cache
+        .inner
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&digest).cloned());
+    if cached.as_deref() != Some(stored.key_hash.as_str()) {
+        let ok = siteward_store::password::verify_password(
+            key.to_owned(),
+            Some(stored.key_hash.clone()),
+        )
+        .await
+        .unwrap_or(false);
+        if !ok {
+            return None;
+        }
+        if let Ok(mut m) = state.key_cache.inner.lock() {
+            if m.len() > 10_000 {
+                m.clear();
+            }
+            m.insert(digest, stored.key_hash.clone());
+        }
+    }
+    let store = state.store.clone();
+    let id = stored.id;
+    tokio::spawn(async move {
+        if let Err(e) = store.touch_api_key(id, chrono::Utc::now()).await {
+            tracing::debug!(error = %e, "recording API key use failed");
+        }
+    });
+    Some(stored.uid_number)
+}
+
+impl FromRequestParts<AdminState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AdminState,
+    ) -> Result<Self, Self::Rejection> {
+        let p = Principal::from_request_parts(parts, state).await?;
+        if !p.is_admin {
+            return Err(ApiError::not_found("resource"));
+        }
+        Ok(Admin(p))
+    }
+}
+
+/// The client address, for anonymous routes.
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(remote(parts)))
+    }
+}
+
+/// Path parameters with our error format (`/sites/abc` is a 400, not plain text).
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Path(v))
+            .map_err(|e| ApiError::bad_request(format!("invalid path: {}", e.body_text())))
+    }
+}

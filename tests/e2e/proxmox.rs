@@ -1,0 +1,604 @@
+//! Containers on Proxmox through the simulator: creation end to end with live progress, failure
+//! injection at each step leaving nothing behind, VMID races, retries, parallel creations.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use crate::pve_sim::PveSim;
+
+struct Cluster {
+    server: Server,
+    sim: PveSim,
+    http: Client,
+    admin: String,
+}
+
+impl Cluster {
+    /// A server, a simulator with nodes pve1 and pve2, an admin, a site and both nodes.
+    async fn start() -> TestResult<Self> {
+        let server = Server::start().await?;
+        let sim = PveSim::start(&["pve1", "pve2"]).await?;
+        let http = Client::new();
+        let r = http
+            .post(server.url("/api/v1/register"))
+            .json(&json!({ "username": "root", "password": "a long enough password", "ssh_public_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 root@admin"] }))
+            .send()
+            .await?;
+        assert_eq!(r.status(), 201);
+        let store = server.db.as_ref().ok_or("db")?.store().await?;
+        let (_, admin) = store.create_api_key("root", "test", None).await?;
+        let c = Self {
+            server,
+            sim,
+            http,
+            admin,
+        };
+        c.wait_auth().await?;
+        let (s, v) = c.post("/sites", json!({ "name": "lab", "internal_domain": "lab.internal", "gateway": "10.0.0.1", "subnet_mask": "255.255.255.0", "dhcp_range": "10.0.0.100-10.0.0.250" })).await?;
+        assert_eq!(s, 201, "{v}");
+        for (name, ip) in [("pve1", "10.0.0.2"), ("pve2", "10.0.0.3")] {
+            let (s, v) = c
+                .post("/nodes", json!({ "name": name, "site_id": 1, "ipv4_address": ip, "api_url": c.sim.url(), "api_token_id_or_username": "root@pam!siteward", "api_token_secret_or_password": "4b1d6e0e-0000-4000-8000-000000000001" }))
+                .await?;
+            assert_eq!(s, 201, "{v}");
+        }
+        Ok(c)
+    }
+
+    async fn wait_auth(&self) -> TestResult {
+        for _ in 0..200 {
+            let r = self
+                .http
+                .get(self.server.url("/api/v1/me"))
+                .bearer_auth(&self.admin)
+                .send()
+                .await?;
+            if r.status() == 200 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err("api key never became valid".into())
+    }
+
+    async fn post(&self, path: &str, body: Value) -> TestResult<(StatusCode, Value)> {
+        let r = self
+            .http
+            .post(self.server.url(&format!("/api/v1{path}")))
+            .bearer_auth(&self.admin)
+            .json(&body)
+            .send()
+            .await?;
+        let s = r.status();
+        Ok((s, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn get(&self, path: &str) -> TestResult<(StatusCode, Value)> {
+        let r = self
+            .http
+            .get(self.server.url(&format!("/api/v1{path}")))
+            .bearer_auth(&self.admin)
+            .send()
+            .await?;
+        let s = r.status();
+        Ok((s, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Reads a job's SSE stream to its end: (status lines, final status).
+    async fn follow(&self, job: i64) -> TestResult<(Vec<String>, String)> {
+        let mut r = self
+            .http
+            .get(self.server.url(&format!("/api/v1/jobs/{job}/events")))
+            .bearer_auth(&self.admin)
+            .send()
+            .await?;
+        assert_eq!(r.status(), 200);
+        assert!(r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream")));
+        let mut text = String::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while let Some(chunk) = tokio::time::timeout_at(deadline, r.chunk()).await?? {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("event: end") && text.ends_with("\n\n") {
+                break;
+            }
+        }
+        let mut lines = Vec::new();
+        let mut end = String::new();
+        for block in text.split("\n\n") {
+            let event = block
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or_default();
+            let data = block
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap_or_default();
+            let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+            match event {
+                "status" => lines.push(v["message"].as_str().unwrap_or_default().to_owned()),
+                "end" => end = v["status"].as_str().unwrap_or_default().to_owned(),
+                _ => {}
+            }
+        }
+        Ok((lines, end))
+    }
+
+    async fn create(&self, hostname: &str) -> TestResult<(i64, i64)> {
+        let (s, v) = self.post("/containers", json!({ "site_id": 1, "hostname": hostname, "template": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst", "cores": 2, "memory": 1024 })).await?;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        assert_eq!(v["container"]["status"], "creating");
+        Ok((
+            v["container"]["id"].as_i64().ok_or("id")?,
+            v["job_id"].as_i64().ok_or("job")?,
+        ))
+    }
+}
+
+#[tokio::test]
+async fn creation_end_to_end_with_live_progress() -> TestResult {
+    let c = Cluster::start().await?;
+    c.sim.with(|s| s.task_duration = Duration::from_millis(300));
+    let (id, job) = c.create("web").await?;
+    // Two subscribers: one now, one after the job has finished (replay).
+    let early = c.follow(job);
+    let (lines, end) = early.await?;
+    assert_eq!(end, "success", "{lines:?}");
+    let (late_lines, late_end) = c.follow(job).await?;
+    assert_eq!(late_end, "success");
+    assert_eq!(lines, late_lines, "a late subscriber gets every line");
+    for step in [
+        "reserved node",
+        "creating CT",
+        "starting CT",
+        "container is running",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(step)),
+            "{step} missing from {lines:?}"
+        );
+    }
+    let (_, ct) = c.get(&format!("/containers/{id}")).await?;
+    assert_eq!(ct["status"], "running", "{ct}");
+    assert_eq!(ct["live"]["status"], "running", "{ct}");
+    let ip = ct["ipv4_address"].as_str().ok_or("ip")?.to_owned();
+    let mac = ct["mac_address"].as_str().ok_or("mac")?.to_owned();
+    assert_eq!(
+        ip, "10.0.0.4",
+        "first free static address (gateway and nodes taken, DHCP range skipped)"
+    );
+    let first = u8::from_str_radix(&mac[..2], 16)?;
+    assert_eq!(
+        first & 0x03,
+        0x02,
+        "locally administered unicast MAC: {mac}"
+    );
+    // What the simulator got.
+    let vmid = ct["container_id"].as_i64().ok_or("vmid")? as u32;
+    let sim_ct = c
+        .sim
+        .with(|s| s.containers.get(&vmid).cloned())
+        .ok_or("not on Proxmox")?;
+    assert_eq!(sim_ct.status, "running");
+    assert_eq!(sim_ct.hostname, "web");
+    let net0 = &sim_ct.config["net0"];
+    assert!(
+        net0.contains(&format!("ip={ip}/24"))
+            && net0.contains("gw=10.0.0.1")
+            && net0.contains("bridge=vmbr0"),
+        "{net0}"
+    );
+    assert!(
+        net0.to_ascii_lowercase().contains(&format!("hwaddr={mac}")),
+        "{net0}"
+    );
+    assert_eq!(sim_ct.config["searchdomain"], "lab.internal");
+    assert!(sim_ct.config["tags"].contains("owner-root"));
+    assert!(
+        sim_ct.config["ssh-public-keys"].contains("root@admin"),
+        "the owner's keys are installed"
+    );
+    assert_eq!(sim_ct.config["rootfs"], "local-lvm:8");
+    // The snapshot (what DNS and LDAP serve) has the container with its address.
+    let store = c.server.db.as_ref().ok_or("db")?.store().await?;
+    store.reload(siteward_store::Dirty::ALL).await?;
+    let snap = store.snapshot();
+    assert!(snap
+        .naming
+        .containers
+        .values()
+        .any(|x| x.hostname == "web" && x.ipv4_address.map(|a| a.to_string()) == Some(ip.clone())));
+    c.server.stop().await
+}
+
+#[tokio::test]
+async fn a_failure_at_each_step_leaves_nothing_behind() -> TestResult {
+    let c = Cluster::start().await?;
+    for (step, message) in [
+        (
+            "vzcreate",
+            "unable to create CT - storage 'local-lvm' does not exist",
+        ),
+        ("vzstart", "startup for container failed"),
+    ] {
+        c.sim.with(|s| {
+            s.fail_tasks.clear();
+            s.fail_tasks.insert(step.into(), message.into());
+        });
+        let host = format!("f-{step}");
+        let (id, job) = c.create(&host).await?;
+        let (lines, end) = c.follow(job).await?;
+        assert_eq!(end, "failure", "{step}: {lines:?}");
+        let last = lines.last().cloned().unwrap_or_default();
+        assert!(
+            last.starts_with("failed:") && last.contains(message),
+            "{step}: the failure says what failed: {lines:?}"
+        );
+        let (_, ct) = c.get(&format!("/containers/{id}")).await?;
+        assert_eq!(ct["status"], "failed");
+        assert!(
+            ct["ipv4_address"].is_null()
+                && ct["mac_address"].is_null()
+                && ct["container_id"].is_null(),
+            "{step}: address not released: {ct}"
+        );
+        let left = c
+            .sim
+            .with(|s| s.containers.values().filter(|x| x.hostname == host).count());
+        assert_eq!(left, 0, "{step}: the container was left on Proxmox");
+    }
+    // A request Proxmox rejects outright (bad template volume is accepted by PVE at create; an
+    // unknown node is not): nothing is created.
+    c.sim.with(|s| s.fail_tasks.clear());
+    let (s, v) = c
+        .post(
+            "/containers",
+            json!({ "site_id": 1, "node_id": 99, "hostname": "x", "template": "t" }),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, v) = c
+        .post(
+            "/containers",
+            json!({ "site_id": 1, "hostname": "bad_host", "template": "t" }),
+        )
+        .await?;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("hostname"))
+    );
+    // Wrong credentials: the job fails saying so.
+    c.sim.with(|s| s.tokens.clear());
+    let (_, job) = c.create("nocreds").await?;
+    let (lines, end) = c.follow(job).await?;
+    assert_eq!(end, "failure");
+    assert!(
+        lines.iter().any(|l| l.contains("refused the credentials")),
+        "{lines:?}"
+    );
+    c.server.stop().await
+}
+
+#[tokio::test]
+async fn vmid_races_and_transient_errors_are_retried() -> TestResult {
+    let c = Cluster::start().await?;
+    c.sim.with(|s| {
+        s.nextid_races = 2;
+        s.transient_500s = 1;
+    });
+    let (_, job) = c.create("racer").await?;
+    let (lines, end) = c.follow(job).await?;
+    assert_eq!(end, "success", "{lines:?}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("was taken meanwhile"))
+            .count(),
+        2,
+        "{lines:?}"
+    );
+    c.server.stop().await
+}
+
+#[tokio::test]
+async fn parallel_creations_get_distinct_vmids_addresses_and_macs() -> TestResult {
+    let c = Cluster::start().await?;
+    c.sim.with(|s| s.task_duration = Duration::from_millis(5));
+    let n = 50;
+    let creations = (0..n).map(|i| {
+        let c = &c;
+        async move { c.create(&format!("ct{i}")).await }
+    });
+    let created: Vec<(i64, i64)> = futures::future::join_all(creations)
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    for (_, job) in &created {
+        let (lines, end) = c.follow(*job).await?;
+        assert_eq!(end, "success", "{lines:?}");
+    }
+    let (mut vmids, mut ips, mut macs) = (HashSet::new(), HashSet::new(), HashSet::new());
+    for (id, _) in &created {
+        let (_, ct) = c.get(&format!("/containers/{id}")).await?;
+        vmids.insert(ct["container_id"].as_i64().ok_or("vmid")?);
+        ips.insert(ct["ipv4_address"].as_str().ok_or("ip")?.to_owned());
+        macs.insert(ct["mac_address"].as_str().ok_or("mac")?.to_owned());
+    }
+    assert_eq!((vmids.len(), ips.len(), macs.len()), (n, n, n));
+    // Nodes were filled evenly (fewest containers first).
+    let per_node: Vec<usize> = c.sim.with(|s| {
+        ["pve1", "pve2"]
+            .iter()
+            .map(|n| s.containers.values().filter(|x| x.node == *n).count())
+            .collect()
+    });
+    assert!(per_node.iter().all(|&k| k >= 20), "{per_node:?}");
+    c.server.stop().await
+}
+
+#[tokio::test]
+async fn lifecycle_delete_import_and_idempotency() -> TestResult {
+    let c = Cluster::start().await?;
+    // Idempotency: the same key returns the first result, no second container.
+    let body =
+        json!({ "site_id": 1, "hostname": "idem", "template": "local:vztmpl/debian-12.tar.zst" });
+    let send = || {
+        c.http
+            .post(c.server.url("/api/v1/containers"))
+            .bearer_auth(&c.admin)
+            .header("Idempotency-Key", "create-idem-1")
+            .json(&body)
+            .send()
+    };
+    let first: Value = send().await?.json().await?;
+    let r = send().await?;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let second: Value = r.json().await?;
+    assert_eq!(
+        first, second,
+        "a repeated Idempotency-Key must return the first result"
+    );
+    let id = first["container"]["id"].as_i64().ok_or("id")?;
+    let (_, end) = c.follow(first["job_id"].as_i64().ok_or("job")?).await?;
+    assert_eq!(end, "success");
+    let (_, list) = c.get("/containers").await?;
+    assert_eq!(
+        list["items"]
+            .as_array()
+            .map(|a| a.iter().filter(|x| x["hostname"] == "idem").count()),
+        Some(1)
+    );
+    let vmid = c.get(&format!("/containers/{id}")).await?.1["container_id"]
+        .as_i64()
+        .ok_or("vmid")? as u32;
+
+    // Lifecycle: stop, start, restart, reconfigure.
+    for (action, expect) in [
+        ("stop", "stopped"),
+        ("start", "running"),
+        ("shutdown", "stopped"),
+        ("start", "running"),
+        ("restart", "running"),
+    ] {
+        let (s, v) = c
+            .post(
+                &format!("/containers/{id}/actions"),
+                json!({ "action": action }),
+            )
+            .await?;
+        assert_eq!(s, StatusCode::ACCEPTED, "{action}: {v}");
+        let (lines, end) = c.follow(v["job_id"].as_i64().ok_or("job")?).await?;
+        assert_eq!(end, "success", "{action}: {lines:?}");
+        assert_eq!(
+            c.sim.with(|s| s.containers.get(&vmid).map(|x| x.status)),
+            Some(expect),
+            "{action}"
+        );
+        let (_, ct) = c.get(&format!("/containers/{id}")).await?;
+        assert_eq!(ct["status"], expect);
+    }
+    let (s, v) = c
+        .post(
+            &format!("/containers/{id}/actions"),
+            json!({ "action": "reconfigure", "cores": 4, "memory": 2048 }),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let (_, end) = c.follow(v["job_id"].as_i64().ok_or("job")?).await?;
+    assert_eq!(end, "success");
+    assert_eq!(
+        c.sim
+            .with(|s| s.containers[&vmid].config.get("cores").cloned()),
+        Some("4".into())
+    );
+    let (s, v) = c
+        .post(
+            &format!("/containers/{id}/actions"),
+            json!({ "action": "explode" }),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+    // Delete: stopped, destroyed, record and address gone.
+    let r = c
+        .http
+        .delete(c.server.url(&format!("/api/v1/containers/{id}")))
+        .bearer_auth(&c.admin)
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let v: Value = r.json().await?;
+    let (lines, end) = c.follow(v["job_id"].as_i64().ok_or("job")?).await?;
+    assert_eq!(end, "success", "{lines:?}");
+    assert!(
+        c.sim.with(|s| !s.containers.contains_key(&vmid)),
+        "still on Proxmox"
+    );
+    assert_eq!(
+        c.get(&format!("/containers/{id}")).await?.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Import: containers made on the node by hand are registered, known ones are not duplicated.
+    c.sim.with(|s| {
+        let mut config = std::collections::BTreeMap::new();
+        config.insert("hostname".to_owned(), "legacy".to_owned());
+        config.insert(
+            "net0".to_owned(),
+            "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=10.0.0.60/24,gw=10.0.0.1"
+                .to_owned(),
+        );
+        config.insert("tags".to_owned(), "owner-root".to_owned());
+        s.containers.insert(
+            500,
+            crate::pve_sim::SimContainer {
+                vmid: 500,
+                node: "pve2".into(),
+                hostname: "legacy".into(),
+                status: "running",
+                config,
+            },
+        );
+    });
+    let (s, imported) = c.post("/nodes/2/import", json!({})).await?;
+    assert_eq!(s, StatusCode::OK, "{imported}");
+    let list = imported.as_array().ok_or("list")?;
+    assert_eq!(list.len(), 1, "{imported}");
+    assert_eq!(list[0]["hostname"], "legacy");
+    assert_eq!(list[0]["ipv4_address"], "10.0.0.60");
+    assert_eq!(list[0]["mac_address"], "bc:24:11:00:00:01");
+    assert_eq!(list[0]["username"], "root");
+    assert_eq!(list[0]["container_id"], 500);
+    let (_, again) = c.post("/nodes/2/import", json!({})).await?;
+    assert_eq!(
+        again.as_array().map(Vec::len),
+        Some(0),
+        "imported twice: {again}"
+    );
+    c.server.stop().await
+}
+
+#[tokio::test]
+async fn a_restart_mid_job_is_reconciled_not_rerun() -> TestResult {
+    let c = Cluster::start().await?;
+    // Slow tasks, so the server dies while the create task runs on Proxmox.
+    c.sim
+        .with(|s| s.task_duration = Duration::from_millis(1500));
+    let (id, job) = c.create("interrupted").await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while c.sim.with(|s| {
+        s.requests
+            .iter()
+            .filter(|r| r.starts_with("POST /nodes/") && r.ends_with("/lxc"))
+            .count()
+    }) == 0
+    {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let db = c.server.db.as_ref().ok_or("db")?;
+    let url = db.url.clone();
+    let data_dir = c.server.data_dir.clone();
+    let Cluster {
+        server,
+        sim,
+        http,
+        admin,
+    } = c;
+    let db = {
+        let mut server = server;
+        let db = server.db.take();
+        server.kill().await?;
+        db
+    };
+    // The task finishes on Proxmox while siteward is down.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let server = Server::start_with(ServerOptions {
+        database_url: Some(url),
+        data_dir: Some(data_dir),
+        ..Default::default()
+    })
+    .await?;
+    let c = Cluster {
+        server,
+        sim,
+        http,
+        admin,
+    };
+    let (lines, end) = c.follow(job).await?;
+    assert_eq!(end, "success", "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("reconciled after a restart")),
+        "{lines:?}"
+    );
+    let (_, ct) = c.get(&format!("/containers/{id}")).await?;
+    // The CT was created while siteward was down; reconciliation started it, and did not create it twice.
+    let creates = c.sim.with(|s| {
+        s.requests
+            .iter()
+            .filter(|r| r.starts_with("POST /nodes/") && r.ends_with("/lxc"))
+            .count()
+    });
+    assert_eq!(creates, 1, "the job ran twice");
+    assert_eq!(ct["status"], "running", "{ct}");
+    drop(db);
+    c.server.stop().await
+}
+
+/// `bench/containers`: 100 creations against the simulator with a fixed task latency. Prints
+/// creations per second and siteward's overhead per creation above the simulator's own time.
+#[tokio::test]
+#[ignore = "benchmark: run bench/containers"]
+async fn bench_containers() -> TestResult {
+    let latency = Duration::from_millis(
+        std::env::var("BENCH_TASK_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100),
+    );
+    let n: usize = std::env::var("BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let c = Cluster::start().await?;
+    c.sim.with(|s| s.task_duration = latency);
+    let started = std::time::Instant::now();
+    let creations = (0..n).map(|i| {
+        let c = &c;
+        async move { c.create(&format!("bench{i}")).await }
+    });
+    let created: Vec<(i64, i64)> = futures::future::join_all(creations)
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    for (_, job) in &created {
+        let (lines, end) = c.follow(*job).await?;
+        assert_eq!(end, "success", "{lines:?}");
+    }
+    let elapsed = started.elapsed();
+    // Each creation waits for two tasks (create, start); with the job pool's concurrency of 2
+    // the simulator alone accounts for n * 2 * latency / 2.
+    let floor = latency * 2 * n as u32 / 2;
+    let overhead = elapsed.saturating_sub(floor) / n as u32;
+    println!(
+        "containers: {n} creations in {:.2} s = {:.1} creations/s",
+        elapsed.as_secs_f64(),
+        n as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "containers: simulator task latency {} ms, floor {:.2} s, overhead {:.1} ms per creation",
+        latency.as_millis(),
+        floor.as_secs_f64(),
+        overhead.as_secs_f64() * 1000.0
+    );
+    c.server.stop().await
+}
