@@ -548,7 +548,8 @@ fn lookup(zone: &Zone, q: &Query, transport: Transport) -> Vec<u8> {
             b.next_section();
             break;
         };
-        let cname = if q.qtype == rtype::CNAME {
+        // A CNAME is itself the answer to CNAME and ANY queries (RFC 1034 §4.3.2).
+        let cname = if matches!(q.qtype, rtype::CNAME | rtype::ANY) {
             None
         } else {
             node.get(rtype::CNAME)
@@ -557,11 +558,8 @@ fn lookup(zone: &Zone, q: &Query, transport: Transport) -> Vec<u8> {
             None => {
                 let mut sets: Vec<&Rrset> = Vec::new();
                 if q.qtype == rtype::ANY {
-                    // RFC 8482: one RRset over UDP, all over TCP.
-                    match transport {
-                        Transport::Udp => sets.extend(node.rrsets.first()),
-                        Transport::Tcp => sets.extend(node.rrsets.iter()),
-                    }
+                    // RFC 8482: one RRset (the lowest type, as Knot does), on every transport.
+                    sets.extend(node.rrsets.first());
                 } else {
                     sets.extend(node.get(q.qtype));
                 }

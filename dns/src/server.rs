@@ -28,6 +28,9 @@ use crate::transfer;
 use crate::zone::{ZoneIndex, ZoneSettings};
 use crate::{Error, Metrics};
 
+/// Requested UDP receive buffer, octets.
+const UDP_RECV_BUFFER: usize = 4 << 20;
+
 /// Everything the DNS server is configured with.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -218,6 +221,11 @@ pub async fn serve(
     let std_udp = udp.into_std()?;
     std_udp.set_nonblocking(false)?;
     std_udp.set_read_timeout(Some(Duration::from_millis(100)))?;
+    // A large receive buffer absorbs bursts while a worker is descheduled (the kernel caps it at
+    // net.core.rmem_max); failing to enlarge it is not fatal.
+    if let Err(e) = socket2::SockRef::from(&std_udp).set_recv_buffer_size(UDP_RECV_BUFFER) {
+        tracing::debug!(error = %e, "cannot enlarge the UDP receive buffer");
+    }
     let workers = match shared.state.settings.udp_workers {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,

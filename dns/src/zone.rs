@@ -278,7 +278,9 @@ impl ZoneBuilder {
                 if p.len() < self.apex.len() {
                     break;
                 }
-                self.nodes.entry(p.into()).or_default();
+                if !self.nodes.contains_key(p) {
+                    self.nodes.insert(p.into(), Node::default());
+                }
                 if p == self.apex.as_slice() {
                     break;
                 }
@@ -331,9 +333,14 @@ pub fn reverse_apex(net: ipnetwork::Ipv4Network) -> Option<(Vec<u8>, u8)> {
 
 /// `d.c.b.a.in-addr.arpa.` of an address.
 pub fn reverse_name(a: Ipv4Addr) -> Vec<u8> {
-    let o = a.octets();
-    let text = format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0]);
-    name::parse_text(&text, &[0]).unwrap_or_default()
+    let mut out = Vec::with_capacity(30);
+    for o in a.octets().iter().rev() {
+        let digits = o.to_string();
+        out.push(digits.len() as u8);
+        out.extend_from_slice(digits.as_bytes());
+    }
+    out.extend_from_slice(b"\x07in-addr\x04arpa\x00");
+    out
 }
 
 fn soa_rdata(

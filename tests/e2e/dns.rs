@@ -900,10 +900,23 @@ async fn differential_against_knot_serving_the_same_zone() -> TestResult {
     )
     .await?;
     assert!(zone.contains("SOA"), "{zone}");
+    let reverse = dig(
+        addr,
+        &[
+            "AXFR",
+            "2.1.10.in-addr.arpa",
+            "+onesoa",
+            "+nocmd",
+            "+nostats",
+            "+nocomments",
+        ],
+    )
+    .await?;
+    assert!(reverse.contains("PTR"), "{reverse}");
     let knot = Knot::start(
-        "  - domain: lab.internal\n    file: lab.internal.zone\n",
+        "  - domain: lab.internal\n    file: lab.internal.zone\n  - domain: 2.1.10.in-addr.arpa\n    file: reverse.zone\n",
         "",
-        &[("lab.internal.zone", zone)],
+        &[("lab.internal.zone", zone), ("reverse.zone", reverse)],
     )
     .await?;
     // Knot's relative file path is relative to storage.
@@ -971,7 +984,7 @@ async fn differential_against_knot_serving_the_same_zone() -> TestResult {
         names.push(format!("ct{i}.lab.internal"));
         names.push(format!("CT{i}.Lab.Internal"));
     }
-    let types = [A, AAAA, TXT, MX, SRV, CNAME, NS, SOA, CAA, PTR];
+    let types = [A, AAAA, TXT, MX, SRV, CNAME, NS, SOA, CAA, PTR, 255];
     let ednses: [EdnsOpt; 4] = [
         None,
         Some((1232, 0, false)),
@@ -1004,7 +1017,25 @@ async fn differential_against_knot_serving_the_same_zone() -> TestResult {
             ednses[usize::from(i) % ednses.len()],
         ));
     }
-    // Reverse zone is not in Knot's copy: compare forward only. Add EDNS version 1.
+    // The reverse zone: hits, misses, wrong types, mixed case.
+    for i in 0..40u16 {
+        let name = if i % 4 == 0 {
+            format!("{i}.2.1.10.IN-ADDR.arpa")
+        } else {
+            format!("{i}.2.1.10.in-addr.arpa")
+        };
+        let t = if i % 5 == 4 { A } else { PTR };
+        corpus.push(query(
+            30000 + i,
+            &name,
+            t,
+            i % 3 == 0,
+            ednses[usize::from(i) % ednses.len()],
+        ));
+    }
+    corpus.push(query(30100, "2.1.10.in-addr.arpa", SOA, false, None));
+    corpus.push(query(30101, "2.1.10.in-addr.arpa", NS, false, None));
+    // EDNS version 1: BADVERS.
     corpus.push(query(
         9999,
         "web.lab.internal",
@@ -1045,11 +1076,42 @@ async fn differential_against_knot_serving_the_same_zone() -> TestResult {
             ));
         }
     }
+    // Over TCP as well (a sample, pipelined on one connection each), ANY included: all RRsets.
+    let mut tcp_corpus: Vec<Vec<u8>> = corpus.iter().step_by(5).cloned().collect();
+    for (i, name) in [
+        "lab.internal",
+        "mail.lab.internal",
+        "_acme-challenge.lab.internal",
+        "web.lab.internal",
+    ]
+    .iter()
+    .enumerate()
+    {
+        tcp_corpus.push(query(
+            40000 + i as u16,
+            name,
+            255,
+            false,
+            Some((1232, 0, false)),
+        ));
+    }
+    let ours = tcp_many(addr, &tcp_corpus).await?;
+    let theirs = tcp_many(knot.addr, &tcp_corpus).await?;
+    for ((q, a), b) in tcp_corpus.iter().zip(&ours).zip(&theirs) {
+        let (a, b) = (normalize(a)?, normalize(b)?);
+        if a != b {
+            differences.push(format!(
+                "TCP query {:?}\nsiteward: {a}\nknot:     {b}",
+                Message::from_vec(q).map(|m| m.queries.first().map(|q| q.to_string()))
+            ));
+        }
+    }
+    let total = corpus.len() + tcp_corpus.len();
     assert!(
         differences.is_empty(),
         "{} of {} differ; first ones:\n{}",
         differences.len(),
-        corpus.len(),
+        total,
         differences
             .iter()
             .take(8)
@@ -1058,9 +1120,11 @@ async fn differential_against_knot_serving_the_same_zone() -> TestResult {
             .join("\n\n")
     );
     eprintln!(
-        "{} queries, identical answers from siteward and Knot ({positive} positive, {nodata} NODATA, \
-         {nxdomain} NXDOMAIN, {referral} referrals, {with_additional} with additional records)",
-        corpus.len()
+        "{} UDP + {} TCP queries, identical answers from siteward and Knot (UDP: {positive} positive, \
+         {nodata} NODATA, {nxdomain} NXDOMAIN, {referral} referrals, {with_additional} with \
+         additional records)",
+        corpus.len(),
+        tcp_corpus.len()
     );
     // The corpus exercises every kind of answer.
     assert!(
