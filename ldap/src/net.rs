@@ -298,8 +298,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Ok(Some(Ok(msg))) => msg,
         };
-        let reply = match tokio::time::timeout(settings.request_timeout, session.handle(msg)).await
-        {
+        let span = tracing::debug_span!("request", msgid = msg.msgid);
+        let handled = session.handle(msg).instrument(span);
+        let reply = match tokio::time::timeout(settings.request_timeout, handled).await {
             Ok(r) => r,
             Err(_) => {
                 tracing::warn!("request timed out; disconnecting");
