@@ -1573,19 +1573,9 @@ impl Store {
         Ok((id, csrf))
     }
 
-    /// The user of a live session.
+    /// The user of a live session (a read; see [`Store::session`]).
     pub async fn session_uid(&self, id: &str, now: DateTime<Utc>) -> Result<Option<Uid>> {
-        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok(None);
-        }
-        Ok(sqlx::query_scalar(
-            "UPDATE sessions SET last_seen_at = $2 WHERE id_hash = $1 AND expires_at > $2 RETURNING uid_number",
-        )
-        .bind(token_hash(id))
-        .bind(now)
-        .fetch_optional(self.pool())
-        .await?
-        .map(Uid))
+        Ok(self.session(id, now).await?.map(|s| s.uid))
     }
 
     /// Ends one session.
