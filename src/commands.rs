@@ -132,6 +132,31 @@ pub enum ApiKeyCommand {
     },
 }
 
+/// `siteward cert ...`
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Order the certificate of an external domain now (whatever its renewal state) and install
+    /// it; prints each step.
+    Issue {
+        /// The external domain, e.g. example.org.
+        domain: String,
+    },
+    /// Every external domain with its certificate: names, issuer, expiry, last error.
+    List,
+}
+
+/// `siteward session-secret ...`
+#[derive(Debug, Subcommand)]
+pub enum SessionSecretCommand {
+    /// Start signing new session cookies with a fresh secret. Sessions signed by older secrets
+    /// stay valid until they expire; secrets no live session can need any more are removed.
+    Rotate {
+        /// Also remove every older secret now, which signs everyone out (after a leak).
+        #[arg(long)]
+        revoke_all: bool,
+    },
+}
+
 fn read_password() -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin()
@@ -253,6 +278,79 @@ pub async fn api_key(config: &Config, cmd: ApiKeyCommand) -> anyhow::Result<()> 
             key.prefix, user
         );
         println!("{secret}");
+        Ok(())
+    })
+    .await
+}
+
+/// `siteward cert ...`
+pub async fn cert(config: &Config, cmd: CertCommand) -> anyhow::Result<()> {
+    with_db(config, async |db| {
+        // Domains and zones come from the snapshot.
+        db.store.reload(siteward_store::Dirty::ALL).await?;
+        let acme = siteward_acme::Acme::new(db.store.clone(), crate::serve::acme_settings(config));
+        match cmd {
+            CertCommand::Issue { domain } => {
+                let d = acme.domain_by_name(&domain)?;
+                let progress = |line: &str| eprintln!("{line}");
+                let cert = acme.issue(d.id, chrono::Utc::now(), &progress).await?;
+                println!(
+                    "{}: serial {} from {}, valid until {}",
+                    d.domain, cert.serial, cert.issuer, cert.not_after
+                );
+            }
+            CertCommand::List => {
+                let list = db.store.certificates().await?;
+                if list.is_empty() {
+                    eprintln!("no external domains");
+                }
+                for c in list {
+                    let state = match (&c.not_after, &c.last_error) {
+                        (_, Some(e)) => format!("last attempt failed: {e}"),
+                        (Some(after), None) => format!(
+                            "valid until {after}, renewal from {}",
+                            c.renew_at.map(|r| r.to_string()).unwrap_or_default()
+                        ),
+                        (None, None) => "no certificate yet".to_owned(),
+                    };
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        c.domain,
+                        if c.names.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            c.names.join(",")
+                        },
+                        c.issuer.as_deref().unwrap_or("-"),
+                        state
+                    );
+                }
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// `siteward session-secret ...`
+pub async fn session_secret(config: &Config, cmd: SessionSecretCommand) -> anyhow::Result<()> {
+    let SessionSecretCommand::Rotate { revoke_all } = cmd;
+    let lifetime = chrono::Duration::hours(i64::from(config.http.session_ttl_hours.clamp(1, 8760)));
+    with_db(config, async |db| {
+        let removed = db
+            .store
+            .rotate_session_secret(chrono::Utc::now(), lifetime, revoke_all)
+            .await?;
+        if revoke_all {
+            eprintln!(
+                "new session secret in use; {removed} older secret(s) and every session removed"
+            );
+        } else {
+            eprintln!(
+                "new session secret in use; {removed} retired secret(s) removed; sessions signed \
+                 before now stay valid until they expire"
+            );
+        }
         Ok(())
     })
     .await

@@ -148,6 +148,81 @@ pub struct Config {
     pub ldap: LdapConfig,
     /// DNS listener.
     pub dns: DnsConfig,
+    /// Certificates by ACME.
+    pub acme: AcmeConfig,
+}
+
+/// ACME settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcmeConfig {
+    /// Renew certificates automatically (orders through the API and CLI work either way).
+    #[serde(deserialize_with = "lenient")]
+    pub enabled: bool,
+    /// ACME directory for domains that name none.
+    pub directory: String,
+    /// Where certificates are written (`<cert_dir>/<domain>/fullchain.pem`, `privkey.pem`);
+    /// default `<data_dir>/certs`.
+    pub cert_dir: Option<PathBuf>,
+    /// Command run (`sh -c`) after new certificate files are written, e.g. an NGINX reload.
+    pub hook: Option<String>,
+    /// Extra trusted root (PEM) for the CA's own HTTPS, for private CAs.
+    pub ca_root: Option<PathBuf>,
+    /// How often due certificates are looked for (seconds).
+    #[serde(deserialize_with = "lenient")]
+    pub check_interval_seconds: u64,
+    /// How long one order may take (seconds).
+    #[serde(deserialize_with = "lenient")]
+    pub order_timeout_seconds: u64,
+    /// How long a challenge TXT record may take to be visible at the name servers (seconds).
+    #[serde(deserialize_with = "lenient")]
+    pub propagation_timeout_seconds: u64,
+    /// Cloudflare's API root.
+    pub cloudflare_api: String,
+    /// Name servers (`ip:port`, comma-separated) to confirm Cloudflare challenge records at,
+    /// instead of the zone's own (split DNS).
+    #[serde(deserialize_with = "socket_list")]
+    pub nameservers: Vec<SocketAddr>,
+}
+
+fn socket_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        Text(String),
+    }
+    let items = match Either::deserialize(d)? {
+        Either::List(l) => l,
+        Either::Text(t) => t.split(',').map(str::to_owned).collect(),
+    };
+    items
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse().map_err(|_| {
+                serde::de::Error::custom(format!("`{s}` is not an address like 192.0.2.1:53"))
+            })
+        })
+        .collect()
+}
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            directory: "https://acme-v02.api.letsencrypt.org/directory".into(),
+            cert_dir: None,
+            hook: None,
+            ca_root: None,
+            check_interval_seconds: 3600,
+            order_timeout_seconds: 120,
+            propagation_timeout_seconds: 120,
+            cloudflare_api: "https://api.cloudflare.com/client/v4".into(),
+            nameservers: Vec::new(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -161,6 +236,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             ldap: LdapConfig::default(),
             dns: DnsConfig::default(),
+            acme: AcmeConfig::default(),
         }
     }
 }
@@ -197,6 +273,20 @@ pub struct HttpConfig {
     /// How long a browser session lasts, in hours (1 to 8760).
     #[serde(deserialize_with = "lenient")]
     pub session_ttl_hours: u32,
+    /// Also serve HTTP on this Unix socket (mode 0666: it offers what the TCP listener offers).
+    /// An NGINX on the same machine reaches `/auth/verify` through it for less per request.
+    pub unix_socket: Option<PathBuf>,
+    /// The same over HTTPS (off by default; an edge NGINX usually terminates TLS).
+    pub tls_listen: Listen,
+    /// PEM certificate chain for HTTPS; with neither this nor `tls_key`, a self-signed pair is
+    /// generated in the data directory on first start. Point it at an ACME-managed certificate
+    /// to have renewals picked up.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key matching `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// How often the certificate files are checked for changes (seconds).
+    #[serde(deserialize_with = "lenient")]
+    pub tls_reload_seconds: u64,
 }
 
 impl Default for HttpConfig {
@@ -206,6 +296,11 @@ impl Default for HttpConfig {
             public_url: None,
             transport_port_range: (2000, 65535),
             session_ttl_hours: 168,
+            unix_socket: None,
+            tls_listen: Listen::Off,
+            tls_cert: None,
+            tls_key: None,
+            tls_reload_seconds: 60,
         }
     }
 }
@@ -462,6 +557,21 @@ const SETTINGS: &[&str] = &[
     "http.public_url",
     "http.transport_port_range",
     "http.session_ttl_hours",
+    "http.unix_socket",
+    "acme.enabled",
+    "acme.directory",
+    "acme.cert_dir",
+    "acme.hook",
+    "acme.ca_root",
+    "acme.check_interval_seconds",
+    "acme.order_timeout_seconds",
+    "acme.propagation_timeout_seconds",
+    "acme.cloudflare_api",
+    "acme.nameservers",
+    "http.tls_listen",
+    "http.tls_cert",
+    "http.tls_key",
+    "http.tls_reload_seconds",
     "ldap.listen",
     "ldap.ldaps_listen",
     "ldap.base_dn",
@@ -608,6 +718,15 @@ pub fn load(
         ),
         ("ldap.time_limit_seconds", config.ldap.time_limit_seconds),
         ("ldap.tls_reload_seconds", config.ldap.tls_reload_seconds),
+        ("http.tls_reload_seconds", config.http.tls_reload_seconds),
+        (
+            "acme.check_interval_seconds",
+            config.acme.check_interval_seconds,
+        ),
+        (
+            "acme.order_timeout_seconds",
+            config.acme.order_timeout_seconds,
+        ),
     ] {
         if value == 0 {
             return Err(ConfigError::Invalid {

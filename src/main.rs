@@ -48,6 +48,12 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(commands::ApiKeyCommand),
+    /// Manage the secrets that sign browser session cookies.
+    #[command(subcommand, name = "session-secret")]
+    SessionSecret(commands::SessionSecretCommand),
+    /// Certificates of external domains (ACME).
+    #[command(subcommand)]
+    Cert(commands::CertCommand),
     /// Manage sites.
     #[command(subcommand)]
     Site(commands::SiteCommand),
@@ -65,6 +71,10 @@ struct ServeArgs {
     /// HTTP listener address, or `off` [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     http: Option<String>,
+    /// HTTPS listener address, or `off` [default: off]; certificate from `http.tls_cert`/`_key`
+    /// or self-signed.
+    #[arg(long, value_name = "ADDR")]
+    https: Option<String>,
     /// LDAP listener address, or `off` [default: 127.0.0.1:3389].
     #[arg(long, value_name = "ADDR")]
     ldap: Option<String>,
@@ -89,6 +99,7 @@ impl Cli {
         push("log_format", &self.log_format);
         if let Command::Serve(args) = &self.command {
             push("http.listen", &args.http);
+            push("http.tls_listen", &args.https);
             push("ldap.listen", &args.ldap);
             push("ldap.ldaps_listen", &args.ldaps);
             push("dns.listen", &args.dns);
@@ -147,6 +158,8 @@ fn main() -> ExitCode {
             Command::User(cmd) => commands::user(&config, cmd).await,
             Command::Group(cmd) => commands::group(&config, cmd).await,
             Command::ApiKey(cmd) => commands::api_key(&config, cmd).await,
+            Command::SessionSecret(cmd) => commands::session_secret(&config, cmd).await,
+            Command::Cert(cmd) => commands::cert(&config, cmd).await,
             Command::Site(cmd) => commands::site(&config, cmd).await,
             Command::Node(cmd) => commands::node(&config, cmd).await,
             Command::NginxSync(args) => nginx_sync::run(args).await,

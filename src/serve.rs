@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::config::{Config, Listen};
 use crate::db::{self, Role};
@@ -92,9 +93,11 @@ fn ldap_server(
         c.tls_cert.clone(),
         c.tls_key.clone(),
         &config.data_dir,
+        "ldap",
+        "ldap.tls",
         &["localhost".into(), "127.0.0.1".into(), "::1".into()],
     )
-    .and_then(siteward_ldap::Tls::new);
+    .and_then(|files| siteward_ldap::Tls::new(files, "LDAP", &[]));
     let tls = match tls {
         Ok(t) => Some(Arc::new(t)),
         Err(e) => {
@@ -122,19 +125,147 @@ fn ldap_server(
         .context("cannot start the LDAP server")
 }
 
+/// The ACME side's settings from configuration.
+pub fn acme_settings(config: &Config) -> siteward_acme::Settings {
+    siteward_acme::Settings {
+        default_directory: config.acme.directory.clone(),
+        ca_root: config.acme.ca_root.clone(),
+        cert_dir: config
+            .acme
+            .cert_dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("certs")),
+        hook: config.acme.hook.clone(),
+        order_timeout: Duration::from_secs(config.acme.order_timeout_seconds),
+        check_interval: Duration::from_secs(config.acme.check_interval_seconds),
+        own_dns: None,
+        propagation_timeout: Duration::from_secs(config.acme.propagation_timeout_seconds),
+        cloudflare_api: config.acme.cloudflare_api.clone(),
+        nameservers: config.acme.nameservers.clone(),
+    }
+}
+
+/// Certificate orders from the API, run as jobs.
+struct AcmeOrders(siteward_acme::Acme);
+
+impl siteward_admin::CertificateOrders for AcmeOrders {
+    fn start(&self, domain: siteward_store::ExternalDomainId, job: siteward_store::JobId) {
+        let acme = self.0.clone();
+        let span = tracing::info_span!("job", job = job.0, kind = "certificate");
+        tokio::spawn(certificate_job(acme, domain, job).instrument(span));
+    }
+}
+
+/// One certificate order as a job: progress lines in order, then the final status.
+async fn certificate_job(
+    acme: siteward_acme::Acme,
+    domain: siteward_store::ExternalDomainId,
+    job: siteward_store::JobId,
+) {
+    let store = acme.store().clone();
+    if let Err(e) = store.set_job_status(job, "running").await {
+        tracing::error!(error = %e, "marking the certificate job running failed");
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                if let Err(e) = store.job_log(job, &line).await {
+                    tracing::error!(error = %e, "recording job progress failed");
+                }
+            }
+        })
+    };
+    let progress = move |line: &str| {
+        let _ = tx.send(line.to_owned());
+    };
+    let result = acme.issue(domain, chrono::Utc::now(), &progress).await;
+    drop(progress);
+    let _ = writer.await;
+    let status = match &result {
+        Ok(_) => "success",
+        Err(e) => {
+            // Failures inside the order are already described; these happen before it.
+            if matches!(
+                e,
+                siteward_acme::Error::Busy(_) | siteward_acme::Error::Invalid(_)
+            ) {
+                let _ = store.job_log(job, &format!("failed: {e}")).await;
+            }
+            "failure"
+        }
+    };
+    if let Err(e) = store.set_job_status(job, status).await {
+        tracing::error!(error = %e, "recording the certificate job's result failed");
+    }
+}
+
+/// The HTTPS listener's certificate: configured, or self-signed in the data directory.
+fn https_tls(config: &Config) -> anyhow::Result<siteward_store::tls::Tls> {
+    let files = siteward_store::tls::TlsFiles::configured_or_self_signed(
+        config.http.tls_cert.clone(),
+        config.http.tls_key.clone(),
+        &config.data_dir,
+        "http",
+        "http.tls",
+        &["localhost".into(), "127.0.0.1".into(), "::1".into()],
+    )?;
+    Ok(siteward_store::tls::Tls::new(
+        files,
+        "HTTPS",
+        &[b"http/1.1"],
+    )?)
+}
+
+/// Binds the HTTP Unix socket: a stale socket file from an earlier run is replaced, anything
+/// else at the path is an error. Mode 0666, like a TCP port on loopback.
+fn bind_unix(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            anyhow::bail!(
+                "http.unix_socket: {} exists and is not a socket; remove it or choose another path",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("http.unix_socket: cannot replace {}", path.display()))?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("http.unix_socket: cannot create {}", dir.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("http.unix_socket: cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).with_context(|| {
+        format!(
+            "http.unix_socket: cannot set the mode of {}",
+            path.display()
+        )
+    })?;
+    Ok(listener)
+}
+
 /// Runs the server until a signal arrives.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // Bind first: a port that is taken is a configuration error worth failing on at once.
     let http = bind_tcp(config.http.listen, "HTTP").await?;
+    let https = bind_tcp(config.http.tls_listen, "HTTPS").await?;
     let ldap = bind_tcp(config.ldap.listen, "LDAP").await?;
     let ldaps = bind_tcp(config.ldap.ldaps_listen, "LDAPS").await?;
     let dns = bind_dns(config.dns.listen).await?;
+    let http_unix = match &config.http.unix_socket {
+        Some(path) => Some(bind_unix(path)?),
+        None => None,
+    };
 
     let database = db::open(&config, Role::Server).await?;
     let store = database.store.clone();
 
     tracing::info!(
         http = %show(http.as_ref().and_then(|l| l.local_addr().ok())),
+        https = %show(https.as_ref().and_then(|l| l.local_addr().ok())),
         ldap = %show(ldap.as_ref().and_then(|l| l.local_addr().ok())),
         ldaps = %show(ldaps.as_ref().and_then(|l| l.local_addr().ok())),
         dns = %show(dns.as_ref().and_then(|(u, _)| u.local_addr().ok())),
@@ -199,28 +330,74 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let dns_metrics = siteward_dns::Metrics::register(&mut registry);
     let registry = Arc::new(registry);
 
-    if let Some(listener) = http {
-        let mut state =
-            siteward_admin::AdminState::new(store.clone(), registry.clone(), http_metrics);
+    let mut settings = acme_settings(&config);
+    // Confirm our own zones' challenge records at our own DNS listener (as the CA will ask it).
+    settings.own_dns = dns
+        .as_ref()
+        .and_then(|(u, _)| u.local_addr().ok())
+        .map(|mut a| {
+            if a.ip().is_unspecified() {
+                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            a
+        });
+    let acme = siteward_acme::Acme::new(store.clone(), settings);
+    if config.acme.enabled {
+        tracker.spawn(acme.clone().run(shutdown.clone()));
+    }
+    if http.is_some() || https.is_some() || http_unix.is_some() {
+        let mut state = siteward_admin::Shared::new(store.clone(), registry.clone(), http_metrics);
         state.port_range = config.http.transport_port_range;
         state.jobs = jobs.clone();
         state.session_ttl =
             chrono::Duration::hours(i64::from(config.http.session_ttl_hours.clamp(1, 8760)));
-        state.public_url = config.http.public_url.clone().unwrap_or_else(|| {
-            format!(
-                "http://{}",
-                listener
-                    .local_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default()
-            )
-        });
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            if let Err(e) = siteward_admin::serve(listener, state, shutdown).await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        // Links in mails and the login page default to the first listener users can reach.
+        let first = https
+            .as_ref()
+            .map(|l| ("https", l))
+            .or(http.as_ref().map(|l| ("http", l)));
+        state.public_url = config
+            .http
+            .public_url
+            .clone()
+            .unwrap_or_else(|| match first {
+                Some((scheme, l)) => format!(
+                    "{scheme}://{}",
+                    l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+                ),
+                None => "http://localhost".into(),
+            });
+        state.certificates = Some(Arc::new(AcmeOrders(acme.clone())));
+        let state: siteward_admin::AdminState = state.into();
+        if let Some(listener) = https {
+            let tls = Arc::new(https_tls(&config)?);
+            let every = Duration::from_secs(config.http.tls_reload_seconds);
+            tracker.spawn(tls.clone().watch(every, shutdown.clone()));
+            let (state, shutdown) = (state.clone(), shutdown.clone());
+            tracker.spawn(async move {
+                if let Err(e) =
+                    siteward_admin::https::serve_https(listener, tls, state, shutdown).await
+                {
+                    tracing::error!(error = %e, "HTTPS server failed");
+                }
+            });
+        }
+        if let Some(unix) = http_unix {
+            let (state, shutdown) = (state.clone(), shutdown.clone());
+            tracker.spawn(async move {
+                if let Err(e) = siteward_admin::serve_unix(unix, state, shutdown).await {
+                    tracing::error!(error = %e, "HTTP server on the Unix socket failed");
+                }
+            });
+        }
+        if let Some(listener) = http {
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                if let Err(e) = siteward_admin::serve(listener, state, shutdown).await {
+                    tracing::error!(error = %e, "HTTP server failed");
+                }
+            });
+        }
     }
     if ldap.is_some() || ldaps.is_some() {
         let server = Arc::new(ldap_server(&config, store.clone(), ldap_metrics)?);
@@ -228,19 +405,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             anyhow::bail!("ldap.ldaps_listen is set but no TLS certificate could be loaded");
         }
         if let Some(tls) = server.tls().cloned() {
-            let shutdown = shutdown.clone();
             let every = Duration::from_secs(config.ldap.tls_reload_seconds);
-            tracker.spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(every) => {}
-                    }
-                    if let Err(e) = tls.reload_if_changed() {
-                        tracing::error!(error = %e, "the LDAP certificate could not be reloaded; keeping the current one");
-                    }
-                }
-            });
+            tracker.spawn(tls.watch(every, shutdown.clone()));
         }
         if let Some(listener) = ldap {
             let (server, shutdown) = (server.clone(), shutdown.clone());

@@ -1,13 +1,592 @@
 //! # siteward-acme
 //!
-//! Placeholder crate: the acme server is built by its own issue. It depends on `siteward-store`
-//! only, and exposes `serve(...)` taking an already-bound socket and a shutdown token.
+//! Obtains and renews the TLS certificate of every external domain with ACME (RFC 8555) through
+//! `instant-acme` on the ring provider. Depends on `siteward-store` only; the binary wires it to
+//! the API (orders as jobs) and runs [`Acme::run`].
+//!
+//! ## Layout
+//! - [`Acme::issue`]: one order, end to end: account (created once per directory and kept,
+//!   encrypted), challenges through a [`solver`], CSR and key, finalization, storage, files
+//!   ([`files`]), hook; every challenge record it published is withdrawn, also on failure.
+//! - [`Acme::renew_due`]: one scheduler pass at an explicit `now` (tests control the clock);
+//!   [`Acme::run`] calls it periodically.
+//! - [`schedule`]: when a certificate is due, backoff after failures (pure functions).
+//!
+//! Architecture Invariant: at most one order per domain at a time across every siteward process
+//! sharing the database: an order runs under a PostgreSQL advisory lock on the domain, and
+//! re-reads the renewal state after taking it.
 
-/// Errors of the acme server.
+pub mod cloudflare;
+pub mod files;
+pub mod propagation;
+pub mod schedule;
+pub mod solver;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, Identifier, NewAccount, NewOrder,
+    OrderStatus, RetryPolicy,
+};
+use siteward_store::acme::IssuedCertificate;
+use siteward_store::{ExternalDomain, ExternalDomainId, Store};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Let's Encrypt's production directory, the default.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// Advisory-lock class for certificate orders (the second key is the domain id).
+const LOCK_CLASS: i32 = 0x5357_4143; // "SWAC"
+
+/// Errors, in the operator's terms.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Socket failure.
-    #[error("acme: {0}")]
-    Io(#[from] std::io::Error),
+    /// The database failed.
+    #[error("database: {0}")]
+    Store(#[from] siteward_store::StoreError),
+    /// Another order for this domain runs (here or in another siteward process).
+    #[error("another order for {0} is in progress")]
+    Busy(String),
+    /// The CA refused or failed something.
+    #[error("{0}")]
+    Ca(String),
+    /// A challenge could not be set up or was not visible.
+    #[error("{0}")]
+    Challenge(String),
+    /// Files or the hook.
+    #[error("{0}")]
+    Install(String),
+    /// Nothing to do (not managed, unknown domain).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Describes an instant-acme error the way an operator needs it.
+fn ca_error(context: &str, e: instant_acme::Error) -> Error {
+    let text = match &e {
+        instant_acme::Error::Api(p) => {
+            let kind = p
+                .r#type
+                .as_deref()
+                .map(|t| t.trim_start_matches("urn:ietf:params:acme:error:"))
+                .unwrap_or("error");
+            let detail = p.detail.as_deref().unwrap_or("");
+            let subs: Vec<String> = p
+                .subproblems
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{}: {}",
+                        s.identifier
+                            .as_ref()
+                            .map(|i| format!("{i:?}"))
+                            .unwrap_or_default(),
+                        s.detail.as_deref().unwrap_or("")
+                    )
+                })
+                .collect();
+            if kind == "rateLimited" {
+                format!("rate limited by the CA: {detail}")
+            } else if subs.is_empty() {
+                format!("the CA answered {kind}: {detail}")
+            } else {
+                format!("the CA answered {kind}: {detail} ({})", subs.join("; "))
+            }
+        }
+        instant_acme::Error::Timeout(_) => "the CA did not finish in time".to_owned(),
+        other => other.to_string(),
+    };
+    Error::Ca(format!("{context}: {text}"))
+}
+
+/// How the ACME side runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Directory used when a domain names none.
+    pub default_directory: String,
+    /// Extra trusted root (PEM) for the CA's HTTPS (private CAs such as Pebble).
+    pub ca_root: Option<PathBuf>,
+    /// Where certificates are written: `<cert_dir>/<domain>/fullchain.pem` and `privkey.pem`.
+    pub cert_dir: PathBuf,
+    /// Command run (`sh -c`) after new files are written, e.g. `systemctl reload nginx`.
+    pub hook: Option<String>,
+    /// How long an order may take from placing to the certificate.
+    pub order_timeout: Duration,
+    /// How often the scheduler looks for due certificates.
+    pub check_interval: Duration,
+    /// Our own DNS listener: a TXT record put into one of our zones is confirmed there before
+    /// the CA is told (the zone index is rebuilt asynchronously).
+    pub own_dns: Option<std::net::SocketAddr>,
+    /// How long a challenge record may take to become visible.
+    pub propagation_timeout: Duration,
+    /// Cloudflare's API root.
+    pub cloudflare_api: String,
+    /// Name servers to confirm Cloudflare challenge records at, instead of the zone's own
+    /// (split DNS, tests).
+    pub nameservers: Vec<std::net::SocketAddr>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            default_directory: LETS_ENCRYPT.into(),
+            ca_root: None,
+            cert_dir: PathBuf::from("/etc/siteward/certs"),
+            hook: None,
+            order_timeout: Duration::from_secs(120),
+            check_interval: Duration::from_secs(3600),
+            own_dns: None,
+            propagation_timeout: Duration::from_secs(120),
+            cloudflare_api: cloudflare::API.into(),
+            nameservers: Vec::new(),
+        }
+    }
+}
+
+/// The ACME side.
+#[derive(Clone, Debug)]
+pub struct Acme {
+    store: Store,
+    settings: Arc<Settings>,
+}
+
+/// What happened to one domain in a scheduler pass.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A certificate was issued.
+    Issued(String),
+    /// The order failed (recorded with backoff).
+    Failed(String),
+    /// Another process was ordering it.
+    Busy,
+}
+
+impl Acme {
+    /// The ACME side on `store`.
+    pub fn new(store: Store, settings: Settings) -> Self {
+        Self {
+            store,
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The store it works on.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn domain(&self, id: ExternalDomainId) -> Result<ExternalDomain, Error> {
+        self.store
+            .snapshot()
+            .naming
+            .external_domains
+            .iter()
+            .find(|d| d.id == id)
+            .cloned()
+            .ok_or_else(|| Error::Invalid(format!("external domain {} not found", id.0)))
+    }
+
+    /// The external domain named `name`.
+    pub fn domain_by_name(&self, name: &str) -> Result<ExternalDomain, Error> {
+        let name = name.trim_end_matches('.');
+        self.store
+            .snapshot()
+            .naming
+            .external_domains
+            .iter()
+            .find(|d| d.domain.eq_ignore_ascii_case(name))
+            .cloned()
+            .ok_or_else(|| Error::Invalid(format!("no external domain named {name}")))
+    }
+
+    /// Orders a certificate for the domain now (whatever its renewal state), reporting each step
+    /// to `progress`. Fails with [`Error::Busy`] when another order for it runs.
+    pub async fn issue(
+        &self,
+        id: ExternalDomainId,
+        now: DateTime<Utc>,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<IssuedCertificate, Error> {
+        let domain = self.domain(id)?;
+        let span = tracing::info_span!("acme_order", domain = %domain.domain);
+        async {
+            let lock = self.lock(&domain).await?;
+            let result = self.order_recorded(&domain, now, progress).await;
+            self.unlock(lock, &domain).await;
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// One scheduler pass at `now`: orders every managed domain whose certificate is due and
+    /// whose backoff has passed. Domains another process is ordering are skipped.
+    pub async fn renew_due(&self, now: DateTime<Utc>) -> Result<Vec<(String, Outcome)>, Error> {
+        let mut out = Vec::new();
+        for info in self.store.certificates().await? {
+            let Ok(domain) = self.domain(info.external_domain_id) else {
+                continue;
+            };
+            if domain.acme_email.is_none() || !schedule::due(&info, now) {
+                continue;
+            }
+            let span = tracing::info_span!("acme_renewal", domain = %domain.domain);
+            let outcome = async {
+                let Ok(lock) = self.lock(&domain).await else {
+                    return Outcome::Busy;
+                };
+                // Someone may have renewed it while we waited for the lock.
+                let fresh = self.store.certificate(domain.id).await;
+                let outcome = match fresh {
+                    Ok(fresh) if !schedule::due(&fresh, now) => Outcome::Busy,
+                    _ => {
+                        let log = |line: &str| tracing::info!("{line}");
+                        match self.order_recorded(&domain, now, &log).await {
+                            Ok(c) => Outcome::Issued(c.serial),
+                            Err(e) => Outcome::Failed(e.to_string()),
+                        }
+                    }
+                };
+                self.unlock(lock, &domain).await;
+                outcome
+            }
+            .instrument(span)
+            .await;
+            out.push((domain.domain.clone(), outcome));
+        }
+        Ok(out)
+    }
+
+    /// Runs [`Acme::renew_due`] every `check_interval` (and once at start) until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            match self.renew_due(Utc::now()).await {
+                Ok(done) => {
+                    for (domain, outcome) in done {
+                        match outcome {
+                            Outcome::Issued(serial) => {
+                                tracing::info!(%domain, %serial, "certificate renewed")
+                            }
+                            Outcome::Failed(e) => {
+                                tracing::warn!(%domain, error = %e, "certificate renewal failed")
+                            }
+                            Outcome::Busy => {}
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "the certificate scheduler could not run"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.settings.check_interval) => {}
+            }
+        }
+    }
+
+    /// Takes the domain's order lock on a connection of its own (held until [`Acme::unlock`]).
+    async fn lock(
+        &self,
+        domain: &ExternalDomain,
+    ) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, Error> {
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(|e| Error::Store(e.into()))?;
+        let key = i32::try_from(domain.id.0).unwrap_or(i32::MAX);
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(LOCK_CLASS)
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| Error::Store(e.into()))?;
+        if got {
+            Ok(conn)
+        } else {
+            Err(Error::Busy(domain.domain.clone()))
+        }
+    }
+
+    async fn unlock(
+        &self,
+        mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+        domain: &ExternalDomain,
+    ) {
+        let key = i32::try_from(domain.id.0).unwrap_or(i32::MAX);
+        let done = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+            .bind(LOCK_CLASS)
+            .bind(key)
+            .execute(&mut *conn)
+            .await;
+        if let Err(e) = done {
+            // The lock dies with the session: close it rather than return it to the pool.
+            tracing::warn!(error = %e, "releasing the order lock failed; closing its connection");
+            conn.detach();
+        }
+    }
+
+    /// Places the order and records the outcome (success, or failure with backoff).
+    async fn order_recorded(
+        &self,
+        domain: &ExternalDomain,
+        now: DateTime<Utc>,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<IssuedCertificate, Error> {
+        self.store.certificate_order_placed(domain.id, now).await?;
+        match self.order(domain, progress).await {
+            Ok(cert) => {
+                self.store.save_certificate(domain.id, &cert).await?;
+                progress(&format!(
+                    "stored; serial {}, valid until {}, renewal from {}",
+                    cert.serial, cert.not_after, cert.renew_at
+                ));
+                self.install(domain, &cert, progress).await?;
+                Ok(cert)
+            }
+            Err(e) => {
+                let failures = self
+                    .store
+                    .certificate(domain.id)
+                    .await
+                    .map(|c| c.failures)
+                    .unwrap_or(0);
+                let next = now + schedule::backoff(failures, rand::random::<f64>());
+                let message = e.to_string();
+                self.store
+                    .certificate_failed(domain.id, &message, next)
+                    .await?;
+                progress(&format!("failed: {message}; next attempt from {next}"));
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the files and runs the hook.
+    async fn install(
+        &self,
+        domain: &ExternalDomain,
+        cert: &IssuedCertificate,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<(), Error> {
+        let dir = self
+            .settings
+            .cert_dir
+            .join(domain.domain.to_ascii_lowercase());
+        files::install(&dir, &cert.chain_pem, &cert.key_pem)
+            .map_err(|e| Error::Install(format!("writing {}: {e}", dir.display())))?;
+        progress(&format!(
+            "wrote {}/fullchain.pem and privkey.pem",
+            dir.display()
+        ));
+        if let Some(hook) = &self.settings.hook {
+            files::run_hook(hook, &domain.domain, &dir)
+                .await
+                .map_err(Error::Install)?;
+            progress(&format!("ran the hook `{hook}`"));
+        }
+        Ok(())
+    }
+
+    /// Where a published TXT record must be visible before the CA is told: our own DNS for our
+    /// zones; for Cloudflare the configured name servers, else the zone's own.
+    async fn check_at(&self, solver: &solver::Solver) -> Result<Vec<std::net::SocketAddr>, Error> {
+        match solver {
+            solver::Solver::OwnDns { .. } => Ok(self.settings.own_dns.into_iter().collect()),
+            solver::Solver::Cloudflare { zone, .. } => {
+                if !self.settings.nameservers.is_empty() {
+                    return Ok(self.settings.nameservers.clone());
+                }
+                let mut out = Vec::new();
+                for ns in &zone.name_servers {
+                    let found = tokio::net::lookup_host((ns.as_str(), 53))
+                        .await
+                        .map_err(|e| {
+                            Error::Challenge(format!("cannot resolve the name server {ns}: {e}"))
+                        })?;
+                    out.extend(found.filter(|a| a.is_ipv4()).take(1));
+                }
+                Ok(out)
+            }
+            solver::Solver::Http01 => Ok(Vec::new()),
+        }
+    }
+
+    async fn account(&self, domain: &ExternalDomain) -> Result<Account, Error> {
+        let directory = domain
+            .acme_directory
+            .clone()
+            .unwrap_or_else(|| self.settings.default_directory.clone());
+        let builder = || match &self.settings.ca_root {
+            Some(root) => Account::builder_with_root(root)
+                .map_err(|e| ca_error(&format!("loading the CA root {}", root.display()), e)),
+            None => Account::builder().map_err(|e| ca_error("preparing the HTTP client", e)),
+        };
+        if let Some((_, json)) = self.store.acme_account(&directory).await? {
+            let creds: AccountCredentials = serde_json::from_str(&json)
+                .map_err(|e| Error::Invalid(format!("stored ACME account is unreadable: {e}")))?;
+            return builder()?
+                .from_credentials(creds)
+                .await
+                .map_err(|e| ca_error(&format!("restoring the account at {directory}"), e));
+        }
+        let contact = domain.acme_email.as_ref().map(|m| format!("mailto:{m}"));
+        let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+        let (_, creds) = builder()?
+            .create(
+                &NewAccount {
+                    contact: &contacts,
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                },
+                directory.clone(),
+                None,
+            )
+            .await
+            .map_err(|e| ca_error(&format!("creating an account at {directory}"), e))?;
+        let json = serde_json::to_string(&creds)
+            .map_err(|e| Error::Invalid(format!("cannot serialize the account: {e}")))?;
+        self.store
+            .save_acme_account(&directory, domain.acme_email.as_deref(), &json)
+            .await?;
+        // Another process may have created one at the same time: use the stored one.
+        let (_, json) = self
+            .store
+            .acme_account(&directory)
+            .await?
+            .ok_or_else(|| Error::Invalid("the ACME account was not stored".into()))?;
+        let creds: AccountCredentials = serde_json::from_str(&json)
+            .map_err(|e| Error::Invalid(format!("stored ACME account is unreadable: {e}")))?;
+        builder()?
+            .from_credentials(creds)
+            .await
+            .map_err(|e| ca_error(&format!("restoring the account at {directory}"), e))
+    }
+
+    /// The order itself; every published challenge is withdrawn before this returns.
+    async fn order(
+        &self,
+        domain: &ExternalDomain,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<IssuedCertificate, Error> {
+        let solver = solver::Solver::for_domain(&self.store, domain, &self.settings).await?;
+        let names = solver.names(&domain.domain);
+        progress(&format!(
+            "ordering a certificate for {} ({})",
+            names.join(", "),
+            solver.describe()
+        ));
+        let account = self.account(domain).await?;
+        let mut published = Vec::new();
+        let result = self
+            .order_with(&account, &solver, &names, &mut published, progress)
+            .await;
+        for p in published {
+            if let Err(e) = solver.withdraw(&self.store, p).await {
+                tracing::warn!(error = %e, "withdrawing a challenge failed");
+                progress(&format!("could not withdraw a challenge record: {e}"));
+            }
+        }
+        if result.is_ok() {
+            progress("challenge records withdrawn");
+        }
+        result
+    }
+
+    async fn order_with(
+        &self,
+        account: &Account,
+        solver: &solver::Solver,
+        names: &[String],
+        published: &mut Vec<solver::Published>,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<IssuedCertificate, Error> {
+        let identifiers: Vec<Identifier> = names.iter().cloned().map(Identifier::Dns).collect();
+        let mut order = account
+            .new_order(&NewOrder::new(&identifiers))
+            .await
+            .map_err(|e| ca_error("placing the order", e))?;
+        progress(&format!("order placed: {}", order.url()));
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.map_err(|e| ca_error("reading an authorization", e))?;
+            if authz.status == AuthorizationStatus::Valid {
+                continue;
+            }
+            let kind = solver.challenge_type();
+            let mut challenge = authz.challenge(kind.clone()).ok_or_else(|| {
+                Error::Ca(format!("the CA offers no {kind:?} challenge for this name"))
+            })?;
+            let identifier = challenge.identifier().to_string();
+            let key_auth = challenge.key_authorization();
+            let p = solver
+                .publish(&self.store, &identifier, &challenge.token, &key_auth)
+                .await?;
+            published.push(p);
+            let name = format!("_acme-challenge.{}", identifier.trim_start_matches("*."));
+            for ns in self.check_at(solver).await? {
+                propagation::wait_visible(
+                    ns,
+                    &name,
+                    &key_auth.dns_value(),
+                    self.settings.propagation_timeout,
+                )
+                .await?;
+            }
+            progress(&format!(
+                "published the {kind:?} challenge for {identifier}"
+            ));
+            challenge
+                .set_ready()
+                .await
+                .map_err(|e| ca_error(&format!("telling the CA {identifier} is ready"), e))?;
+        }
+        let retry = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(250))
+            .backoff(1.5)
+            .timeout(self.settings.order_timeout);
+        let status = order
+            .poll_ready(&retry)
+            .await
+            .map_err(|e| ca_error("validating the challenges", e))?;
+        if status != OrderStatus::Ready {
+            return Err(Error::Ca(format!(
+                "the CA did not validate the challenges (order {status:?})"
+            )));
+        }
+        progress("challenges validated");
+        let key = rcgen::KeyPair::generate()
+            .map_err(|e| Error::Invalid(format!("cannot generate a key: {e}")))?;
+        let mut params = rcgen::CertificateParams::new(names.to_vec())
+            .map_err(|e| Error::Invalid(format!("cannot build the CSR: {e}")))?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let csr = params
+            .serialize_request(&key)
+            .map_err(|e| Error::Invalid(format!("cannot sign the CSR: {e}")))?;
+        order
+            .finalize_csr(csr.der())
+            .await
+            .map_err(|e| ca_error("the CA rejected the CSR", e))?;
+        let chain = order
+            .poll_certificate(&retry)
+            .await
+            .map_err(|e| ca_error("downloading the certificate", e))?;
+        let mut issued = files::describe(&chain)
+            .map_err(|e| Error::Ca(format!("the CA returned an unusable certificate: {e}")))?;
+        issued.names = names.to_vec();
+        issued.key_pem = key.serialize_pem();
+        issued.renew_at = schedule::renew_at(issued.not_before, issued.not_after, rand::random());
+        progress(&format!("certificate issued by {}", issued.issuer));
+        Ok(issued)
+    }
 }

@@ -1,4 +1,5 @@
-//! `/healthz`, `/readyz` and `/metrics`.
+//! `/healthz`, `/readyz`, `/metrics`, and the ACME HTTP-01 answers under
+//! `/.well-known/acme-challenge/`.
 
 use std::time::Duration;
 
@@ -16,6 +17,32 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/.well-known/acme-challenge/{token}", get(acme_challenge))
+}
+
+/// The key authorization for an HTTP-01 token the ACME side published; 404 for anything else.
+async fn acme_challenge(
+    State(state): State<AdminState>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Response {
+    let well_formed = !token.is_empty()
+        && token.len() <= 256
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !well_formed {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    match state.store.http_challenge(&token, chrono::Utc::now()).await {
+        Ok(Some(answer)) => {
+            ([(header::CONTENT_TYPE, "application/octet-stream")], answer).into_response()
+        }
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "reading an HTTP-01 answer failed");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
 }
 
 /// 200 while the process runs.

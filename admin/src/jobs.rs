@@ -477,57 +477,62 @@ impl Jobs {
     /// reconciled against Proxmox: a container that runs there is kept, anything else is
     /// removed and its address released. Never runs a job twice.
     pub async fn reconcile(&self) {
-        let Ok(jobs) = self.store.unfinished_jobs().await else {
-            return;
+        let jobs = match self.store.unfinished_jobs().await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::error!(error = %e, "listing unfinished jobs failed; none reconciled");
+                return;
+            }
         };
         for job in jobs {
-            let containers = self
-                .store
-                .list_containers(
-                    siteward_store::resources::Page {
-                        limit: 500,
-                        after: None,
-                    },
-                    None,
-                    None,
-                )
-                .await
-                .map(|l| l.items)
-                .unwrap_or_default();
-            let mine: Vec<Container> = containers
-                .into_iter()
-                .filter(|c| c.creation_job_id == Some(job.id) && c.status == "creating")
-                .collect();
-            for c in mine {
-                let verdict = self.reconcile_container(&c).await;
-                match verdict {
-                    Ok(true) => {
-                        let _ = self.store.set_container_status(c.id, "running").await;
-                        let _ = self
-                            .store
-                            .job_log(
-                                job.id,
-                                "reconciled after a restart: the container runs on Proxmox",
-                            )
-                            .await;
-                        let _ = self.store.set_job_status(job.id, "success").await;
-                    }
-                    Ok(false) | Err(_) => {
-                        let _ = self.store.release_container(c.id).await;
-                        let _ = self.store.job_log(job.id, "failed: interrupted by a restart; what was made on Proxmox was removed").await;
-                        let _ = self.store.set_job_status(job.id, "failure").await;
-                    }
-                }
+            let span = tracing::info_span!("reconcile", job = %job.id.0);
+            self.reconcile_job(&job).instrument(span).await;
+        }
+    }
+
+    async fn reconcile_job(&self, job: &siteward_store::resources::Job) {
+        let mine = match self.store.containers_being_created_by(job.id).await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the job's containers failed");
+                Vec::new()
             }
-            if job.status == "pending" || job.status == "running" {
-                if let Ok((j, _)) = self.store.job(job.id, None).await {
-                    if j.status == "pending" || j.status == "running" {
-                        let _ = self
-                            .store
-                            .job_log(job.id, "failed: interrupted by a restart")
-                            .await;
-                        let _ = self.store.set_job_status(job.id, "failure").await;
-                    }
+        };
+        for c in mine {
+            let (status, container, line) = match self.reconcile_container(&c).await {
+                Ok(true) => (
+                    "success",
+                    Some("running"),
+                    "reconciled after a restart: the container runs on Proxmox",
+                ),
+                _ => (
+                    "failure",
+                    None,
+                    "failed: interrupted by a restart; what was made on Proxmox was removed",
+                ),
+            };
+            let done = async {
+                match container {
+                    Some(st) => self.store.set_container_status(c.id, st).await?,
+                    None => self.store.release_container(c.id).await?,
+                }
+                self.store.job_log(job.id, line).await?;
+                self.store.set_job_status(job.id, status).await
+            };
+            if let Err(e) = done.await {
+                tracing::error!(error = %e, container = c.id.0, "recording a reconciliation failed");
+            }
+        }
+        if let Ok((j, _)) = self.store.job(job.id, None).await {
+            if j.status == "pending" || j.status == "running" {
+                let done = async {
+                    self.store
+                        .job_log(job.id, "failed: interrupted by a restart")
+                        .await?;
+                    self.store.set_job_status(job.id, "failure").await
+                };
+                if let Err(e) = done.await {
+                    tracing::error!(error = %e, "failing an interrupted job failed");
                 }
             }
         }
@@ -647,40 +652,29 @@ impl Jobs {
             }
         };
         match action {
-            Some(Lifecycle::Start) => {
-                self.log(job, &format!("starting CT {vmid}")).await;
-                wait(
-                    pve.action(&node.name, vmid, "start")
-                        .await
-                        .map_err(|e| e.to_string())?,
-                )
-                .await?;
-                let _ = self.store.set_container_status(c.id, "running").await;
-            }
-            Some(Lifecycle::Stop) | Some(Lifecycle::Shutdown) => {
-                let verb = if matches!(action, Some(Lifecycle::Stop)) {
-                    "stop"
-                } else {
-                    "shutdown"
+            Some(
+                power @ (Lifecycle::Start
+                | Lifecycle::Stop
+                | Lifecycle::Shutdown
+                | Lifecycle::Restart),
+            ) => {
+                // (Proxmox verb, what the log says, the status it leaves)
+                let (verb, doing, status) = match power {
+                    Lifecycle::Start => ("start", "starting", "running"),
+                    Lifecycle::Stop => ("stop", "stopping", "stopped"),
+                    Lifecycle::Shutdown => ("shutdown", "shutting down", "stopped"),
+                    _ => ("reboot", "restarting", "running"),
                 };
-                self.log(job, &format!("{verb} CT {vmid}")).await;
+                self.log(job, &format!("{doing} CT {vmid}")).await;
                 wait(
                     pve.action(&node.name, vmid, verb)
                         .await
                         .map_err(|e| e.to_string())?,
                 )
                 .await?;
-                let _ = self.store.set_container_status(c.id, "stopped").await;
-            }
-            Some(Lifecycle::Restart) => {
-                self.log(job, &format!("restarting CT {vmid}")).await;
-                wait(
-                    pve.action(&node.name, vmid, "reboot")
-                        .await
-                        .map_err(|e| e.to_string())?,
-                )
-                .await?;
-                let _ = self.store.set_container_status(c.id, "running").await;
+                if let Err(e) = self.store.set_container_status(c.id, status).await {
+                    tracing::warn!(error = %e, container = c.id.0, "recording the new status failed");
+                }
             }
             Some(Lifecycle::Reconfigure { cores, memory }) => {
                 let mut params = Vec::new();
@@ -696,7 +690,9 @@ impl Jobs {
                     .map_err(|e| e.to_string())?;
             }
             None => {
-                let _ = self.store.set_container_status(c.id, "deleting").await;
+                if let Err(e) = self.store.set_container_status(c.id, "deleting").await {
+                    tracing::warn!(error = %e, container = c.id.0, "marking the container deleting failed");
+                }
                 if let Ok(s) = pve.status(&node.name, vmid).await {
                     if s.status == "running" {
                         self.log(job, &format!("stopping CT {vmid}")).await;

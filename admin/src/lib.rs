@@ -10,6 +10,7 @@
 pub mod api;
 pub mod auth;
 mod health;
+pub mod https;
 pub mod jobs;
 pub mod mail;
 pub mod metrics;
@@ -34,9 +35,27 @@ pub enum AdminError {
     Io(#[from] std::io::Error),
 }
 
-/// What every handler can reach.
+/// What every handler can reach: a cheap handle (one reference count) on [`Shared`]. axum clones
+/// the state for every extractor of every request, so it must not copy the fields themselves.
 #[derive(Clone)]
-pub struct AdminState {
+pub struct AdminState(Arc<Shared>);
+
+impl std::ops::Deref for AdminState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl From<Shared> for AdminState {
+    fn from(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+/// Everything the HTTP side shares between requests; built once at start, then frozen in an
+/// [`AdminState`].
+pub struct Shared {
     /// The store and its live snapshot.
     pub store: Store,
     /// Every component's metrics, encoded on `/metrics`.
@@ -61,9 +80,19 @@ pub struct AdminState {
     pub session_ttl: chrono::Duration,
     /// Failed sign-in throttles (per account, per address).
     pub login_throttle: auth::LoginThrottle,
+    /// Starts certificate orders (the ACME side, wired by the binary); `None` answers 503.
+    pub certificates: Option<Arc<dyn CertificateOrders>>,
 }
 
-impl AdminState {
+/// Starts certificate orders. The binary implements it with the ACME crate (protocol crates do
+/// not depend on each other).
+pub trait CertificateOrders: Send + Sync {
+    /// Runs an order for `domain` in the background as job `job`: progress lines go to the job,
+    /// whose status ends `success` or `failure`.
+    fn start(&self, domain: siteward_store::ExternalDomainId, job: siteward_store::JobId);
+}
+
+impl Shared {
     /// State with defaults for everything but the store and metrics.
     pub fn new(
         store: Store,
@@ -82,6 +111,7 @@ impl AdminState {
             public_url: "http://127.0.0.1:8080".into(),
             session_ttl: chrono::Duration::days(7),
             login_throttle: Default::default(),
+            certificates: None,
         }
     }
 }
@@ -105,6 +135,20 @@ pub fn app(state: AdminState) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
+}
+
+/// Serves [`app`] on a Unix socket (for an NGINX on the same machine) until `shutdown` is
+/// cancelled. Requests carry no peer address; the auth pages read the client's address from
+/// `X-Real-IP`, which the edge sets.
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    state: AdminState,
+    shutdown: CancellationToken,
+) -> Result<(), AdminError> {
+    axum::serve(listener, app(state).into_make_service())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    Ok(())
 }
 
 /// Serves [`app`] on `listener` until `shutdown` is cancelled, then drains open requests.

@@ -11,7 +11,8 @@
 //! - [`session`]: the per-connection state machine (`handle(msg) -> responses`), no socket.
 //! - [`throttle`]: delays after failed binds, per user name and per client address.
 //! - [`net`]: accept loop, framing and limits, timeouts, StartTLS/LDAPS.
-//! - [`tls`]: certificate loading, self-signed generation, reload without restart.
+//! - TLS material (loading, self-signed generation, reload without restart) is
+//!   `siteward_store::tls`, shared with the HTTPS listener.
 //! - [`metrics`]: Prometheus counters and histograms.
 //!
 //! Not here: binding sockets (the binary binds and passes listeners to [`serve`] and
@@ -25,7 +26,6 @@ pub mod net;
 pub mod schema;
 pub mod session;
 pub mod throttle;
-pub mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -41,7 +41,7 @@ pub use dit::AnonymousAccess;
 pub use metrics::Metrics;
 pub use net::{serve, serve_ldaps};
 pub use session::Session;
-pub use tls::{Tls, TlsFiles};
+pub use siteward_store::tls::{Tls, TlsFiles};
 
 /// Errors of the LDAP server.
 #[derive(Debug, thiserror::Error)]

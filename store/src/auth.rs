@@ -1,14 +1,47 @@
-//! What sign-in and the edge need beyond the admin API: a read-mostly session lookup for
-//! `/auth/verify` (no write per request) and the allowed groups of an HTTP service.
+//! What sign-in and the edge need beyond the admin API: signed session cookies, an in-memory
+//! session table for `/auth/verify`, and the allowed groups of an HTTP service.
 //!
-//! Sessions themselves are created and deleted in [`crate::resources`].
+//! ## Sessions
+//! A session cookie is `<id>.<mac>`: a random 256-bit id (hex) and an HMAC-SHA256 of the id under
+//! the newest signing secret from `session_secrets` (stored encrypted). Cookies signed by an older
+//! secret keep verifying until that secret is retired, so rotation signs nobody out; a forged or
+//! truncated cookie is refused without touching the database. Only the id's SHA-256 is stored.
+//!
+//! Live sessions are remembered in memory after their first lookup, so `/auth/verify` answers
+//! from memory. Architecture Invariant: a cached session is never used once its row is gone.
+//! Deletes made by this process drop the entry before they return; deletes made elsewhere arrive
+//! as row-level notifications on [`SESSION_CHANNEL`] (see migration 0007); while the change feed
+//! is disconnected (notifications may be lost) the cache is off and every lookup reads the row.
+//! A lookup that misses records the cache generation before it reads and inserts only if no
+//! invalidation happened meanwhile, so a concurrent logout cannot be undone by a slow read.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use arc_swap::ArcSwap;
 use chrono::{DateTime, Duration, Utc};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
 
 use crate::error::{Result, StoreError};
 use crate::models::{ServiceId, Uid};
 use crate::resources::token_hash;
 use crate::Store;
+
+/// Notification channel for session deletions (payload: the id hash, or `*` for all) and
+/// signing-secret changes (payload `#secrets`).
+pub const SESSION_CHANNEL: &str = "siteward_session";
+
+/// Encryption context (AAD) of `session_secrets.secret`.
+const SECRET_CONTEXT: &str = "session_secrets.secret";
+
+/// `last_seen_at` is refreshed at most this often, so a busy session costs no write per request.
+const TOUCH_EVERY: Duration = Duration::seconds(60);
+
+/// At most this many sessions are remembered; beyond it lookups read the database.
+const CACHE_LIMIT: usize = 200_000;
 
 /// A live browser session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,46 +52,332 @@ pub struct SessionInfo {
     pub csrf_token: String,
 }
 
-/// `last_seen_at` is refreshed at most this often, so a busy session costs a read per request,
-/// not a write.
-const TOUCH_EVERY: Duration = Duration::seconds(60);
+#[derive(Debug, Clone)]
+struct Cached {
+    info: SessionInfo,
+    expires_at: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    by_hash: HashMap<String, Cached>,
+    /// Bumped by every invalidation.
+    generation: u64,
+}
+
+/// One signing secret, newest first in [`Sessions::keys`].
+#[derive(Clone)]
+struct Key {
+    id: i64,
+    secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The process's session state: signing keys and the cache of live sessions.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    table: RwLock<Table>,
+    enabled: AtomicBool,
+    keys: ArcSwap<Vec<Key>>,
+}
+
+impl Sessions {
+    fn lookup(&self, hash: &str, now: DateTime<Utc>) -> Option<Cached> {
+        if !self.enabled.load(Ordering::Acquire) {
+            return None;
+        }
+        let t = self.table.read().ok()?;
+        t.by_hash.get(hash).filter(|c| c.expires_at > now).cloned()
+    }
+
+    fn generation(&self) -> u64 {
+        self.table.read().map(|t| t.generation).unwrap_or(u64::MAX)
+    }
+
+    fn remember(&self, hash: String, c: Cached, seen_generation: u64) {
+        if !self.enabled.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(mut t) = self.table.write() {
+            if t.generation == seen_generation
+                && (t.by_hash.len() < CACHE_LIMIT || t.by_hash.contains_key(&hash))
+            {
+                t.by_hash.insert(hash, c);
+            }
+        }
+    }
+
+    fn touched(&self, hash: &str, now: DateTime<Utc>) {
+        if let Ok(mut t) = self.table.write() {
+            if let Some(c) = t.by_hash.get_mut(hash) {
+                c.last_seen = now;
+            }
+        }
+    }
+
+    /// Drops one session (by id hash).
+    pub(crate) fn forget(&self, hash: &str) {
+        if let Ok(mut t) = self.table.write() {
+            t.by_hash.remove(hash);
+            t.generation += 1;
+        }
+    }
+
+    fn forget_uid(&self, uid: Uid) {
+        if let Ok(mut t) = self.table.write() {
+            t.by_hash.retain(|_, c| c.info.uid != uid);
+            t.generation += 1;
+        }
+    }
+
+    /// Drops everything.
+    pub(crate) fn clear(&self) {
+        if let Ok(mut t) = self.table.write() {
+            t.by_hash.clear();
+            t.generation += 1;
+        }
+    }
+
+    /// The change feed is connected (and listening): remembering is safe.
+    pub(crate) fn enable(&self) {
+        self.clear();
+        self.enabled.store(true, Ordering::Release);
+    }
+
+    /// The change feed is down: a deletion elsewhere could go unnoticed, so stop remembering.
+    pub(crate) fn disable(&self) {
+        self.enabled.store(false, Ordering::Release);
+        self.clear();
+    }
+
+    fn sign(&self, id: &str) -> Option<String> {
+        let keys = self.keys.load();
+        let key = keys.first()?;
+        Some(format!("{id}.{}", mac_of(&key.secret, id)))
+    }
+
+    /// The id inside a cookie whose signature verifies under any current key.
+    fn verified_id<'c>(&self, cookie: &'c str) -> Option<&'c str> {
+        let (id, mac) = split_cookie(cookie)?;
+        let mac = base64_url(mac)?;
+        let keys = self.keys.load();
+        keys.iter()
+            .any(|k| {
+                hmac_of(&k.secret, id)
+                    .map(|m| m.verify_slice(&mac).is_ok())
+                    .unwrap_or(false)
+            })
+            .then_some(id)
+    }
+}
+
+fn hmac_of(secret: &[u8], id: &str) -> Option<Hmac<Sha256>> {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).ok()?;
+    m.update(b"siteward session\0");
+    m.update(id.as_bytes());
+    Some(m)
+}
+
+fn mac_of(secret: &[u8], id: &str) -> String {
+    use base64::Engine;
+    let bytes = hmac_of(secret, id)
+        .map(|m| m.finalize().into_bytes().to_vec())
+        .unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn base64_url(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()
+}
+
+/// `<64 hex>.<43 base64url>`, else `None`.
+fn split_cookie(cookie: &str) -> Option<(&str, &str)> {
+    let (id, mac) = cookie.split_once('.')?;
+    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) && mac.len() == 43)
+        .then_some((id, mac))
+}
+
+/// The id hash a cookie names, whether or not its signature verifies (for logout).
+pub(crate) fn cookie_hash(cookie: &str) -> Option<String> {
+    split_cookie(cookie).map(|(id, _)| token_hash(id))
+}
 
 impl Store {
-    /// The live session with cookie id `id`, if any. Reads only; refreshes `last_seen_at` in the
-    /// background when it is older than a minute.
-    pub async fn session(&self, id: &str, now: DateTime<Utc>) -> Result<Option<SessionInfo>> {
-        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok(None);
+    fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
+    }
+
+    /// Signs a fresh session id into a cookie value, loading (or creating) the signing secrets
+    /// first if this process has none yet.
+    pub(crate) async fn sign_session(&self, id: &str) -> Result<String> {
+        if self.sessions().keys.load().is_empty() {
+            self.load_session_secrets().await?;
         }
+        self.sessions().sign(id).ok_or(StoreError::NotFound {
+            entity: "session signing secret",
+        })
+    }
+
+    /// Loads the signing secrets, creating the first one when there is none.
+    pub async fn load_session_secrets(&self) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('siteward_session_secrets'))")
+            .execute(&mut *tx)
+            .await?;
+        let mut rows: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT id, secret FROM session_secrets ORDER BY id DESC")
+                .fetch_all(&mut *tx)
+                .await?;
+        if rows.is_empty() {
+            let sealed = self.secrets().seal(SECRET_CONTEXT, &random_secret())?;
+            let id: i64 =
+                sqlx::query_scalar("INSERT INTO session_secrets (secret) VALUES ($1) RETURNING id")
+                    .bind(&sealed)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            rows.push((id, sealed));
+        }
+        tx.commit().await?;
+        let mut keys = Vec::with_capacity(rows.len());
+        for (id, sealed) in rows {
+            keys.push(Key {
+                id,
+                secret: self.secrets().open(SECRET_CONTEXT, &sealed)?,
+            });
+        }
+        self.sessions().keys.store(Arc::new(keys));
+        Ok(())
+    }
+
+    /// Adds a new signing secret that signs every new session from now on. Older secrets keep
+    /// verifying their sessions until `retire_after` has passed since they stopped signing
+    /// (pass the session lifetime); with `revoke_all`, every older secret goes at once and with
+    /// it every existing session. Returns how many secrets were removed.
+    pub async fn rotate_session_secret(
+        &self,
+        now: DateTime<Utc>,
+        retire_after: Duration,
+        revoke_all: bool,
+    ) -> Result<u64> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('siteward_session_secrets'))")
+            .execute(&mut *tx)
+            .await?;
+        let sealed = self.secrets().seal(SECRET_CONTEXT, &random_secret())?;
+        let new: i64 = sqlx::query_scalar(
+            "INSERT INTO session_secrets (secret, created_at) VALUES ($1, $2) RETURNING id",
+        )
+        .bind(&sealed)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        // A secret stopped signing when its successor was created.
+        let removed = sqlx::query(
+            "DELETE FROM session_secrets s WHERE s.id <> $1 AND ($2 OR
+               (SELECT min(n.created_at) FROM session_secrets n WHERE n.id > s.id) <= $3)",
+        )
+        .bind(new)
+        .bind(revoke_all)
+        .bind(now - retire_after)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if revoke_all {
+            sqlx::query("DELETE FROM sessions")
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        if revoke_all {
+            self.sessions().clear();
+        }
+        self.load_session_secrets().await?;
+        Ok(removed)
+    }
+
+    /// The live session a cookie value names, if any: from memory when this process has seen
+    /// it, else one read. Refreshes `last_seen_at` in the background at most once a minute.
+    pub async fn session(&self, cookie: &str, now: DateTime<Utc>) -> Result<Option<SessionInfo>> {
+        let sessions = self.sessions();
+        if sessions.keys.load().is_empty() {
+            self.load_session_secrets().await?;
+        }
+        let Some(id) = sessions.verified_id(cookie) else {
+            return Ok(None);
+        };
         let hash = token_hash(id);
-        let row: Option<(i32, String, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT uid_number, csrf_token, last_seen_at FROM sessions
+        if let Some(c) = sessions.lookup(&hash, now) {
+            if now - c.last_seen > TOUCH_EVERY {
+                sessions.touched(&hash, now);
+                self.touch_session(hash, now);
+            }
+            return Ok(Some(c.info));
+        }
+        let generation = sessions.generation();
+        let row: Option<(i32, String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT uid_number, csrf_token, last_seen_at, expires_at FROM sessions
              WHERE id_hash = $1 AND expires_at > $2",
         )
         .bind(&hash)
         .bind(now)
         .fetch_optional(self.pool())
         .await?;
-        let Some((uid, csrf_token, last_seen)) = row else {
+        let Some((uid, csrf_token, last_seen, expires_at)) = row else {
             return Ok(None);
         };
-        if now - last_seen > TOUCH_EVERY {
-            let pool = self.pool().clone();
-            tokio::spawn(async move {
-                let done = sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id_hash = $1")
-                    .bind(hash)
-                    .bind(now)
-                    .execute(&pool)
-                    .await;
-                if let Err(e) = done {
-                    tracing::debug!(error = %e, "refreshing a session's last_seen_at failed");
-                }
-            });
-        }
-        Ok(Some(SessionInfo {
+        let info = SessionInfo {
             uid: Uid(uid),
             csrf_token,
-        }))
+        };
+        let stale = now - last_seen > TOUCH_EVERY;
+        sessions.remember(
+            hash.clone(),
+            Cached {
+                info: info.clone(),
+                expires_at,
+                last_seen: if stale { now } else { last_seen },
+            },
+            generation,
+        );
+        if stale {
+            self.touch_session(hash, now);
+        }
+        Ok(Some(info))
+    }
+
+    fn touch_session(&self, hash: String, now: DateTime<Utc>) {
+        let pool = self.pool().clone();
+        tokio::spawn(async move {
+            let done = sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id_hash = $1")
+                .bind(hash)
+                .bind(now)
+                .execute(&pool)
+                .await;
+            if let Err(e) = done {
+                tracing::debug!(error = %e, "refreshing a session's last_seen_at failed");
+            }
+        });
+    }
+
+    /// Forgets one session in this process (after its row was deleted).
+    pub(crate) fn forget_session(&self, hash: &str) {
+        self.sessions().forget(hash);
+    }
+
+    /// Forgets every session of a user in this process (after their rows were deleted).
+    pub(crate) fn forget_sessions_of(&self, uid: Uid) {
+        self.sessions().forget_uid(uid);
     }
 
     /// Sets the groups (by name) allowed through auth_request for an HTTP service. Unknown
@@ -90,5 +409,94 @@ impl Store {
             });
         }
         Ok(())
+    }
+}
+
+fn random_secret() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_keys(secrets: &[&[u8]]) -> Sessions {
+        let s = Sessions::default();
+        s.keys.store(Arc::new(
+            secrets
+                .iter()
+                .enumerate()
+                .map(|(i, k)| Key {
+                    id: i as i64,
+                    secret: k.to_vec(),
+                })
+                .collect(),
+        ));
+        s
+    }
+
+    #[test]
+    fn cookies_verify_under_any_current_key_and_nothing_else() {
+        let id = "ab".repeat(32);
+        let old = with_keys(&[b"old"]);
+        let cookie = old.sign(&id).unwrap();
+        assert_eq!(old.verified_id(&cookie), Some(id.as_str()));
+        // After rotation the old cookie still verifies; the new key signs.
+        let rotated = with_keys(&[b"new", b"old"]);
+        assert_eq!(rotated.verified_id(&cookie), Some(id.as_str()));
+        assert_ne!(rotated.sign(&id).unwrap(), cookie);
+        // Retired key: refused.
+        assert_eq!(with_keys(&[b"new"]).verified_id(&cookie), None);
+        // Tampering: another id with the same mac, a flipped mac, junk.
+        let (_, mac) = cookie.split_once('.').unwrap();
+        assert_eq!(old.verified_id(&format!("{}.{mac}", "cd".repeat(32))), None);
+        let mut flipped = cookie.clone().into_bytes();
+        let last = flipped.len() - 2;
+        flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(old.verified_id(&String::from_utf8(flipped).unwrap()), None);
+        for junk in [
+            "",
+            ".",
+            &id,
+            &format!("{id}."),
+            "x.y",
+            &format!("{id}.{id}"),
+        ] {
+            assert_eq!(old.verified_id(junk), None, "{junk}");
+        }
+        assert_eq!(with_keys(&[]).verified_id(&cookie), None);
+    }
+
+    #[test]
+    fn an_invalidation_during_a_read_keeps_the_read_out_of_the_cache() {
+        let s = Sessions::default();
+        s.enable();
+        let now = Utc::now();
+        let entry = Cached {
+            info: SessionInfo {
+                uid: Uid(7),
+                csrf_token: "t".into(),
+            },
+            expires_at: now + Duration::hours(1),
+            last_seen: now,
+        };
+        let g = s.generation();
+        s.forget("h1"); // a logout lands while the read is in flight
+        s.remember("h1".into(), entry.clone(), g);
+        assert!(s.lookup("h1", now).is_none());
+        let g = s.generation();
+        s.remember("h1".into(), entry.clone(), g);
+        assert!(s.lookup("h1", now).is_some());
+        // Expired entries are not answered.
+        assert!(s.lookup("h1", now + Duration::hours(2)).is_none());
+        // By user; and nothing is answered while the feed is down.
+        s.forget_uid(Uid(7));
+        assert!(s.lookup("h1", now).is_none());
+        let g = s.generation();
+        s.remember("h1".into(), entry, g);
+        s.disable();
+        assert!(s.lookup("h1", now).is_none());
     }
 }

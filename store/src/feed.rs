@@ -11,6 +11,7 @@ use std::time::Duration;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::SESSION_CHANNEL;
 use crate::snapshot::Dirty;
 use crate::Store;
 
@@ -31,6 +32,8 @@ pub(crate) async fn run(store: Store, shutdown: CancellationToken) {
             Ok(()) => return,
             Err(reason) => {
                 tracing::warn!(%reason, "change feed interrupted; reconnecting");
+                // Session deletions made elsewhere could be missed from now on.
+                store.inner.sessions.disable();
                 store.set_not_ready(reason);
             }
         }
@@ -49,9 +52,14 @@ async fn session(store: &Store, shutdown: &CancellationToken) -> Result<(), Stri
         .await
         .map_err(|e| format!("change feed cannot connect: {e}"))?;
     listener
-        .listen(CHANNEL)
+        .listen_all([CHANNEL, SESSION_CHANNEL])
         .await
         .map_err(|e| format!("change feed cannot LISTEN: {e}"))?;
+    store
+        .load_session_secrets()
+        .await
+        .map_err(|e| format!("session secrets cannot be loaded: {e}"))?;
+    store.inner.sessions.enable();
     store
         .reload(Dirty::ALL)
         .await
@@ -80,10 +88,31 @@ async fn session(store: &Store, shutdown: &CancellationToken) -> Result<(), Stri
             Ok(Err(e)) => return Err(format!("change feed connection failed: {e}")),
         };
         let mut dirty = Dirty::default();
-        dirty.mark(first.payload());
+        let mut secrets = false;
+        let mut note = |n: &sqlx::postgres::PgNotification| {
+            if n.channel() != SESSION_CHANNEL {
+                dirty.mark(n.payload());
+            } else if n.payload() == "#secrets" {
+                secrets = true;
+            } else if n.payload() == "*" {
+                store.inner.sessions.clear();
+            } else {
+                store.inner.sessions.forget(n.payload());
+            }
+        };
+        note(&first);
         // Coalesce everything that is already waiting into one reload.
         while let Some(more) = listener.next_buffered() {
-            dirty.mark(more.payload());
+            note(&more);
+        }
+        if secrets {
+            store
+                .load_session_secrets()
+                .await
+                .map_err(|e| format!("session secrets cannot be reloaded: {e}"))?;
+        }
+        if dirty.is_clean() {
+            continue;
         }
         if let Err(e) = store.reload(dirty).await {
             return Err(format!("snapshot reload failed: {e}"));

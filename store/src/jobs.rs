@@ -80,6 +80,18 @@ impl Store {
         .await?)
     }
 
+    /// The containers a creation job was still creating (for reconciliation after a restart).
+    pub async fn containers_being_created_by(&self, job: JobId) -> Result<Vec<Container>> {
+        let rows: Vec<ContainerRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM containers WHERE creation_job_id = $1 AND status = 'creating' ORDER BY id",
+            crate::queries::CONTAINER_COLUMNS
+        ))
+        .bind(job)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(Container::from).collect())
+    }
+
     /// Progress lines after `after` (for streaming).
     pub async fn job_lines_after(
         &self,

@@ -13,6 +13,7 @@
 //!
 //! Nothing here binds a socket or knows about LDAP, DNS or HTTP.
 
+pub mod acme;
 pub mod auth;
 pub mod crypto;
 pub mod embedded;
@@ -24,6 +25,7 @@ pub mod password;
 pub mod queries;
 pub mod resources;
 pub mod snapshot;
+pub mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -71,6 +73,8 @@ struct Inner {
     reloads: AtomicU64,
     /// Serializes reloads so generations are built from each other in order.
     reload_lock: tokio::sync::Mutex<()>,
+    /// Session signing keys and the cache of live sessions.
+    sessions: auth::Sessions,
 }
 
 /// How to reach the database.
@@ -112,6 +116,7 @@ impl Store {
                 }),
                 reloads: AtomicU64::new(0),
                 reload_lock: tokio::sync::Mutex::new(()),
+                sessions: auth::Sessions::default(),
             }),
         }
     }

@@ -430,7 +430,7 @@ pub struct TokenInfo {
 pub fn new_token() -> (String, String) {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = hex(&bytes);
     let hash = token_hash(&token);
     (token, hash)
 }
@@ -438,10 +438,18 @@ pub fn new_token() -> (String, String) {
 /// SHA-256 of a token, hex.
 pub fn token_hash(token: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// Lower-case hex.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 const SITE_COLS: &str = crate::queries::SITE_COLUMNS;
@@ -1546,8 +1554,8 @@ fn parse_mac(mac: Option<String>) -> Result<Option<mac_address::MacAddress>> {
 }
 
 impl Store {
-    /// Starts a browser session for `uid`; returns the opaque id for the cookie and the CSRF
-    /// token. Only the id's SHA-256 is stored.
+    /// Starts a browser session for `uid`; returns the signed cookie value and the CSRF token.
+    /// Only the id's SHA-256 is stored (see [`crate::auth`]).
     pub async fn create_session(
         &self,
         uid: Uid,
@@ -1558,6 +1566,7 @@ impl Store {
     ) -> Result<(String, String)> {
         let (id, hash) = new_token();
         let (csrf, _) = new_token();
+        let cookie = self.sign_session(&id).await?;
         sqlx::query(
             "INSERT INTO sessions (id_hash, uid_number, csrf_token, expires_at, remote_addr, user_agent)
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -1570,29 +1579,36 @@ impl Store {
         .bind(user_agent.map(|s| s.chars().take(256).collect::<String>()))
         .execute(self.pool())
         .await?;
-        Ok((id, csrf))
+        Ok((cookie, csrf))
     }
 
-    /// The user of a live session (a read; see [`Store::session`]).
-    pub async fn session_uid(&self, id: &str, now: DateTime<Utc>) -> Result<Option<Uid>> {
-        Ok(self.session(id, now).await?.map(|s| s.uid))
+    /// The user of a live session (see [`Store::session`]).
+    pub async fn session_uid(&self, cookie: &str, now: DateTime<Utc>) -> Result<Option<Uid>> {
+        Ok(self.session(cookie, now).await?.map(|s| s.uid))
     }
 
-    /// Ends one session.
-    pub async fn delete_session(&self, id: &str) -> Result<()> {
+    /// Ends the session a cookie value names, here and (through the change feed) in every other
+    /// process.
+    pub async fn delete_session(&self, cookie: &str) -> Result<()> {
+        let Some(hash) = crate::auth::cookie_hash(cookie) else {
+            return Ok(());
+        };
         sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
-            .bind(token_hash(id))
+            .bind(&hash)
             .execute(self.pool())
             .await?;
+        self.forget_session(&hash);
         Ok(())
     }
 
     /// Ends every session of a user (logout everywhere, suspension).
     pub async fn delete_sessions_of(&self, uid: Uid) -> Result<u64> {
-        Ok(sqlx::query("DELETE FROM sessions WHERE uid_number = $1")
+        let n = sqlx::query("DELETE FROM sessions WHERE uid_number = $1")
             .bind(uid)
             .execute(self.pool())
             .await?
-            .rows_affected())
+            .rows_affected();
+        self.forget_sessions_of(uid);
+        Ok(n)
     }
 }

@@ -179,6 +179,8 @@ pub struct Naming {
     pub containers: HashMap<ContainerId, Arc<Container>>,
     /// HTTP services.
     pub http_services: Vec<HttpService>,
+    /// Index into `http_services` by lower-case `<external_hostname>.<domain>`.
+    pub http_service_by_host: HashMap<String, usize>,
     /// TCP/UDP services.
     pub transport_services: Vec<TransportService>,
     /// External domains.
@@ -293,11 +295,25 @@ impl Naming {
             .values()
             .map(|v| (v.site.internal_domain.clone(), v.site.id))
             .collect();
+        let http_service_by_host = http_services
+            .iter()
+            .enumerate()
+            .filter_map(|(i, svc)| {
+                let domain = external_domains
+                    .iter()
+                    .find(|d| d.id == svc.external_domain_id)?;
+                Some((
+                    format!("{}.{}", svc.external_hostname, domain.domain).to_ascii_lowercase(),
+                    i,
+                ))
+            })
+            .collect();
         Ok(Naming {
             sites: views.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
             site_by_domain,
             containers: by_id,
             http_services,
+            http_service_by_host,
             transport_services,
             external_domains,
             loaded_at: Some(Utc::now()),

@@ -1247,6 +1247,97 @@ async fn invites_and_resets_are_emailed_when_smtp_is_set() -> TestResult {
         .await?
         .ok_or("no mail")?;
     assert!(mail.contains("/reset-password/"), "{mail}");
+
+    // Self-service: the reset page offers a mailed link; the answer is the same for a known
+    // user, a known address and nobody, and only real accounts get mail.
+    let web = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let form = web.get(api.server.url("/reset-password")).send().await?;
+    let csrf_cookie = form
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("siteward_csrf="))
+        .and_then(|c| c.split(';').next())
+        .ok_or("no csrf cookie")?
+        .to_owned();
+    let html = form.text().await?;
+    assert!(
+        html.contains("action=\"/reset-password/request\""),
+        "{html}"
+    );
+    let csrf = crate::auth::csrf_field(&html)?;
+    let ask = |login: &'static str, csrf: String| {
+        web.post(api.server.url("/reset-password/request"))
+            .header(
+                reqwest::header::COOKIE,
+                format!("siteward_csrf={csrf_cookie}"),
+            )
+            .form(&[("login", login), ("csrf", csrf.as_str())])
+            .send()
+    };
+    let mut answers = HashSet::new();
+    for login in ["nobody-here", "newbie@example.org"] {
+        let res = ask(login, csrf.clone()).await?;
+        assert_eq!(res.status(), StatusCode::OK);
+        answers.insert(res.text().await?);
+    }
+    assert_eq!(
+        answers.len(),
+        1,
+        "the answer must not tell who has an account"
+    );
+    let mail = tokio::time::timeout(std::time::Duration::from_secs(10), mails.recv())
+        .await?
+        .ok_or("no self-service mail")?;
+    let mail = mail.replace("=\n", "").replace("=3D", "=");
+    assert!(mail.contains("RCPT TO:<newbie@example.org>"), "{mail}");
+    let token = mail
+        .split("/reset-password/")
+        .nth(1)
+        .and_then(|t| t.get(..64))
+        .ok_or("no token in the mail")?
+        .to_owned();
+    // A second request within minutes mails nothing more (no mailbox flooding); a CSRF-less
+    // post is refused.
+    assert_eq!(ask("newbie", csrf.clone()).await?.status(), StatusCode::OK);
+    assert_eq!(
+        ask("newbie", "0".repeat(64)).await?.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(500), mails.recv())
+            .await
+            .is_err(),
+        "a second reset mail went out"
+    );
+    // The mailed link sets the password.
+    let res = web
+        .post(api.server.url(&format!("/reset-password/{token}")))
+        .header(
+            reqwest::header::COOKIE,
+            format!("siteward_csrf={csrf_cookie}"),
+        )
+        .form(&[
+            ("password", "a brand new password"),
+            ("csrf", csrf.as_str()),
+        ])
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::OK);
+    for (password, want) in [
+        ("a brand new password", StatusCode::OK),
+        ("a long enough password", StatusCode::UNAUTHORIZED),
+    ] {
+        let res = web
+            .get(api.server.url("/auth/verify"))
+            .basic_auth("newbie", Some(password))
+            .send()
+            .await?;
+        assert_eq!(res.status(), want, "{password}");
+    }
     // An unreachable SMTP server is a clear 502, not a silent success.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     api.call(

@@ -182,6 +182,44 @@ impl Nginx {
         Ok(nginx)
     }
 
+    /// Checks `conf`, then has the running master load it (SIGHUP) and waits until its workers
+    /// were replaced.
+    pub async fn reload(&self, conf: &Path) -> TestResult {
+        if let Err(e) = Self::check(&self.prefix, conf)? {
+            return Err(format!("nginx -t rejected the configuration:\n{e}").into());
+        }
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(|c| c.id())
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or("nginx is not running")?;
+        let workers = || {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default()
+        };
+        let before = workers();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGHUP,
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = workers();
+            // New workers started and the old ones are gone.
+            if !now.trim().is_empty()
+                && now
+                    .split_whitespace()
+                    .all(|w| !before.split_whitespace().any(|b| b == w))
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("nginx did not reload: {}", self.error_log()).into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.prefix.join("error.log")).unwrap_or_default()
     }
@@ -192,10 +230,26 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM first: the master stops its workers. (SIGKILL alone would orphan the workers,
+    /// which keep running and holding their ports.)
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.start_kill();
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = c.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if matches!(c.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
+        let _ = c.start_kill();
     }
 }
 
@@ -246,6 +300,8 @@ pub struct Edge {
     pub conf: PathBuf,
     pub options: Vec<(String, String)>,
     pub api: Client,
+    /// siteward's HTTP Unix socket.
+    pub socket: PathBuf,
     _tmp: tempfile::TempDir,
 }
 
@@ -289,12 +345,19 @@ impl Edge {
         let (http_port, https_port, tcp_port, udp_port) =
             (free_port()?, free_port()?, free_port()?, free_udp_port()?);
         let db = TestDb::new().await?;
+        let socket = tmp.path().join("siteward.sock");
         let mut server = Server::start_with(ServerOptions {
             database_url: Some(db.url.clone()),
-            env: vec![(
-                "SITEWARD_HTTP__PUBLIC_URL".into(),
-                format!("https://auth.lab.test:{https_port}"),
-            )],
+            env: vec![
+                (
+                    "SITEWARD_HTTP__PUBLIC_URL".into(),
+                    format!("https://auth.lab.test:{https_port}"),
+                ),
+                (
+                    "SITEWARD_HTTP__UNIX_SOCKET".into(),
+                    socket.display().to_string(),
+                ),
+            ],
             ..Default::default()
         })
         .await?;
@@ -475,8 +538,38 @@ impl Edge {
             conf,
             options,
             api,
+            socket,
             _tmp: tmp,
         })
+    }
+
+    /// `GET /api/v1/sites/{site}/nginx.conf` with `options`.
+    pub async fn render<T: serde::Serialize + ?Sized>(
+        &self,
+        options: &T,
+    ) -> TestResult<reqwest::Response> {
+        Ok(self
+            .api
+            .get(
+                self.server
+                    .url(&format!("/api/v1/sites/{}/nginx.conf", self.site_id)),
+            )
+            .bearer_auth(&self.admin_key)
+            .query(options)
+            .send()
+            .await?)
+    }
+
+    /// Renders the configuration again with `extra` options, installs it and reloads NGINX.
+    pub async fn reconfigure(&self, extra: &[(&str, String)]) -> TestResult<String> {
+        let mut options = self.options.clone();
+        options.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        let res = self.render(&options).await?;
+        assert_eq!(res.status(), StatusCode::OK);
+        let text = res.text().await?;
+        std::fs::write(&self.conf, &text)?;
+        self.nginx.reload(&self.conf).await?;
+        Ok(text)
     }
 
     /// A browser-like client: every `*.lab.test` host on the edge, no redirects followed.
@@ -503,7 +596,7 @@ impl Edge {
 }
 
 /// The hidden `csrf` field of a form.
-pub fn csrf_field(html: &str) -> TestResult<String> {
+pub(crate) fn csrf_field(html: &str) -> TestResult<String> {
     let marker = "name=\"csrf\" value=\"";
     let at = html.find(marker).ok_or("no csrf field")? + marker.len();
     let rest = &html[at..];
@@ -1439,6 +1532,288 @@ async fn headless_chromium_signs_in_through_the_login_page() -> TestResult {
 
 /// Runs `wrk` with `*.lab.test` resolving to loopback (a private mount namespace with its own
 /// `/etc/hosts`, so the machine's file is untouched and TLS gets the right SNI).
+/// The edge can reach siteward over its Unix socket (`http.unix_socket` + the renderer's
+/// `siteward_socket`): the same decisions as over TCP.
+#[tokio::test]
+async fn auth_request_over_the_unix_socket() -> TestResult {
+    let edge = Edge::start().await?;
+    let conf = edge
+        .reconfigure(&[("siteward_socket", edge.socket.display().to_string())])
+        .await?;
+    assert!(
+        conf.contains(&format!("server unix:{};", edge.socket.display())),
+        "{conf}"
+    );
+    let b = edge.browser()?;
+    let res = b.get(edge.https("app", "/")).send().await?;
+    assert_eq!(res.status(), StatusCode::FOUND);
+    let (_, alice, _) = sign_in(&edge, &b, "alice", "/").await?;
+    let (s, seen, _) = get_json(&b, &edge.https("app", "/"), &alice, &[]).await?;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(seen["x-username"], "alice", "{seen}");
+    // bob is outside the service's allowed groups.
+    let (_, bob, _) = sign_in(&edge, &b, "bob", "/").await?;
+    let (s, _, _) = get_json(&b, &edge.https("app", "/"), &bob, &[]).await?;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // A socket path that would inject into the configuration is refused.
+    let res = edge
+        .render(&[("siteward_socket", "/tmp/x; include /etc/passwd")])
+        .await?;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let said = res.text().await?;
+    assert!(said.contains("siteward_socket"), "{said}");
+    Ok(())
+}
+
+/// The leaf certificate a TLS server at `addr` presents (PEM), as `openssl s_client` sees it.
+async fn served_certificate(addr: SocketAddr) -> TestResult<String> {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            "localhost",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let start = text
+        .find("-----BEGIN CERTIFICATE-----")
+        .ok_or_else(|| format!("no certificate from {addr}: {text}"))?;
+    let end = text[start..]
+        .find("-----END CERTIFICATE-----")
+        .ok_or("unterminated certificate")?;
+    Ok(text[start..start + end + "-----END CERTIFICATE-----".len()].to_owned())
+}
+
+fn pem_of(path: &Path) -> TestResult<String> {
+    let text = std::fs::read_to_string(path)?;
+    let end = text
+        .find("-----END CERTIFICATE-----")
+        .ok_or("no certificate")?;
+    Ok(text[..end + "-----END CERTIFICATE-----".len()]
+        .trim()
+        .to_owned())
+}
+
+/// siteward's own HTTPS listener serves the application, marks sign-in cookies `Secure`, and
+/// picks up a replaced certificate without a restart; a broken replacement is not served.
+#[tokio::test]
+async fn https_listener_serves_the_app_and_reloads_its_certificate() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    make_cert(tmp.path(), "localhost")?;
+    let cert = tmp.path().join("localhost/fullchain.pem");
+    let key = tmp.path().join("localhost/privkey.pem");
+    let db = TestDb::new().await?;
+    let mut server = Server::start_with(ServerOptions {
+        database_url: Some(db.url.clone()),
+        env: vec![
+            ("SITEWARD_HTTP__TLS_LISTEN".into(), "127.0.0.1:0".into()),
+            ("SITEWARD_HTTP__TLS_CERT".into(), cert.display().to_string()),
+            ("SITEWARD_HTTP__TLS_KEY".into(), key.display().to_string()),
+            ("SITEWARD_HTTP__TLS_RELOAD_SECONDS".into(), "1".into()),
+        ],
+        ..Default::default()
+    })
+    .await?;
+    server.db = Some(db);
+    let addr = server.addrs.https.ok_or("no https address in the log")?;
+    let first = pem_of(&cert)?;
+    assert_eq!(served_certificate(addr).await?.trim(), first);
+
+    let client = Client::builder()
+        .danger_accept_invalid_certs(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let res = client.get(format!("https://{addr}/healthz")).send().await?;
+    assert_eq!(res.status(), StatusCode::OK);
+    // Over TLS the anonymous form's cookie is Secure, whatever the client claims.
+    let res = client
+        .get(format!("https://{addr}/login"))
+        .header("x-forwarded-proto", "http")
+        .send()
+        .await?;
+    let (_, whole) = set_cookie(res.headers(), "siteward_csrf").ok_or("no csrf cookie")?;
+    assert!(whole.contains("Secure"), "{whole}");
+    // Plain HTTP is unchanged.
+    let res = client.get(server.url("/login")).send().await?;
+    let (_, whole) = set_cookie(res.headers(), "siteward_csrf").ok_or("no csrf cookie")?;
+    assert!(!whole.contains("Secure"), "{whole}");
+
+    // A renewal in place: served on the next connections, no restart.
+    make_cert(tmp.path(), "localhost")?;
+    let second = pem_of(&cert)?;
+    assert_ne!(first, second);
+    let t = Instant::now();
+    while served_certificate(addr).await?.trim() != second {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the new certificate is not served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A key that does not match is refused; the current certificate stays.
+    let other = tempfile::tempdir()?;
+    make_cert(other.path(), "localhost")?;
+    std::fs::copy(other.path().join("localhost/privkey.pem"), &key)?;
+    let t = Instant::now();
+    while !server.logs().contains("could not be reloaded") {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "a mismatched key was not noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(served_certificate(addr).await?.trim(), second);
+    let res = client.get(format!("https://{addr}/healthz")).send().await?;
+    assert_eq!(res.status(), StatusCode::OK);
+    server.stop().await
+}
+
+/// Sessions are answered from memory in every process, yet a session deleted anywhere stops
+/// working everywhere at once; cookies are signed, and rotating the signing secret keeps
+/// sessions alive while `--revoke-all` ends them.
+#[tokio::test]
+async fn sessions_are_signed_cached_and_invalidated_across_processes() -> TestResult {
+    let a = Server::start().await?;
+    let db = a.db.as_ref().ok_or("no test database")?;
+    let b = Server::start_with(ServerOptions {
+        database_url: Some(db.url.clone()),
+        ..Default::default()
+    })
+    .await?;
+    let store = db.store().await?;
+    let carol = store
+        .create_user(siteward_store::NewUser {
+            username: "carol".into(),
+            password: Some(PASSWORD.into()),
+            ..Default::default()
+        })
+        .await?;
+    let now = chrono::Utc::now();
+    let session = |store: siteward_store::Store| async move {
+        let (cookie, _) = store
+            .create_session(
+                carol.uid_number,
+                chrono::Duration::hours(1),
+                None,
+                None,
+                now,
+            )
+            .await?;
+        TestResult::Ok(cookie)
+    };
+    let first = session(store.clone()).await?;
+    let second = session(store.clone()).await?;
+    let http = Client::new();
+    let status = |server: &Server, cookie: &str| {
+        let req = http
+            .get(server.url("/auth/verify"))
+            .header(COOKIE, format!("siteward_session={cookie}"))
+            .header("x-original-url", "https://app.lab.test/");
+        async move { TestResult::Ok(req.send().await?.status()) }
+    };
+    // Both processes answer (and from now on remember) both sessions, once the new user has
+    // reached their snapshots through the change feed.
+    let t = Instant::now();
+    for server in [&a, &b] {
+        for cookie in [&first, &second] {
+            while status(server, cookie).await? != StatusCode::OK {
+                assert!(
+                    t.elapsed() < Duration::from_secs(5),
+                    "a new session is refused"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    // A forged cookie: a real session id under another session's signature; a bare id.
+    let (id1, _) = first.split_once('.').ok_or("unsigned cookie")?;
+    let (_, mac2) = second.split_once('.').ok_or("unsigned cookie")?;
+    for forged in [format!("{id1}.{mac2}"), id1.to_owned()] {
+        assert_eq!(
+            status(&a, &forged).await?,
+            StatusCode::UNAUTHORIZED,
+            "{forged}"
+        );
+    }
+    // A third process ends the first session: both servers refuse it promptly, keep the other.
+    store.delete_session(&first).await?;
+    let t = Instant::now();
+    for server in [&a, &b] {
+        while status(server, &first).await? != StatusCode::UNAUTHORIZED {
+            assert!(
+                t.elapsed() < Duration::from_secs(2),
+                "a deleted session still works"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    println!(
+        "deleted session refused by both servers after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(status(&a, &second).await?, StatusCode::OK);
+    assert_eq!(status(&b, &second).await?, StatusCode::OK);
+
+    // Rotation: the old cookie stays valid, new cookies are signed by the new secret.
+    let data = tempfile::tempdir()?;
+    let data_dir = data.path().display().to_string();
+    let cli = |extra: &'static [&'static str]| {
+        let (url, dir) = (db.url.clone(), data_dir.clone());
+        async move {
+            let mut args = vec![
+                "--data-dir",
+                dir.as_str(),
+                "--database-url",
+                url.as_str(),
+                "session-secret",
+                "rotate",
+            ];
+            args.extend_from_slice(extra);
+            let key = test_key_base64();
+            let (st, out, err) = run_cli(&args, &[("SITEWARD_SECRET_KEY", &key)], None).await?;
+            assert!(st.success(), "{out}{err}");
+            TestResult::Ok(err)
+        }
+    };
+    cli(&[]).await?;
+    store.load_session_secrets().await?;
+    let third = session(store.clone()).await?;
+    assert_ne!(third.split_once('.').map(|x| x.1), Some(mac2));
+    let t = Instant::now();
+    for server in [&a, &b] {
+        while status(server, &third).await? != StatusCode::OK {
+            assert!(
+                t.elapsed() < Duration::from_secs(2),
+                "the new secret is not picked up"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(status(server, &second).await?, StatusCode::OK);
+    }
+    // After a leak: every older secret and every session go, at once, everywhere.
+    let said = cli(&["--revoke-all"]).await?;
+    assert!(said.contains("every session"), "{said}");
+    let t = Instant::now();
+    for server in [&a, &b] {
+        for cookie in [&second, &third] {
+            while status(server, cookie).await? != StatusCode::UNAUTHORIZED {
+                assert!(
+                    t.elapsed() < Duration::from_secs(2),
+                    "revoked session still works"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    b.stop().await?;
+    a.stop().await?;
+    Ok(())
+}
+
 async fn wrk(args: &[String]) -> TestResult<String> {
     let hosts = tempfile::NamedTempFile::new()?;
     let mut text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
@@ -1469,6 +1844,58 @@ async fn wrk(args: &[String]) -> TestResult<String> {
         .into());
     }
     Ok(stdout)
+}
+
+/// CPU seconds used so far by each kind of process (by command name), read from /proc.
+fn cpu_by_command() -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_owned();
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let kind = if comm.starts_with("e2e-") {
+            "test process (backends)".to_owned()
+        } else {
+            comm
+        };
+        *out.entry(kind).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
+    }
+    out
+}
+
+/// Runs wrk and reports, besides its output, the CPU seconds each kind of process used meanwhile.
+async fn wrk_with_cpu(args: &[String]) -> TestResult<(String, Vec<(String, f64)>)> {
+    let before = cpu_by_command();
+    let out = wrk(args).await?;
+    let after = cpu_by_command();
+    let mut used: Vec<(String, f64)> = after
+        .into_iter()
+        .filter(|(k, _)| ["siteward", "nginx", "test process (backends)"].contains(&k.as_str()))
+        .map(|(k, v)| {
+            let d = v - before.get(&k).copied().unwrap_or(0.0);
+            (k, d)
+        })
+        .collect();
+    used.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok((out, used))
+}
+
+/// CPU per request, by process kind: "nginx 31 µs, siteward 12 µs, ...".
+fn cpu_per_request(used: &[(String, f64)], rate: f64, secs: u64) -> String {
+    let requests = rate * secs as f64;
+    used.iter()
+        .map(|(k, v)| format!("{k} {:.1} µs", v * 1e6 / requests.max(1.0)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn wrk_rate(out: &str) -> TestResult<f64> {
@@ -1517,29 +1944,53 @@ async fn bench_auth() -> TestResult {
             url,
         ]
     };
-    let protected = wrk(&common(edge.https("app", "/"))).await?;
-    let open = wrk(&common(edge.https("open", "/"))).await?;
+    // Unprotected before and after the protected runs (the mean is the reference), protected with
+    // NGINX reaching siteward over TCP, then over siteward's Unix socket.
+    let (open1, open1_cpu) = wrk_with_cpu(&common(edge.https("open", "/"))).await?;
+    let (tcp, tcp_cpu) = wrk_with_cpu(&common(edge.https("app", "/"))).await?;
+    edge.reconfigure(&[("siteward_socket", edge.socket.display().to_string())])
+        .await?;
+    let (unix, unix_cpu) = wrk_with_cpu(&common(edge.https("app", "/"))).await?;
+    let (open2, _) = wrk_with_cpu(&common(edge.https("open", "/"))).await?;
     let mut direct = common(edge.server.url("/auth/verify"));
     direct.insert(4, "-H".into());
     direct.insert(5, "X-Original-URL: https://app.lab.test/".into());
     let verify = wrk(&direct).await?;
-    let (p, o, v) = (wrk_rate(&protected)?, wrk_rate(&open)?, wrk_rate(&verify)?);
-    println!("--- protected (auth_request) ---\n{protected}");
-    println!("--- unprotected ---\n{open}");
+    let (o1, o2) = (wrk_rate(&open1)?, wrk_rate(&open2)?);
+    let o = (o1 + o2) / 2.0;
+    let (t, u, v) = (wrk_rate(&tcp)?, wrk_rate(&unix)?, wrk_rate(&verify)?);
+    println!("--- protected, auth_request over TCP ---\n{tcp}");
+    println!("--- protected, auth_request over the Unix socket ---\n{unix}");
+    println!("--- unprotected (first run) ---\n{open1}");
+    println!("--- unprotected (second run) ---\n{open2}");
     println!("--- /auth/verify directly ---\n{verify}");
     println!("bench/auth: {secs}s each, {conns} connections, 2 wrk threads, TLS, keep-alive");
     println!(
-        "protected   {p:>10.0} req/s   p99 {}",
-        wrk_p99(&protected).unwrap_or_default()
+        "unprotected          {o:>8.0} req/s   ({o1:.0} and {o2:.0})   p99 {}",
+        wrk_p99(&open1).unwrap_or_default()
+    );
+    for (name, rate, out) in [
+        ("protected (TCP) ", t, &tcp),
+        ("protected (Unix)", u, &unix),
+    ] {
+        println!(
+            "{name}     {rate:>8.0} req/s   ratio {:.2} (target >= 0.80: {})   p99 {}",
+            rate / o,
+            if rate / o >= 0.8 { "met" } else { "NOT met" },
+            wrk_p99(out).unwrap_or_default()
+        );
+    }
+    println!(
+        "CPU per request, unprotected:      {}",
+        cpu_per_request(&open1_cpu, o1, secs)
     );
     println!(
-        "unprotected {o:>10.0} req/s   p99 {}",
-        wrk_p99(&open).unwrap_or_default()
+        "CPU per request, protected (TCP):  {}",
+        cpu_per_request(&tcp_cpu, t, secs)
     );
     println!(
-        "ratio       {:>10.2}   (target >= 0.80: {})",
-        p / o,
-        if p / o >= 0.8 { "met" } else { "NOT met" }
+        "CPU per request, protected (Unix): {}",
+        cpu_per_request(&unix_cpu, u, secs)
     );
     println!(
         "/auth/verify {v:>9.0} req/s   p99 {} (under load, {conns} connections)",

@@ -121,6 +121,7 @@ impl Drop for TestDb {
 #[derive(Debug, Clone, Default)]
 pub struct Addrs {
     pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
     pub ldap: Option<SocketAddr>,
     pub ldaps: Option<SocketAddr>,
     pub dns: Option<SocketAddr>,
@@ -201,18 +202,19 @@ impl Server {
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(&data_dir)
-            .args([
-                "--http",
-                "127.0.0.1:0",
-                "--ldap",
-                "127.0.0.1:0",
-                "--dns",
-                "127.0.0.1:0",
-            ])
+            // Every listener on a free port, unless the test gives its own.
+            .args(
+                ["--http", "--ldap", "--dns"]
+                    .into_iter()
+                    .filter(|flag| !options.args.iter().any(|a| a == flag))
+                    .flat_map(|flag| [flag, "127.0.0.1:0"]),
+            )
             .args(["--log-format", "json"])
             .args(&options.args)
             .env("RUST_LOG", "info,siteward=debug")
             .env("SITEWARD_SECRET_KEY", test_key_base64())
+            // No automatic orders against a real CA from tests; the ACME tests opt in.
+            .env("SITEWARD_ACME__ENABLED", "false")
             .env_remove("DATABASE_URL")
             .envs(options.env.iter().cloned())
             .stdin(Stdio::null())
@@ -265,6 +267,7 @@ impl Server {
                 if v["message"] == "listening" {
                     return Some(Addrs {
                         http: parse_addr(&v["http"]),
+                        https: parse_addr(&v["https"]),
                         ldap: parse_addr(&v["ldap"]),
                         ldaps: parse_addr(&v["ldaps"]),
                         dns: parse_addr(&v["dns"]),

@@ -1,8 +1,10 @@
 //! End-to-end tests: the real `siteward` binary, a real PostgreSQL, real clients.
 //! One test binary (faster to link); one module per concern.
 
+mod acme;
 mod api;
 mod auth;
+mod cf_sim;
 mod cross;
 mod dns;
 mod foundation;

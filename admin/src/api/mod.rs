@@ -1219,6 +1219,46 @@ async fn get_domain(
     Ok(axum::Json(s.store.domain(ExternalDomainId(id)).await?))
 }
 
+/// Starts a certificate order for the domain as a job (202; follow `/api/v1/jobs/{id}/events`).
+async fn order_certificate(
+    State(s): State<AdminState>,
+    Admin(p): Admin,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    let domain = s.store.domain(ExternalDomainId(id)).await?;
+    let Some(orders) = s.certificates.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "acme_unavailable",
+            "certificate orders are not available in this process",
+        ));
+    };
+    let job_id = s
+        .store
+        .create_job("certificate", &format!("external_domain:{id}"), Some(p.uid))
+        .await?;
+    audit(
+        &s,
+        &p.actor(),
+        "order_certificate",
+        "external_domain",
+        id,
+        json!({ "domain": domain.domain }),
+    )
+    .await;
+    orders.start(domain.id, job_id);
+    Ok((StatusCode::ACCEPTED, axum::Json(JobAccepted { job_id })).into_response())
+}
+
+/// The domain's certificate: names, issuer, serial, validity, renewal and last error.
+async fn get_certificate(
+    State(s): State<AdminState>,
+    _: Admin,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<siteward_store::acme::CertificateInfo>> {
+    Ok(axum::Json(s.store.certificate(ExternalDomainId(id)).await?))
+}
+
 async fn create_domain(
     State(s): State<AdminState>,
     Admin(p): Admin,
@@ -2665,6 +2705,24 @@ pub fn api() -> openapi::Api {
         "domains",
         Admin,
         204,
+    );
+    a.op::<(), JobAccepted>(
+        post(order_certificate),
+        "POST",
+        "/external-domains/{id}/certificate",
+        "Order the domain's certificate now (a job)",
+        "domains",
+        Admin,
+        202,
+    );
+    a.op::<(), siteward_store::acme::CertificateInfo>(
+        get(get_certificate),
+        "GET",
+        "/external-domains/{id}/certificate",
+        "The domain's certificate and its renewal state",
+        "domains",
+        Admin,
+        200,
     );
 
     a.op::<(), ListResponse<UserView>>(

@@ -51,6 +51,7 @@ pub fn routes() -> Router<AdminState> {
             "/reset-password",
             get(pages::reset_form).post(pages::reset_with_field),
         )
+        .route("/reset-password/request", post(pages::reset_request))
         .route(
             "/reset-password/{token}",
             get(pages::reset_form_token).post(pages::reset_with_path),
@@ -133,6 +134,8 @@ pub struct LoginThrottle {
     pub account: Limiter<String>,
     /// Failed sign-ins per client address: 30 per 5 minutes.
     pub address: Limiter<IpAddr>,
+    /// Self-service reset mails per account: 1 per 5 minutes.
+    pub reset_mail: Limiter<String>,
 }
 
 impl Default for LoginThrottle {
@@ -140,6 +143,7 @@ impl Default for LoginThrottle {
         Self {
             account: Limiter::new(10, Duration::from_secs(300)),
             address: Limiter::new(30, Duration::from_secs(300)),
+            reset_mail: Limiter::new(1, Duration::from_secs(300)),
         }
     }
 }

@@ -1,8 +1,10 @@
 //! `GET /auth/verify`, called by NGINX `auth_request` for every request to a protected service.
 //! Answers only 200 (with identity headers), 401 (with `Location` to the login page) or 403:
-//! NGINX turns anything else into a 500. Reads the live snapshot plus, for cookies, one session
-//! row; nothing is cached on our side except which API-key and Basic secrets already verified
-//! against the *current* stored hash, so revocation, suspension and logout apply at once.
+//! NGINX turns anything else into a 500. Answers from memory: the live snapshot (users, groups,
+//! services) and the store's session table, which drops a session the moment its row is deleted
+//! by any process (see `siteward_store::auth`); besides that only which API-key and Basic secrets
+//! already verified against the *current* stored hash is remembered, so revocation, suspension
+//! and logout apply at once.
 
 use std::net::IpAddr;
 
@@ -35,8 +37,7 @@ pub(super) async fn verify(
             .identity
             .users
             .get(&uid)
-            .filter(|u| u.status == UserStatus::Active)
-            .cloned(),
+            .filter(|u| u.status == UserStatus::Active),
         Who::Nobody => None,
     };
     let Some(user) = user else {
@@ -46,7 +47,7 @@ pub(super) async fn verify(
     if !allowed(&snap, &headers, &groups) {
         return StatusCode::FORBIDDEN.into_response();
     }
-    identity_response(&user, &groups)
+    identity_response(user, &groups)
 }
 
 async fn identify(s: &AdminState, headers: &HeaderMap, addr: Option<IpAddr>) -> Who {
@@ -136,14 +137,14 @@ async fn basic(s: &AdminState, encoded: &str, addr: Option<IpAddr>) -> Who {
     }
 }
 
-fn group_names(snap: &Snapshot, uid: Uid) -> Vec<String> {
+fn group_names(snap: &Snapshot, uid: Uid) -> Vec<&str> {
     snap.identity
         .groups_of
         .get(&uid)
         .map(|gids| {
             gids.iter()
                 .filter_map(|g| snap.identity.groups.get(g))
-                .map(|g| g.cn.clone())
+                .map(|g| g.cn.as_str())
                 .collect()
         })
         .unwrap_or_default()
@@ -175,20 +176,15 @@ fn target_host(headers: &HeaderMap) -> Option<String> {
 
 /// Whether the service the request is for lets one of `groups` in. A service that names no
 /// groups (or a host that is no service) admits every active user.
-fn allowed(snap: &Snapshot, headers: &HeaderMap, groups: &[String]) -> bool {
+fn allowed(snap: &Snapshot, headers: &HeaderMap, groups: &[&str]) -> bool {
     let Some(host) = target_host(headers) else {
         return true;
     };
     let naming = &snap.naming;
-    let service = naming.http_services.iter().find(|svc| {
-        naming
-            .external_domains
-            .iter()
-            .find(|d| d.id == svc.external_domain_id)
-            .and_then(|d| host.strip_suffix(d.domain.to_ascii_lowercase().as_str()))
-            .and_then(|rest| rest.strip_suffix('.'))
-            .is_some_and(|label| label.eq_ignore_ascii_case(&svc.external_hostname))
-    });
+    let service = naming
+        .http_service_by_host
+        .get(&host)
+        .and_then(|&i| naming.http_services.get(i));
     match service {
         Some(svc) if !svc.allowed_groups.is_empty() => svc
             .allowed_groups
@@ -219,31 +215,41 @@ fn unauthorized(s: &AdminState, snap: &Snapshot, headers: &HeaderMap) -> Respons
 /// Header values carry UTF-8 as is; control characters are dropped so a value can never end
 /// a header early.
 fn value(text: &str) -> HeaderValue {
-    let clean: String = text.chars().filter(|c| !c.is_control()).collect();
+    let clean: std::borrow::Cow<'_, str> = if text.chars().any(char::is_control) {
+        text.chars()
+            .filter(|c| !c.is_control())
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
+    };
     HeaderValue::from_bytes(clean.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-fn identity_response(user: &User, groups: &[String]) -> Response {
-    let groups = groups.join(",");
-    let uid = user.uid_number.0.to_string();
-    let first = user.given_name.clone().unwrap_or_default();
-    let mail = user.mail.clone().unwrap_or_default();
-    let pairs: [(&'static str, &str); 10] = [
-        ("x-user-id", &uid),
-        ("x-username", &user.username),
-        ("x-user-first-name", &first),
-        ("x-user-last-name", &user.sn),
-        ("x-email", &mail),
-        ("x-groups", &groups),
-        ("remote-user", &user.username),
-        ("remote-groups", &groups),
-        ("remote-name", &user.cn),
-        ("remote-email", &mail),
+fn identity_response(user: &User, groups: &[&str]) -> Response {
+    let groups = value(&groups.join(","));
+    let username = value(&user.username);
+    let mail = value(user.mail.as_deref().unwrap_or_default());
+    let pairs: [(&'static str, HeaderValue); 10] = [
+        ("x-user-id", HeaderValue::from(user.uid_number.0)),
+        ("x-username", username.clone()),
+        (
+            "x-user-first-name",
+            value(user.given_name.as_deref().unwrap_or_default()),
+        ),
+        ("x-user-last-name", value(&user.sn)),
+        ("x-email", mail.clone()),
+        ("x-groups", groups.clone()),
+        ("remote-user", username),
+        ("remote-groups", groups),
+        ("remote-name", value(&user.cn)),
+        ("remote-email", mail),
     ];
     let mut res = StatusCode::OK.into_response();
     let h = res.headers_mut();
+    h.reserve(pairs.len() + 1);
     for (name, v) in pairs {
-        h.insert(HeaderName::from_static(name), value(v));
+        h.insert(HeaderName::from_static(name), v);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res

@@ -1,0 +1,293 @@
+//! DNS-01 through Cloudflare's API v4: find the zone by walking up the name, create the
+//! `_acme-challenge` TXT record, delete exactly the records created. Both credential styles: an
+//! API token (`Authorization: Bearer`) and the account e-mail with the global API key
+//! (`X-Auth-Email`, `X-Auth-Key`). Errors name Cloudflare's status and error codes.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Cloudflare's API root.
+pub const API: &str = "https://api.cloudflare.com/client/v4";
+
+/// How to authenticate.
+#[derive(Clone)]
+pub enum Auth {
+    /// An API token with Zone:Read and DNS:Edit.
+    Token(String),
+    /// The account e-mail and the global API key.
+    GlobalKey {
+        /// Account e-mail.
+        email: String,
+        /// Global API key.
+        key: String,
+    },
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Token(_) => f.write_str("Token(..)"),
+            Auth::GlobalKey { email, .. } => write!(f, "GlobalKey({email}, ..)"),
+        }
+    }
+}
+
+/// A failure, in the operator's terms.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloudflareError {
+    /// Credentials refused.
+    #[error("Cloudflare authentication failed (HTTP {status}{codes})")]
+    Auth {
+        /// HTTP status.
+        status: u16,
+        /// `: code 9109: Invalid access token` etc.
+        codes: String,
+    },
+    /// 429.
+    #[error("rate limited by Cloudflare until {until}")]
+    RateLimited {
+        /// When to try again.
+        until: chrono::DateTime<chrono::Utc>,
+    },
+    /// Any other API error.
+    #[error("Cloudflare refused {what} (HTTP {status}{codes})")]
+    Api {
+        /// What was attempted.
+        what: String,
+        /// HTTP status.
+        status: u16,
+        /// Error codes and messages.
+        codes: String,
+    },
+    /// No zone above the name.
+    #[error("no active Cloudflare zone holds {0}")]
+    NoZone(String),
+    /// The network or a malformed answer.
+    #[error("Cloudflare could not be reached for {what}: {detail}")]
+    Transport {
+        /// What was attempted.
+        what: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// A zone.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Zone {
+    /// Zone id.
+    pub id: String,
+    /// Zone name.
+    pub name: String,
+    /// Its authoritative name servers.
+    #[serde(default)]
+    pub name_servers: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    success: bool,
+    #[serde(default)]
+    errors: Vec<ApiMessage>,
+    #[serde(default)]
+    result: Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiMessage {
+    #[serde(default)]
+    code: i64,
+    #[serde(default)]
+    message: String,
+}
+
+/// Codes Cloudflare uses for refused credentials.
+const AUTH_CODES: &[i64] = &[6003, 6111, 9103, 9106, 9107, 9109, 10000, 10001];
+
+/// A Cloudflare API client.
+#[derive(Debug, Clone)]
+pub struct Cloudflare {
+    http: reqwest::Client,
+    base: String,
+    auth: Auth,
+}
+
+impl Cloudflare {
+    /// A client for `base` (normally [`API`]).
+    pub fn new(base: &str, auth: Auth) -> Result<Self, CloudflareError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| CloudflareError::Transport {
+                what: "the HTTP client".into(),
+                detail: e.to_string(),
+            })?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            auth,
+        })
+    }
+
+    async fn call(
+        &self,
+        what: &str,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Result<Value, CloudflareError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .query(query);
+            req = match &self.auth {
+                Auth::Token(t) => req.bearer_auth(t),
+                Auth::GlobalKey { email, key } => {
+                    req.header("X-Auth-Email", email).header("X-Auth-Key", key)
+                }
+            };
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            let transport = |e: reqwest::Error| CloudflareError::Transport {
+                what: what.to_owned(),
+                detail: e.to_string(),
+            };
+            let res = match req.send().await {
+                Ok(r) => r,
+                Err(e) if attempt < 3 => {
+                    tracing::debug!(error = %e, "Cloudflare request failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                    continue;
+                }
+                Err(e) => return Err(transport(e)),
+            };
+            let status = res.status().as_u16();
+            if status == 429 {
+                let wait = res
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<i64>().ok())
+                    .unwrap_or(60);
+                return Err(CloudflareError::RateLimited {
+                    until: chrono::Utc::now() + chrono::Duration::seconds(wait),
+                });
+            }
+            if status >= 500 && attempt < 3 {
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                continue;
+            }
+            let text = res.text().await.map_err(transport)?;
+            let env: Envelope =
+                serde_json::from_str(&text).map_err(|e| CloudflareError::Transport {
+                    what: what.to_owned(),
+                    detail: format!("not a Cloudflare answer (HTTP {status}): {e}"),
+                })?;
+            if env.success && (200..300).contains(&status) {
+                return Ok(env.result);
+            }
+            let codes: String = env
+                .errors
+                .iter()
+                .map(|e| format!(": code {}: {}", e.code, e.message))
+                .collect();
+            if status == 401
+                || status == 403
+                || env.errors.iter().any(|e| AUTH_CODES.contains(&e.code))
+            {
+                return Err(CloudflareError::Auth { status, codes });
+            }
+            return Err(CloudflareError::Api {
+                what: what.to_owned(),
+                status,
+                codes,
+            });
+        }
+    }
+
+    /// The active zone holding `name`: `a.b.example.org`, then `b.example.org`, `example.org`.
+    pub async fn find_zone(&self, name: &str) -> Result<Zone, CloudflareError> {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let mut candidate = name.as_str();
+        while candidate.contains('.') {
+            let found = self
+                .call(
+                    &format!("looking up the zone {candidate}"),
+                    reqwest::Method::GET,
+                    "/zones",
+                    &[("name", candidate), ("status", "active")],
+                    None,
+                )
+                .await?;
+            let zones: Vec<Zone> =
+                serde_json::from_value(found).map_err(|e| CloudflareError::Transport {
+                    what: "the zone list".into(),
+                    detail: e.to_string(),
+                })?;
+            if let Some(zone) = zones
+                .into_iter()
+                .find(|z| z.name.eq_ignore_ascii_case(candidate))
+            {
+                return Ok(zone);
+            }
+            candidate = match candidate.split_once('.') {
+                Some((_, rest)) => rest,
+                None => break,
+            };
+        }
+        Err(CloudflareError::NoZone(name))
+    }
+
+    /// Creates a TXT record (content quoted, TTL 60) and returns its id.
+    pub async fn create_txt(
+        &self,
+        zone: &Zone,
+        name: &str,
+        value: &str,
+    ) -> Result<String, CloudflareError> {
+        let created = self
+            .call(
+                &format!("creating the TXT record {name}"),
+                reqwest::Method::POST,
+                &format!("/zones/{}/dns_records", zone.id),
+                &[],
+                Some(json!({
+                    "type": "TXT",
+                    "name": name,
+                    "content": format!("\"{value}\""),
+                    "ttl": 60,
+                    "comment": "siteward ACME challenge"
+                })),
+            )
+            .await?;
+        created["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| CloudflareError::Transport {
+                what: format!("creating the TXT record {name}"),
+                detail: "the answer carries no record id".into(),
+            })
+    }
+
+    /// Deletes one record.
+    pub async fn delete_record(&self, zone: &Zone, id: &str) -> Result<(), CloudflareError> {
+        self.call(
+            &format!("deleting the record {id}"),
+            reqwest::Method::DELETE,
+            &format!("/zones/{}/dns_records/{id}", zone.id),
+            &[],
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+}

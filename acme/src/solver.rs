@@ -1,0 +1,182 @@
+//! How a domain proves control: DNS-01 in a zone siteward serves (the TXT record goes into the
+//! store and DNS answers it at once), or HTTP-01 under `/.well-known/acme-challenge/` on the HTTP
+//! listener (no wildcard possible). A domain with Cloudflare credentials uses DNS-01 through
+//! Cloudflare's API ([`crate::cloudflare`]), confirmed at the zone's name servers first.
+
+use instant_acme::{ChallengeType, KeyAuthorization};
+use siteward_store::{DnsRecordId, ExternalDomain, SiteId, Store};
+
+use crate::cloudflare::{Auth, Cloudflare, Zone};
+use crate::{Error, Settings};
+
+/// The way one domain's challenges are answered.
+#[derive(Debug, Clone)]
+pub enum Solver {
+    /// TXT records in the zone of a site.
+    OwnDns {
+        /// The site whose zone holds the name.
+        site: SiteId,
+        /// That zone.
+        zone: String,
+    },
+    /// TXT records through Cloudflare's API.
+    Cloudflare {
+        /// The API client with the domain's credentials.
+        client: Cloudflare,
+        /// The zone holding the domain.
+        zone: Zone,
+    },
+    /// HTTP-01 answered by siteward's HTTP listener.
+    Http01,
+}
+
+/// Something published for a challenge, to withdraw afterwards.
+#[derive(Debug, Clone)]
+pub enum Published {
+    /// A TXT record in one of our zones.
+    Txt(DnsRecordId),
+    /// An HTTP-01 token.
+    Http(String),
+    /// A Cloudflare record.
+    Cloudflare(String),
+}
+
+/// The zone (a site's internal domain) that holds `name`, if we serve one.
+pub fn own_zone(store: &Store, name: &str) -> Option<(SiteId, String)> {
+    let snap = store.snapshot();
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let mut candidate = name.as_str();
+    loop {
+        if let Some(site) = snap.naming.site_by_domain.get(candidate) {
+            return Some((*site, candidate.to_owned()));
+        }
+        candidate = candidate.split_once('.')?.1;
+    }
+}
+
+impl Solver {
+    /// The solver for a domain: our own zone when we serve one above it, else Cloudflare when
+    /// the domain has credentials, else HTTP-01.
+    pub async fn for_domain(
+        store: &Store,
+        domain: &ExternalDomain,
+        settings: &Settings,
+    ) -> Result<Self, Error> {
+        if let Some((site, zone)) = own_zone(store, &domain.domain) {
+            return Ok(Solver::OwnDns { site, zone });
+        }
+        if domain.has_cloudflare_api_key {
+            let key = store
+                .cloudflare_api_key(domain.id)
+                .await?
+                .unwrap_or_default();
+            let auth = match &domain.cloudflare_api_email {
+                Some(email) => Auth::GlobalKey {
+                    email: email.clone(),
+                    key,
+                },
+                None => Auth::Token(key),
+            };
+            let client = Cloudflare::new(&settings.cloudflare_api, auth)
+                .map_err(|e| Error::Challenge(e.to_string()))?;
+            let zone = client
+                .find_zone(&domain.domain)
+                .await
+                .map_err(|e| Error::Challenge(e.to_string()))?;
+            return Ok(Solver::Cloudflare { client, zone });
+        }
+        Ok(Solver::Http01)
+    }
+
+    /// The names to order: the domain and its wildcard, or only the domain for HTTP-01.
+    pub fn names(&self, domain: &str) -> Vec<String> {
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        match self {
+            Solver::Http01 => vec![d],
+            _ => vec![d.clone(), format!("*.{d}")],
+        }
+    }
+
+    /// For progress messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Solver::OwnDns { zone, .. } => format!("DNS-01 in our zone {zone}"),
+            Solver::Cloudflare { zone, .. } => {
+                format!("DNS-01 in the Cloudflare zone {}", zone.name)
+            }
+            Solver::Http01 => "HTTP-01 on our HTTP listener".into(),
+        }
+    }
+
+    /// The ACME challenge type used.
+    pub fn challenge_type(&self) -> ChallengeType {
+        match self {
+            Solver::Http01 => ChallengeType::Http01,
+            _ => ChallengeType::Dns01,
+        }
+    }
+
+    /// Publishes the answer to one challenge.
+    pub async fn publish(
+        &self,
+        store: &Store,
+        identifier: &str,
+        token: &str,
+        key_auth: &KeyAuthorization,
+    ) -> Result<Published, Error> {
+        match self {
+            Solver::OwnDns { site, zone } => {
+                let base = identifier.trim_start_matches("*.").to_ascii_lowercase();
+                let relative = match base.strip_suffix(zone.as_str()) {
+                    Some("") => "_acme-challenge".to_owned(),
+                    Some(rest) => format!("_acme-challenge.{}", rest.trim_end_matches('.')),
+                    None => {
+                        return Err(Error::Challenge(format!(
+                            "{base} is not in the zone {zone}"
+                        )))
+                    }
+                };
+                let id = store
+                    .put_challenge_txt(*site, &relative, &key_auth.dns_value())
+                    .await?;
+                Ok(Published::Txt(id))
+            }
+            Solver::Cloudflare { client, zone } => {
+                let name = format!("_acme-challenge.{}", identifier.trim_start_matches("*."));
+                let id = client
+                    .create_txt(zone, &name, &key_auth.dns_value())
+                    .await
+                    .map_err(|e| Error::Challenge(e.to_string()))?;
+                Ok(Published::Cloudflare(id))
+            }
+            Solver::Http01 => {
+                let expires = chrono::Utc::now() + chrono::Duration::hours(1);
+                store
+                    .put_http_challenge(token, key_auth.as_str(), expires)
+                    .await?;
+                Ok(Published::Http(token.to_owned()))
+            }
+        }
+    }
+
+    /// Withdraws what [`Solver::publish`] published.
+    pub async fn withdraw(&self, store: &Store, p: Published) -> Result<(), Error> {
+        match p {
+            Published::Cloudflare(id) => {
+                if let Solver::Cloudflare { client, zone } = self {
+                    client
+                        .delete_record(zone, &id)
+                        .await
+                        .map_err(|e| Error::Challenge(e.to_string()))?;
+                }
+            }
+            Published::Txt(id) => store.delete_challenge_txt(id).await?,
+            Published::Http(token) => {
+                store
+                    .delete_http_challenge(&token, chrono::Utc::now())
+                    .await?
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,307 @@
+//! What the ACME side keeps: accounts per directory, the certificate of each external domain
+//! and the state of its renewal, HTTP-01 answers, and `_acme-challenge` TXT records in the zones
+//! we serve. Keys are encrypted (see [`crate::crypto`]); nothing here returns key material except
+//! [`Store::certificate_material`], which only the ACME side and the file writer call.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::error::{Result, StoreError};
+use crate::models::{DnsRecordId, ExternalDomainId, SiteId};
+use crate::snapshot::Dirty;
+use crate::Store;
+
+const ACCOUNT_CONTEXT: &str = "acme_accounts.credentials";
+const KEY_CONTEXT: &str = "certificates.private_key";
+
+/// A domain's certificate as the API and CLI show it (never the key).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
+pub struct CertificateInfo {
+    /// The external domain.
+    pub external_domain_id: ExternalDomainId,
+    /// Its name.
+    pub domain: String,
+    /// Names the certificate covers (empty before the first issuance).
+    pub names: Vec<String>,
+    /// Issuer's distinguished name.
+    pub issuer: Option<String>,
+    /// Serial number, hex.
+    pub serial: Option<String>,
+    /// Start of validity.
+    pub not_before: Option<DateTime<Utc>>,
+    /// End of validity.
+    pub not_after: Option<DateTime<Utc>>,
+    /// When renewal is due.
+    pub renew_at: Option<DateTime<Utc>>,
+    /// The last order attempt.
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    /// Why the last attempt failed, in the operator's terms (cleared on success).
+    pub last_error: Option<String>,
+    /// Failed attempts since the last success.
+    pub failures: i32,
+    /// No automatic attempt before this.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Orders placed at the CA so far.
+    pub orders_placed: i64,
+}
+
+/// A freshly issued certificate to keep.
+#[derive(Debug, Clone)]
+pub struct IssuedCertificate {
+    /// Names covered.
+    pub names: Vec<String>,
+    /// Issuer DN.
+    pub issuer: String,
+    /// Serial, hex.
+    pub serial: String,
+    /// Validity start.
+    pub not_before: DateTime<Utc>,
+    /// Validity end.
+    pub not_after: DateTime<Utc>,
+    /// Leaf first, then the chain, PEM.
+    pub chain_pem: String,
+    /// PKCS#8 private key, PEM (encrypted before it is stored).
+    pub key_pem: String,
+    /// When to renew.
+    pub renew_at: DateTime<Utc>,
+}
+
+const INFO_SELECT: &str = "SELECT d.id AS external_domain_id, d.domain,
+        coalesce(c.names, '{}') AS names, c.issuer, c.serial, c.not_before, c.not_after,
+        c.renew_at, c.last_attempt_at, c.last_error, coalesce(c.failures, 0) AS failures,
+        c.next_attempt_at, coalesce(c.orders_placed, 0) AS orders_placed
+   FROM external_domains d LEFT JOIN certificates c ON c.external_domain_id = d.id";
+
+impl Store {
+    /// The stored account for an ACME directory: (e-mail, credentials JSON).
+    pub async fn acme_account(&self, directory: &str) -> Result<Option<(Option<String>, String)>> {
+        let row: Option<(Option<String>, Vec<u8>)> =
+            sqlx::query_as("SELECT email, credentials FROM acme_accounts WHERE directory = $1")
+                .bind(directory)
+                .fetch_optional(self.pool())
+                .await?;
+        row.map(|(email, sealed)| {
+            Ok((email, self.secrets().open_string(ACCOUNT_CONTEXT, &sealed)?))
+        })
+        .transpose()
+    }
+
+    /// Keeps an account's credentials (encrypted). A concurrent creation for the same directory
+    /// keeps the first one.
+    pub async fn save_acme_account(
+        &self,
+        directory: &str,
+        email: Option<&str>,
+        credentials_json: &str,
+    ) -> Result<()> {
+        let sealed = self
+            .secrets()
+            .seal(ACCOUNT_CONTEXT, credentials_json.as_bytes())?;
+        sqlx::query(
+            "INSERT INTO acme_accounts (directory, email, credentials) VALUES ($1, $2, $3)
+             ON CONFLICT (directory) DO NOTHING",
+        )
+        .bind(directory)
+        .bind(email)
+        .bind(sealed)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Every external domain with its certificate state.
+    pub async fn certificates(&self) -> Result<Vec<CertificateInfo>> {
+        Ok(sqlx::query_as(&format!("{INFO_SELECT} ORDER BY d.domain"))
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    /// One domain's certificate state.
+    pub async fn certificate(&self, domain: ExternalDomainId) -> Result<CertificateInfo> {
+        sqlx::query_as(&format!("{INFO_SELECT} WHERE d.id = $1"))
+            .bind(domain)
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or(StoreError::NotFound {
+                entity: "external domain",
+            })
+    }
+
+    /// The chain and decrypted key of a domain's certificate, if one was issued.
+    pub async fn certificate_material(
+        &self,
+        domain: ExternalDomainId,
+    ) -> Result<Option<(String, String)>> {
+        let row: Option<(Option<String>, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT chain_pem, private_key FROM certificates WHERE external_domain_id = $1",
+        )
+        .bind(domain)
+        .fetch_optional(self.pool())
+        .await?;
+        match row {
+            Some((Some(chain), Some(sealed))) => Ok(Some((
+                chain,
+                self.secrets().open_string(KEY_CONTEXT, &sealed)?,
+            ))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Notes that an order is being placed now.
+    pub async fn certificate_order_placed(
+        &self,
+        domain: ExternalDomainId,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO certificates (external_domain_id, last_attempt_at, orders_placed)
+             VALUES ($1, $2, 1)
+             ON CONFLICT (external_domain_id) DO UPDATE
+             SET last_attempt_at = $2, orders_placed = certificates.orders_placed + 1",
+        )
+        .bind(domain)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Keeps a new certificate; clears the failure state.
+    pub async fn save_certificate(
+        &self,
+        domain: ExternalDomainId,
+        cert: &IssuedCertificate,
+    ) -> Result<()> {
+        let sealed = self.secrets().seal(KEY_CONTEXT, cert.key_pem.as_bytes())?;
+        sqlx::query(
+            "INSERT INTO certificates (external_domain_id, names, issuer, serial, not_before,
+                 not_after, chain_pem, private_key, renew_at, failures, last_error, next_attempt_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, NULL, NULL)
+             ON CONFLICT (external_domain_id) DO UPDATE SET names = $2, issuer = $3, serial = $4,
+                 not_before = $5, not_after = $6, chain_pem = $7, private_key = $8, renew_at = $9,
+                 failures = 0, last_error = NULL, next_attempt_at = NULL",
+        )
+        .bind(domain)
+        .bind(&cert.names)
+        .bind(&cert.issuer)
+        .bind(&cert.serial)
+        .bind(cert.not_before)
+        .bind(cert.not_after)
+        .bind(&cert.chain_pem)
+        .bind(sealed)
+        .bind(cert.renew_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt and when the next automatic one may happen.
+    pub async fn certificate_failed(
+        &self,
+        domain: ExternalDomainId,
+        error: &str,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO certificates (external_domain_id, last_error, failures, next_attempt_at)
+             VALUES ($1, $2, 1, $3)
+             ON CONFLICT (external_domain_id) DO UPDATE
+             SET last_error = $2, failures = certificates.failures + 1, next_attempt_at = $3",
+        )
+        .bind(domain)
+        .bind(error)
+        .bind(next_attempt_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Publishes an HTTP-01 answer.
+    pub async fn put_http_challenge(
+        &self,
+        token: &str,
+        key_authorization: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO acme_http_challenges (token, key_authorization, expires_at)
+             VALUES ($1, $2, $3)
+             ON CONFLICT (token) DO UPDATE SET key_authorization = $2, expires_at = $3",
+        )
+        .bind(token)
+        .bind(key_authorization)
+        .bind(expires_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The HTTP-01 answer for `token`, if live.
+    pub async fn http_challenge(&self, token: &str, now: DateTime<Utc>) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT key_authorization FROM acme_http_challenges WHERE token = $1 AND expires_at > $2",
+        )
+        .bind(token)
+        .bind(now)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Withdraws an HTTP-01 answer (and any expired ones).
+    pub async fn delete_http_challenge(&self, token: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query("DELETE FROM acme_http_challenges WHERE token = $1 OR expires_at <= $2")
+            .bind(token)
+            .bind(now)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Adds an `_acme-challenge` TXT record to a zone we serve and makes DNS answer it at once.
+    /// `name` is relative to the zone. Returns the record to delete afterwards.
+    pub async fn put_challenge_txt(
+        &self,
+        site: SiteId,
+        name: &str,
+        value: &str,
+    ) -> Result<DnsRecordId> {
+        let quoted = format!("\"{value}\"");
+        let id: DnsRecordId = sqlx::query_scalar(
+            "INSERT INTO dns_records (site_id, name, type, value, ttl) VALUES ($1, lower($2), 'TXT', $3, 60)
+             ON CONFLICT (site_id, name, type, value) DO UPDATE SET ttl = 60 RETURNING id",
+        )
+        .bind(site)
+        .bind(name)
+        .bind(quoted)
+        .fetch_one(self.pool())
+        .await?;
+        self.reload(Dirty {
+            identity: false,
+            naming: true,
+        })
+        .await?;
+        Ok(id)
+    }
+
+    /// Removes a challenge TXT record [`Store::put_challenge_txt`] added.
+    pub async fn delete_challenge_txt(&self, id: DnsRecordId) -> Result<()> {
+        sqlx::query("DELETE FROM dns_records WHERE id = $1 AND type = 'TXT'")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        self.reload(Dirty {
+            identity: false,
+            naming: true,
+        })
+        .await
+    }
+
+    /// How many `_acme-challenge` TXT records the zones hold (cleanup checks).
+    pub async fn challenge_txt_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM dns_records WHERE type = 'TXT' AND (name = '_acme-challenge' OR name LIKE '_acme-challenge.%')",
+        )
+        .fetch_one(self.pool())
+        .await?)
+    }
+}
