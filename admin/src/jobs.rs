@@ -269,6 +269,11 @@ impl Jobs {
                 &format!("creating CT {vmid} on {} (attempt {attempt})", node.name),
             )
             .await;
+            // Write-ahead: the VMID is recorded before Proxmox is asked, so a crash between the
+            // request and its answer leaves a trace that `reconcile` follows.
+            if let Err(e) = self.store.set_container_vmid(c.id, Some(vmid as i32)).await {
+                return Err(format!("recording VMID {vmid}: {e}"));
+            }
             let result = match clone_from {
                 Some(template) => {
                     let params = vec![
@@ -299,7 +304,6 @@ impl Jobs {
                 Ok(upid) => {
                     // From here on, the container exists (or is being made) on Proxmox.
                     created = Some(vmid);
-                    let _ = self.store.set_container_vmid(c.id, Some(vmid as i32)).await;
                     if let Err(e) = pve.wait_task(&upid, self.task_timeout).await {
                         return self
                             .undo(
@@ -314,13 +318,17 @@ impl Jobs {
                     break;
                 }
                 Err(e) if e.vmid_taken() && attempt < 5 => {
+                    let _ = self.store.set_container_vmid(c.id, None).await;
                     self.log(
                         job,
                         &format!("VMID {vmid} was taken meanwhile; trying the next"),
                     )
                     .await;
                 }
-                Err(e) => return Err(format!("creating the container: {e}")),
+                Err(e) => {
+                    let _ = self.store.set_container_vmid(c.id, None).await;
+                    return Err(format!("creating the container: {e}"));
+                }
             }
         }
         let Some(vmid) = created else {
@@ -548,7 +556,25 @@ impl Jobs {
             .await
             .map_err(|e| PveError::Decode(e.to_string()))?;
         let pve = self.client(c.node_id).await.map_err(PveError::Decode)?;
-        match pve.status(&node.name, vmid).await {
+        // A create or clone task that outlived us holds the container's lock: wait for it.
+        let deadline = tokio::time::Instant::now() + self.task_timeout;
+        let mut status = pve.status(&node.name, vmid).await;
+        while matches!(&status, Ok(s) if s.lock.is_some()) && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            status = pve.status(&node.name, vmid).await;
+        }
+        match status {
+            // The VMID was recorded before Proxmox was asked; when Proxmox gave it to someone
+            // else meanwhile, that container is not ours to touch.
+            Ok(s) if s.name.as_deref().is_some_and(|n| n != c.hostname) => {
+                tracing::warn!(vmid, name = ?s.name, "the recorded VMID holds another container; left alone");
+                Ok(false)
+            }
+            Ok(s) if s.lock.is_some() => {
+                tracing::warn!(vmid, lock = ?s.lock, "still locked on Proxmox; left alone");
+                Ok(false)
+            }
             Ok(s) if s.status == "running" => Ok(true),
             Ok(_) => {
                 // Created but not started: finish the job's last step.

@@ -146,6 +146,12 @@ pub struct LxcStatus {
     /// Memory limit in bytes.
     #[serde(default)]
     pub maxmem: Option<u64>,
+    /// The container's hostname.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Set while a task holds the container (`create`, `clone`, `backup`, ...).
+    #[serde(default)]
+    pub lock: Option<String>,
 }
 
 impl PveClient {

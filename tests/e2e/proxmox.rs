@@ -487,10 +487,20 @@ async fn lifecycle_delete_import_and_idempotency() -> TestResult {
 
 #[tokio::test]
 async fn a_restart_mid_job_is_reconciled_not_rerun() -> TestResult {
+    // The create task finishes on Proxmox while siteward is down.
+    restart_mid_create(Duration::from_millis(1500), Duration::from_millis(1600)).await
+}
+
+#[tokio::test]
+async fn a_restart_while_the_create_task_still_runs_waits_for_it() -> TestResult {
+    // siteward is back while Proxmox still holds the container's `create` lock.
+    restart_mid_create(Duration::from_millis(4000), Duration::ZERO).await
+}
+
+async fn restart_mid_create(task: Duration, down: Duration) -> TestResult {
     let c = Cluster::start().await?;
     // Slow tasks, so the server dies while the create task runs on Proxmox.
-    c.sim
-        .with(|s| s.task_duration = Duration::from_millis(1500));
+    c.sim.with(|s| s.task_duration = task);
     let (id, job) = c.create("interrupted").await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while c.sim.with(|s| {
@@ -518,8 +528,7 @@ async fn a_restart_mid_job_is_reconciled_not_rerun() -> TestResult {
         server.kill().await?;
         db
     };
-    // The task finishes on Proxmox while siteward is down.
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    tokio::time::sleep(down).await;
     let server = Server::start_with(ServerOptions {
         database_url: Some(url),
         data_dir: Some(data_dir),

@@ -590,6 +590,12 @@ async fn lxc_item(
     match method {
         Method::GET => data(json!([{ "subdir": "config" }, { "subdir": "status" }])),
         Method::DELETE => {
+            if let Some(lock) = s.containers.get(&id).and_then(|c| c.config.get("lock")) {
+                return pve_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("CT {id} is locked ({lock})"),
+                );
+            }
             let running = s.containers.get(&id).is_some_and(|c| c.status == "running");
             if running && q.get("force").map(String::as_str) != Some("1") {
                 return pve_error(
@@ -782,11 +788,14 @@ async fn lxc_status(
     let Some(c) = s.containers.get(&id) else {
         return pve_error(StatusCode::INTERNAL_SERVER_ERROR, "gone");
     };
-    data(
-        json!({ "vmid": id, "name": c.hostname, "status": c.status, "type": "lxc", "uptime": if c.status == "running" { 5 } else { 0 },
-                 "cpus": c.config.get("cores").and_then(|v| v.parse::<u32>().ok()).unwrap_or(1),
-                 "maxmem": c.config.get("memory").and_then(|v| v.parse::<u64>().ok()).unwrap_or(512) * 1024 * 1024 }),
-    )
+    let mut status = json!({ "vmid": id, "name": c.hostname, "status": c.status, "type": "lxc", "uptime": if c.status == "running" { 5 } else { 0 },
+             "cpus": c.config.get("cores").and_then(|v| v.parse::<u32>().ok()).unwrap_or(1),
+             "maxmem": c.config.get("memory").and_then(|v| v.parse::<u64>().ok()).unwrap_or(512) * 1024 * 1024 });
+    // Like PVE, `lock` appears only while a task holds the container.
+    if let Some(lock) = c.config.get("lock") {
+        status["lock"] = json!(lock);
+    }
+    data(status)
 }
 
 async fn lxc_action(
@@ -809,6 +818,12 @@ async fn lxc_action(
         Ok(id) => id,
         Err(r) => return r,
     };
+    if let Some(lock) = s.containers.get(&id).and_then(|c| c.config.get("lock")) {
+        return pve_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("CT {id} is locked ({lock})"),
+        );
+    }
     let running = s.containers.get(&id).is_some_and(|c| c.status == "running");
     let (kind, effect) = match action.as_str() {
         "start" if running => {
