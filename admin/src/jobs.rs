@@ -259,21 +259,33 @@ impl Jobs {
         let clone_from: Option<u32> = req.template.parse().ok();
         // 1. VMID and create (or clone), retrying when the id was taken meanwhile.
         let mut created: Option<u32> = None;
+        // Ids below this were tried or are claimed by other jobs.
+        let mut floor = 0u32;
         for attempt in 1..=5 {
-            let vmid = pve
+            let mut vmid = pve
                 .next_id()
                 .await
-                .map_err(|e| format!("allocating a VMID: {e}"))?;
+                .map_err(|e| format!("allocating a VMID: {e}"))?
+                .max(floor);
+            // Write-ahead: the VMID is recorded before Proxmox is asked, so a crash between the
+            // request and its answer leaves a trace that `reconcile` follows. A parallel job on
+            // this node that got the same id from nextid holds it already: take the next.
+            let first = vmid;
+            loop {
+                match self.store.set_container_vmid(c.id, Some(vmid as i32)).await {
+                    Ok(()) => break,
+                    Err(siteward_store::StoreError::Conflict { .. }) if vmid < first + 1000 => {
+                        vmid += 1;
+                    }
+                    Err(e) => return Err(format!("recording VMID {vmid}: {e}")),
+                }
+            }
+            floor = vmid + 1;
             self.log(
                 job,
                 &format!("creating CT {vmid} on {} (attempt {attempt})", node.name),
             )
             .await;
-            // Write-ahead: the VMID is recorded before Proxmox is asked, so a crash between the
-            // request and its answer leaves a trace that `reconcile` follows.
-            if let Err(e) = self.store.set_container_vmid(c.id, Some(vmid as i32)).await {
-                return Err(format!("recording VMID {vmid}: {e}"));
-            }
             let result = match clone_from {
                 Some(template) => {
                     let params = vec![
