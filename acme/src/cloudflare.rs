@@ -106,6 +106,20 @@ struct ApiMessage {
 }
 
 /// Codes Cloudflare uses for refused credentials.
+/// `Retry-After` as delay-seconds or an HTTP-date (RFC 9110 §10.2.3); `None` when it is neither.
+fn retry_after(
+    v: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u32>() {
+        return Some(now + chrono::Duration::seconds(i64::from(secs)));
+    }
+    chrono::DateTime::parse_from_rfc2822(v)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc).max(now))
+}
+
 const AUTH_CODES: &[i64] = &[6003, 6111, 9103, 9106, 9107, 9109, 10000, 10001];
 
 /// A Cloudflare API client.
@@ -172,15 +186,13 @@ impl Cloudflare {
             };
             let status = res.status().as_u16();
             if status == 429 {
-                let wait = res
+                let until = res
                     .headers()
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<i64>().ok())
-                    .unwrap_or(60);
-                return Err(CloudflareError::RateLimited {
-                    until: chrono::Utc::now() + chrono::Duration::seconds(wait),
-                });
+                    .and_then(|v| retry_after(v, chrono::Utc::now()))
+                    .unwrap_or_else(|| chrono::Utc::now() + chrono::Duration::seconds(60));
+                return Err(CloudflareError::RateLimited { until });
             }
             if status >= 500 && attempt < 3 {
                 tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
@@ -289,5 +301,29 @@ impl Cloudflare {
         )
         .await
         .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_both_forms() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_default();
+        assert_eq!(
+            retry_after("120", now),
+            Some(now + chrono::Duration::seconds(120))
+        );
+        assert_eq!(
+            retry_after("Sun, 22 Nov 2026 10:05:00 GMT", now),
+            Some(now + chrono::Duration::minutes(5))
+        );
+        // A date in the past means now, not a time gone by.
+        assert_eq!(retry_after("Sun, 22 Nov 2026 09:00:00 GMT", now), Some(now));
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-5", now), None);
     }
 }

@@ -31,6 +31,7 @@ use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, Identifier, NewAccount, NewOrder,
     OrderStatus, RetryPolicy,
 };
+use propagation::NameServer;
 use siteward_store::acme::IssuedCertificate;
 use siteward_store::{ExternalDomain, ExternalDomainId, Store};
 use tokio_util::sync::CancellationToken;
@@ -400,21 +401,53 @@ impl Acme {
 
     /// Where a published TXT record must be visible before the CA is told: our own DNS for our
     /// zones; for Cloudflare the configured name servers, else the zone's own.
-    async fn check_at(&self, solver: &solver::Solver) -> Result<Vec<std::net::SocketAddr>, Error> {
+    async fn check_at(&self, solver: &solver::Solver) -> Result<Vec<NameServer>, Error> {
+        let by_addr = |addr: std::net::SocketAddr| NameServer {
+            name: addr.to_string(),
+            addr,
+        };
         match solver {
-            solver::Solver::OwnDns { .. } => Ok(self.settings.own_dns.into_iter().collect()),
+            solver::Solver::OwnDns { .. } => Ok(self
+                .settings
+                .own_dns
+                .into_iter()
+                .map(|addr| NameServer {
+                    name: "our DNS listener".into(),
+                    addr,
+                })
+                .collect()),
             solver::Solver::Cloudflare { zone, .. } => {
                 if !self.settings.nameservers.is_empty() {
-                    return Ok(self.settings.nameservers.clone());
+                    return Ok(self
+                        .settings
+                        .nameservers
+                        .iter()
+                        .copied()
+                        .map(by_addr)
+                        .collect());
                 }
                 let mut out = Vec::new();
                 for ns in &zone.name_servers {
-                    let found = tokio::net::lookup_host((ns.as_str(), 53))
+                    let found: Vec<_> = tokio::net::lookup_host((ns.as_str(), 53))
                         .await
                         .map_err(|e| {
                             Error::Challenge(format!("cannot resolve the name server {ns}: {e}"))
-                        })?;
-                    out.extend(found.filter(|a| a.is_ipv4()).take(1));
+                        })?
+                        .collect();
+                    // One address per name server, IPv4 when it has one.
+                    if let Some(addr) = found.iter().find(|a| a.is_ipv4()).or_else(|| found.first())
+                    {
+                        out.push(NameServer {
+                            name: ns.clone(),
+                            addr: *addr,
+                        });
+                    }
+                }
+                if out.is_empty() {
+                    return Err(Error::Challenge(format!(
+                        "Cloudflare names no usable name servers for the zone {}",
+                        zone.name
+                    )));
                 }
                 Ok(out)
             }
@@ -534,14 +567,14 @@ impl Acme {
                 .await?;
             published.push(p);
             let name = format!("_acme-challenge.{}", identifier.trim_start_matches("*."));
-            for ns in self.check_at(solver).await? {
-                propagation::wait_visible(
-                    ns,
-                    &name,
-                    &key_auth.dns_value(),
-                    self.settings.propagation_timeout,
-                )
-                .await?;
+            // Every authoritative server must have it: the CA may ask any of them.
+            let value = key_auth.dns_value();
+            let servers = self.check_at(solver).await?;
+            let checks = servers.iter().map(|ns| {
+                propagation::wait_visible(ns, &name, &value, self.settings.propagation_timeout)
+            });
+            for r in futures::future::join_all(checks).await {
+                r?;
             }
             progress(&format!(
                 "published the {kind:?} challenge for {identifier}"

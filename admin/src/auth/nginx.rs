@@ -431,6 +431,9 @@ fn service_server(
             out,
             "        location = /.siteward/verify {{\n            internal;\n            \
 proxy_pass {auth_up}/auth/verify;\n            proxy_pass_request_body off;\n            \
+# Only what /auth/verify reads: fewer bytes to build, send and parse per request.\n            \
+proxy_pass_request_headers off;\n            proxy_set_header Cookie $http_cookie;\n            \
+proxy_set_header Authorization $http_authorization;\n            \
 proxy_set_header Content-Length \"\";\n            proxy_set_header Host $host;\n            \
 proxy_set_header X-Original-URL $scheme://$http_host$request_uri;\n            \
 proxy_set_header X-Forwarded-Proto $scheme;\n            proxy_set_header X-Forwarded-Host $http_host;\n            \
