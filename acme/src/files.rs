@@ -91,6 +91,29 @@ pub fn describe(chain_pem: &str) -> Result<IssuedCertificate, String> {
     })
 }
 
+/// The ACME Renewal Information identifier (RFC 9773 §4.1) of the leaf of a PEM chain: its
+/// Authority Key Identifier and its serial as encoded.
+pub fn certificate_identifier(
+    chain_pem: &str,
+) -> Result<instant_acme::CertificateIdentifier<'static>, String> {
+    use x509_parser::extensions::ParsedExtension;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(chain_pem.as_bytes())
+        .map_err(|e| format!("not PEM: {e}"))?;
+    let cert = pem.parse_x509().map_err(|e| format!("not X.509: {e}"))?;
+    let aki = cert
+        .iter_extensions()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref(),
+            _ => None,
+        })
+        .ok_or("the certificate has no Authority Key Identifier")?;
+    Ok(instant_acme::CertificateIdentifier::new(
+        rustls::pki_types::Der::from_slice(aki.0),
+        rustls::pki_types::Der::from_slice(cert.tbs_certificate.raw_serial()),
+    )
+    .into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, Identifier, NewAccount, NewOrder,
-    OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, Identifier,
+    NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use propagation::NameServer;
 use siteward_store::acme::IssuedCertificate;
@@ -234,11 +234,23 @@ impl Acme {
     /// whose backoff has passed. Domains another process is ordering are skipped.
     pub async fn renew_due(&self, now: DateTime<Utc>) -> Result<Vec<(String, Outcome)>, Error> {
         let mut out = Vec::new();
-        for info in self.store.certificates().await? {
+        for mut info in self.store.certificates().await? {
             let Ok(domain) = self.domain(info.external_domain_id) else {
                 continue;
             };
-            if domain.acme_email.is_none() || !schedule::due(&info, now) {
+            if domain.acme_email.is_none() {
+                continue;
+            }
+            if let Some(serial) = info.serial.clone() {
+                if info.ari_next_check_at.is_none_or(|t| t <= now) {
+                    let span = tracing::info_span!("acme_renewal_info", domain = %domain.domain);
+                    self.refresh_renewal_info(&domain, &serial, now)
+                        .instrument(span)
+                        .await;
+                    info = self.store.certificate(domain.id).await?;
+                }
+            }
+            if !schedule::due(&info, now) {
                 continue;
             }
             let span = tracing::info_span!("acme_renewal", domain = %domain.domain);
@@ -266,6 +278,82 @@ impl Acme {
             out.push((domain.domain.clone(), outcome));
         }
         Ok(out)
+    }
+
+    /// Asks the CA for its renewal information (RFC 9773) on the domain's certificate with
+    /// `serial`, and moves the renewal time into the window it suggests. A CA without the
+    /// extension is asked again a day later; a failure is logged and retried in an hour.
+    async fn refresh_renewal_info(
+        &self,
+        domain: &ExternalDomain,
+        serial: &str,
+        now: DateTime<Utc>,
+    ) {
+        let asked = async {
+            let (chain, _) = self
+                .store
+                .certificate_material(domain.id)
+                .await?
+                .ok_or_else(|| Error::Invalid("no certificate stored".into()))?;
+            let id = files::certificate_identifier(&chain).map_err(Error::Invalid)?;
+            let account = self.account(domain).await?;
+            match account.renewal_info(&id).await {
+                Ok(found) => Ok(Some(found)),
+                Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+                Err(e) => Err(ca_error("asking for renewal information", e)),
+            }
+        }
+        .await;
+        // Either a window to record, or how long until the CA is asked again.
+        let later = match asked {
+            Ok(Some((info, retry_after))) => {
+                let w = &info.suggested_window;
+                let start =
+                    DateTime::<Utc>::from_timestamp(w.start.unix_timestamp(), w.start.nanosecond());
+                let end =
+                    DateTime::<Utc>::from_timestamp(w.end.unix_timestamp(), w.end.nanosecond());
+                match (start, end) {
+                    (Some(start), Some(end)) if start <= end => {
+                        let at = schedule::ari_renew_at(start, end, now, rand::random());
+                        tracing::info!(%start, %end, renew_at = %at, "the CA suggested a renewal window");
+                        let recorded = self
+                            .store
+                            .certificate_renewal_window(
+                                domain.id,
+                                serial,
+                                (start, end),
+                                info.explanation_url.as_deref(),
+                                at,
+                                schedule::ari_next_check(now, retry_after),
+                            )
+                            .await;
+                        if let Err(e) = recorded {
+                            tracing::warn!(error = %e, "recording renewal information failed");
+                        }
+                        return;
+                    }
+                    _ => {
+                        tracing::warn!(?w, "the CA's renewal window is unusable");
+                        chrono::Duration::hours(1)
+                    }
+                }
+            }
+            Ok(None) => {
+                tracing::debug!("the CA offers no renewal information");
+                chrono::Duration::days(1)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "renewal information unavailable; renewing on our own schedule");
+                chrono::Duration::hours(1)
+            }
+        };
+        let recorded = self
+            .store
+            .certificate_renewal_check_later(domain.id, serial, now + later)
+            .await;
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, "recording renewal information failed");
+        }
     }
 
     /// Runs [`Acme::renew_due`] every `check_interval` (and once at start) until `shutdown`.
@@ -520,9 +608,28 @@ impl Acme {
             solver.describe()
         ));
         let account = self.account(domain).await?;
+        // A CA that gave renewal information is told which certificate this order replaces
+        // (RFC 9773 §5); it may then treat the order kindly under its rate limits.
+        let replaces = match self.store.certificate(domain.id).await {
+            Ok(info) if info.ari_window_start.is_some() => self
+                .store
+                .certificate_material(domain.id)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|(chain, _)| files::certificate_identifier(&chain).ok()),
+            _ => None,
+        };
         let mut published = Vec::new();
         let result = self
-            .order_with(&account, &solver, &names, &mut published, progress)
+            .order_with(
+                &account,
+                &solver,
+                &names,
+                replaces,
+                &mut published,
+                progress,
+            )
             .await;
         for p in published {
             if let Err(e) = solver.withdraw(&self.store, p).await {
@@ -541,12 +648,17 @@ impl Acme {
         account: &Account,
         solver: &solver::Solver,
         names: &[String],
+        replaces: Option<CertificateIdentifier<'static>>,
         published: &mut Vec<solver::Published>,
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<IssuedCertificate, Error> {
         let identifiers: Vec<Identifier> = names.iter().cloned().map(Identifier::Dns).collect();
+        let mut new_order = NewOrder::new(&identifiers);
+        if let Some(id) = replaces {
+            new_order = new_order.replaces(id);
+        }
         let mut order = account
-            .new_order(&NewOrder::new(&identifiers))
+            .new_order(&new_order)
             .await
             .map_err(|e| ca_error("placing the order", e))?;
         progress(&format!("order placed: {}", order.url()));

@@ -12,6 +12,26 @@ pub fn renew_at(not_before: DateTime<Utc>, not_after: DateTime<Utc>, jitter: f64
     not_before + Duration::seconds(lifetime * 2 / 3 - spread)
 }
 
+/// Where in the renewal window a CA suggests (RFC 9773 §4.2) to renew: a uniformly random point
+/// in it (`jitter` in 0..1), or `now` when that point has passed.
+pub fn ari_renew_at(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    now: DateTime<Utc>,
+    jitter: f64,
+) -> DateTime<Utc> {
+    let span = (end - start).num_seconds().max(0);
+    let at = start + Duration::seconds((span as f64 * jitter.clamp(0.0, 1.0)) as i64);
+    at.max(now)
+}
+
+/// When to ask for renewal information again: after the CA's `Retry-After`, kept between a
+/// minute and a day so that a CA can neither make us poll it hard nor forget a revocation.
+pub fn ari_next_check(now: DateTime<Utc>, retry_after: std::time::Duration) -> DateTime<Utc> {
+    let secs = i64::try_from(retry_after.as_secs()).unwrap_or(i64::MAX);
+    now + Duration::seconds(secs.clamp(60, 86_400))
+}
+
 /// Whether a domain needs an order at `now`: never issued, or past its renewal time, and not
 /// waiting out a backoff.
 pub fn due(info: &CertificateInfo, now: DateTime<Utc>) -> bool {
@@ -55,6 +75,10 @@ mod tests {
             failures: 0,
             next_attempt_at: next,
             orders_placed: 0,
+            ari_window_start: None,
+            ari_window_end: None,
+            ari_explanation: None,
+            ari_next_check_at: None,
         }
     }
 
@@ -93,5 +117,32 @@ mod tests {
         assert_eq!(backoff(30, 0.0), Duration::days(1));
         assert_eq!(backoff(0, 1.0), Duration::seconds(330));
         assert_eq!(backoff(-4, 0.0), Duration::minutes(5));
+    }
+
+    #[test]
+    fn renewal_information_picks_a_point_in_the_window() {
+        let t = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default()
+        };
+        let (start, end) = (t("2026-12-01T00:00:00Z"), t("2026-12-03T00:00:00Z"));
+        let now = t("2026-11-22T00:00:00Z");
+        assert_eq!(ari_renew_at(start, end, now, 0.0), start);
+        assert_eq!(ari_renew_at(start, end, now, 1.0), end);
+        assert_eq!(
+            ari_renew_at(start, end, now, 0.5),
+            t("2026-12-02T00:00:00Z")
+        );
+        // A window already open (a revocation is coming): now.
+        let late = t("2026-12-02T12:00:00Z");
+        assert_eq!(ari_renew_at(start, end, late, 0.1), late);
+        let std = std::time::Duration::from_secs;
+        assert_eq!(ari_next_check(now, std(0)), now + Duration::seconds(60));
+        assert_eq!(ari_next_check(now, std(21_600)), now + Duration::hours(6));
+        assert_eq!(
+            ari_next_check(now, std(10_000_000)),
+            now + Duration::days(1)
+        );
     }
 }

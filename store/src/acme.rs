@@ -43,6 +43,14 @@ pub struct CertificateInfo {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// Orders placed at the CA so far.
     pub orders_placed: i64,
+    /// Start of the renewal window the CA suggests (ACME Renewal Information, RFC 9773).
+    pub ari_window_start: Option<DateTime<Utc>>,
+    /// End of that window.
+    pub ari_window_end: Option<DateTime<Utc>>,
+    /// The CA's page explaining the window, when it gave one.
+    pub ari_explanation: Option<String>,
+    /// When the CA's renewal information is asked for next (none: at the next pass).
+    pub ari_next_check_at: Option<DateTime<Utc>>,
 }
 
 /// A freshly issued certificate to keep.
@@ -69,7 +77,8 @@ pub struct IssuedCertificate {
 const INFO_SELECT: &str = "SELECT d.id AS external_domain_id, d.domain,
         coalesce(c.names, '{}') AS names, c.issuer, c.serial, c.not_before, c.not_after,
         c.renew_at, c.last_attempt_at, c.last_error, coalesce(c.failures, 0) AS failures,
-        c.next_attempt_at, coalesce(c.orders_placed, 0) AS orders_placed
+        c.next_attempt_at, coalesce(c.orders_placed, 0) AS orders_placed,
+        c.ari_window_start, c.ari_window_end, c.ari_explanation, c.ari_next_check_at
    FROM external_domains d LEFT JOIN certificates c ON c.external_domain_id = d.id";
 
 impl Store {
@@ -179,7 +188,9 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, NULL, NULL)
              ON CONFLICT (external_domain_id) DO UPDATE SET names = $2, issuer = $3, serial = $4,
                  not_before = $5, not_after = $6, chain_pem = $7, private_key = $8, renew_at = $9,
-                 failures = 0, last_error = NULL, next_attempt_at = NULL",
+                 failures = 0, last_error = NULL, next_attempt_at = NULL,
+                 ari_window_start = NULL, ari_window_end = NULL, ari_explanation = NULL,
+                 ari_next_check_at = NULL",
         )
         .bind(domain)
         .bind(&cert.names)
@@ -190,6 +201,55 @@ impl Store {
         .bind(&cert.chain_pem)
         .bind(sealed)
         .bind(cert.renew_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Records the renewal window the CA suggests for the certificate with `serial`, the renewal
+    /// time chosen in it, and when to ask again. Does nothing when that certificate was replaced
+    /// meanwhile (false).
+    pub async fn certificate_renewal_window(
+        &self,
+        domain: ExternalDomainId,
+        serial: &str,
+        window: (DateTime<Utc>, DateTime<Utc>),
+        explanation: Option<&str>,
+        renew_at: DateTime<Utc>,
+        next_check: DateTime<Utc>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE certificates SET ari_window_start = $3, ari_window_end = $4,
+                 ari_explanation = $5, renew_at = $6, ari_next_check_at = $7
+             WHERE external_domain_id = $1 AND serial = $2",
+        )
+        .bind(domain)
+        .bind(serial)
+        .bind(window.0)
+        .bind(window.1)
+        .bind(explanation)
+        .bind(renew_at)
+        .bind(next_check)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Puts off the next renewal-information check of the certificate with `serial` (the CA has
+    /// none, or asking failed), keeping what is known.
+    pub async fn certificate_renewal_check_later(
+        &self,
+        domain: ExternalDomainId,
+        serial: &str,
+        next_check: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE certificates SET ari_next_check_at = $3
+             WHERE external_domain_id = $1 AND serial = $2",
+        )
+        .bind(domain)
+        .bind(serial)
+        .bind(next_check)
         .execute(self.pool())
         .await?;
         Ok(())

@@ -590,9 +590,23 @@ async fn renews_on_time_once_and_backs_off_after_failures() -> TestResult {
     );
 
     // Just before the renewal time: nothing happens.
-    let done = acme.renew_due(renew - chrono::Duration::minutes(1)).await?;
+    let before = renew - chrono::Duration::minutes(1);
+    let done = acme.renew_due(before).await?;
     assert!(done.is_empty(), "{done:?}");
-    assert_eq!(store.certificate(id).await?.orders_placed, 1);
+    let asked = store.certificate(id).await?;
+    assert_eq!(asked.orders_placed, 1);
+    // That pass asked the CA for renewal information (RFC 9773); Debian's Pebble has none, so
+    // our own schedule stands and the CA is asked again a day later, not on every pass.
+    assert_eq!(
+        (asked.ari_window_start, asked.renew_at),
+        (None, Some(renew)),
+        "{asked:?}"
+    );
+    assert_eq!(
+        asked.ari_next_check_at,
+        Some(before + chrono::Duration::days(1)),
+        "{asked:?}"
+    );
 
     // After it, two schedulers race: one order.
     let other = Acme::new(store.clone(), settings(&pebble, certs.path(), dns));
