@@ -276,6 +276,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
 
     let jobs = siteward_admin::jobs::Jobs::new(store.clone(), 2);
+    // Cancelled once the migrations ran: background work on tables waits for it.
+    let migrated = CancellationToken::new();
 
     // Migrations, then the change feed, then jobs interrupted by a previous stop are reconciled
     // with Proxmox. While the database is unreachable the process stays up and /readyz says why.
@@ -284,6 +286,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let jobs = jobs.clone();
         let shutdown = shutdown.clone();
         let feed_tracker = tracker.clone();
+        let migrated = migrated.clone();
         tracker.spawn(async move {
             let mut delay = Duration::from_millis(200);
             loop {
@@ -299,6 +302,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
+            migrated.cancel();
             store.spawn_change_feed(&feed_tracker, shutdown);
             jobs.reconcile().await;
         });
@@ -308,7 +312,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     {
         let store = store.clone();
         let shutdown = shutdown.clone();
+        let migrated = migrated.clone();
         tracker.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = migrated.cancelled() => {}
+            }
             let mut every = tokio::time::interval(Duration::from_secs(600));
             loop {
                 tokio::select! {
@@ -343,7 +352,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
     let acme = siteward_acme::Acme::new(store.clone(), settings);
     if config.acme.enabled {
-        tracker.spawn(acme.clone().run(shutdown.clone()));
+        let (acme, shutdown, migrated) = (acme.clone(), shutdown.clone(), migrated.clone());
+        tracker.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = migrated.cancelled() => acme.run(shutdown).await,
+            }
+        });
     }
     if http.is_some() || https.is_some() || http_unix.is_some() {
         let mut state = siteward_admin::Shared::new(store.clone(), registry.clone(), http_metrics);
