@@ -288,6 +288,20 @@ async fn every_constraint_rejects_a_violating_row(pool: PgPool) -> TestResult {
     .await;
     rejects(&pool, "INSERT INTO dns_records (site_id, name, type, value, ttl) VALUES (1, 'www', 'A', '10.0.0.1', -1)").await;
     accepts(&pool, "INSERT INTO dns_records (site_id, name, type, value) VALUES (1, '_acme-challenge', 'TXT', 'one'), (1, '_acme-challenge', 'TXT', 'two')").await;
+    // Certificates: failures never negative; a renewal window is whole and in order.
+    rejects(
+        &pool,
+        "INSERT INTO certificates (external_domain_id, failures) VALUES (1, -1)",
+    )
+    .await;
+    rejects(
+        &pool,
+        "INSERT INTO certificates (external_domain_id, ari_window_start) VALUES (1, now())",
+    )
+    .await;
+    rejects(&pool, "INSERT INTO certificates (external_domain_id, ari_window_start, ari_window_end) VALUES (1, now(), now() - interval '1 day')").await;
+    accepts(&pool, "INSERT INTO certificates (external_domain_id, ari_window_start, ari_window_end) VALUES (1, now(), now() + interval '1 day')").await;
+    rejects(&pool, "INSERT INTO acme_http_challenges (token, key_authorization, expires_at) VALUES ('../x', 'k', now())").await;
     // Tokens are hashes, settings keys are identifiers.
     rejects(&pool, "INSERT INTO invite_tokens (id, email, token, expires_at) VALUES (gen_random_uuid(), 'a@b.c', 'plain-token', now())").await;
     rejects(
