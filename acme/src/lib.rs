@@ -65,6 +65,42 @@ pub enum Error {
     /// Nothing to do (not managed, unknown domain).
     #[error("{0}")]
     Invalid(String),
+    /// The CA or Cloudflare refuses more requests for now.
+    #[error("{message}")]
+    RateLimited {
+        /// What happened, with the time when it is known.
+        message: String,
+        /// No attempt before this, when the other side said.
+        until: Option<DateTime<Utc>>,
+    },
+}
+
+impl From<cloudflare::CloudflareError> for Error {
+    fn from(e: cloudflare::CloudflareError) -> Self {
+        match e {
+            cloudflare::CloudflareError::RateLimited { until } => Error::RateLimited {
+                message: e.to_string(),
+                until: Some(until),
+            },
+            other => Error::Challenge(other.to_string()),
+        }
+    }
+}
+
+/// The time in a rate-limit message such as Let's Encrypt's `... retry after 2026-11-23
+/// 10:00:00 UTC: see https://...`.
+fn retry_after_in(detail: &str) -> Option<DateTime<Utc>> {
+    let lower = detail.to_ascii_lowercase();
+    let at = lower.find("retry after ")? + "retry after ".len();
+    let text = detail.get(at..)?;
+    let stamp = text.get(..19)?;
+    let rest = text.get(19..).unwrap_or("");
+    if !rest.trim_start().to_ascii_uppercase().starts_with("UTC") {
+        return None;
+    }
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S")
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 /// Describes an instant-acme error the way an operator needs it.
@@ -92,7 +128,12 @@ fn ca_error(context: &str, e: instant_acme::Error) -> Error {
                 })
                 .collect();
             if kind == "rateLimited" {
-                format!("rate limited by the CA: {detail}")
+                let until = retry_after_in(detail);
+                let message = match until {
+                    Some(t) => format!("{context}: rate limited by the CA until {t}: {detail}"),
+                    None => format!("{context}: rate limited by the CA: {detail}"),
+                };
+                return Error::RateLimited { message, until };
             } else if subs.is_empty() {
                 format!("the CA answered {kind}: {detail}")
             } else {
@@ -450,7 +491,10 @@ impl Acme {
                     .await
                     .map(|c| c.failures)
                     .unwrap_or(0);
-                let next = now + schedule::backoff(failures, rand::random::<f64>());
+                let mut next = now + schedule::backoff(failures, rand::random::<f64>());
+                if let Error::RateLimited { until: Some(t), .. } = &e {
+                    next = next.max(*t);
+                }
                 let message = e.to_string();
                 self.store
                     .certificate_failed(domain.id, &message, next)
@@ -733,5 +777,29 @@ impl Acme {
         issued.renew_at = schedule::renew_at(issued.not_before, issued.not_after, rand::random());
         progress(&format!("certificate issued by {}", issued.issuer));
         Ok(issued)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_messages_give_their_time() {
+        let le = "too many certificates (5) already issued for this exact set of identifiers in \
+                  the last 168h0m0s, retry after 2026-11-23 10:00:00 UTC: see https://letsencrypt.org/docs/rate-limits/";
+        assert_eq!(
+            retry_after_in(le).map(|t| t.to_rfc3339()),
+            Some("2026-11-23T10:00:00+00:00".into())
+        );
+        assert_eq!(
+            retry_after_in("Retry after 2026-11-23 10:00:00 UTC"),
+            retry_after_in(le)
+        );
+        assert_eq!(retry_after_in("too many new orders recently"), None);
+        assert_eq!(retry_after_in("retry after 2026-11-23 10:00:00 CET"), None);
+        assert_eq!(retry_after_in("retry after 2026-13-40 10:00:00 UTC"), None);
+        assert_eq!(retry_after_in("retry after 2026-11-2"), None);
+        assert_eq!(retry_after_in("retry after ü"), None);
     }
 }

@@ -77,12 +77,11 @@ impl Solver {
                 },
                 None => Auth::Token(key),
             };
-            let client = Cloudflare::new(&settings.cloudflare_api, auth)
-                .map_err(|e| Error::Challenge(e.to_string()))?;
+            let client = Cloudflare::new(&settings.cloudflare_api, auth).map_err(Error::from)?;
             let zone = client
                 .find_zone(&domain.domain)
                 .await
-                .map_err(|e| Error::Challenge(e.to_string()))?;
+                .map_err(Error::from)?;
             return Ok(Solver::Cloudflare { client, zone });
         }
         Ok(Solver::Http01)
@@ -146,7 +145,7 @@ impl Solver {
                 let id = client
                     .create_txt(zone, &name, &key_auth.dns_value())
                     .await
-                    .map_err(|e| Error::Challenge(e.to_string()))?;
+                    .map_err(Error::from)?;
                 Ok(Published::Cloudflare(id))
             }
             Solver::Http01 => {
@@ -164,10 +163,7 @@ impl Solver {
         match p {
             Published::Cloudflare(id) => {
                 if let Solver::Cloudflare { client, zone } = self {
-                    client
-                        .delete_record(zone, &id)
-                        .await
-                        .map_err(|e| Error::Challenge(e.to_string()))?;
+                    client.delete_record(zone, &id).await.map_err(Error::from)?;
                 }
             }
             Published::Txt(id) => store.delete_challenge_txt(id).await?,

@@ -805,6 +805,22 @@ async fn issues_through_cloudflare() -> TestResult {
     );
     assert_eq!(info.failures, 1);
     assert_eq!(sim.records().len(), 1);
+
+    // Rate limited (429 with Retry-After: 600): the error says until when, and the next
+    // automatic attempt waits that long although the first backoff is only five minutes.
+    sim.fail_next(&[StatusCode::TOO_MANY_REQUESTS]);
+    let t = chrono::Utc::now();
+    let err = acme
+        .issue(org.id, t, &quiet)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("rate limited by Cloudflare until"), "{err}");
+    let info = store.certificate(org.id).await?;
+    let next = info.next_attempt_at.ok_or("no next attempt")?;
+    assert!(next >= t + chrono::Duration::seconds(590), "{info:?}");
+    assert_eq!(sim.records().len(), 1);
     Ok(())
 }
 

@@ -282,7 +282,7 @@ impl CfSim {
             );
             if status == StatusCode::TOO_MANY_REQUESTS {
                 res.headers_mut()
-                    .insert("retry-after", axum::http::HeaderValue::from_static("30"));
+                    .insert("retry-after", axum::http::HeaderValue::from_static("600"));
             }
             return Err(res);
         }
