@@ -305,10 +305,19 @@ pub async fn cert(config: &Config, cmd: CertCommand) -> anyhow::Result<()> {
                     eprintln!("no external domains");
                 }
                 for c in list {
+                    let window = match (c.ari_window_start, c.ari_window_end) {
+                        (Some(a), Some(b)) => format!(" (the CA suggests {a} to {b})"),
+                        _ => String::new(),
+                    };
                     let state = match (&c.not_after, &c.last_error) {
-                        (_, Some(e)) => format!("last attempt failed: {e}"),
+                        (_, Some(e)) => format!(
+                            "last attempt failed: {e}; next attempt from {}",
+                            c.next_attempt_at
+                                .map(|t| t.to_string())
+                                .unwrap_or_else(|| "the next pass".into())
+                        ),
                         (Some(after), None) => format!(
-                            "valid until {after}, renewal from {}",
+                            "valid until {after}, renewal from {}{window}",
                             c.renew_at.map(|r| r.to_string()).unwrap_or_default()
                         ),
                         (None, None) => "no certificate yet".to_owned(),
