@@ -186,20 +186,8 @@ pub struct AcmeConfig {
 }
 
 fn socket_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        List(Vec<String>),
-        Text(String),
-    }
-    let items = match Either::deserialize(d)? {
-        Either::List(l) => l,
-        Either::Text(t) => t.split(',').map(str::to_owned).collect(),
-    };
-    items
+    text_list(d)?
         .iter()
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse().map_err(|_| {
                 serde::de::Error::custom(format!("`{s}` is not an address like 192.0.2.1:53"))
@@ -287,6 +275,43 @@ pub struct HttpConfig {
     /// How often the certificate files are checked for changes (seconds).
     #[serde(deserialize_with = "lenient")]
     pub tls_reload_seconds: u64,
+    /// Addresses or networks (`10.0.0.0/24`, comma-separated) of the edge NGINX, whose
+    /// `X-Real-IP` and `X-Forwarded-*` headers are believed; loopback by default. Anyone
+    /// else's are ignored.
+    #[serde(deserialize_with = "network_list")]
+    pub trusted_proxies: Vec<ipnetwork::IpNetwork>,
+}
+
+fn network_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnetwork::IpNetwork>, D::Error> {
+    text_list(d)?
+        .iter()
+        .map(|s| {
+            s.parse().map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "`{s}` is not an address or network like 10.0.0.5 or 10.0.0.0/24"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// A list given as a list or as comma-separated text (environment variables), blanks dropped.
+fn text_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        Text(String),
+    }
+    let items = match Either::deserialize(d)? {
+        Either::List(l) => l,
+        Either::Text(t) => t.split(',').map(str::to_owned).collect(),
+    };
+    Ok(items
+        .iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect())
 }
 
 impl Default for HttpConfig {
@@ -301,6 +326,7 @@ impl Default for HttpConfig {
             tls_cert: None,
             tls_key: None,
             tls_reload_seconds: 60,
+            trusted_proxies: siteward_admin::default_trusted_proxies(),
         }
     }
 }
@@ -558,6 +584,7 @@ const SETTINGS: &[&str] = &[
     "http.transport_port_range",
     "http.session_ttl_hours",
     "http.unix_socket",
+    "http.trusted_proxies",
     "acme.enabled",
     "acme.directory",
     "acme.cert_dir",
@@ -941,6 +968,43 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("ldap.max_connections"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn trusted_proxies_from_text_or_a_list() -> Result<(), ConfigError> {
+        let c = load(None, env(&[]), &[])?;
+        assert_eq!(
+            c.http.trusted_proxies,
+            siteward_admin::default_trusted_proxies()
+        );
+        let c = load(
+            None,
+            env(&[("SITEWARD_HTTP__TRUSTED_PROXIES", "10.0.0.2, 10.1.0.0/16")]),
+            &[],
+        )?;
+        let shown: Vec<String> = c
+            .http
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(shown, ["10.0.0.2/32", "10.1.0.0/16"]);
+        let f = file("[http]\ntrusted_proxies = [\"::1\"]\n");
+        let c = load(Some(f.path()), env(&[]), &[])?;
+        assert_eq!(c.http.trusted_proxies.len(), 1);
+        let err = load(
+            None,
+            env(&[("SITEWARD_HTTP__TRUSTED_PROXIES", "10.0.0.0/33")]),
+            &[],
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            err.contains("trusted_proxies") || err.contains("10.0.0.0/33"),
+            "{err}"
+        );
         Ok(())
     }
 

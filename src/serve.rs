@@ -363,6 +363,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if http.is_some() || https.is_some() || http_unix.is_some() {
         let mut state = siteward_admin::Shared::new(store.clone(), registry.clone(), http_metrics);
         state.port_range = config.http.transport_port_range;
+        state.trusted_proxies = config.http.trusted_proxies.clone();
         state.jobs = jobs.clone();
         state.session_ttl =
             chrono::Duration::hours(i64::from(config.http.session_ttl_hours.clamp(1, 8760)));

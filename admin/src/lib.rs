@@ -82,6 +82,11 @@ pub struct Shared {
     pub login_throttle: auth::LoginThrottle,
     /// Starts certificate orders (the ACME side, wired by the binary); `None` answers 503.
     pub certificates: Option<Arc<dyn CertificateOrders>>,
+    /// Peers whose forwarding headers (`X-Real-IP`, `X-Forwarded-*`, `X-Original-URL`) are
+    /// believed: the edge NGINX. Anyone else's are removed before a handler sees them, so a
+    /// client cannot pick the address its failures are counted against. Requests on the Unix
+    /// socket are trusted.
+    pub trusted_proxies: Vec<ipnetwork::IpNetwork>,
 }
 
 /// Starts certificate orders. The binary implements it with the ACME crate (protocol crates do
@@ -112,13 +117,63 @@ impl Shared {
             session_ttl: chrono::Duration::days(7),
             login_throttle: Default::default(),
             certificates: None,
+            trusted_proxies: default_trusted_proxies(),
         }
     }
+}
+
+/// Loopback: an edge NGINX on the same machine.
+pub fn default_trusted_proxies() -> Vec<ipnetwork::IpNetwork> {
+    [
+        std::net::IpAddr::from([127, 0, 0, 0]),
+        std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+    ]
+    .into_iter()
+    .zip([8, 128])
+    .filter_map(|(ip, prefix)| ipnetwork::IpNetwork::new(ip, prefix).ok())
+    .collect()
+}
+
+/// The headers only a trusted proxy may set.
+pub(crate) const FORWARDING_HEADERS: [&str; 7] = [
+    "x-real-ip",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-uri",
+    "x-original-url",
+    "x-siteward-service",
+];
+
+/// Removes forwarding headers a peer outside [`Shared::trusted_proxies`] sent.
+async fn untrusted_forwarding(
+    axum::extract::State(state): axum::extract::State<AdminState>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(ip) = peer {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        if !state.trusted_proxies.iter().any(|n| n.contains(ip)) {
+            let h = req.headers_mut();
+            for name in FORWARDING_HEADERS {
+                h.remove(name);
+            }
+        }
+    }
+    next.run(req).await
 }
 
 /// The router, without a socket.
 pub fn app(state: AdminState) -> Router {
     let metrics = state.http_metrics.clone();
+    let forwarding = axum::middleware::from_fn_with_state(state.clone(), untrusted_forwarding);
     Router::new()
         .merge(health::routes())
         .merge(api::router())
@@ -129,6 +184,7 @@ pub fn app(state: AdminState) -> Router {
             metrics::track,
         ))
         .with_state(state)
+        .layer(forwarding)
         // Bodies over 1 MiB: extractors answer 413 in the API's error format.
         .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

@@ -51,6 +51,11 @@ async fn session(store: &Store, shutdown: &CancellationToken) -> Result<(), Stri
     let mut listener = PgListener::connect_with(store.pool())
         .await
         .map_err(|e| format!("change feed cannot connect: {e}"))?;
+    // A lost connection must surface as `Ok(None)`, never be replaced quietly: sqlx's eager
+    // reconnect runs inside `try_recv`, and the probe timeout below can cancel it half way, after
+    // which the next call would reconnect without telling us (notifications lost meanwhile,
+    // session cache never disabled).
+    listener.eager_reconnect(false);
     listener
         .listen_all([CHANNEL, SESSION_CHANNEL])
         .await

@@ -181,6 +181,8 @@ pub struct Naming {
     pub http_services: Vec<HttpService>,
     /// Index into `http_services` by lower-case `<external_hostname>.<domain>`.
     pub http_service_by_host: HashMap<String, usize>,
+    /// Index into `http_services` by service id.
+    pub http_service_by_id: HashMap<ServiceId, usize>,
     /// TCP/UDP services.
     pub transport_services: Vec<TransportService>,
     /// External domains.
@@ -308,12 +310,18 @@ impl Naming {
                 ))
             })
             .collect();
+        let http_service_by_id = http_services
+            .iter()
+            .enumerate()
+            .map(|(i, svc)| (svc.service_id, i))
+            .collect();
         Ok(Naming {
             sites: views.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
             site_by_domain,
             containers: by_id,
             http_services,
             http_service_by_host,
+            http_service_by_id,
             transport_services,
             external_domains,
             loaded_at: Some(Utc::now()),

@@ -296,6 +296,9 @@ pub struct Edge {
     pub site_id: i64,
     pub container_id: i64,
     pub domain_id: i64,
+    /// `app` (devs only) and `team` (every signed-in user).
+    pub app_service_id: i64,
+    pub team_service_id: i64,
     pub backend: SocketAddr,
     pub conf: PathBuf,
     pub options: Vec<(String, String)>,
@@ -335,6 +338,44 @@ fn id(v: &Value) -> TestResult<i64> {
     Ok(v["id"].as_i64().ok_or_else(|| format!("no id in {v}"))?)
 }
 
+/// A server on `db` with `env`, an administrator `root` registered through the API, and an
+/// API key of root's that the server already accepts.
+async fn root_server(db: TestDb, env: Vec<(String, String)>) -> TestResult<(Server, String)> {
+    let mut server = Server::start_with(ServerOptions {
+        database_url: Some(db.url.clone()),
+        env,
+        ..Default::default()
+    })
+    .await?;
+    server.db = Some(db);
+    let api = Client::new();
+    let (s, v) = call(
+        &api,
+        &server,
+        None,
+        Method::POST,
+        "/register",
+        Some(json!({ "username": "root", "password": PASSWORD })),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let store = server.db.as_ref().ok_or("db")?.store().await?;
+    let (_, key) = store.create_api_key("root", "tests", None).await?;
+    // The key reaches the server's snapshot through the change feed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(&api, &server, Some(&key), Method::GET, "/me", None)
+        .await?
+        .0
+        != StatusCode::OK
+    {
+        if Instant::now() > deadline {
+            return Err("the API key never reached the server".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok((server, key))
+}
+
 impl Edge {
     pub async fn start() -> TestResult<Self> {
         let tmp = tempfile::tempdir()?;
@@ -346,9 +387,9 @@ impl Edge {
             (free_port()?, free_port()?, free_port()?, free_udp_port()?);
         let db = TestDb::new().await?;
         let socket = tmp.path().join("siteward.sock");
-        let mut server = Server::start_with(ServerOptions {
-            database_url: Some(db.url.clone()),
-            env: vec![
+        let (server, admin_key) = root_server(
+            db,
+            vec![
                 (
                     "SITEWARD_HTTP__PUBLIC_URL".into(),
                     format!("https://auth.lab.test:{https_port}"),
@@ -358,34 +399,9 @@ impl Edge {
                     socket.display().to_string(),
                 ),
             ],
-            ..Default::default()
-        })
-        .await?;
-        server.db = Some(db);
-        let api = Client::new();
-        let (s, v) = call(
-            &api,
-            &server,
-            None,
-            Method::POST,
-            "/register",
-            Some(json!({ "username": "root", "password": PASSWORD })),
         )
         .await?;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-        let store = server.db.as_ref().ok_or("db")?.store().await?;
-        let (_, admin_key) = store.create_api_key("root", "edge", None).await?;
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while call(&api, &server, Some(&admin_key), Method::GET, "/me", None)
-            .await?
-            .0
-            != StatusCode::OK
-        {
-            if Instant::now() > deadline {
-                return Err("the admin key never reached the server".into());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let api = Client::new();
         let k = Some(admin_key.as_str());
         for (name, given) in [("alice", "Alice"), ("bob", "Bob")] {
             let (s, v) = call(&api, &server, k, Method::POST, "/users", Some(json!({ "username": name, "password": PASSWORD, "given_name": given, "sn": "Tester", "mail": format!("{name}@lab.test") }))).await?;
@@ -466,8 +482,8 @@ impl Edge {
         assert_eq!(s, StatusCode::CREATED, "{app}");
         let (s, v) = svc(json!({ "type": "http", "container_port": backend.port(), "external_hostname": "open", "external_domain_id": domain_id })).await?;
         assert_eq!(s, StatusCode::CREATED, "{v}");
-        let (s, v) = svc(json!({ "type": "http", "container_port": backend.port(), "external_hostname": "team", "external_domain_id": domain_id, "auth_required": true })).await?;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (s, team) = svc(json!({ "type": "http", "container_port": backend.port(), "external_hostname": "team", "external_domain_id": domain_id, "auth_required": true })).await?;
+        assert_eq!(s, StatusCode::CREATED, "{team}");
         let (s, v) = svc(json!({ "type": "transport", "container_port": tcp.port(), "protocol": "tcp", "external_port": tcp_port })).await?;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         let (s, v) = svc(json!({ "type": "transport", "container_port": udp.port(), "protocol": "udp", "external_port": udp_port })).await?;
@@ -534,6 +550,8 @@ impl Edge {
             site_id,
             container_id,
             domain_id,
+            app_service_id: id(&app)?,
+            team_service_id: id(&team)?,
             backend,
             conf,
             options,
@@ -761,6 +779,42 @@ async fn nginx_edge_protects_services_end_to_end() -> TestResult {
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, v, _) = get_json(&b, &edge.https("team", "/"), &bob, &[]).await?;
     assert_eq!((s, v["x-username"].as_str()), (StatusCode::OK, Some("bob")));
+    // A mangled Host does not slip past the group restriction.
+    for host in ["app.lab.test:abc", "APP.lab.test.", "app.lab.test:1:2"] {
+        let res = b
+            .get(&original)
+            .header(COOKIE, &bob)
+            .header("host", host)
+            .send()
+            .await?;
+        assert!(
+            matches!(
+                res.status(),
+                StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST | StatusCode::MISDIRECTED_REQUEST
+            ),
+            "{host}: {}",
+            res.status()
+        );
+    }
+    // A browser holding a stale host-only copy and the live domain cookie is signed in; the
+    // backend gets neither copy.
+    let two = format!("siteward_session=stale; {bob}; other=kept");
+    let (s, v, _) = get_json(&b, &edge.https("team", "/"), &two, &[]).await?;
+    assert_eq!(
+        (s, v["x-username"].as_str()),
+        (StatusCode::OK, Some("bob")),
+        "{v}"
+    );
+    let sent = v["cookie"].as_str().unwrap_or("");
+    assert!(
+        !sent.contains("siteward_session") && sent.contains("other=kept"),
+        "{v}"
+    );
+    // More copies than that: no cookie at all rather than one of them.
+    let three = format!("siteward_session=a; other=kept; {bob}; siteward_session=b");
+    let (s, v, _) = get_json(&b, &edge.https("team", "/"), &three, &[]).await?;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v.get("cookie").is_none(), "{v}");
 
     // Logout (CSRF-checked) ends the session on every host at once.
     let page = b
@@ -832,6 +886,12 @@ async fn nginx_edge_protects_services_end_to_end() -> TestResult {
         .send()
         .await?;
     assert_eq!(res.status(), StatusCode::OK);
+    let seen: Value = res.json().await?;
+    assert_eq!(seen["x-username"], "bob", "{seen}");
+    assert!(
+        seen.get("authorization").is_none(),
+        "siteward's credentials reached the backend: {seen}"
+    );
     let res = b
         .get(&original)
         .basic_auth("bob", Some(PASSWORD))
@@ -1122,6 +1182,40 @@ async fn verify_answers_only_200_401_403_and_redirects_stay_home() -> TestResult
         .send()
         .await?;
     assert_eq!(res.status(), StatusCode::OK);
+    // The service id the generated configuration sends decides, whatever the URL says; an id
+    // naming no service, or a target that cannot be read, admits nobody.
+    let team = edge.team_service_id.to_string();
+    let app = edge.app_service_id.to_string();
+    for (service, url, expected) in [
+        (
+            Some(app.as_str()),
+            "https://team.lab.test/",
+            StatusCode::FORBIDDEN,
+        ),
+        (Some(team.as_str()), "https://app.lab.test/", StatusCode::OK),
+        (
+            Some("999999"),
+            "https://team.lab.test/",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Some("team"),
+            "https://team.lab.test/",
+            StatusCode::FORBIDDEN,
+        ),
+        (None, "https://app.lab.test:abc/", StatusCode::FORBIDDEN),
+        (None, "not a url", StatusCode::FORBIDDEN),
+    ] {
+        let mut req = http
+            .get(&verify)
+            .bearer_auth(&edge.admin_key)
+            .header("x-original-url", url);
+        if let Some(id) = service {
+            req = req.header("x-siteward-service", id);
+        }
+        let res = req.send().await?;
+        assert_eq!(res.status(), expected, "{service:?} {url}");
+    }
 
     // Login redirects: open-redirect variants fall back to /.
     let b = edge.browser()?;
@@ -1243,6 +1337,63 @@ async fn pages_refuse_csrf_less_posts_and_work_with_tokens() -> TestResult {
     // Anonymous account page: to the login page.
     let res = b.get(auth("/account")).send().await?;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
+
+    // A page on a sibling host (a service's backend can plant a domain-wide CSRF cookie) cannot
+    // post the login form: the browser's Origin gives it away.
+    let page = b.get(auth("/login")).send().await?;
+    let (csrf_cookie, _) = set_cookie(page.headers(), "siteward_csrf").ok_or("csrf cookie")?;
+    let token = csrf_field(&page.text().await?)?;
+    let login = |origin: Option<&'static str>| {
+        let mut req = b.post(auth("/login")).header(COOKIE, &csrf_cookie);
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        req.form(&[
+            ("username", "bob"),
+            ("password", PASSWORD),
+            ("csrf", token.as_str()),
+        ])
+        .send()
+    };
+    let res = login(Some("https://open.lab.test")).await?;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(set_cookie(res.headers(), "siteward_session").is_none());
+    let res = login(Some("null")).await?;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let origin = format!("https://auth.lab.test:{}", edge.https_port);
+    let res = b
+        .post(auth("/login"))
+        .header(COOKIE, &csrf_cookie)
+        .header("origin", origin)
+        .form(&[
+            ("username", "bob"),
+            ("password", PASSWORD),
+            ("csrf", token.as_str()),
+        ])
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+
+    // Changing the password on the account page ends bob's other sessions, not this one.
+    let (_, elsewhere, _) = sign_in(&edge, &b, "bob", "/").await?;
+    let page = b.get(auth("/account")).header(COOKIE, &bob).send().await?;
+    let token = csrf_field(&page.text().await?)?;
+    let res = b
+        .post(auth("/account/password"))
+        .header(COOKIE, &bob)
+        .form(&[
+            ("old_password", PASSWORD),
+            ("password", PASSWORD),
+            ("csrf", token.as_str()),
+        ])
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await?.contains("Every other session"));
+    let (s, _, _) = get_json(&b, &edge.https("team", "/"), &elsewhere, &[]).await?;
+    assert_eq!(s, StatusCode::FOUND, "the other session must end");
+    let (s, _, _) = get_json(&b, &edge.https("team", "/"), &bob, &[]).await?;
+    assert_eq!(s, StatusCode::OK, "the changing browser stays signed in");
 
     // Registration through the form: without invite pending, with invite active.
     let page = b.get(auth("/register")).send().await?;
@@ -1670,6 +1821,46 @@ async fn https_listener_serves_the_app_and_reloads_its_certificate() -> TestResu
     }
     assert_eq!(served_certificate(addr).await?.trim(), second);
     let res = client.get(format!("https://{addr}/healthz")).send().await?;
+    assert_eq!(res.status(), StatusCode::OK);
+    server.stop().await
+}
+
+/// Forwarding headers count only from `http.trusted_proxies`: a client that is not the edge
+/// cannot spread its failures over made-up addresses, and a script's good key keeps working
+/// while its address is throttled.
+#[tokio::test]
+async fn forwarded_addresses_are_believed_only_from_trusted_proxies() -> TestResult {
+    // The edge is elsewhere: this test's loopback client is not it.
+    let trusted = (
+        "SITEWARD_HTTP__TRUSTED_PROXIES",
+        "192.0.2.7, 198.51.100.0/24",
+    );
+    let (server, key) = root_server(
+        TestDb::new().await?,
+        vec![(trusted.0.into(), trusted.1.into())],
+    )
+    .await?;
+    let http = Client::new();
+    let me = server.url("/api/v1/me");
+    // Bad keys, each claiming another address: all count against 127.0.0.1, which is throttled
+    // after 20 failures (had the claims been believed, no address would ever reach that).
+    let mut statuses = Vec::new();
+    for i in 0..25 {
+        let res = http
+            .get(&me)
+            .bearer_auth(format!("sw_nope{i}_secret"))
+            .header("x-real-ip", format!("203.0.113.{i}"))
+            .send()
+            .await?;
+        statuses.push(res.status().as_u16());
+    }
+    assert!(
+        statuses.iter().take(19).all(|&s| s == 401)
+            && statuses.ends_with(&[429, 429, 429, 429, 429]),
+        "{statuses:?}"
+    );
+    // The key that already verified is still accepted from the throttled address.
+    let res = http.get(&me).bearer_auth(&key).send().await?;
     assert_eq!(res.status(), StatusCode::OK);
     server.stop().await
 }

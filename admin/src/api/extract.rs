@@ -215,30 +215,53 @@ pub struct KeyCache {
     pub(crate) inner: Arc<Mutex<HashMap<String, String>>>,
 }
 
+/// The client's address: the edge's `X-Real-IP` (only a trusted proxy's survives, see
+/// [`crate::Shared::trusted_proxies`]), else the peer's.
 fn remote(parts: &Parts) -> Option<IpAddr> {
-    parts
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+        .map(|c| c.0.ip());
+    crate::auth::client_ip(&parts.headers, peer)
 }
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "siteward_session";
 
-fn cookie(parts: &Parts, name: &str) -> Option<String> {
-    cookie_in(&parts.headers, name)
+/// A cookie's value from request headers (the first, when there are several).
+pub fn cookie_in(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    cookies_in(headers, name).next().map(str::to_owned)
 }
 
-/// A cookie's value from request headers.
-pub fn cookie_in(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+/// Every value a cookie has in a request, at most four: a browser may hold a host-only and a
+/// domain copy of one name, and sends both.
+pub fn cookies_in<'a>(
+    headers: &'a axum::http::HeaderMap,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
+        .filter(move |(k, _)| *k == name)
+        .map(|(_, v)| v)
+        .take(4)
+}
+
+/// The first session cookie of a request that names a live session, with the session.
+pub async fn live_session(
+    state: &AdminState,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<(String, siteward_store::auth::SessionInfo)>, siteward_store::StoreError> {
+    let now = chrono::Utc::now();
+    for id in cookies_in(headers, SESSION_COOKIE) {
+        if let Some(info) = state.store.session(id, now).await? {
+            return Ok(Some((id.to_owned(), info)));
+        }
+    }
+    Ok(None)
 }
 
 impl FromRequestParts<AdminState> for Principal {
@@ -249,9 +272,6 @@ impl FromRequestParts<AdminState> for Principal {
         state: &AdminState,
     ) -> Result<Self, Self::Rejection> {
         let addr = remote(parts);
-        if state.throttle.blocked(addr) {
-            return Err(ApiError::rate_limited());
-        }
         let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -263,19 +283,13 @@ impl FromRequestParts<AdminState> for Principal {
             .map(str::trim)
             .map(str::to_owned);
         let uid = if let Some(key) = bearer {
-            match api_key_uid(state, &key).await {
-                Some(uid) => uid,
-                None => {
-                    state.throttle.fail(addr);
-                    return Err(ApiError::unauthorized());
-                }
+            match api_key_uid(state, &key, addr).await {
+                KeyCheck::Valid(uid) => uid,
+                KeyCheck::Throttled => return Err(ApiError::rate_limited()),
+                KeyCheck::Invalid => return Err(ApiError::unauthorized()),
             }
-        } else if let Some(session) = cookie(parts, SESSION_COOKIE) {
-            match state.store.session_uid(&session, chrono::Utc::now()).await {
-                Ok(Some(uid)) => uid,
-                Ok(None) => return Err(ApiError::unauthorized()),
-                Err(e) => return Err(e.into()),
-            }
+        } else if let Some((_, info)) = live_session(state, &parts.headers).await? {
+            info.uid
         } else {
             return Err(ApiError::unauthorized());
         };
@@ -295,16 +309,37 @@ impl FromRequestParts<AdminState> for Principal {
     }
 }
 
-pub(crate) async fn api_key_uid(state: &AdminState, key: &str) -> Option<Uid> {
+/// What an API key turned out to be.
+pub(crate) enum KeyCheck {
+    /// A live key of this user.
+    Valid(Uid),
+    /// Not a live key (counted against the address).
+    Invalid,
+    /// Not checked: the address failed too often. A key that already verified is still
+    /// accepted, so a flood of bad keys from one address (or from everyone behind one proxy)
+    /// cannot lock out the scripts there that hold good ones.
+    Throttled,
+}
+
+pub(crate) async fn api_key_uid(state: &AdminState, key: &str, addr: Option<IpAddr>) -> KeyCheck {
+    let invalid = || {
+        if state.throttle.blocked(addr) {
+            return KeyCheck::Throttled;
+        }
+        state.throttle.fail(addr);
+        KeyCheck::Invalid
+    };
     let mut parts = key.splitn(3, '_');
     let (Some("sw"), Some(prefix), Some(_secret)) = (parts.next(), parts.next(), parts.next())
     else {
-        return None;
+        return invalid();
     };
     let snap = state.store.snapshot();
-    let stored = snap.identity.api_keys.get(prefix)?.clone();
+    let Some(stored) = snap.identity.api_keys.get(prefix).cloned() else {
+        return invalid();
+    };
     if stored.expires_at.is_some_and(|t| t <= chrono::Utc::now()) {
-        return None;
+        return invalid();
     }
     let digest = siteward_store::resources::token_hash(key);
     let cached = state
@@ -314,6 +349,9 @@ pub(crate) async fn api_key_uid(state: &AdminState, key: &str) -> Option<Uid> {
         .ok()
         .and_then(|m| m.get(&digest).cloned());
     if cached.as_deref() != Some(stored.key_hash.as_str()) {
+        if state.throttle.blocked(addr) {
+            return KeyCheck::Throttled;
+        }
         let ok = siteward_store::password::verify_password(
             key.to_owned(),
             Some(stored.key_hash.clone()),
@@ -321,7 +359,7 @@ pub(crate) async fn api_key_uid(state: &AdminState, key: &str) -> Option<Uid> {
         .await
         .unwrap_or(false);
         if !ok {
-            return None;
+            return invalid();
         }
         if let Ok(mut m) = state.key_cache.inner.lock() {
             if m.len() > 10_000 {
@@ -337,7 +375,7 @@ pub(crate) async fn api_key_uid(state: &AdminState, key: &str) -> Option<Uid> {
             tracing::debug!(error = %e, "recording API key use failed");
         }
     });
-    Some(stored.uid_number)
+    KeyCheck::Valid(stored.uid_number)
 }
 
 impl FromRequestParts<AdminState> for Admin {

@@ -1640,6 +1640,7 @@ async fn update_me(
 
 async fn change_my_password(
     State(s): State<AdminState>,
+    headers: axum::http::HeaderMap,
     p: Principal,
     Json(b): Json<SetPassword>,
 ) -> ApiResult<Response> {
@@ -1655,6 +1656,13 @@ async fn change_my_password(
         ));
     }
     s.store.set_password(&p.username, b.password).await?;
+    // Sessions opened with the old password end; a browser changing it keeps its own.
+    match crate::api::extract::live_session(&s, &headers).await? {
+        Some((id, info)) if info.uid == p.uid => {
+            s.store.delete_other_sessions_of(p.uid, &id).await?
+        }
+        _ => s.store.delete_sessions_of(p.uid).await?,
+    };
     audit(&s, &p.actor(), "change_password", "user", p.uid, json!({})).await;
     Ok(no_content())
 }
@@ -1733,6 +1741,9 @@ async fn set_user_password(
 ) -> ApiResult<Response> {
     let user = s.store.user_by_uid(Uid(uid)).await?;
     s.store.set_password(&user.username, b.password).await?;
+    // An administrator setting a password (a suspected compromise, a forgotten one) signs the
+    // user out everywhere.
+    s.store.delete_sessions_of(user.uid_number).await?;
     audit(&s, &p.actor(), "set_password", "user", uid, json!({})).await;
     Ok(no_content())
 }
@@ -2409,7 +2420,7 @@ pub fn api() -> openapi::Api {
         put(change_my_password),
         "PUT",
         "/me/password",
-        "Change your password",
+        "Change your password; every other session of yours ends",
         "accounts",
         User,
         204,
@@ -2774,7 +2785,7 @@ pub fn api() -> openapi::Api {
         put(set_user_password),
         "PUT",
         "/users/{uid}/password",
-        "Set a user's password",
+        "Set a user's password; every session of theirs ends",
         "users",
         Admin,
         204,

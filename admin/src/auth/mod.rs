@@ -34,7 +34,7 @@ use axum::Router;
 use siteward_store::auth::SessionInfo;
 use siteward_store::{Snapshot, User, UserStatus};
 
-use crate::api::extract::{cookie_in, SESSION_COOKIE};
+use crate::api::extract::SESSION_COOKIE;
 use crate::AdminState;
 
 /// The anonymous forms' double-submit cookie.
@@ -64,6 +64,38 @@ pub fn routes() -> Router<AdminState> {
             "/account/api-keys/{id}/revoke",
             post(pages::account_revoke_key),
         )
+        .route_layer(axum::middleware::from_fn(same_origin_posts))
+}
+
+/// Form posts must come from a page of the host they are posted to. The double-submit token
+/// alone cannot stop a sibling host of the external domain (a service's backend) from planting
+/// its own `siteward_csrf` cookie for the whole domain and signing a visitor into an account of
+/// its choosing; the browser's `Origin` (or `Sec-Fetch-Site`) names the real sender.
+async fn same_origin_posts(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.method() == axum::http::Method::POST && !same_origin(req.headers()) {
+        return pages::csrf_refused();
+    }
+    next.run(req).await
+}
+
+/// Whether a browser says the request comes from a page of the host it goes to. Clients that
+/// send neither header (scripts, old browsers) are left to the CSRF token.
+fn same_origin(headers: &HeaderMap) -> bool {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = origin
+            .to_str()
+            .ok()
+            .and_then(|o| url::Url::parse(o).ok())
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+        return match (host, request_host(headers)) {
+            (Some(from), Some(to)) => from == to,
+            _ => false,
+        };
+    }
+    match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        Some(site) => matches!(site.trim(), "same-origin" | "none"),
+        None => true,
+    }
 }
 
 /// Failure counter with a window, per key (account name, address).
@@ -224,9 +256,8 @@ pub async fn signed_in(
     s: &AdminState,
     headers: &HeaderMap,
 ) -> Option<(String, SessionInfo, Arc<User>)> {
-    let id = cookie_in(headers, SESSION_COOKIE)?;
-    let info = match s.store.session(&id, chrono::Utc::now()).await {
-        Ok(Some(info)) => info,
+    let (id, info) = match crate::api::extract::live_session(s, headers).await {
+        Ok(Some(found)) => found,
         Ok(None) => return None,
         Err(e) => {
             tracing::error!(error = %e, "session lookup failed");
@@ -299,6 +330,25 @@ mod tests {
         );
         assert_eq!(request_host(&h).as_deref(), Some("auth.lab.test"));
         assert_eq!(strip_port("[::1]:80"), "[::1]");
+    }
+
+    #[test]
+    fn posts_from_sibling_hosts_are_not_same_origin() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static("auth.lab.test:8443"));
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            same_origin(&h)
+        };
+        assert!(with(&[("origin", "https://auth.lab.test:8443")]));
+        assert!(with(&[]));
+        assert!(with(&[("sec-fetch-site", "same-origin")]));
+        assert!(!with(&[("origin", "https://evil.lab.test")]));
+        assert!(!with(&[("origin", "null")]));
+        assert!(!with(&[("sec-fetch-site", "same-site")]));
+        assert!(!with(&[("sec-fetch-site", "cross-site")]));
     }
 
     #[test]

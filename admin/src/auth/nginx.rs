@@ -237,9 +237,14 @@ server_names_hash_bucket_size 128;\n",
     out.push_str(
         "\n    # WebSockets: Upgrade when asked, else keep the upstream connection alive.\n    \
 map $http_upgrade $sw_connection {\n        default upgrade;\n        '' '';\n    }\n    \
-# The siteward session cookie never reaches a backend.\n    \
-map $http_cookie $sw_backend_cookie {\n        default $http_cookie;\n        \
-\"~^(?<sw_a>(?:.*;)?)\\s*siteward_session=[^;]*;?\\s*(?<sw_b>.*)$\" \"$sw_a$sw_b\";\n    }\n\n",
+# The siteward session cookie never reaches a backend: each map removes one copy (a browser\n    \
+# may hold a host-only and a domain cookie); should a third remain, no cookie is passed.\n    \
+map $http_cookie $sw_cookie_1 {\n        default $http_cookie;\n        \
+\"~^(?<sw_a>(?:.*;)?)\\s*siteward_session=[^;]*;?\\s*(?<sw_b>.*)$\" \"$sw_a$sw_b\";\n    }\n    \
+map $sw_cookie_1 $sw_cookie_2 {\n        default $sw_cookie_1;\n        \
+\"~^(?<sw_c>(?:.*;)?)\\s*siteward_session=[^;]*;?\\s*(?<sw_d>.*)$\" \"$sw_c$sw_d\";\n    }\n    \
+map $sw_cookie_2 $sw_backend_cookie {\n        default $sw_cookie_2;\n        \
+\"~(?:^|;)\\s*siteward_session=\" \"\";\n    }\n\n",
     );
 
     // Upstreams: siteward per domain, and every backend.
@@ -435,10 +440,13 @@ proxy_pass {auth_up}/auth/verify;\n            proxy_pass_request_body off;\n   
 proxy_pass_request_headers off;\n            proxy_set_header Cookie $http_cookie;\n            \
 proxy_set_header Authorization $http_authorization;\n            \
 proxy_set_header Content-Length \"\";\n            proxy_set_header Host $host;\n            \
-proxy_set_header X-Original-URL $scheme://$http_host$request_uri;\n            \
-proxy_set_header X-Forwarded-Proto $scheme;\n            proxy_set_header X-Forwarded-Host $http_host;\n            \
+proxy_set_header X-Siteward-Service {sid};\n            \
+proxy_set_header X-Original-URL $scheme://$host{port}$request_uri;\n            \
+proxy_set_header X-Forwarded-Proto $scheme;\n            proxy_set_header X-Forwarded-Host $host{port};\n            \
 proxy_set_header X-Forwarded-Uri $request_uri;\n            proxy_set_header X-Real-IP $remote_addr;\n            \
-proxy_set_header Connection \"\";\n        }}\n"
+proxy_set_header Connection \"\";\n        }}\n",
+            sid = s.service_id.0,
+            port = cx.https_suffix()
         );
     }
     out.push_str("        location / {\n");
@@ -466,6 +474,10 @@ error_page 401 =302 $sw_location;\n",
         } else {
             let _ = writeln!(out, "            proxy_set_header {h} \"\";");
         }
+    }
+    if s.auth_required {
+        // The credentials were siteward's (an API key or a password), not the backend's.
+        out.push_str("            proxy_set_header Authorization \"\";\n");
     }
     let scheme = if s.backend_protocol == "https" {
         "https"

@@ -41,7 +41,7 @@ fn anon_ok(headers: &HeaderMap, sent: &str) -> bool {
     cookie_in(headers, CSRF_COOKIE).is_some_and(|c| same_token(&c, sent))
 }
 
-fn csrf_refused() -> Response {
+pub(super) fn csrf_refused() -> Response {
     respond(
         StatusCode::FORBIDDEN,
         vec![],
@@ -858,7 +858,7 @@ pub(super) async fn account_password(
     headers: HeaderMap,
     Form(f): Form<PasswordForm>,
 ) -> Response {
-    let Some((_, info, user)) = signed_in(&s, &headers).await else {
+    let Some((id, info, user)) = signed_in(&s, &headers).await else {
         return to_login();
     };
     if !same_token(&info.csrf_token, &f.csrf) {
@@ -898,6 +898,10 @@ pub(super) async fn account_password(
         .await
     {
         Ok(()) => {
+            // Anyone else signed in with the old password is signed out; this browser stays.
+            if let Err(e) = s.store.delete_other_sessions_of(user.uid_number, &id).await {
+                tracing::error!(error = %e, "ending other sessions after a password change failed");
+            }
             audit(
                 &s,
                 &actor_of(&user, &headers),
@@ -907,7 +911,14 @@ pub(super) async fn account_password(
                 json!({}),
             )
             .await;
-            account_page(&s, &info.csrf_token, &user, &[], Some("Password changed.")).await
+            account_page(
+                &s,
+                &info.csrf_token,
+                &user,
+                &[],
+                Some("Password changed. Every other session of your account has ended."),
+            )
+            .await
         }
         Err(e) => {
             let e = crate::api::error::ApiError::from(e);

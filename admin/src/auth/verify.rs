@@ -12,10 +12,10 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use siteward_store::{Snapshot, Uid, User, UserStatus};
+use siteward_store::{HttpService, ServiceId, Snapshot, Uid, User, UserStatus};
 
 use super::{client_ip, redirect};
-use crate::api::extract::{api_key_uid, cookie_in, ClientAddr, SESSION_COOKIE};
+use crate::api::extract::{api_key_uid, live_session, ClientAddr, KeyCheck};
 use crate::AdminState;
 
 /// Who the request is, if anyone.
@@ -58,30 +58,24 @@ async fn identify(s: &AdminState, headers: &HeaderMap, addr: Option<IpAddr>) -> 
     if let Some(auth) = auth {
         let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
         if scheme.eq_ignore_ascii_case("bearer") {
-            if s.throttle.blocked(addr) {
-                return Who::Nobody;
-            }
-            return match api_key_uid(s, rest.trim()).await {
-                Some(uid) => Who::User(uid),
-                None => {
-                    s.throttle.fail(addr);
-                    Who::Nobody
-                }
+            return match api_key_uid(s, rest.trim(), addr).await {
+                KeyCheck::Valid(uid) => Who::User(uid),
+                KeyCheck::Invalid | KeyCheck::Throttled => Who::Nobody,
             };
         }
         if scheme.eq_ignore_ascii_case("basic") {
             return basic(s, rest.trim(), addr).await;
         }
     }
-    if let Some(id) = cookie_in(headers, SESSION_COOKIE) {
-        match s.store.session(&id, chrono::Utc::now()).await {
-            Ok(Some(info)) => return Who::User(info.uid),
-            Ok(None) => {}
-            // Fail closed, but as a 401 (NGINX would turn a 500 into its own error page).
-            Err(e) => tracing::error!(error = %e, "session lookup failed in /auth/verify"),
+    match live_session(s, headers).await {
+        Ok(Some((_, info))) => Who::User(info.uid),
+        Ok(None) => Who::Nobody,
+        // Fail closed, but as a 401 (NGINX would turn a 500 into its own error page).
+        Err(e) => {
+            tracing::error!(error = %e, "session lookup failed in /auth/verify");
+            Who::Nobody
         }
     }
-    Who::Nobody
 }
 
 /// Basic credentials for scripts. A password that verified against the user's current hash is
@@ -97,9 +91,6 @@ async fn basic(s: &AdminState, encoded: &str, addr: Option<IpAddr>) -> Who {
         return Who::Nobody;
     };
     let account = name.to_ascii_lowercase();
-    if s.throttle.blocked(addr) || s.login_throttle.account.blocked(&account) {
-        return Who::Nobody;
-    }
     let snap = s.store.snapshot();
     let user = snap.identity.user(&name).cloned();
     let hash = user.as_ref().and_then(|u| u.password_hash.clone());
@@ -111,7 +102,11 @@ async fn basic(s: &AdminState, encoded: &str, addr: Option<IpAddr>) -> Who {
         .ok()
         .and_then(|m| m.get(&digest).cloned());
     let ok = match (&hash, cached) {
+        // Verified before against the current hash: a throttle others caused does not apply.
         (Some(h), Some(c)) if *h == c => true,
+        _ if s.throttle.blocked(addr) || s.login_throttle.account.blocked(&account) => {
+            return Who::Nobody;
+        }
         _ => {
             let ok = siteward_store::password::verify_password(password, hash.clone())
                 .await
@@ -168,29 +163,67 @@ fn original_url(headers: &HeaderMap) -> Option<String> {
     Some(format!("{proto}://{host}{uri}"))
 }
 
-/// The host the protected request was for (from the original URL).
-fn target_host(headers: &HeaderMap) -> Option<String> {
-    let url = url::Url::parse(&original_url(headers)?).ok()?;
-    Some(url.host_str()?.trim_end_matches('.').to_ascii_lowercase())
+/// The service the protected request was for: the id the generated NGINX configuration sends
+/// in `X-Siteward-Service` (a fixed value the client cannot influence), else the host of the
+/// original URL (for hand-written configurations).
+enum Target<'a> {
+    Service(Option<&'a HttpService>),
+    /// The request named no target at all (a script asking who it is).
+    Unnamed,
+    /// A target was named but cannot be read: never let such a request through.
+    Unreadable,
+}
+
+fn target<'a>(snap: &'a Snapshot, headers: &HeaderMap) -> Target<'a> {
+    let naming = &snap.naming;
+    if let Some(v) = headers.get("x-siteward-service") {
+        let id = v.to_str().ok().and_then(|t| t.trim().parse::<i64>().ok());
+        return match id {
+            // An id that names no service (deleted since NGINX was configured) admits nobody:
+            // what it allowed is no longer known.
+            Some(id) => match naming
+                .http_service_by_id
+                .get(&ServiceId(id))
+                .and_then(|&i| naming.http_services.get(i))
+            {
+                Some(svc) => Target::Service(Some(svc)),
+                None => Target::Unreadable,
+            },
+            None => Target::Unreadable,
+        };
+    }
+    let Some(original) = original_url(headers) else {
+        return Target::Unnamed;
+    };
+    let host = url::Url::parse(&original).ok().and_then(|u| {
+        u.host_str()
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+    });
+    match host {
+        Some(host) => Target::Service(
+            naming
+                .http_service_by_host
+                .get(&host)
+                .and_then(|&i| naming.http_services.get(i)),
+        ),
+        None => Target::Unreadable,
+    }
 }
 
 /// Whether the service the request is for lets one of `groups` in. A service that names no
-/// groups (or a host that is no service) admits every active user.
+/// groups (or a host that is no service) admits every active user; a target that cannot be
+/// read admits nobody, so a mangled `Host` cannot slip past a group restriction.
 fn allowed(snap: &Snapshot, headers: &HeaderMap, groups: &[&str]) -> bool {
-    let Some(host) = target_host(headers) else {
-        return true;
-    };
-    let naming = &snap.naming;
-    let service = naming
-        .http_service_by_host
-        .get(&host)
-        .and_then(|&i| naming.http_services.get(i));
-    match service {
-        Some(svc) if !svc.allowed_groups.is_empty() => svc
-            .allowed_groups
-            .iter()
-            .any(|a| groups.iter().any(|g| g.eq_ignore_ascii_case(a))),
-        _ => true,
+    match target(snap, headers) {
+        Target::Unnamed | Target::Service(None) => true,
+        Target::Unreadable => false,
+        Target::Service(Some(svc)) => {
+            svc.allowed_groups.is_empty()
+                || svc
+                    .allowed_groups
+                    .iter()
+                    .any(|a| groups.iter().any(|g| g.eq_ignore_ascii_case(a)))
+        }
     }
 }
 
@@ -274,7 +307,6 @@ mod tests {
             HeaderValue::from_static("https://b.lab.test/z"),
         );
         assert_eq!(original_url(&h).as_deref(), Some("https://b.lab.test/z"));
-        assert_eq!(target_host(&h).as_deref(), Some("b.lab.test"));
     }
 
     #[test]
