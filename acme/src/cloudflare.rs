@@ -61,6 +61,8 @@ pub enum CloudflareError {
         status: u16,
         /// Error codes and messages.
         codes: String,
+        /// The codes alone.
+        numbers: Vec<i64>,
     },
     /// No zone above the name.
     #[error("no active Cloudflare zone holds {0}")]
@@ -105,7 +107,6 @@ struct ApiMessage {
     message: String,
 }
 
-/// Codes Cloudflare uses for refused credentials.
 /// `Retry-After` as delay-seconds or an HTTP-date (RFC 9110 §10.2.3); `None` when it is neither.
 fn retry_after(
     v: &str,
@@ -120,6 +121,7 @@ fn retry_after(
         .map(|t| t.with_timezone(&chrono::Utc).max(now))
 }
 
+/// Codes Cloudflare uses for refused credentials.
 const AUTH_CODES: &[i64] = &[6003, 6111, 9103, 9106, 9107, 9109, 10000, 10001];
 
 /// A Cloudflare API client.
@@ -147,6 +149,9 @@ impl Cloudflare {
         })
     }
 
+    /// One API call. Reads and deletes are retried (three attempts) after a network error, a
+    /// 5xx, or a 429 asking for at most 30 s; a create is sent once, since a retry after a lost
+    /// answer would make a second record (see [`Cloudflare::create_txt`]).
     async fn call(
         &self,
         what: &str,
@@ -155,6 +160,7 @@ impl Cloudflare {
         query: &[(&str, &str)],
         body: Option<Value>,
     ) -> Result<Value, CloudflareError> {
+        let retries = method != reqwest::Method::POST;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -177,7 +183,7 @@ impl Cloudflare {
             };
             let res = match req.send().await {
                 Ok(r) => r,
-                Err(e) if attempt < 3 => {
+                Err(e) if retries && attempt < 3 => {
                     tracing::debug!(error = %e, "Cloudflare request failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                     continue;
@@ -192,9 +198,14 @@ impl Cloudflare {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| retry_after(v, chrono::Utc::now()))
                     .unwrap_or_else(|| chrono::Utc::now() + chrono::Duration::seconds(60));
+                let wait = (until - chrono::Utc::now()).to_std().unwrap_or_default();
+                if retries && attempt < 3 && wait <= Duration::from_secs(30) {
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
                 return Err(CloudflareError::RateLimited { until });
             }
-            if status >= 500 && attempt < 3 {
+            if status >= 500 && retries && attempt < 3 {
                 tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                 continue;
             }
@@ -222,6 +233,7 @@ impl Cloudflare {
                 what: what.to_owned(),
                 status,
                 codes,
+                numbers: env.errors.iter().map(|e| e.code).collect(),
             });
         }
     }
@@ -259,13 +271,17 @@ impl Cloudflare {
         Err(CloudflareError::NoZone(name))
     }
 
-    /// Creates a TXT record (content quoted, TTL 60) and returns its id.
+    /// Creates a TXT record (content quoted, TTL 60) and returns its id. When the answer is
+    /// lost (network, 5xx) or Cloudflare says an identical record exists (81057/81058: a
+    /// leftover of an interrupted order with the same token), the record that holds exactly
+    /// this content is looked up and adopted, so it is deleted afterwards like any other.
     pub async fn create_txt(
         &self,
         zone: &Zone,
         name: &str,
         value: &str,
     ) -> Result<String, CloudflareError> {
+        let content = format!("\"{value}\"");
         let created = self
             .call(
                 &format!("creating the TXT record {name}"),
@@ -275,12 +291,31 @@ impl Cloudflare {
                 Some(json!({
                     "type": "TXT",
                     "name": name,
-                    "content": format!("\"{value}\""),
+                    "content": content,
                     "ttl": 60,
                     "comment": "siteward ACME challenge"
                 })),
             )
-            .await?;
+            .await;
+        let created = match created {
+            Ok(v) => v,
+            Err(e) => {
+                let unknown = match &e {
+                    CloudflareError::Transport { .. } => true,
+                    CloudflareError::Api {
+                        status, numbers, ..
+                    } => *status >= 500 || numbers.iter().any(|c| [81057, 81058].contains(c)),
+                    _ => false,
+                };
+                if unknown {
+                    if let Some(id) = self.find_txt(zone, name, &content).await? {
+                        tracing::info!(%name, "adopted the identical TXT record already there");
+                        return Ok(id);
+                    }
+                }
+                return Err(e);
+            }
+        };
         created["id"]
             .as_str()
             .map(str::to_owned)
@@ -288,6 +323,31 @@ impl Cloudflare {
                 what: format!("creating the TXT record {name}"),
                 detail: "the answer carries no record id".into(),
             })
+    }
+
+    /// The id of the TXT record at `name` with exactly `content`, if there is one.
+    async fn find_txt(
+        &self,
+        zone: &Zone,
+        name: &str,
+        content: &str,
+    ) -> Result<Option<String>, CloudflareError> {
+        let found = self
+            .call(
+                &format!("looking up the TXT record {name}"),
+                reqwest::Method::GET,
+                &format!("/zones/{}/dns_records", zone.id),
+                &[("type", "TXT"), ("name", name), ("content", content)],
+                None,
+            )
+            .await?;
+        Ok(found
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["content"].as_str() == Some(content))
+            .and_then(|r| r["id"].as_str())
+            .map(str::to_owned))
     }
 
     /// Deletes one record.

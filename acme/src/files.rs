@@ -16,7 +16,12 @@ fn write_atomically(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // Unique per writer: two tasks of one process may install the same domain at once.
+    let tmp = dir.join(format!(
+        ".{name}.{}.{:016x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -42,7 +47,25 @@ pub fn install(dir: &Path, chain_pem: &str, key_pem: &str) -> std::io::Result<()
     write_atomically(&dir.join("fullchain.pem"), chain_pem.as_bytes(), 0o644)
 }
 
+/// The file in a domain's directory naming the serial whose files and hook completed.
+const INSTALLED: &str = ".installed-serial";
+
+/// Notes that `serial` is fully installed in `dir` (files written, hook run).
+pub fn mark_installed(dir: &Path, serial: &str) -> std::io::Result<()> {
+    write_atomically(&dir.join(INSTALLED), serial.as_bytes(), 0o644)
+}
+
+/// The serial last fully installed in `dir`, if any.
+pub fn installed_serial(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join(INSTALLED))
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
 /// Runs `command` with `sh -c` (60 s at most), with `SITEWARD_DOMAIN` and `SITEWARD_CERT_DIR` set.
+/// Errors do not repeat the command (it may hold a secret; it is in the operator's
+/// configuration), only how it ended and the tail of what it wrote to stderr.
 pub async fn run_hook(command: &str, domain: &str, dir: &Path) -> Result<(), String> {
     let child = tokio::process::Command::new("sh")
         .arg("-c")
@@ -54,19 +77,21 @@ pub async fn run_hook(command: &str, domain: &str, dir: &Path) -> Result<(), Str
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("the hook `{command}` could not start: {e}"))?;
+        .map_err(|e| format!("the hook could not start: {e}"))?;
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
-        .map_err(|_| format!("the hook `{command}` did not finish within 60 s"))?
-        .map_err(|e| format!("the hook `{command}` failed: {e}"))?;
+        .map_err(|_| "the hook did not finish within 60 s".to_string())?
+        .map_err(|e| format!("the hook failed: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "the hook `{command}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = stderr.trim();
+        let tail: String = {
+            let chars: Vec<char> = stderr.chars().collect();
+            chars[chars.len().saturating_sub(300)..].iter().collect()
+        };
+        Err(format!("the hook failed ({}): {tail}", out.status))
     }
 }
 

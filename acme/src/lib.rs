@@ -32,7 +32,7 @@ use instant_acme::{
     NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use propagation::NameServer;
-use siteward_store::acme::IssuedCertificate;
+use siteward_store::acme::{CertificateInfo, IssuedCertificate};
 use siteward_store::{ExternalDomain, ExternalDomainId, Store};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -40,8 +40,15 @@ use tracing::Instrument;
 /// Let's Encrypt's production directory, the default.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
-/// Advisory-lock class for certificate orders (the second key is the domain id).
-const LOCK_CLASS: i32 = 0x5357_4143; // "SWAC"
+/// Advisory-lock class for certificate orders, in the upper 32 bits of the lock's key.
+const LOCK_CLASS: i64 = 0x5357_4143; // "SWAC"
+
+/// The one-argument (bigint) advisory lock key of a domain's orders: the class in the upper
+/// half, the domain id in the lower. (Ids 2^32 apart would share a lock, which would only make
+/// their orders take turns.)
+fn lock_key(domain: ExternalDomainId) -> i64 {
+    (LOCK_CLASS << 32) | (domain.0 & 0xffff_ffff)
+}
 
 /// Errors, in the operator's terms.
 #[derive(Debug, thiserror::Error)]
@@ -291,6 +298,7 @@ impl Acme {
                     info = self.store.certificate(domain.id).await?;
                 }
             }
+            self.install_stored(&domain, &info).await;
             if !schedule::due(&info, now) {
                 continue;
             }
@@ -434,17 +442,19 @@ impl Acme {
             .acquire()
             .await
             .map_err(|e| Error::Store(e.into()))?;
-        let key = i32::try_from(domain.id.0).unwrap_or(i32::MAX);
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
-            .bind(LOCK_CLASS)
-            .bind(key)
+        let got = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+            .bind(lock_key(domain.id))
             .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| Error::Store(e.into()))?;
-        if got {
-            Ok(conn)
-        } else {
-            Err(Error::Busy(domain.domain.clone()))
+            .await;
+        match got {
+            Ok(true) => Ok(conn),
+            Ok(false) => Err(Error::Busy(domain.domain.clone())),
+            Err(e) => {
+                // Whether the lock was taken is unknown: the connection must not go back to
+                // the pool holding it.
+                conn.detach();
+                Err(Error::Store(e.into()))
+            }
         }
     }
 
@@ -453,10 +463,8 @@ impl Acme {
         mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
         domain: &ExternalDomain,
     ) {
-        let key = i32::try_from(domain.id.0).unwrap_or(i32::MAX);
-        let done = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
-            .bind(LOCK_CLASS)
-            .bind(key)
+        let done = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(lock_key(domain.id))
             .execute(&mut *conn)
             .await;
         if let Err(e) = done {
@@ -481,7 +489,20 @@ impl Acme {
                     "stored; serial {}, valid until {}, renewal from {}",
                     cert.serial, cert.not_after, cert.renew_at
                 ));
-                self.install(domain, &cert, progress).await?;
+                // Not installed: the certificate is kept, and every scheduler pass tries the
+                // installation again (see `install_stored`) without ordering anew.
+                if let Err(e) = self.install(domain, &cert, progress).await {
+                    let message = format!("issued and stored, but {e}; installation is retried");
+                    if let Err(e) = self
+                        .store
+                        .certificate_install_failed(domain.id, &message)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "recording the installation failure failed");
+                    }
+                    progress(&message);
+                    return Err(Error::Install(message));
+                }
                 Ok(cert)
             }
             Err(e) => {
@@ -505,19 +526,22 @@ impl Acme {
         }
     }
 
-    /// Writes the files and runs the hook.
+    fn cert_dir(&self, domain: &ExternalDomain) -> std::path::PathBuf {
+        self.settings
+            .cert_dir
+            .join(domain.domain.to_ascii_lowercase())
+    }
+
+    /// Writes the files and runs the hook, then notes the serial as installed on this machine.
     async fn install(
         &self,
         domain: &ExternalDomain,
         cert: &IssuedCertificate,
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<(), Error> {
-        let dir = self
-            .settings
-            .cert_dir
-            .join(domain.domain.to_ascii_lowercase());
+        let dir = self.cert_dir(domain);
         files::install(&dir, &cert.chain_pem, &cert.key_pem)
-            .map_err(|e| Error::Install(format!("writing {}: {e}", dir.display())))?;
+            .map_err(|e| Error::Install(format!("writing {} failed: {e}", dir.display())))?;
         progress(&format!(
             "wrote {}/fullchain.pem and privkey.pem",
             dir.display()
@@ -526,9 +550,73 @@ impl Acme {
             files::run_hook(hook, &domain.domain, &dir)
                 .await
                 .map_err(Error::Install)?;
-            progress(&format!("ran the hook `{hook}`"));
+            progress("ran the hook");
         }
+        files::mark_installed(&dir, &cert.serial)
+            .map_err(|e| Error::Install(format!("writing {} failed: {e}", dir.display())))?;
         Ok(())
+    }
+
+    /// Installs the stored certificate when this machine's files do not hold it yet: after an
+    /// installation or hook that failed, on a machine sharing the database with the one that
+    /// ordered it, or after the files were lost.
+    async fn install_stored(&self, domain: &ExternalDomain, info: &CertificateInfo) {
+        let Some(serial) = &info.serial else { return };
+        let dir = self.cert_dir(domain);
+        if files::installed_serial(&dir).as_deref() == Some(serial.as_str()) {
+            return;
+        }
+        let span = tracing::info_span!("acme_install", domain = %domain.domain, %serial);
+        async {
+            let material = match self.store.certificate_material(domain.id).await {
+                Ok(Some(m)) => m,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the stored certificate failed");
+                    return;
+                }
+            };
+            // The stored certificate may be newer than `info` (another process renewed it
+            // meanwhile): its own serial is what gets recorded.
+            let serial = match files::describe(&material.0) {
+                Ok(c) => c.serial,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the stored certificate is unreadable");
+                    return;
+                }
+            };
+            if files::installed_serial(&dir).as_deref() == Some(serial.as_str()) {
+                return;
+            }
+            let cert = IssuedCertificate {
+                serial,
+                chain_pem: material.0,
+                key_pem: material.1,
+                ..IssuedCertificate::default()
+            };
+            let log = |line: &str| tracing::info!("{line}");
+            match self.install(domain, &cert, &log).await {
+                Ok(()) => {
+                    tracing::info!("installed the stored certificate");
+                    if let Err(e) = self.store.certificate_installed(domain.id).await {
+                        tracing::warn!(error = %e, "recording the installation failed");
+                    }
+                }
+                Err(e) => {
+                    let message = format!("installing the certificate failed: {e}");
+                    tracing::warn!("{message}");
+                    if let Err(e) = self
+                        .store
+                        .certificate_install_failed(domain.id, &message)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "recording the installation failure failed");
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await;
     }
 
     /// Where a published TXT record must be visible before the CA is told: our own DNS for our
@@ -537,6 +625,7 @@ impl Acme {
         let by_addr = |addr: std::net::SocketAddr| NameServer {
             name: addr.to_string(),
             addr,
+            recursive: true,
         };
         match solver {
             solver::Solver::OwnDns { .. } => Ok(self
@@ -546,6 +635,7 @@ impl Acme {
                 .map(|addr| NameServer {
                     name: "our DNS listener".into(),
                     addr,
+                    recursive: false,
                 })
                 .collect()),
             solver::Solver::Cloudflare { zone, .. } => {
@@ -572,6 +662,7 @@ impl Acme {
                         out.push(NameServer {
                             name: ns.clone(),
                             addr: *addr,
+                            recursive: false,
                         });
                     }
                 }
@@ -697,14 +788,28 @@ impl Acme {
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<IssuedCertificate, Error> {
         let identifiers: Vec<Identifier> = names.iter().cloned().map(Identifier::Dns).collect();
-        let mut new_order = NewOrder::new(&identifiers);
-        if let Some(id) = replaces {
-            new_order = new_order.replaces(id);
-        }
-        let mut order = account
-            .new_order(&new_order)
-            .await
-            .map_err(|e| ca_error("placing the order", e))?;
+        let placed = match replaces {
+            Some(id) => match account
+                .new_order(&NewOrder::new(&identifiers).replaces(id))
+                .await
+            {
+                // The CA would not take it as a replacement (`alreadyReplaced`, a certificate
+                // it does not know after a directory change, ...): a plain order must not
+                // wedge on that.
+                Err(instant_acme::Error::Api(p))
+                    if p.r#type.as_deref() != Some("urn:ietf:params:acme:error:rateLimited") =>
+                {
+                    progress(&format!(
+                        "the CA refused the order as a replacement ({}); ordering without it",
+                        p.detail.as_deref().unwrap_or("no detail")
+                    ));
+                    account.new_order(&NewOrder::new(&identifiers)).await
+                }
+                other => other,
+            },
+            None => account.new_order(&NewOrder::new(&identifiers)).await,
+        };
+        let mut order = placed.map_err(|e| ca_error("placing the order", e))?;
         progress(&format!("order placed: {}", order.url()));
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {

@@ -19,6 +19,9 @@ pub struct NameServer {
     pub name: String,
     /// Its address.
     pub addr: SocketAddr,
+    /// A resolver the operator named rather than an authoritative server: asked with RD set,
+    /// since a resolver would otherwise answer only from its cache.
+    pub recursive: bool,
 }
 
 impl fmt::Display for NameServer {
@@ -36,12 +39,12 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between polls: starts short (our own DNS answers at once), grows to at most this.
 const MAX_POLL: Duration = Duration::from_secs(2);
 
-/// A TXT query for `name` (RD clear: we ask the authoritative server itself) with an EDNS OPT
-/// record offering 1232-byte UDP answers.
-fn query(id: u16, name: &str) -> Result<Vec<u8>, String> {
+/// A TXT query for `name` with an EDNS OPT record offering 1232-byte UDP answers; RD clear
+/// (we ask the authoritative server itself) unless `recursive`.
+fn query(id: u16, name: &str, recursive: bool) -> Result<Vec<u8>, String> {
     let mut q = id.to_be_bytes().to_vec();
-    // flags 0, QDCOUNT 1, ANCOUNT 0, NSCOUNT 0, ARCOUNT 1
-    q.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 1]);
+    // flags (RD or nothing), QDCOUNT 1, ANCOUNT 0, NSCOUNT 0, ARCOUNT 1
+    q.extend_from_slice(&[u8::from(recursive), 0, 0, 1, 0, 0, 0, 0, 0, 1]);
     let name = name.trim_end_matches('.');
     if name.len() > 253 {
         return Err(format!("{name} is longer than a DNS name may be"));
@@ -160,9 +163,9 @@ async fn over_tcp(server: SocketAddr, q: &[u8], id: u16) -> Result<Message, Stri
 
 /// Asks `server` once for the TXT records of `name`: over UDP, and again over TCP when the
 /// answer was truncated.
-async fn look(server: SocketAddr, name: &str, value: &str) -> Seen {
+async fn look(server: SocketAddr, name: &str, value: &str, recursive: bool) -> Seen {
     let id = rand::random::<u16>();
-    let q = match query(id, name) {
+    let q = match query(id, name, recursive) {
         Ok(q) => q,
         Err(e) => return Seen::Nothing(e),
     };
@@ -196,7 +199,7 @@ pub async fn wait_visible(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut pause = Duration::from_millis(20);
     loop {
-        let seen = look(server.addr, name, value).await;
+        let seen = look(server.addr, name, value, server.recursive).await;
         if seen == Seen::Visible {
             return Ok(());
         }
@@ -218,15 +221,18 @@ mod tests {
 
     #[test]
     fn queries_are_well_formed_and_bad_names_refused() {
-        let q = query(7, "_acme-challenge.example.org.").unwrap_or_default();
+        let q = query(7, "_acme-challenge.example.org.", false).unwrap_or_default();
         let m = Message::from_vec(&q);
         assert!(m.is_ok(), "{m:?}");
         let Ok(m) = m else { return };
         assert_eq!(m.queries.len(), 1);
         assert!(m.edns.is_some(), "no OPT record");
-        assert!(query(1, "a..b").is_err());
-        assert!(query(1, &format!("{}.org", "x".repeat(64))).is_err());
-        assert!(query(1, &"a.".repeat(130)).is_err());
+        assert!(!m.metadata.recursion_desired);
+        let r = Message::from_vec(&query(7, "a.example.org", true).unwrap_or_default());
+        assert!(r.is_ok_and(|r| r.metadata.recursion_desired));
+        assert!(query(1, "a..b", false).is_err());
+        assert!(query(1, &format!("{}.org", "x".repeat(64)), false).is_err());
+        assert!(query(1, &"a.".repeat(130), false).is_err());
     }
 
     #[test]
@@ -278,12 +284,13 @@ mod tests {
             }
         });
         assert_eq!(
-            look(addr, "_acme-challenge.x.test", "v").await,
+            look(addr, "_acme-challenge.x.test", "v", false).await,
             Seen::Visible
         );
         let ns = NameServer {
             name: "ns1.x.test".into(),
             addr,
+            recursive: false,
         };
         let e = wait_visible(
             &ns,

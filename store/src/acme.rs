@@ -54,7 +54,7 @@ pub struct CertificateInfo {
 }
 
 /// A freshly issued certificate to keep.
-#[derive(Debug, Clone)]
+#[derive(Clone, Default)]
 pub struct IssuedCertificate {
     /// Names covered.
     pub names: Vec<String>,
@@ -72,6 +72,21 @@ pub struct IssuedCertificate {
     pub key_pem: String,
     /// When to renew.
     pub renew_at: DateTime<Utc>,
+}
+
+/// Everything but the private key.
+impl std::fmt::Debug for IssuedCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedCertificate")
+            .field("names", &self.names)
+            .field("issuer", &self.issuer)
+            .field("serial", &self.serial)
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .field("renew_at", &self.renew_at)
+            .field("key_pem", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 const INFO_SELECT: &str = "SELECT d.id AS external_domain_id, d.domain,
@@ -276,6 +291,34 @@ impl Store {
         Ok(())
     }
 
+    /// Records that the issued certificate could not be installed (files or hook); unlike
+    /// [`Store::certificate_failed`] this does not delay the next order, as none is needed.
+    pub async fn certificate_install_failed(
+        &self,
+        domain: ExternalDomainId,
+        error: &str,
+    ) -> Result<()> {
+        sqlx::query("UPDATE certificates SET last_error = $2 WHERE external_domain_id = $1")
+            .bind(domain)
+            .bind(error)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Clears an installation error once the certificate is installed (an order's own failure,
+    /// which counts in `failures`, stays).
+    pub async fn certificate_installed(&self, domain: ExternalDomainId) -> Result<()> {
+        sqlx::query(
+            "UPDATE certificates SET last_error = NULL
+             WHERE external_domain_id = $1 AND failures = 0",
+        )
+        .bind(domain)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     /// Publishes an HTTP-01 answer.
     pub async fn put_http_challenge(
         &self,
@@ -335,11 +378,23 @@ impl Store {
         .bind(quoted)
         .fetch_one(self.pool())
         .await?;
-        self.reload(Dirty {
-            identity: false,
-            naming: true,
-        })
-        .await?;
+        let reloaded = self
+            .reload(Dirty {
+                identity: false,
+                naming: true,
+            })
+            .await;
+        if let Err(e) = reloaded {
+            // The caller gets no id to withdraw: take the record back here.
+            if let Err(undo) = sqlx::query("DELETE FROM dns_records WHERE id = $1")
+                .bind(id)
+                .execute(self.pool())
+                .await
+            {
+                tracing::warn!(error = %undo, "removing a challenge record after a failed reload failed");
+            }
+            return Err(e);
+        }
         Ok(id)
     }
 

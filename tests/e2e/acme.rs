@@ -623,6 +623,52 @@ async fn renews_on_time_once_and_backs_off_after_failures() -> TestResult {
     assert_ne!(second.serial, first.serial);
     assert_eq!(store.challenge_txt_count().await?, 0);
 
+    // Installation is retried apart from ordering: with the files gone and a hook that fails,
+    // a pass records the hook's failure (not its command) and orders nothing; the next pass
+    // with a working hook installs the stored certificate and clears the error.
+    let domain_dir = certs.path().join("lab.test");
+    std::fs::remove_dir_all(&domain_dir)?;
+    let failing = Acme::new(
+        store.clone(),
+        siteward_acme::Settings {
+            hook: Some("echo reload refused >&2; exit 3 # token=s3cret".into()),
+            ..settings(&pebble, certs.path(), dns)
+        },
+    );
+    // Before the new certificate's renewal time: nothing is due.
+    let quiet_time = second.renew_at.ok_or("no renew_at")? - chrono::Duration::minutes(1);
+    let done = failing.renew_due(quiet_time).await?;
+    assert!(done.is_empty(), "{done:?}");
+    let info = store.certificate(id).await?;
+    let error = info.last_error.clone().unwrap_or_default();
+    assert!(
+        error.contains("the hook failed") && error.contains("reload refused"),
+        "{info:?}"
+    );
+    assert!(!error.contains("s3cret"), "{error}");
+    assert_eq!((info.orders_placed, info.failures), (2, 0), "{info:?}");
+    let marker = tempfile::tempdir()?;
+    let hooked = Acme::new(
+        store.clone(),
+        siteward_acme::Settings {
+            hook: Some(format!("touch {}/ran", marker.path().display())),
+            ..settings(&pebble, certs.path(), dns)
+        },
+    );
+    assert!(hooked.renew_due(quiet_time).await?.is_empty());
+    assert!(marker.path().join("ran").exists(), "the hook did not run");
+    let chain = std::fs::read_to_string(domain_dir.join("fullchain.pem"))?;
+    assert_eq!(
+        Some(chain),
+        store.certificate_material(id).await?.map(|(c, _)| c)
+    );
+    let info = store.certificate(id).await?;
+    assert_eq!((info.last_error, info.orders_placed), (None, 2));
+    // Installed once: the next pass leaves the files and the hook alone.
+    std::fs::remove_file(marker.path().join("ran"))?;
+    assert!(hooked.renew_due(quiet_time).await?.is_empty());
+    assert!(!marker.path().join("ran").exists(), "installed twice");
+
     // A CA that cannot see our DNS: the order fails and is retried only after the backoff.
     let dead = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
     let blind = Pebble::start(dead).await?;
@@ -786,6 +832,16 @@ async fn issues_through_cloudflare() -> TestResult {
     assert!(sim.log().iter().any(|(_, style)| style == "global key"));
     assert_eq!(sim.records().len(), 1);
     assert!(certs.path().join("team.example.net/fullchain.pem").exists());
+
+    // Cloudflare makes a record but its answer is lost: the create is not sent again (that
+    // would make a second record); the record is found by its content, used, and deleted.
+    let posts =
+        |log: &[(String, String)]| log.iter().filter(|(r, _)| r.starts_with("POST")).count();
+    let before = posts(&sim.log());
+    sim.lose_next_create();
+    acme.issue(net.id, chrono::Utc::now(), &quiet).await?;
+    assert_eq!(posts(&sim.log()) - before, 2, "{:?}", sim.log());
+    assert_eq!(sim.records().len(), 1, "{:?}", sim.records());
 
     // Wrong token: Cloudflare's code in the error, recorded with backoff, nothing created.
     let err = acme

@@ -47,6 +47,8 @@ struct Inner {
     records: BTreeMap<String, SimRecord>,
     next: u64,
     fail_next: Vec<StatusCode>,
+    /// The next create makes its record, then answers 502 (a reply lost on the way).
+    lose_next_create: bool,
     /// (method path, auth style) of every request.
     log: Vec<(String, String)>,
 }
@@ -142,6 +144,14 @@ impl CfSim {
     pub fn fail_next(&self, statuses: &[StatusCode]) {
         if let Ok(mut i) = self.inner.lock() {
             i.fail_next.extend_from_slice(statuses);
+        }
+    }
+
+    /// The next record creation succeeds at "Cloudflare" but its answer is a 502, as when an
+    /// edge loses the origin's reply.
+    pub fn lose_next_create(&self) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.lose_next_create = true;
         }
     }
 
@@ -436,7 +446,11 @@ async fn create_record(
             .values()
             .any(|r| r.kind == kind && r.name == name && r.content == content)
         {
-            return error(StatusCode::BAD_REQUEST, 81057, "Record already exists.");
+            return error(
+                StatusCode::BAD_REQUEST,
+                81058,
+                "An identical record already exists.",
+            );
         }
         i.next += 1;
         let r = SimRecord {
@@ -456,6 +470,14 @@ async fn create_record(
             1000,
             &format!("publishing: {e}"),
         );
+    }
+    let lost = sim
+        .inner
+        .lock()
+        .map(|mut i| std::mem::take(&mut i.lose_next_create))
+        .unwrap_or(false);
+    if lost {
+        return (StatusCode::BAD_GATEWAY, "502 Bad Gateway").into_response();
     }
     envelope(StatusCode::OK, json!(record), vec![])
 }
