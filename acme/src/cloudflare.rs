@@ -308,9 +308,23 @@ impl Cloudflare {
                     _ => false,
                 };
                 if unknown {
-                    if let Some(id) = self.find_txt(zone, name, &content).await? {
-                        tracing::info!(%name, "adopted the identical TXT record already there");
-                        return Ok(id);
+                    // A record just made may take a moment to be listed.
+                    for attempt in 0..3u64 {
+                        if attempt > 0 {
+                            tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+                        }
+                        match self.find_txt(zone, name, &content).await {
+                            Ok(Some(id)) => {
+                                tracing::info!(%name, "adopted the identical TXT record already there");
+                                return Ok(id);
+                            }
+                            Ok(None) => {}
+                            // The create's own failure is what the operator needs to see.
+                            Err(lookup) => {
+                                tracing::debug!(error = %lookup, "looking for the record failed");
+                                break;
+                            }
+                        }
                     }
                 }
                 return Err(e);

@@ -55,12 +55,17 @@ pub fn mark_installed(dir: &Path, serial: &str) -> std::io::Result<()> {
     write_atomically(&dir.join(INSTALLED), serial.as_bytes(), 0o644)
 }
 
-/// The serial last fully installed in `dir`, if any.
-pub fn installed_serial(dir: &Path) -> Option<String> {
-    std::fs::read_to_string(dir.join(INSTALLED))
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
+/// Whether `serial` is installed in `dir`: its files and hook completed (the marker), and the
+/// files are still there and hold it (a removed or replaced file is installed again).
+pub fn installed(dir: &Path, serial: &str) -> bool {
+    let marked = std::fs::read_to_string(dir.join(INSTALLED))
+        .is_ok_and(|s| s.trim() == serial && !serial.is_empty());
+    marked
+        && dir.join("privkey.pem").is_file()
+        && std::fs::read_to_string(dir.join("fullchain.pem"))
+            .ok()
+            .and_then(|chain| describe(&chain).ok())
+            .is_some_and(|c| c.serial == serial)
 }
 
 /// Runs `command` with `sh -c` (60 s at most), with `SITEWARD_DOMAIN` and `SITEWARD_CERT_DIR` set.

@@ -563,11 +563,27 @@ impl Acme {
     async fn install_stored(&self, domain: &ExternalDomain, info: &CertificateInfo) {
         let Some(serial) = &info.serial else { return };
         let dir = self.cert_dir(domain);
-        if files::installed_serial(&dir).as_deref() == Some(serial.as_str()) {
+        if files::installed(&dir, serial) {
             return;
         }
         let span = tracing::info_span!("acme_install", domain = %domain.domain, %serial);
         async {
+            // Under the domain's order lock: an order installing its new certificate, or
+            // another process or task installing this one, must not interleave its files with
+            // ours (a key from one and a chain from the other). Busy means someone else is at
+            // it; the next pass looks again.
+            let Ok(lock) = self.lock(domain).await else {
+                return;
+            };
+            self.install_stored_locked(domain, &dir).await;
+            self.unlock(lock, domain).await;
+        }
+        .instrument(span)
+        .await;
+    }
+
+    async fn install_stored_locked(&self, domain: &ExternalDomain, dir: &std::path::Path) {
+        {
             let material = match self.store.certificate_material(domain.id).await {
                 Ok(Some(m)) => m,
                 Ok(None) => return,
@@ -585,7 +601,7 @@ impl Acme {
                     return;
                 }
             };
-            if files::installed_serial(&dir).as_deref() == Some(serial.as_str()) {
+            if files::installed(dir, &serial) {
                 return;
             }
             let cert = IssuedCertificate {
@@ -615,8 +631,6 @@ impl Acme {
                 }
             }
         }
-        .instrument(span)
-        .await;
     }
 
     /// Where a published TXT record must be visible before the CA is told: our own DNS for our

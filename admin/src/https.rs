@@ -80,14 +80,10 @@ pub async fn serve_https(
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let mut req = req.map(axum::body::Body::new);
                     req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                    // The browser talks to us directly: no proxy's headers are to be
-                    // believed, and whatever it claims, this is HTTPS (sign-in cookies get
-                    // `Secure`).
-                    let h = req.headers_mut();
-                    for name in crate::FORWARDING_HEADERS {
-                        h.remove(name);
-                    }
-                    h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+                    // Whatever the client claims, it reached us over HTTPS (sign-in cookies
+                    // get `Secure`). Address headers are judged like on every listener.
+                    req.headers_mut()
+                        .insert("x-forwarded-proto", HeaderValue::from_static("https"));
                     router.clone().oneshot(req)
                 });
                 let conn = hyper::server::conn::http1::Builder::new()

@@ -82,10 +82,9 @@ pub struct Shared {
     pub login_throttle: auth::LoginThrottle,
     /// Starts certificate orders (the ACME side, wired by the binary); `None` answers 503.
     pub certificates: Option<Arc<dyn CertificateOrders>>,
-    /// Peers whose forwarding headers (`X-Real-IP`, `X-Forwarded-*`, `X-Original-URL`) are
-    /// believed: the edge NGINX. Anyone else's are removed before a handler sees them, so a
-    /// client cannot pick the address its failures are counted against. Requests on the Unix
-    /// socket are trusted.
+    /// Peers whose address headers (`X-Real-IP`, `X-Forwarded-For`) are believed: the edge
+    /// NGINX. Anyone else's are removed before a handler sees them, so a client cannot pick the
+    /// address its failures are counted against. Requests on the Unix socket are trusted.
     pub trusted_proxies: Vec<ipnetwork::IpNetwork>,
 }
 
@@ -134,18 +133,13 @@ pub fn default_trusted_proxies() -> Vec<ipnetwork::IpNetwork> {
     .collect()
 }
 
-/// The headers only a trusted proxy may set.
-pub(crate) const FORWARDING_HEADERS: [&str; 7] = [
-    "x-real-ip",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-uri",
-    "x-original-url",
-    "x-siteward-service",
-];
+/// The headers that name the client's address, which only a trusted proxy may set. (The other
+/// forwarding headers, `X-Forwarded-Host/-Proto/-Uri`, `X-Original-URL` and
+/// `X-Siteward-Service`, only describe the request the sender itself is making, and
+/// `/auth/verify` needs them from every edge: it must never lose the service it judges.)
+const ADDRESS_HEADERS: [&str; 2] = ["x-real-ip", "x-forwarded-for"];
 
-/// Removes forwarding headers a peer outside [`Shared::trusted_proxies`] sent.
+/// Removes address headers a peer outside [`Shared::trusted_proxies`] sent.
 async fn untrusted_forwarding(
     axum::extract::State(state): axum::extract::State<AdminState>,
     mut req: axum::extract::Request,
@@ -162,7 +156,15 @@ async fn untrusted_forwarding(
         };
         if !state.trusted_proxies.iter().any(|n| n.contains(ip)) {
             let h = req.headers_mut();
-            for name in FORWARDING_HEADERS {
+            if h.contains_key(ADDRESS_HEADERS[0]) {
+                // Once per process: an edge left out of the setting shows up in the log.
+                static WARNED: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
+                if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(%ip, "X-Real-IP from a peer outside http.trusted_proxies ignored; if it is the edge NGINX, add it there");
+                }
+            }
+            for name in ADDRESS_HEADERS {
                 h.remove(name);
             }
         }
@@ -177,7 +179,7 @@ pub fn app(state: AdminState) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(api::router())
-        .merge(auth::routes())
+        .merge(auth::routes(&state))
         // Per-route metrics (the matched path is known inside the route layer).
         .route_layer(axum::middleware::from_fn_with_state(
             metrics,

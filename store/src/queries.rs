@@ -165,17 +165,40 @@ impl Store {
 
     /// Replaces a user's password.
     pub async fn set_password(&self, username: &str, password: String) -> Result<()> {
+        self.set_password_keeping(username, password, None).await
+    }
+
+    /// Sets a password and, in the same transaction, ends every browser session of the user
+    /// (whoever signed in with the old password is out) except the one the cookie value `keep`
+    /// names: the browser that changed it stays signed in. Every path that changes a password
+    /// (API, sign-in pages, LDAP password modify, CLI) goes through here.
+    pub async fn set_password_keeping(
+        &self,
+        username: &str,
+        password: String,
+        keep: Option<&str>,
+    ) -> Result<()> {
         let hash = check_and_hash(password, self.hash_cost()).await?;
-        let done = sqlx::query(
-            "UPDATE users SET user_password = $2, password_changed_at = now() WHERE username = $1",
+        let keep_hash = keep.and_then(crate::auth::cookie_hash).unwrap_or_default();
+        let mut tx = self.pool().begin().await?;
+        let uid: Option<Uid> = sqlx::query_scalar(
+            "UPDATE users SET user_password = $2, password_changed_at = now() WHERE username = $1
+             RETURNING uid_number",
         )
         .bind(username.to_ascii_lowercase())
         .bind(hash)
-        .execute(self.pool())
+        .fetch_optional(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
+        let Some(uid) = uid else {
             return Err(StoreError::NotFound { entity: "user" });
-        }
+        };
+        sqlx::query("DELETE FROM sessions WHERE uid_number = $1 AND id_hash <> $2")
+            .bind(uid)
+            .bind(&keep_hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.forget_sessions_of(uid);
         Ok(())
     }
 

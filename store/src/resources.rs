@@ -1601,22 +1601,6 @@ impl Store {
         Ok(())
     }
 
-    /// Ends every session of a user but the one `keep` (a cookie value) names: after a password
-    /// change, whoever else held a session with the old password is signed out.
-    pub async fn delete_other_sessions_of(&self, uid: Uid, keep: &str) -> Result<u64> {
-        let Some(hash) = crate::auth::cookie_hash(keep) else {
-            return self.delete_sessions_of(uid).await;
-        };
-        let n = sqlx::query("DELETE FROM sessions WHERE uid_number = $1 AND id_hash <> $2")
-            .bind(uid)
-            .bind(&hash)
-            .execute(self.pool())
-            .await?
-            .rows_affected();
-        self.forget_sessions_of(uid);
-        Ok(n)
-    }
-
     /// Ends every session of a user (logout everywhere, suspension).
     pub async fn delete_sessions_of(&self, uid: Uid) -> Result<u64> {
         let n = sqlx::query("DELETE FROM sessions WHERE uid_number = $1")

@@ -627,3 +627,45 @@ async fn change_feed_reconnects_after_its_connection_is_terminated(pool: PgPool)
     tracker.wait().await;
     Ok(())
 }
+
+/// Every way a password changes (API, pages, LDAP password modify, CLI) ends the sessions that
+/// were opened with the old one; the browser that changed it may keep its own.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_password_change_ends_the_other_sessions(pool: PgPool) -> TestResult {
+    let s = store(pool);
+    s.load_session_secrets().await?;
+    let user = s
+        .create_user(NewUser {
+            username: "erin".into(),
+            ..Default::default()
+        })
+        .await?;
+    let uid = user.uid_number;
+    let now = chrono::Utc::now();
+    let ttl = chrono::Duration::hours(1);
+    let (here, _) = s.create_session(uid, ttl, None, None, now).await?;
+    let (there, _) = s.create_session(uid, ttl, None, None, now).await?;
+    let live = |c: String| {
+        let s = s.clone();
+        async move { s.session(&c, now).await.map(|i| i.is_some()) }
+    };
+    assert!(live(here.clone()).await? && live(there.clone()).await?);
+    s.set_password_keeping("erin", "a long enough password".into(), Some(&here))
+        .await?;
+    assert!(live(here.clone()).await?, "the changing session must stay");
+    assert!(!live(there.clone()).await?, "the other session must end");
+    s.set_password("ERIN", "another long password".into())
+        .await?;
+    assert!(!live(here).await?, "a plain change ends every session");
+    // A refused password changes nothing and ends nothing.
+    let (kept, _) = s.create_session(uid, ttl, None, None, now).await?;
+    let short = s.set_password("erin", "short".into()).await;
+    assert!(short.is_err(), "{short:?}");
+    assert!(live(kept).await?);
+    assert!(matches!(
+        s.set_password("nobody", "a long enough password".into())
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    Ok(())
+}

@@ -668,6 +668,14 @@ async fn renews_on_time_once_and_backs_off_after_failures() -> TestResult {
     std::fs::remove_file(marker.path().join("ran"))?;
     assert!(hooked.renew_due(quiet_time).await?.is_empty());
     assert!(!marker.path().join("ran").exists(), "installed twice");
+    // A file lost behind our back (the marker still there) is written again.
+    std::fs::remove_file(domain_dir.join("privkey.pem"))?;
+    assert!(hooked.renew_due(quiet_time).await?.is_empty());
+    assert!(
+        domain_dir.join("privkey.pem").exists(),
+        "the key was not restored"
+    );
+    assert!(marker.path().join("ran").exists(), "the hook did not run");
 
     // A CA that cannot see our DNS: the order fails and is retried only after the backoff.
     let dead = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;

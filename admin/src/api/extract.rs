@@ -315,9 +315,10 @@ pub(crate) enum KeyCheck {
     Valid(Uid),
     /// Not a live key (counted against the address).
     Invalid,
-    /// Not checked: the address failed too often. A key that already verified is still
-    /// accepted, so a flood of bad keys from one address (or from everyone behind one proxy)
-    /// cannot lock out the scripts there that hold good ones.
+    /// Not checked: the address failed too often. A key this process already verified is
+    /// still accepted (no argon2 needed), so a flood of bad keys from one address cannot lock
+    /// out the scripts there that hold good ones; a key it has not seen yet waits out the
+    /// window like any other guess.
     Throttled,
 }
 

@@ -1655,14 +1655,14 @@ async fn change_my_password(
             "old_password is not correct",
         ));
     }
-    s.store.set_password(&p.username, b.password).await?;
     // Sessions opened with the old password end; a browser changing it keeps its own.
-    match crate::api::extract::live_session(&s, &headers).await? {
-        Some((id, info)) if info.uid == p.uid => {
-            s.store.delete_other_sessions_of(p.uid, &id).await?
-        }
-        _ => s.store.delete_sessions_of(p.uid).await?,
+    let keep = match crate::api::extract::live_session(&s, &headers).await? {
+        Some((id, info)) if info.uid == p.uid => Some(id),
+        _ => None,
     };
+    s.store
+        .set_password_keeping(&p.username, b.password, keep.as_deref())
+        .await?;
     audit(&s, &p.actor(), "change_password", "user", p.uid, json!({})).await;
     Ok(no_content())
 }
@@ -1740,10 +1740,8 @@ async fn set_user_password(
     Json(b): Json<SetPassword>,
 ) -> ApiResult<Response> {
     let user = s.store.user_by_uid(Uid(uid)).await?;
+    // Signs the user out everywhere (a suspected compromise, a forgotten password).
     s.store.set_password(&user.username, b.password).await?;
-    // An administrator setting a password (a suspected compromise, a forgotten one) signs the
-    // user out everywhere.
-    s.store.delete_sessions_of(user.uid_number).await?;
     audit(&s, &p.actor(), "set_password", "user", uid, json!({})).await;
     Ok(no_content())
 }

@@ -41,7 +41,7 @@ use crate::AdminState;
 pub const CSRF_COOKIE: &str = "siteward_csrf";
 
 /// The sign-in routes (outside `/api`).
-pub fn routes() -> Router<AdminState> {
+pub fn routes(state: &AdminState) -> Router<AdminState> {
     Router::new()
         .route("/auth/verify", get(verify::verify))
         .route("/login", get(pages::login_form).post(pages::login))
@@ -64,33 +64,43 @@ pub fn routes() -> Router<AdminState> {
             "/account/api-keys/{id}/revoke",
             post(pages::account_revoke_key),
         )
-        .route_layer(axum::middleware::from_fn(same_origin_posts))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            same_origin_posts,
+        ))
 }
 
 /// Form posts must come from a page of the host they are posted to. The double-submit token
 /// alone cannot stop a sibling host of the external domain (a service's backend) from planting
 /// its own `siteward_csrf` cookie for the whole domain and signing a visitor into an account of
 /// its choosing; the browser's `Origin` (or `Sec-Fetch-Site`) names the real sender.
-async fn same_origin_posts(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    if req.method() == axum::http::Method::POST && !same_origin(req.headers()) {
+async fn same_origin_posts(
+    axum::extract::State(s): axum::extract::State<AdminState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.method() == axum::http::Method::POST && !same_origin(req.headers(), &s.public_url) {
         return pages::csrf_refused();
     }
     next.run(req).await
 }
 
-/// Whether a browser says the request comes from a page of the host it goes to. Clients that
-/// send neither header (scripts, old browsers) are left to the CSRF token.
-fn same_origin(headers: &HeaderMap) -> bool {
+/// Whether a browser says the request comes from a page of the host it goes to (or of the
+/// public URL's host, for a proxy that passes neither the browser's `Host` nor
+/// `X-Forwarded-Host`). Clients that send neither header (scripts, old browsers) are left to
+/// the CSRF token.
+fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let host = origin
-            .to_str()
-            .ok()
-            .and_then(|o| url::Url::parse(o).ok())
-            .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
-        return match (host, request_host(headers)) {
-            (Some(from), Some(to)) => from == to,
-            _ => false,
+        let host_of = |u: &str| {
+            url::Url::parse(u)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
         };
+        let Some(from) = origin.to_str().ok().and_then(host_of) else {
+            return false;
+        };
+        return request_host(headers).is_some_and(|to| to == from)
+            || host_of(public_url).is_some_and(|public| public == from);
     }
     match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
         Some(site) => matches!(site.trim(), "same-origin" | "none"),
@@ -340,9 +350,10 @@ mod tests {
             for (k, v) in pairs {
                 h.insert(*k, HeaderValue::from_static(v));
             }
-            same_origin(&h)
+            same_origin(&h, "https://login.lab.test/")
         };
         assert!(with(&[("origin", "https://auth.lab.test:8443")]));
+        assert!(with(&[("origin", "https://login.lab.test")]));
         assert!(with(&[]));
         assert!(with(&[("sec-fetch-site", "same-origin")]));
         assert!(!with(&[("origin", "https://evil.lab.test")]));

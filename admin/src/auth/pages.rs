@@ -894,14 +894,10 @@ pub(super) async fn account_password(
     }
     match s
         .store
-        .set_password(&user.username, f.password.clone())
+        .set_password_keeping(&user.username, f.password.clone(), Some(&id))
         .await
     {
         Ok(()) => {
-            // Anyone else signed in with the old password is signed out; this browser stays.
-            if let Err(e) = s.store.delete_other_sessions_of(user.uid_number, &id).await {
-                tracing::error!(error = %e, "ending other sessions after a password change failed");
-            }
             audit(
                 &s,
                 &actor_of(&user, &headers),
