@@ -769,22 +769,20 @@ impl Acme {
                 .and_then(|(chain, _)| files::certificate_identifier(&chain).ok()),
             _ => None,
         };
+        self.withdraw_leftovers(domain, &solver, progress).await;
         let mut published = Vec::new();
         let result = self
             .order_with(
+                domain,
                 &account,
                 &solver,
-                &names,
                 replaces,
                 &mut published,
                 progress,
             )
             .await;
-        for p in published {
-            if let Err(e) = solver.withdraw(&self.store, p).await {
-                tracing::warn!(error = %e, "withdrawing a challenge failed");
-                progress(&format!("could not withdraw a challenge record: {e}"));
-            }
+        for (p, note) in published {
+            self.withdraw(&solver, p, note, progress).await;
         }
         if result.is_ok() {
             progress("challenge records withdrawn");
@@ -792,15 +790,72 @@ impl Acme {
         result
     }
 
+    /// Withdraws one published answer and forgets its note; a failure is reported and the note
+    /// kept, so the domain's next order tries again.
+    async fn withdraw(
+        &self,
+        solver: &solver::Solver,
+        p: solver::Published,
+        note: Option<i64>,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) {
+        match solver.withdraw(&self.store, p).await {
+            Ok(()) => {
+                if let Some(n) = note {
+                    if let Err(e) = self.store.challenge_withdrawn(n).await {
+                        tracing::warn!(error = %e, "forgetting a withdrawn challenge failed");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "withdrawing a challenge failed");
+                progress(&format!("could not withdraw a challenge record: {e}"));
+            }
+        }
+    }
+
+    /// Withdraws what an earlier order for the domain published and never withdrew (its process
+    /// crashed or was killed half way). Runs under the domain's lock, so that order is over.
+    async fn withdraw_leftovers(
+        &self,
+        domain: &ExternalDomain,
+        solver: &solver::Solver,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) {
+        let left = match self.store.challenges_left(domain.id).await {
+            Ok(left) => left,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading earlier challenge answers failed");
+                return;
+            }
+        };
+        for (note, kind, reference, zone) in left {
+            let Some(p) = solver::Published::from_note(&kind, &reference) else {
+                continue;
+            };
+            // A Cloudflare record of another zone (the credentials or the zone changed) cannot
+            // be reached with this solver: kept for an order that can.
+            if kind == "cloudflare" && zone.as_deref() != solver.zone_id() {
+                tracing::warn!(%reference, ?zone, "an earlier Cloudflare record is outside this order's zone; left");
+                continue;
+            }
+            progress(&format!(
+                "withdrawing a {kind} challenge answer an unfinished order left"
+            ));
+            self.withdraw(solver, p, Some(note), progress).await;
+        }
+    }
+
     async fn order_with(
         &self,
+        domain: &ExternalDomain,
         account: &Account,
         solver: &solver::Solver,
-        names: &[String],
         replaces: Option<CertificateIdentifier<'static>>,
-        published: &mut Vec<solver::Published>,
+        published: &mut Vec<(solver::Published, Option<i64>)>,
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<IssuedCertificate, Error> {
+        let names = solver.names(&domain.domain);
         let identifiers: Vec<Identifier> = names.iter().cloned().map(Identifier::Dns).collect();
         let placed = match replaces {
             Some(id) => match account
@@ -840,7 +895,21 @@ impl Acme {
             let p = solver
                 .publish(&self.store, &identifier, &challenge.token, &key_auth)
                 .await?;
-            published.push(p);
+            // Noted at once: should this process die before withdrawing it, the domain's next
+            // order does.
+            let (kind, reference) = p.note();
+            let note = match self
+                .store
+                .challenge_published(domain.id, kind, &reference, solver.zone_id())
+                .await
+            {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    tracing::warn!(error = %e, "noting a published challenge failed");
+                    None
+                }
+            };
+            published.push((p, note));
             let name = format!("_acme-challenge.{}", identifier.trim_start_matches("*."));
             // Every authoritative server must have it: the CA may ask any of them.
             let value = key_auth.dns_value();
@@ -875,7 +944,7 @@ impl Acme {
         progress("challenges validated");
         let key = rcgen::KeyPair::generate()
             .map_err(|e| Error::Invalid(format!("cannot generate a key: {e}")))?;
-        let mut params = rcgen::CertificateParams::new(names.to_vec())
+        let mut params = rcgen::CertificateParams::new(names.clone())
             .map_err(|e| Error::Invalid(format!("cannot build the CSR: {e}")))?;
         params.distinguished_name = rcgen::DistinguishedName::new();
         let csr = params
@@ -891,7 +960,7 @@ impl Acme {
             .map_err(|e| ca_error("downloading the certificate", e))?;
         let mut issued = files::describe(&chain)
             .map_err(|e| Error::Ca(format!("the CA returned an unusable certificate: {e}")))?;
-        issued.names = names.to_vec();
+        issued.names = names;
         issued.key_pem = key.serialize_pem();
         issued.renew_at = schedule::renew_at(issued.not_before, issued.not_after, rand::random());
         progress(&format!("certificate issued by {}", issued.issuer));

@@ -41,6 +41,30 @@ pub enum Published {
     Cloudflare(String),
 }
 
+impl Published {
+    /// How it is noted in the store (`acme_published`): kind and reference.
+    pub fn note(&self) -> (&'static str, String) {
+        match self {
+            Published::Txt(id) => ("txt", id.0.to_string()),
+            Published::Http(token) => ("http", token.clone()),
+            Published::Cloudflare(id) => ("cloudflare", id.clone()),
+        }
+    }
+
+    /// The answer a store note names, when it can be read.
+    pub fn from_note(kind: &str, reference: &str) -> Option<Self> {
+        match kind {
+            "txt" => reference
+                .parse()
+                .ok()
+                .map(|id| Published::Txt(DnsRecordId(id))),
+            "http" => Some(Published::Http(reference.to_owned())),
+            "cloudflare" => Some(Published::Cloudflare(reference.to_owned())),
+            _ => None,
+        }
+    }
+}
+
 /// The zone (a site's internal domain) that holds `name`, if we serve one.
 pub fn own_zone(store: &Store, name: &str) -> Option<(SiteId, String)> {
     let snap = store.snapshot();
@@ -158,12 +182,26 @@ impl Solver {
         }
     }
 
-    /// Withdraws what [`Solver::publish`] published.
+    /// The Cloudflare zone id records are made in, for the store's note.
+    pub fn zone_id(&self) -> Option<&str> {
+        match self {
+            Solver::Cloudflare { zone, .. } => Some(zone.id.as_str()),
+            _ => None,
+        }
+    }
+
+    /// Withdraws what [`Solver::publish`] published. A record that is already gone counts as
+    /// withdrawn.
     pub async fn withdraw(&self, store: &Store, p: Published) -> Result<(), Error> {
         match p {
             Published::Cloudflare(id) => {
                 if let Solver::Cloudflare { client, zone } = self {
-                    client.delete_record(zone, &id).await.map_err(Error::from)?;
+                    match client.delete_record(zone, &id).await {
+                        Ok(()) => {}
+                        Err(crate::cloudflare::CloudflareError::Api { numbers, .. })
+                            if numbers.contains(&81044) => {}
+                        Err(e) => return Err(Error::from(e)),
+                    }
                 }
             }
             Published::Txt(id) => store.delete_challenge_txt(id).await?,

@@ -411,6 +411,52 @@ impl Store {
         .await
     }
 
+    /// Notes a challenge answer an order just published (see the `acme_published` table):
+    /// `kind` is `txt`, `http` or `cloudflare`; `zone` is the Cloudflare zone id. Returns the
+    /// note's id for [`Store::challenge_withdrawn`].
+    pub async fn challenge_published(
+        &self,
+        domain: ExternalDomainId,
+        kind: &str,
+        reference: &str,
+        zone: Option<&str>,
+    ) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO acme_published (external_domain_id, kind, reference, zone)
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(domain)
+        .bind(kind)
+        .bind(reference)
+        .bind(zone)
+        .fetch_one(self.pool())
+        .await?)
+    }
+
+    /// Forgets a published answer once it is withdrawn.
+    pub async fn challenge_withdrawn(&self, note: i64) -> Result<()> {
+        sqlx::query("DELETE FROM acme_published WHERE id = $1")
+            .bind(note)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Answers published for a domain and never withdrawn (an order that did not finish):
+    /// `(note id, kind, reference, zone)`, oldest first.
+    pub async fn challenges_left(
+        &self,
+        domain: ExternalDomainId,
+    ) -> Result<Vec<(i64, String, String, Option<String>)>> {
+        Ok(sqlx::query_as(
+            "SELECT id, kind, reference, zone FROM acme_published
+             WHERE external_domain_id = $1 ORDER BY id",
+        )
+        .bind(domain)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     /// How many `_acme-challenge` TXT records the zones hold (cleanup checks).
     pub async fn challenge_txt_count(&self) -> Result<i64> {
         Ok(sqlx::query_scalar(

@@ -319,6 +319,21 @@ async fn every_constraint_rejects_a_violating_row(pool: PgPool) -> TestResult {
             .await?
     };
     assert!(u >= c);
+    // Published challenge answers: a known kind, a reference, a zone exactly for Cloudflare.
+    accepts(
+        &pool,
+        "INSERT INTO acme_published (external_domain_id, kind, reference, zone) VALUES (1, 'cloudflare', 'abc', 'z1')",
+    )
+    .await;
+    for bad in [
+        "INSERT INTO acme_published (external_domain_id, kind, reference) VALUES (1, 'dns', 'x')",
+        "INSERT INTO acme_published (external_domain_id, kind, reference) VALUES (1, 'txt', '')",
+        "INSERT INTO acme_published (external_domain_id, kind, reference) VALUES (1, 'cloudflare', 'x')",
+        "INSERT INTO acme_published (external_domain_id, kind, reference, zone) VALUES (1, 'txt', '5', 'z')",
+        "INSERT INTO acme_published (external_domain_id, kind, reference) VALUES (99, 'txt', '5')",
+    ] {
+        rejects(&pool, bad).await;
+    }
     Ok(())
 }
 

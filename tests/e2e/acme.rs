@@ -568,6 +568,19 @@ async fn renews_on_time_once_and_backs_off_after_failures() -> TestResult {
     store.reload(siteward_store::Dirty::ALL).await?;
     let certs = tempfile::tempdir()?;
     let acme = Acme::new(store.clone(), settings(&pebble, certs.path(), dns));
+    // What a process killed during an earlier order left in our zone: withdrawn by this one.
+    let site = *store
+        .snapshot()
+        .naming
+        .site_by_domain
+        .get("lab.test")
+        .ok_or("no site")?;
+    let stale = store
+        .put_challenge_txt(site, "_acme-challenge", "left by a killed process")
+        .await?;
+    store
+        .challenge_published(id, "txt", &stale.0.to_string(), None)
+        .await?;
 
     // Never issued: due at once.
     let t0 = chrono::Utc::now();
@@ -576,6 +589,8 @@ async fn renews_on_time_once_and_backs_off_after_failures() -> TestResult {
         matches!(done.as_slice(), [(_, Outcome::Issued(_))]),
         "{done:?}"
     );
+    assert_eq!(store.challenge_txt_count().await?, 0);
+    assert!(store.challenges_left(id).await?.is_empty());
     let first = store.certificate(id).await?;
     let (nb, na, renew) = (
         first.not_before.ok_or("no not_before")?,
@@ -885,6 +900,32 @@ async fn issues_through_cloudflare() -> TestResult {
     let next = info.next_attempt_at.ok_or("no next attempt")?;
     assert!(next >= t + chrono::Duration::seconds(590), "{info:?}");
     assert_eq!(sim.records().len(), 1);
+
+    // A process killed half way through an order left a record (and its note); another note
+    // names a record someone already deleted. The next order withdraws the first, counts the
+    // second as withdrawn, and leaves the stranger's record alone.
+    sim.add_foreign(
+        "example.org",
+        "TXT",
+        "_acme-challenge.example.org",
+        "\"left by a killed process\"",
+    )
+    .await?;
+    let left = sim
+        .records()
+        .into_iter()
+        .find(|r| r.content.contains("killed"))
+        .ok_or("no leftover")?;
+    for reference in [left.id.as_str(), "0123456789abcdef0123456789abcdef"] {
+        store
+            .challenge_published(org.id, "cloudflare", reference, Some(&left.zone_id))
+            .await?;
+    }
+    acme.issue(org.id, chrono::Utc::now(), &quiet).await?;
+    let records = sim.records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].content, "\"someone else\"");
+    assert!(store.challenges_left(org.id).await?.is_empty());
     Ok(())
 }
 
