@@ -702,7 +702,11 @@ impl Acme {
                 .map_err(|e| ca_error(&format!("loading the CA root {}", root.display()), e)),
             None => Account::builder().map_err(|e| ca_error("preparing the HTTP client", e)),
         };
-        if let Some((_, json)) = self.store.acme_account(&directory).await? {
+        if let Some((_, json)) = self
+            .store
+            .acme_account(&directory, domain.acme_email.as_deref())
+            .await?
+        {
             let creds: AccountCredentials = serde_json::from_str(&json)
                 .map_err(|e| Error::Invalid(format!("stored ACME account is unreadable: {e}")))?;
             return builder()?
@@ -732,7 +736,7 @@ impl Acme {
         // Another process may have created one at the same time: use the stored one.
         let (_, json) = self
             .store
-            .acme_account(&directory)
+            .acme_account(&directory, domain.acme_email.as_deref())
             .await?
             .ok_or_else(|| Error::Invalid("the ACME account was not stored".into()))?;
         let creds: AccountCredentials = serde_json::from_str(&json)

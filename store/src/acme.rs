@@ -97,13 +97,21 @@ const INFO_SELECT: &str = "SELECT d.id AS external_domain_id, d.domain,
    FROM external_domains d LEFT JOIN certificates c ON c.external_domain_id = d.id";
 
 impl Store {
-    /// The stored account for an ACME directory: (e-mail, credentials JSON).
-    pub async fn acme_account(&self, directory: &str) -> Result<Option<(Option<String>, String)>> {
-        let row: Option<(Option<String>, Vec<u8>)> =
-            sqlx::query_as("SELECT email, credentials FROM acme_accounts WHERE directory = $1")
-                .bind(directory)
-                .fetch_optional(self.pool())
-                .await?;
+    /// The stored account for an ACME directory and contact e-mail (compared without case):
+    /// (e-mail, credentials JSON).
+    pub async fn acme_account(
+        &self,
+        directory: &str,
+        email: Option<&str>,
+    ) -> Result<Option<(Option<String>, String)>> {
+        let row: Option<(Option<String>, Vec<u8>)> = sqlx::query_as(
+            "SELECT email, credentials FROM acme_accounts
+             WHERE directory = $1 AND coalesce(lower(email), '') = coalesce(lower($2), '')",
+        )
+        .bind(directory)
+        .bind(email)
+        .fetch_optional(self.pool())
+        .await?;
         row.map(|(email, sealed)| {
             Ok((email, self.secrets().open_string(ACCOUNT_CONTEXT, &sealed)?))
         })
@@ -111,7 +119,7 @@ impl Store {
     }
 
     /// Keeps an account's credentials (encrypted). A concurrent creation for the same directory
-    /// keeps the first one.
+    /// and e-mail keeps the first one.
     pub async fn save_acme_account(
         &self,
         directory: &str,
@@ -123,7 +131,7 @@ impl Store {
             .seal(ACCOUNT_CONTEXT, credentials_json.as_bytes())?;
         sqlx::query(
             "INSERT INTO acme_accounts (directory, email, credentials) VALUES ($1, $2, $3)
-             ON CONFLICT (directory) DO NOTHING",
+             ON CONFLICT (directory, (coalesce(lower(email), ''))) DO NOTHING",
         )
         .bind(directory)
         .bind(email)

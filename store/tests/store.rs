@@ -684,3 +684,46 @@ async fn a_password_change_ends_the_other_sessions(pool: PgPool) -> TestResult {
     ));
     Ok(())
 }
+
+/// ACME accounts are kept per directory and contact e-mail (case-insensitive), encrypted.
+#[sqlx::test(migrations = "../migrations")]
+async fn acme_accounts_per_directory_and_email(pool: PgPool) -> TestResult {
+    let s = store(pool.clone());
+    let dir = "https://ca.example/dir";
+    s.save_acme_account(dir, Some("a@x.org"), "{\"a\":1}")
+        .await?;
+    // A concurrent creation for the same pair keeps the first.
+    s.save_acme_account(dir, Some("A@X.org"), "{\"a\":2}")
+        .await?;
+    s.save_acme_account(dir, Some("b@x.org"), "{\"b\":1}")
+        .await?;
+    s.save_acme_account(dir, None, "{\"none\":1}").await?;
+    s.save_acme_account("https://other.example/dir", Some("a@x.org"), "{\"o\":1}")
+        .await?;
+    let json = |r: Option<(Option<String>, String)>| r.map(|(_, j)| j);
+    assert_eq!(
+        json(s.acme_account(dir, Some("a@X.ORG")).await?).as_deref(),
+        Some("{\"a\":1}")
+    );
+    assert_eq!(
+        json(s.acme_account(dir, Some("b@x.org")).await?).as_deref(),
+        Some("{\"b\":1}")
+    );
+    assert_eq!(
+        json(s.acme_account(dir, None).await?).as_deref(),
+        Some("{\"none\":1}")
+    );
+    assert_eq!(s.acme_account(dir, Some("c@x.org")).await?, None);
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM acme_accounts")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(n, 4);
+    // Never stored in the clear.
+    let plain: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM acme_accounts WHERE position('\"a\"'::bytea in credentials) > 0",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(plain, 0);
+    Ok(())
+}

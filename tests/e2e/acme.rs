@@ -790,7 +790,8 @@ async fn issues_through_cloudflare() -> TestResult {
     let domain =
         |name: &str, email: Option<&str>, key: &str| siteward_store::resources::DomainInput {
             domain: Some(name.into()),
-            acme_email: Some(Some("admin@example.org".into())),
+            // The global-key domain's own contact gets an ACME account of its own.
+            acme_email: Some(Some(email.unwrap_or("admin@example.org").into())),
             cloudflare_api_email: Some(email.map(str::to_owned)),
             cloudflare_api_key: Some(Some(key.into())),
             ..Default::default()
@@ -855,6 +856,18 @@ async fn issues_through_cloudflare() -> TestResult {
     assert!(sim.log().iter().any(|(_, style)| style == "global key"));
     assert_eq!(sim.records().len(), 1);
     assert!(certs.path().join("team.example.net/fullchain.pem").exists());
+    // One ACME account per directory and contact e-mail.
+    let emails: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT email FROM acme_accounts ORDER BY email")
+            .fetch_all(&db.pool().await?)
+            .await?;
+    assert_eq!(
+        emails,
+        [
+            Some("admin@example.org".into()),
+            Some("ops@example.net".into())
+        ]
+    );
 
     // Cloudflare makes a record but its answer is lost: the create is not sent again (that
     // would make a second record); the record is found by its content, used, and deleted.
