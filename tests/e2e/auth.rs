@@ -472,6 +472,19 @@ impl Edge {
         .await?;
         assert_eq!(s, StatusCode::CREATED, "{dom}");
         let domain_id = id(&dom)?;
+        // A second external domain: its users sign in on auth.other.test.
+        let (s, other) = call(
+            &api,
+            &server,
+            k,
+            Method::POST,
+            "/external-domains",
+            Some(
+                json!({ "domain": "other.test", "site_id": site_id, "auth_server": server.url("") }),
+            ),
+        )
+        .await?;
+        assert_eq!(s, StatusCode::CREATED, "{other}");
 
         let backend = echo_http().await?;
         let tcp = echo_tcp().await?;
@@ -484,6 +497,8 @@ impl Edge {
         assert_eq!(s, StatusCode::CREATED, "{v}");
         let (s, team) = svc(json!({ "type": "http", "container_port": backend.port(), "external_hostname": "team", "external_domain_id": domain_id, "auth_required": true })).await?;
         assert_eq!(s, StatusCode::CREATED, "{team}");
+        let (s, v) = svc(json!({ "type": "http", "container_port": backend.port(), "external_hostname": "wiki", "external_domain_id": id(&other)?, "auth_required": true })).await?;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
         let (s, v) = svc(json!({ "type": "transport", "container_port": tcp.port(), "protocol": "tcp", "external_port": tcp_port })).await?;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         let (s, v) = svc(json!({ "type": "transport", "container_port": udp.port(), "protocol": "udp", "external_port": udp_port })).await?;
@@ -518,6 +533,7 @@ impl Edge {
 
         let certs = tmp.path().join("certs");
         make_cert(&certs, "lab.test")?;
+        make_cert(&certs, "other.test")?;
         let options = vec![
             ("listen".to_owned(), "127.0.0.1".to_owned()),
             ("http_port".to_owned(), http_port.to_string()),
@@ -602,6 +618,8 @@ impl Edge {
             "auth.lab.test",
             "new.lab.test",
             "nothing.lab.test",
+            "wiki.other.test",
+            "auth.other.test",
         ] {
             b = b.resolve(host, SocketAddr::from(([127, 0, 0, 1], self.https_port)));
         }
@@ -639,17 +657,25 @@ async fn sign_in(
     user: &str,
     redirect: &str,
 ) -> TestResult<(StatusCode, String, String)> {
-    let page = b
-        .get(edge.https("auth", "/login"))
-        .query(&[("redirect", redirect)])
-        .send()
-        .await?;
+    let login = edge.https("auth", "/login");
+    sign_in_at(b, &login, "lab.test", user, redirect).await
+}
+
+/// [`sign_in`] on the login page `login` of external domain `domain`.
+async fn sign_in_at(
+    b: &Client,
+    login: &str,
+    domain: &str,
+    user: &str,
+    redirect: &str,
+) -> TestResult<(StatusCode, String, String)> {
+    let page = b.get(login).query(&[("redirect", redirect)]).send().await?;
     assert_eq!(page.status(), StatusCode::OK);
     let (csrf_cookie, _) = set_cookie(page.headers(), "siteward_csrf").ok_or("no csrf cookie")?;
     let html = page.text().await?;
     let token = csrf_field(&html)?;
     let res = b
-        .post(edge.https("auth", "/login"))
+        .post(login)
         .header(COOKIE, csrf_cookie)
         .form(&[
             ("username", user),
@@ -671,7 +697,7 @@ async fn sign_in(
             assert!(whole.contains("HttpOnly"), "{whole}");
             assert!(whole.contains("SameSite=Lax"), "{whole}");
             assert!(whole.contains("Secure"), "{whole}");
-            assert!(whole.contains("Domain=lab.test"), "{whole}");
+            assert!(whole.contains(&format!("Domain={domain}")), "{whole}");
             pair
         })
         .unwrap_or_default();
@@ -770,6 +796,28 @@ async fn nginx_edge_protects_services_end_to_end() -> TestResult {
     assert_eq!(
         (s, v["x-username"].as_str()),
         (StatusCode::OK, Some("alice"))
+    );
+
+    // A service of a second external domain sends the browser to that domain's own sign-in
+    // host, whose cookie then covers it (a cookie for lab.test never would).
+    let wiki = format!("https://wiki.other.test:{}/w?x=1", edge.https_port);
+    let (s, _, location) = get_json(&b, &wiki, "", &[]).await?;
+    assert_eq!(s, StatusCode::FOUND);
+    let login = format!("https://auth.other.test:{}/login", edge.https_port);
+    assert!(
+        location.starts_with(&format!("{login}?redirect=")),
+        "{location}"
+    );
+    let (s, wiki_cookie, location) = sign_in_at(&b, &login, "other.test", "alice", &wiki).await?;
+    assert_eq!(
+        (s, location.as_str()),
+        (StatusCode::SEE_OTHER, wiki.as_str())
+    );
+    let (s, v, _) = get_json(&b, &wiki, &wiki_cookie, &[]).await?;
+    assert_eq!(
+        (s, v["x-username"].as_str()),
+        (StatusCode::OK, Some("alice")),
+        "{v}"
     );
 
     // Bob is signed in but outside the allowed groups: 403 on app, fine on team.

@@ -200,10 +200,15 @@ pub fn render(
             .get(&cid)
             .and_then(|c: &std::sync::Arc<siteward_store::Container>| c.ipv4_address)
     };
-    let login_host = url::Url::parse(public_url).ok().and_then(|u| {
-        let tls = u.scheme() == "https";
-        u.host_str().map(|h| (h.to_ascii_lowercase(), tls))
-    });
+    // Each domain's sign-in host (see `redirect::login_base`), and whether it is reached over TLS.
+    let login_host = |domain: &str| {
+        url::Url::parse(&super::redirect::login_base(public_url, domain))
+            .ok()
+            .and_then(|u| {
+                let tls = u.scheme() == "https";
+                u.host_str().map(|h| (h.to_ascii_lowercase(), tls))
+            })
+    };
 
     let mut out = String::new();
     let _ = writeln!(
@@ -302,6 +307,7 @@ proxy_set_header Host $host;\n            proxy_set_header Connection \"\";\n   
             cx.addr(o.http_port)
         );
         // The login host over plain HTTP, when that is how users reach it.
+        let login_host = login_host(&name);
         let plain_login = login_host
             .as_ref()
             .is_some_and(|(h, tls)| !tls && (h == &name || h.ends_with(&format!(".{name}"))));

@@ -86,6 +86,29 @@ pub fn domain_of<'a>(host: &str, domains: &[&'a str]) -> Option<&'a str> {
         .copied()
 }
 
+/// Where the users of external domain `domain` sign in: the public URL when its host lies under
+/// the domain; otherwise the same scheme, first label and port under this domain
+/// (`https://auth.lab.test` gives `https://auth.other.test`), so that the session cookie a
+/// sign-in sets (`Domain=<domain>`) covers the service the user was sent from. A public URL on
+/// an IP address is used as it is. No trailing slash.
+pub fn login_base(public_url: &str, domain: &str) -> String {
+    let base = public_url.trim_end_matches('/');
+    let Ok(url) = url::Url::parse(base) else {
+        return base.to_owned();
+    };
+    let Some(url::Host::Domain(host)) = url.host() else {
+        return base.to_owned();
+    };
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let host = host.to_ascii_lowercase();
+    if host == domain || host.ends_with(&format!(".{domain}")) {
+        return base.to_owned();
+    }
+    let label = host.split('.').next().unwrap_or("auth");
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{}://{label}.{domain}{port}", url.scheme())
+}
+
 fn under_any(host: &str, domains: &[&str]) -> bool {
     domain_of(host, domains).is_some()
 }
@@ -162,5 +185,24 @@ mod tests {
         assert_eq!(domain_of("a.example.org", &d), Some("example.org"));
         assert_eq!(domain_of("example.org.", &d), Some("example.org"));
         assert_eq!(domain_of("notexample.org", &d), None);
+    }
+
+    #[test]
+    fn each_domain_signs_in_on_its_own_host() {
+        let p = "https://auth.lab.test:8443/";
+        assert_eq!(login_base(p, "lab.test"), "https://auth.lab.test:8443");
+        assert_eq!(login_base(p, "other.test"), "https://auth.other.test:8443");
+        assert_eq!(
+            login_base("https://sso.corp.example", "Team.Example.NET."),
+            "https://sso.team.example.net"
+        );
+        assert_eq!(
+            login_base("http://127.0.0.1:8080", "lab.test"),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            login_base("https://x.lab.test", "lab.test"),
+            "https://x.lab.test"
+        );
     }
 }

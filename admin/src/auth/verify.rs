@@ -229,8 +229,18 @@ fn allowed(snap: &Snapshot, headers: &HeaderMap, groups: &[&str]) -> bool {
 
 fn unauthorized(s: &AdminState, snap: &Snapshot, headers: &HeaderMap) -> Response {
     let domains = super::domains(snap);
-    let mut login = format!("{}/login", s.public_url.trim_end_matches('/'));
-    if let Some(target) = original_url(headers).and_then(|u| redirect::safe_target(&u, &domains)) {
+    let target = original_url(headers).and_then(|u| redirect::safe_target(&u, &domains));
+    // Sign in on a host of the target's own domain, so the cookie set there reaches it.
+    let domain = target
+        .as_deref()
+        .and_then(|t| url::Url::parse(t).ok())
+        .and_then(|u| u.host_str().and_then(|h| redirect::domain_of(h, &domains)));
+    let base = match domain {
+        Some(d) => redirect::login_base(&s.public_url, d),
+        None => s.public_url.trim_end_matches('/').to_owned(),
+    };
+    let mut login = format!("{base}/login");
+    if let Some(target) = target {
         login.push_str("?redirect=");
         login.extend(url::form_urlencoded::byte_serialize(target.as_bytes()));
     }
