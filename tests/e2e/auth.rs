@@ -1109,6 +1109,54 @@ async fn nginx_conf_etag_and_nginx_sync_with_rollback() -> TestResult {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // A domain siteward is still obtaining a certificate for: served over plain HTTP only, with
+    // HTTP-01 passed through, so nginx -t accepts it and the certificate can be obtained.
+    let (s, pend) = call(&edge.api, &edge.server, Some(&edge.admin_key), Method::POST, "/external-domains", Some(json!({ "domain": "pending.test", "site_id": edge.site_id, "acme_email": "ops@pending.test", "auth_server": edge.server.url("") }))).await?;
+    assert_eq!(s, StatusCode::CREATED, "{pend}");
+    let (s, v) = call(&edge.api, &edge.server, Some(&edge.admin_key), Method::POST, &format!("/containers/{}/services", edge.container_id), Some(json!({ "type": "http", "container_port": edge.backend.port(), "external_hostname": "soon", "external_domain_id": id(&pend)?, "auth_required": true }))).await?;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (status, out, err) = run(sync(vec![])).await?;
+    assert!(status.success(), "{out}{err}");
+    let conf = std::fs::read_to_string(&edge.conf)?;
+    assert!(conf.contains("server_name .pending.test;"), "{conf}");
+    assert!(!conf.contains("pending.test/fullchain.pem"), "{conf}");
+    assert!(!conf.contains("server_name soon.pending.test;"), "{conf}");
+    let plain = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(
+            "soon.pending.test",
+            SocketAddr::from(([127, 0, 0, 1], edge.http_port)),
+        )
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let at = |path: &str| format!("http://soon.pending.test:{}{path}", edge.http_port);
+    loop {
+        let res = plain.get(at("/")).send().await;
+        if res
+            .as_ref()
+            .is_ok_and(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{res:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // HTTP-01 reaches siteward, which answers the token's key authorization.
+    let store = edge.server.db.as_ref().ok_or("db")?.store().await?;
+    store
+        .put_http_challenge(
+            "tok-123",
+            "tok-123.thumbprint",
+            chrono::Utc::now() + chrono::Duration::minutes(5),
+        )
+        .await?;
+    let res = plain
+        .get(at("/.well-known/acme-challenge/tok-123"))
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.text().await?, "tok-123.thumbprint");
+
     // A configuration nginx -t rejects (certificates that do not exist) is rolled back.
     let before = std::fs::read_to_string(&edge.conf)?;
     let (status, out, err) = run(sync(vec!["--option=cert_dir=/nonexistent/certs".into()])).await?;

@@ -2330,7 +2330,23 @@ async fn site_nginx_conf(
         .sites
         .get(&SiteId(id))
         .ok_or_else(|| ApiError::not_found("site"))?;
-    let text = crate::auth::nginx::render(site, &snap.naming, &s.public_url, &o)
+    // Domains siteward obtains certificates for (an ACME contact) and has none of yet.
+    let issued: std::collections::BTreeSet<_> = s
+        .store
+        .certificates()
+        .await?
+        .into_iter()
+        .filter(|c| c.serial.is_some())
+        .map(|c| c.external_domain_id)
+        .collect();
+    let pending = snap
+        .naming
+        .external_domains
+        .iter()
+        .filter(|d| d.acme_email.is_some() && !issued.contains(&d.id))
+        .map(|d| d.id)
+        .collect();
+    let text = crate::auth::nginx::render(site, &snap.naming, &s.public_url, &o, &pending)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let tag = crate::auth::nginx::etag(&text);
     let matches = headers

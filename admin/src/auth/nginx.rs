@@ -150,11 +150,17 @@ fn var(header: &str) -> String {
 }
 
 /// Renders the complete `nginx.conf` of `site`.
+///
+/// `pending` names the domains whose certificate siteward is to obtain and has not yet: they get
+/// their plain-HTTP server (so HTTP-01 can pass through and get it) but no TLS server, since
+/// `nginx -t` refuses certificate files that do not exist yet; the next render after issuance
+/// adds them.
 pub fn render(
     site: &SiteView,
     naming: &Naming,
     public_url: &str,
     o: &RenderOptions,
+    pending: &BTreeSet<siteward_store::ExternalDomainId>,
 ) -> Result<String, RenderError> {
     safe_path("cert_dir", &o.cert_dir)?;
     if let Some(t) = &o.temp_dir {
@@ -311,10 +317,18 @@ proxy_set_header Host $host;\n            proxy_set_header Connection \"\";\n   
         let plain_login = login_host
             .as_ref()
             .is_some_and(|(h, tls)| !tls && (h == &name || h.ends_with(&format!(".{name}"))));
+        let tls = !pending.contains(&d.id);
         if plain_login {
             out.push_str("        location / {\n");
             siteward_proxy(&mut out, up, "            ");
             out.push_str("        }\n    }\n");
+        } else if !tls {
+            out.push_str(
+                "        location / {\n            return 503;\n        }\n    }\n    \
+# No certificate for this domain yet (siteward is obtaining it): its TLS servers follow once\n    \
+# it is issued.\n",
+            );
+            continue;
         } else {
             let _ = writeln!(
                 out,
@@ -357,7 +371,10 @@ proxy_set_header Host $host;\n            proxy_set_header Connection \"\";\n   
 
     if !transport.is_empty() {
         out.push_str("\nstream {\n");
-        let tls_domain = domains.first().map(|d| d.domain.to_ascii_lowercase());
+        let tls_domain = domains
+            .iter()
+            .find(|d| !pending.contains(&d.id))
+            .map(|d| d.domain.to_ascii_lowercase());
         for t in &transport {
             let Some(ip) = ip_of(t.container_id) else {
                 let _ = writeln!(
@@ -369,6 +386,15 @@ proxy_set_header Host $host;\n            proxy_set_header Connection \"\";\n   
             };
             let udp = t.protocol == "udp";
             let port = u16::try_from(t.external_port).unwrap_or(0);
+            if !udp && t.use_tls && tls_domain.is_none() {
+                // Never silently in the clear: left out until a certificate exists.
+                let _ = writeln!(
+                    out,
+                    "    # service {}: TLS wanted, but no domain of the site has a certificate yet",
+                    t.service_id.0
+                );
+                continue;
+            }
             let _ = writeln!(out, "    # service {} ({})", t.service_id.0, t.protocol);
             out.push_str("    server {\n");
             match (udp, t.use_tls, &tls_domain) {
