@@ -364,6 +364,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let mut state = siteward_admin::Shared::new(store.clone(), registry.clone(), http_metrics);
         state.port_range = config.http.transport_port_range;
         state.trusted_proxies = config.http.trusted_proxies.clone();
+        // NGINX on this machine finds the certificates where the ACME side writes them.
+        state.cert_dir = std::path::absolute(acme_settings(&config).cert_dir)
+            .ok()
+            .map(|p| p.display().to_string());
         state.jobs = jobs.clone();
         state.session_ttl =
             chrono::Duration::hours(i64::from(config.http.session_ttl_hours.clamp(1, 8760)));

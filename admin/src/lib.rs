@@ -86,6 +86,9 @@ pub struct Shared {
     /// NGINX. Anyone else's are removed before a handler sees them, so a client cannot pick the
     /// address its failures are counted against. Requests on the Unix socket are trusted.
     pub trusted_proxies: Vec<ipnetwork::IpNetwork>,
+    /// Where the ACME side writes certificates (absolute), the rendered NGINX configuration's
+    /// default `cert_dir`.
+    pub cert_dir: Option<String>,
 }
 
 /// Starts certificate orders. The binary implements it with the ACME crate (protocol crates do
@@ -117,6 +120,7 @@ impl Shared {
             login_throttle: Default::default(),
             certificates: None,
             trusted_proxies: default_trusted_proxies(),
+            cert_dir: None,
         }
     }
 }

@@ -1047,6 +1047,20 @@ async fn nginx_conf_etag_and_nginx_sync_with_rollback() -> TestResult {
         .send()
         .await?;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    // Without `cert_dir`, the configuration names the files where this server's ACME side
+    // writes them.
+    let res = edge
+        .api
+        .get(&url)
+        .bearer_auth(&edge.admin_key)
+        .send()
+        .await?;
+    let text = res.text().await?;
+    let expected = std::path::absolute(edge.server.data_dir.join("certs/lab.test/fullchain.pem"))?;
+    assert!(
+        text.contains(&format!("ssl_certificate {};", expected.display())),
+        "{text}"
+    );
 
     // nginx-sync against the running NGINX: unchanged first (the file is what siteward renders).
     let key_file = edge.nginx.prefix.join("key");

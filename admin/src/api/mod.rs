@@ -2321,9 +2321,12 @@ async fn site_nginx_conf(
     State(s): State<AdminState>,
     _: Admin,
     Path(id): Path<i64>,
-    Q(o): Q<crate::auth::nginx::RenderOptions>,
+    Q(mut o): Q<crate::auth::nginx::RenderOptions>,
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
+    if o.cert_dir.is_none() {
+        o.cert_dir.clone_from(&s.cert_dir);
+    }
     let snap = s.store.snapshot();
     let site = snap
         .naming

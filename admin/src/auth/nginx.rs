@@ -39,8 +39,9 @@ pub struct RenderOptions {
     pub http_port: u16,
     /// TLS port (default 443).
     pub https_port: u16,
-    /// Certificates: `<cert_dir>/<domain>/fullchain.pem` and `privkey.pem`.
-    pub cert_dir: String,
+    /// Certificates: `<cert_dir>/<domain>/fullchain.pem` and `privkey.pem`. Default: where this
+    /// server's ACME side writes them (`acme.cert_dir`), else `/etc/siteward/certs`.
+    pub cert_dir: Option<String>,
     /// Directory for NGINX's temporary files (default: NGINX's compiled-in paths).
     pub temp_dir: Option<String>,
     /// Files included at the top for dynamic modules (`stream`); empty for none.
@@ -59,12 +60,19 @@ impl Default for RenderOptions {
             listen: None,
             http_port: 80,
             https_port: 443,
-            cert_dir: "/etc/siteward/certs".into(),
+            cert_dir: None,
             temp_dir: None,
             modules_include: "/etc/nginx/modules-enabled/*.conf".into(),
             siteward_url: None,
             siteward_socket: None,
         }
+    }
+}
+
+impl RenderOptions {
+    /// The certificate directory in effect.
+    pub fn cert_dir(&self) -> &str {
+        self.cert_dir.as_deref().unwrap_or("/etc/siteward/certs")
     }
 }
 
@@ -133,7 +141,7 @@ impl Ctx<'_> {
         let _ = writeln!(
             out,
             "{indent}ssl_certificate {dir}/{domain}/fullchain.pem;\n{indent}ssl_certificate_key {dir}/{domain}/privkey.pem;",
-            dir = self.o.cert_dir.trim_end_matches('/'),
+            dir = self.o.cert_dir().trim_end_matches('/'),
         );
     }
     fn https_suffix(&self) -> String {
@@ -162,7 +170,7 @@ pub fn render(
     o: &RenderOptions,
     pending: &BTreeSet<siteward_store::ExternalDomainId>,
 ) -> Result<String, RenderError> {
-    safe_path("cert_dir", &o.cert_dir)?;
+    safe_path("cert_dir", o.cert_dir())?;
     if let Some(t) = &o.temp_dir {
         safe_path("temp_dir", t)?;
     }
