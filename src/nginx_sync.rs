@@ -1,7 +1,7 @@
 //! `siteward nginx-sync`: keeps an edge NGINX's configuration in step with siteward. Fetches
 //! `/api/v1/sites/{id}/nginx.conf` (with `If-None-Match`, so an unchanged configuration costs a
-//! 304), writes it next to the target and renames it into place (atomic), checks it with
-//! `nginx -t`, and reloads NGINX. When the check fails the previous file is put back, so a bad
+//! 304), writes it next to the target, checks that file with `nginx -t`, renames it into place
+//! (atomic), and reloads NGINX. When the check fails the target is never touched, so a bad
 //! render never reaches a reload.
 
 use std::io::Write;
@@ -104,17 +104,15 @@ pub async fn run(args: NginxSync) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn nginx(args: &NginxSync, extra: &[&str]) -> anyhow::Result<std::process::Output> {
+fn nginx(args: &NginxSync, conf: &Path, extra: &[&str]) -> anyhow::Result<std::process::Output> {
     let mut cmd = std::process::Command::new(&args.nginx);
-    cmd.args(&args.nginx_args)
-        .arg("-c")
-        .arg(&args.out)
-        .args(extra);
+    cmd.args(&args.nginx_args).arg("-c").arg(conf).args(extra);
     cmd.output()
         .with_context(|| format!("cannot run {}", args.nginx))
 }
 
-fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
+/// The candidate file next to `path` (same directory, so relative includes resolve alike).
+fn candidate(path: &Path) -> anyhow::Result<std::path::PathBuf> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -124,13 +122,24 @@ fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
         .context("--out must name a file")?
         .to_string_lossy()
         .into_owned();
-    let tmp = dir.join(format!(".{name}.siteward-{}", std::process::id()));
+    Ok(dir.join(format!(".{name}.siteward-{}", std::process::id())))
+}
+
+fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
     let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+    Ok(())
+}
+
+/// Renames the checked candidate `tmp` over `path`, durably.
+fn put_in_place(tmp: &Path, path: &Path) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::rename(tmp, path)
         .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
     if let Ok(d) = std::fs::File::open(dir) {
         // Make the rename durable; a failure here loses nothing that is not already written.
@@ -145,18 +154,28 @@ fn install(args: &NginxSync, previous: Option<&str>, text: &str) -> anyhow::Resu
     if previous == Some(text) {
         return Ok(Outcome::Unchanged);
     }
-    write_atomically(&args.out, text)?;
-    let check = nginx(args, &["-t", "-q"])?;
-    if !check.status.success() {
-        let why = String::from_utf8_lossy(&check.stderr).trim().to_owned();
-        match previous {
-            Some(p) => write_atomically(&args.out, p)?,
-            None => std::fs::remove_file(&args.out)?,
+    // Checked before it replaces anything: a bad configuration is never live, not even for the
+    // moment a rollback would take.
+    let tmp = candidate(&args.out)?;
+    let checked = write_file(&tmp, text).and_then(|()| nginx(args, &tmp, &["-t", "-q"]));
+    let check = match checked {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        bail!("nginx -t rejected the new configuration (the previous file is back): {why}");
+    };
+    if !check.status.success() {
+        let _ = std::fs::remove_file(&tmp);
+        let why = String::from_utf8_lossy(&check.stderr).trim().to_owned();
+        bail!("nginx -t rejected the new configuration (the installed file is unchanged): {why}");
+    }
+    if let Err(e) = put_in_place(&tmp, &args.out) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
     if !args.no_reload {
-        let reload = nginx(args, &["-s", "reload"])?;
+        let reload = nginx(args, &args.out, &["-s", "reload"])?;
         if !reload.status.success() {
             bail!(
                 "the configuration is installed but reloading NGINX failed: {}",

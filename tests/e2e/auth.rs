@@ -1171,12 +1171,18 @@ async fn nginx_conf_etag_and_nginx_sync_with_rollback() -> TestResult {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.text().await?, "tok-123.thumbprint");
 
-    // A configuration nginx -t rejects (certificates that do not exist) is rolled back.
+    // A configuration nginx -t rejects (certificates that do not exist) never replaces the file.
     let before = std::fs::read_to_string(&edge.conf)?;
     let (status, out, err) = run(sync(vec!["--option=cert_dir=/nonexistent/certs".into()])).await?;
     assert!(!status.success(), "{out}{err}");
     assert!(err.contains("nginx -t rejected"), "{err}");
     assert_eq!(std::fs::read_to_string(&edge.conf)?, before);
+    let dir = edge.conf.parent().ok_or("no directory")?;
+    let leftovers: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".siteward-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     // And the edge still serves.
     let res = b.get(edge.https("new", "/")).send().await?;
     assert_eq!(res.status(), StatusCode::OK);

@@ -18,6 +18,9 @@ use super::{client_ip, redirect};
 use crate::api::extract::{api_key_uid, live_session, ClientAddr, KeyCheck};
 use crate::AdminState;
 
+/// Longest wait for a session lookup or a password check before the answer is 401.
+const IDENTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Who the request is, if anyone.
 enum Who {
     User(Uid),
@@ -30,7 +33,17 @@ pub(super) async fn verify(
     headers: HeaderMap,
 ) -> Response {
     let addr = client_ip(&headers, peer);
-    let who = identify(&s, &headers, addr).await;
+    // A stalled database must still end in 401, never in the router's 408 (NGINX makes
+    // anything but 200/401/403 a 500).
+    let who = match tokio::time::timeout(IDENTIFY_TIMEOUT, identify(&s, &headers, addr)).await {
+        Ok(who) => who,
+        Err(_) => {
+            tracing::error!(
+                "identifying the caller took longer than {IDENTIFY_TIMEOUT:?}; answering 401"
+            );
+            Who::Nobody
+        }
+    };
     let snap = s.store.snapshot();
     let user = match who {
         Who::User(uid) => snap
