@@ -424,6 +424,26 @@ async fn issues_for_an_internal_zone_through_the_api() -> TestResult {
         "{cert}"
     );
     assert!(!cert.to_string().contains("PRIVATE"), "{cert}");
+    assert!(cert["last_attempt_at"].is_string(), "{cert}");
+    let not_after = cert["not_after"].as_str().ok_or("no not_after")?;
+    let not_after = chrono::DateTime::parse_from_rfc3339(not_after)?;
+    assert!(
+        not_after > chrono::Utc::now() + chrono::Duration::days(1),
+        "{cert}"
+    );
+    let serial = cert["serial"].as_str().ok_or("no serial")?.to_owned();
+    assert!(
+        !serial.is_empty() && serial.chars().all(|c| c.is_ascii_hexdigit()),
+        "{cert}"
+    );
+    // The key is stored encrypted: no PEM in the row.
+    let pool = server.db.as_ref().ok_or("db")?.pool().await?;
+    let in_clear: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM certificates WHERE position('PRIVATE KEY'::bytea in private_key) > 0",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(in_clear, 0);
 
     // Files: the chain verifies against Pebble's root; the key matches; the hook ran.
     let chain = std::fs::read_to_string(domain_dir.join("fullchain.pem"))?;
@@ -913,6 +933,33 @@ async fn issues_through_cloudflare() -> TestResult {
     let next = info.next_attempt_at.ok_or("no next attempt")?;
     assert!(next >= t + chrono::Duration::seconds(590), "{info:?}");
     assert_eq!(sim.records().len(), 1);
+
+    // An order that fails after its records exist (they never become visible where it looks)
+    // deletes them and their notes all the same.
+    let blind = Acme::new(
+        store.clone(),
+        siteward_acme::Settings {
+            default_directory: pebble.directory.clone(),
+            ca_root: Some(pebble.listener_ca.clone()),
+            cert_dir: certs.path().to_owned(),
+            order_timeout: Duration::from_secs(30),
+            propagation_timeout: Duration::from_millis(500),
+            cloudflare_api: sim.url.clone(),
+            nameservers: vec![std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?],
+            ..Default::default()
+        },
+    );
+    let posts_before = posts(&sim.log());
+    let err = blind
+        .issue(org.id, chrono::Utc::now(), &quiet)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("not visible"), "{err}");
+    assert!(posts(&sim.log()) > posts_before, "no record was made");
+    assert_eq!(sim.records().len(), 1, "{:?}", sim.records());
+    assert!(store.challenges_left(org.id).await?.is_empty());
 
     // A process killed half way through an order left a record (and its note); another note
     // names a record someone already deleted. The next order withdraws the first, counts the
