@@ -751,6 +751,32 @@ async fn nginx_edge_protects_services_end_to_end() -> TestResult {
         "{v}"
     );
 
+    // A WebSocket handshake reaches the backend as one (Upgrade and Connection passed on).
+    let (s, v, _) = get_json(
+        &b,
+        &edge.https("open", "/socket"),
+        "",
+        &[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+    )
+    .await?;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["upgrade"].as_str(), v["connection"].as_str()),
+        (Some("websocket"), Some("upgrade")),
+        "{v}"
+    );
+    // A plain request keeps the upstream connection alive instead.
+    let (_, v, _) = get_json(&b, &edge.https("open", "/plain"), "", &[]).await?;
+    assert!(
+        v.get("upgrade").is_none() && v.get("connection").is_none(),
+        "{v}"
+    );
+
     // Protected, anonymous: redirected to the login page with the original URL.
     let original = edge.https("app", "/path?q=1");
     let (s, _, location) = get_json(&b, &original, "", &[]).await?;
@@ -1387,6 +1413,7 @@ async fn pages_refuse_csrf_less_posts_and_work_with_tokens() -> TestResult {
         "/login",
         "/register",
         "/reset-password",
+        "/reset-password/request",
         "/reset-password/abc",
     ] {
         let res = b
@@ -1489,6 +1516,64 @@ async fn pages_refuse_csrf_less_posts_and_work_with_tokens() -> TestResult {
         .send()
         .await?;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
+
+    // The account page edits the profile: names, e-mail, SSH keys (one per line).
+    let page = b.get(auth("/account")).header(COOKIE, &bob).send().await?;
+    let token = csrf_field(&page.text().await?)?;
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl bob@laptop";
+    let res = b
+        .post(auth("/account/profile"))
+        .header(COOKIE, &bob)
+        .form(&[
+            ("cn", "Robert Tester"),
+            ("given_name", "Robert"),
+            ("sn", "Tester"),
+            ("mail", "robert@lab.test"),
+            ("ssh_public_keys", &format!("\n{key}\n\n")),
+            ("csrf", token.as_str()),
+        ])
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await?.contains("Profile saved"));
+    let me: Value = b
+        .get(edge.server.url("/api/v1/me"))
+        .header(COOKIE, &bob)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        (&me["cn"], &me["given_name"], &me["mail"]),
+        (
+            &json!("Robert Tester"),
+            &json!("Robert"),
+            &json!("robert@lab.test")
+        ),
+        "{me}"
+    );
+    assert_eq!(me["ssh_public_keys"], json!([key]), "{me}");
+    // A bad e-mail is refused with the reason, and changes nothing.
+    let res = b
+        .post(auth("/account/profile"))
+        .header(COOKIE, &bob)
+        .form(&[
+            ("sn", "Tester"),
+            ("mail", "not an address"),
+            ("csrf", token.as_str()),
+        ])
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(res.text().await?.contains("role=\"alert\""));
+    let me: Value = b
+        .get(edge.server.url("/api/v1/me"))
+        .header(COOKIE, &bob)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(me["mail"], "robert@lab.test", "{me}");
 
     // Changing the password on the account page ends bob's other sessions, not this one.
     let (_, elsewhere, _) = sign_in(&edge, &b, "bob", "/").await?;
@@ -1600,6 +1685,33 @@ async fn pages_refuse_csrf_less_posts_and_work_with_tokens() -> TestResult {
         .header(COOKIE, &csrf_cookie)
         .form(&[
             ("username", "dave"),
+            ("password", PASSWORD),
+            ("csrf", token.as_str()),
+        ])
+        .send()
+        .await?;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // Per address: failures spread over many accounts (dave's 10 count too) block the address
+    // at 30, even for an account with no failures of its own and the right password.
+    for i in 0..20 {
+        let res = b
+            .post(auth("/login"))
+            .header(COOKIE, &csrf_cookie)
+            .form(&[
+                ("username", format!("guess{i}").as_str()),
+                ("password", "wrong"),
+                ("csrf", token.as_str()),
+            ])
+            .send()
+            .await?;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let res = b
+        .post(auth("/login"))
+        .header(COOKIE, &csrf_cookie)
+        .form(&[
+            ("username", "alice"),
             ("password", PASSWORD),
             ("csrf", token.as_str()),
         ])
