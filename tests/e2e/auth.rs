@@ -1521,28 +1521,28 @@ async fn pages_refuse_csrf_less_posts_and_work_with_tokens() -> TestResult {
     let page = b.get(auth("/account")).header(COOKIE, &bob).send().await?;
     let token = csrf_field(&page.text().await?)?;
     let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl bob@laptop";
-    let res = b
-        .post(auth("/account/profile"))
-        .header(COOKIE, &bob)
-        .form(&[
-            ("cn", "Robert Tester"),
-            ("given_name", "Robert"),
-            ("sn", "Tester"),
-            ("mail", "robert@lab.test"),
-            ("ssh_public_keys", &format!("\n{key}\n\n")),
-            ("csrf", token.as_str()),
-        ])
-        .send()
-        .await?;
+    let keys = format!("\n{key}\n\n");
+    let profile = |fields: Vec<(&'static str, &str)>| {
+        let mut form = fields;
+        form.push(("csrf", token.as_str()));
+        b.post(auth("/account/profile"))
+            .header(COOKIE, &bob)
+            .form(&form)
+            .send()
+    };
+    let res = profile(vec![
+        ("cn", "Robert Tester"),
+        ("given_name", "Robert"),
+        ("sn", "Tester"),
+        ("mail", "robert@lab.test"),
+        ("ssh_public_keys", &keys),
+    ])
+    .await?;
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.text().await?.contains("Profile saved"));
-    let me: Value = b
-        .get(edge.server.url("/api/v1/me"))
-        .header(COOKIE, &bob)
-        .send()
+    let me: Value = get_json(&b, &edge.server.url("/api/v1/me"), &bob, &[])
         .await?
-        .json()
-        .await?;
+        .1;
     assert_eq!(
         (&me["cn"], &me["given_name"], &me["mail"]),
         (
@@ -1554,25 +1554,12 @@ async fn pages_refuse_csrf_less_posts_and_work_with_tokens() -> TestResult {
     );
     assert_eq!(me["ssh_public_keys"], json!([key]), "{me}");
     // A bad e-mail is refused with the reason, and changes nothing.
-    let res = b
-        .post(auth("/account/profile"))
-        .header(COOKIE, &bob)
-        .form(&[
-            ("sn", "Tester"),
-            ("mail", "not an address"),
-            ("csrf", token.as_str()),
-        ])
-        .send()
-        .await?;
+    let res = profile(vec![("sn", "Tester"), ("mail", "not an address")]).await?;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(res.text().await?.contains("role=\"alert\""));
-    let me: Value = b
-        .get(edge.server.url("/api/v1/me"))
-        .header(COOKIE, &bob)
-        .send()
+    let me: Value = get_json(&b, &edge.server.url("/api/v1/me"), &bob, &[])
         .await?
-        .json()
-        .await?;
+        .1;
     assert_eq!(me["mail"], "robert@lab.test", "{me}");
 
     // Changing the password on the account page ends bob's other sessions, not this one.
