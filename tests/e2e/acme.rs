@@ -1190,3 +1190,94 @@ async fn bench_acme() -> TestResult {
     println!("ratio               {:>8.2}", rate(ours) / rate(theirs));
     Ok(())
 }
+
+/// Two siteward processes on one database, each running the renewal scheduler every second:
+/// a domain that needs a certificate gets exactly one order, and both processes install it.
+/// (HTTP-01, so that whichever process orders, the answer Pebble fetches from the first one's
+/// listener comes straight from the database.)
+#[tokio::test]
+async fn two_processes_on_one_database_place_one_order() -> TestResult {
+    use crate::cf_sim::ChallTestSrv;
+    let chall = ChallTestSrv::start().await?;
+    let tmp = tempfile::tempdir()?;
+    let listener_ca = listener_certificate(tmp.path())?;
+    let certs = tempfile::tempdir()?;
+    let db = TestDb::new().await?;
+    let store = db.store().await?;
+    let env = |dir: &str| {
+        vec![
+            (
+                "SITEWARD_ACME__CA_ROOT".to_owned(),
+                listener_ca.display().to_string(),
+            ),
+            (
+                "SITEWARD_ACME__CERT_DIR".to_owned(),
+                certs.path().join(dir).display().to_string(),
+            ),
+            (
+                "SITEWARD_ACME__CHECK_INTERVAL_SECONDS".to_owned(),
+                "1".to_owned(),
+            ),
+            ("SITEWARD_ACME__ENABLED".to_owned(), "true".to_owned()),
+        ]
+    };
+    let start = |dir: &str| {
+        Server::start_with(ServerOptions {
+            database_url: Some(db.url.clone()),
+            env: env(dir),
+            ..Default::default()
+        })
+    };
+    let (a, b) = tokio::try_join!(start("a"), start("b"))?;
+    let http_port = a.addrs.http.ok_or("no HTTP address")?.port();
+    let pebble = Pebble::start_with(tmp, listener_ca.clone(), chall.dns, http_port).await?;
+    let domain = store
+        .create_domain(siteward_store::resources::DomainInput {
+            domain: Some("race.example.com".into()),
+            acme_email: Some(Some("admin@example.com".into())),
+            acme_directory: Some(Some(pebble.directory.clone())),
+            ..Default::default()
+        })
+        .await?;
+    // Both schedulers see the domain within a second; one of them orders.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let serial = loop {
+        let info = store.certificate(domain.id).await?;
+        if let Some(serial) = info.serial {
+            break serial;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no certificate: {info:?}\n--- a\n{}\n--- b\n{}",
+            a.logs(),
+            b.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // A few more passes of both: still one order, and each process installed it.
+    let installed = |dir: &str| {
+        std::fs::read_to_string(
+            certs
+                .path()
+                .join(dir)
+                .join("race.example.com/.installed-serial"),
+        )
+        .is_ok_and(|s| s.trim() == serial)
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !(installed("a") && installed("b")) {
+        assert!(Instant::now() < deadline, "not installed by both processes");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let info = store.certificate(domain.id).await?;
+    assert_eq!(
+        (info.orders_placed, info.failures),
+        (1, 0),
+        "{info:?}\n--- a\n{}\n--- b\n{}",
+        a.logs(),
+        b.logs()
+    );
+    a.stop().await?;
+    b.stop().await
+}
