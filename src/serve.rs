@@ -364,10 +364,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let mut state = siteward_admin::Shared::new(store.clone(), registry.clone(), http_metrics);
         state.port_range = config.http.transport_port_range;
         state.trusted_proxies = config.http.trusted_proxies.clone();
-        // NGINX on this machine finds the certificates where the ACME side writes them.
+        // NGINX on this machine finds the certificates where the ACME side writes them (when
+        // it runs, and when the path can be written into an NGINX configuration).
+        state.acme_enabled = config.acme.enabled;
         state.cert_dir = std::path::absolute(acme_settings(&config).cert_dir)
             .ok()
-            .map(|p| p.display().to_string());
+            .map(|p| p.display().to_string())
+            .filter(|p| {
+                config.acme.enabled && siteward_admin::auth::nginx::safe_path("cert_dir", p).is_ok()
+            });
         state.jobs = jobs.clone();
         state.session_ttl =
             chrono::Duration::hours(i64::from(config.http.session_ttl_hours.clamp(1, 8760)));

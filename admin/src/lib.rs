@@ -87,8 +87,10 @@ pub struct Shared {
     /// address its failures are counted against. Requests on the Unix socket are trusted.
     pub trusted_proxies: Vec<ipnetwork::IpNetwork>,
     /// Where the ACME side writes certificates (absolute), the rendered NGINX configuration's
-    /// default `cert_dir`.
+    /// default `cert_dir`; `None` when ACME is off.
     pub cert_dir: Option<String>,
+    /// Whether this server obtains certificates (`acme.enabled`).
+    pub acme_enabled: bool,
 }
 
 /// Starts certificate orders. The binary implements it with the ACME crate (protocol crates do
@@ -121,6 +123,7 @@ impl Shared {
             certificates: None,
             trusted_proxies: default_trusted_proxies(),
             cert_dir: None,
+            acme_enabled: false,
         }
     }
 }

@@ -398,6 +398,13 @@ impl Edge {
                     "SITEWARD_HTTP__UNIX_SOCKET".into(),
                     socket.display().to_string(),
                 ),
+                // This server obtains certificates (so a domain with an ACME contact and none
+                // yet is pending), from a CA that is not there: nothing is ever issued.
+                ("SITEWARD_ACME__ENABLED".into(), "true".into()),
+                (
+                    "SITEWARD_ACME__DIRECTORY".into(),
+                    "https://127.0.0.1:9/directory".into(),
+                ),
             ],
         )
         .await?;
@@ -1074,15 +1081,32 @@ async fn nginx_conf_etag_and_nginx_sync_with_rollback() -> TestResult {
         .await?;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     // Without `cert_dir`, the configuration names the files where this server's ACME side
-    // writes them.
-    let res = edge
-        .api
-        .get(&url)
-        .bearer_auth(&edge.admin_key)
-        .send()
-        .await?;
-    let text = res.text().await?;
-    let expected = std::path::absolute(edge.server.data_dir.join("certs/lab.test/fullchain.pem"))?;
+    // writes them, once they are there: before, the domain gets plain HTTP only.
+    let own = std::path::absolute(edge.server.data_dir.join("certs/lab.test"))?;
+    let render_own = || async {
+        let res = edge
+            .api
+            .get(&url)
+            .bearer_auth(&edge.admin_key)
+            .send()
+            .await?;
+        TestResult::Ok(res.text().await?)
+    };
+    let text = render_own().await?;
+    assert!(!text.contains("lab.test/fullchain.pem"), "{text}");
+    assert!(text.contains("server_name .lab.test;"), "{text}");
+    std::fs::create_dir_all(&own)?;
+    let edge_certs = edge
+        .nginx
+        .prefix
+        .parent()
+        .ok_or("no parent")?
+        .join("certs/lab.test");
+    for f in ["fullchain.pem", "privkey.pem"] {
+        std::fs::copy(edge_certs.join(f), own.join(f))?;
+    }
+    let text = render_own().await?;
+    let expected = own.join("fullchain.pem");
     assert!(
         text.contains(&format!("ssl_certificate {};", expected.display())),
         "{text}"

@@ -2324,6 +2324,9 @@ async fn site_nginx_conf(
     Q(mut o): Q<crate::auth::nginx::RenderOptions>,
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
+    // With no cert_dir given, the files are where this server's ACME side writes them: on this
+    // machine, where their presence can be seen.
+    let own_files = o.cert_dir.is_none() && s.cert_dir.is_some();
     if o.cert_dir.is_none() {
         o.cert_dir.clone_from(&s.cert_dir);
     }
@@ -2333,7 +2336,9 @@ async fn site_nginx_conf(
         .sites
         .get(&SiteId(id))
         .ok_or_else(|| ApiError::not_found("site"))?;
-    // Domains siteward obtains certificates for (an ACME contact) and has none of yet.
+    // Domains without usable certificate files yet get no TLS server (nginx -t would refuse
+    // the whole configuration). Known for certain when the files are ours; otherwise: domains
+    // this server obtains certificates for (ACME on, an ACME contact) and has none of yet.
     let issued: std::collections::BTreeSet<_> = s
         .store
         .certificates()
@@ -2346,7 +2351,14 @@ async fn site_nginx_conf(
         .naming
         .external_domains
         .iter()
-        .filter(|d| d.acme_email.is_some() && !issued.contains(&d.id))
+        .filter(|d| {
+            if own_files {
+                let dir = std::path::Path::new(o.cert_dir()).join(d.domain.to_ascii_lowercase());
+                !(dir.join("fullchain.pem").is_file() && dir.join("privkey.pem").is_file())
+            } else {
+                s.acme_enabled && d.acme_email.is_some() && !issued.contains(&d.id)
+            }
+        })
         .map(|d| d.id)
         .collect();
     let text = crate::auth::nginx::render(site, &snap.naming, &s.public_url, &o, &pending)

@@ -94,7 +94,8 @@ pub enum RenderError {
     },
 }
 
-fn safe_path(field: &'static str, v: &str) -> Result<(), RenderError> {
+/// Refuses a path NGINX would misread (or that would inject directives).
+pub fn safe_path(field: &'static str, v: &str) -> Result<(), RenderError> {
     let ok = !v.is_empty()
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/._-*+:".contains(&b));
@@ -215,13 +216,23 @@ pub fn render(
             .and_then(|c: &std::sync::Arc<siteward_store::Container>| c.ipv4_address)
     };
     // Each domain's sign-in host (see `redirect::login_base`), and whether it is reached over TLS.
+    let all_domains: Vec<&str> = naming
+        .external_domains
+        .iter()
+        .map(|d| d.domain.as_str())
+        .collect();
     let login_host = |domain: &str| {
-        url::Url::parse(&super::redirect::login_base(public_url, domain))
-            .ok()
-            .and_then(|u| {
-                let tls = u.scheme() == "https";
-                u.host_str().map(|h| (h.to_ascii_lowercase(), tls))
-            })
+        let base = super::redirect::login_base(
+            public_url,
+            domain,
+            &all_domains,
+            |h| naming.http_service_by_host.contains_key(h),
+            None,
+        );
+        url::Url::parse(&base).ok().and_then(|u| {
+            let tls = u.scheme() == "https";
+            u.host_str().map(|h| (h.to_ascii_lowercase(), tls))
+        })
     };
 
     let mut out = String::new();
@@ -320,29 +331,42 @@ location ^~ /.well-known/acme-challenge/ {{\n            proxy_pass {up};\n     
 proxy_set_header Host $host;\n            proxy_set_header Connection \"\";\n        }}\n",
             cx.addr(o.http_port)
         );
-        // The login host over plain HTTP, when that is how users reach it.
-        let login_host = login_host(&name);
-        let plain_login = login_host
-            .as_ref()
-            .is_some_and(|(h, tls)| !tls && (h == &name || h.ends_with(&format!(".{name}"))));
+        // This domain's sign-in host (see `redirect::login_base`), unless it is not under the
+        // domain (a public URL on an address) or a service already has that name.
+        let login_here = login_host(&name).filter(|(h, _)| {
+            let is_service = http.iter().any(|s| {
+                s.external_domain_id == d.id
+                    && format!("{}.{name}", s.external_hostname.to_ascii_lowercase()) == *h
+            });
+            (h == &name || h.ends_with(&format!(".{name}"))) && safe_name(h) && !is_service
+        });
         let tls = !pending.contains(&d.id);
-        if plain_login {
-            out.push_str("        location / {\n");
-            siteward_proxy(&mut out, up, "            ");
-            out.push_str("        }\n    }\n");
-        } else if !tls {
-            out.push_str(
-                "        location / {\n            return 503;\n        }\n    }\n    \
-# No certificate for this domain yet (siteward is obtaining it): its TLS servers follow once\n    \
-# it is issued.\n",
-            );
-            continue;
-        } else {
+        if tls {
             let _ = writeln!(
                 out,
                 "        location / {{\n            return 301 https://$host{}$request_uri;\n        }}\n    }}",
                 cx.https_suffix()
             );
+        } else {
+            out.push_str("        location / {\n            return 503;\n        }\n    }\n");
+        }
+        // The sign-in host over plain HTTP, when that is how users reach it.
+        if let Some((h, false)) = &login_here {
+            let _ = writeln!(
+                out,
+                "    server {{\n        listen {};\n        server_name {h};",
+                cx.addr(o.http_port)
+            );
+            out.push_str("        location / {\n");
+            siteward_proxy(&mut out, up, "            ");
+            out.push_str("        }\n    }\n");
+        }
+        if !tls {
+            out.push_str(
+                "    # No certificate for this domain yet (siteward is obtaining it): its TLS servers\n    \
+# follow once it is issued.\n",
+            );
+            continue;
         }
         let _ = writeln!(
             out,
@@ -352,23 +376,17 @@ proxy_set_header Host $host;\n            proxy_set_header Connection \"\";\n   
         cx.certs(&mut out, &name, "        ");
         out.push_str("        return 404;\n    }\n");
 
-        // The login pages on a host of this domain, so the session cookie covers the domain.
-        if let Some((h, true)) = &login_host {
-            let is_service = http.iter().any(|s| {
-                s.external_domain_id == d.id
-                    && format!("{}.{name}", s.external_hostname.to_ascii_lowercase()) == *h
-            });
-            if (h == &name || h.ends_with(&format!(".{name}"))) && !is_service && safe_name(h) {
-                let _ = writeln!(
-                    out,
-                    "    server {{\n        listen {} ssl;\n        server_name {h};",
-                    cx.addr(o.https_port)
-                );
-                cx.certs(&mut out, &name, "        ");
-                out.push_str("        location / {\n");
-                siteward_proxy(&mut out, up, "            ");
-                out.push_str("        }\n    }\n");
-            }
+        // The sign-in pages on a host of this domain, so the session cookie covers the domain.
+        if let Some((h, true)) = &login_here {
+            let _ = writeln!(
+                out,
+                "    server {{\n        listen {} ssl;\n        server_name {h};",
+                cx.addr(o.https_port)
+            );
+            cx.certs(&mut out, &name, "        ");
+            out.push_str("        location / {\n");
+            siteward_proxy(&mut out, up, "            ");
+            out.push_str("        }\n    }\n");
         }
 
         for s in http.iter().filter(|s| s.external_domain_id == d.id) {

@@ -86,12 +86,23 @@ pub fn domain_of<'a>(host: &str, domains: &[&'a str]) -> Option<&'a str> {
         .copied()
 }
 
-/// Where the users of external domain `domain` sign in: the public URL when its host lies under
-/// the domain; otherwise the same scheme, first label and port under this domain
-/// (`https://auth.lab.test` gives `https://auth.other.test`), so that the session cookie a
-/// sign-in sets (`Domain=<domain>`) covers the service the user was sent from. A public URL on
-/// an IP address is used as it is. No trailing slash.
-pub fn login_base(public_url: &str, domain: &str) -> String {
+/// Where the users of external domain `domain` sign in, so that the session cookie a sign-in
+/// sets (`Domain=<domain>`, see `session_cookie`) covers the service they came from:
+/// - the public URL, when its host belongs to this domain (the most specific of `domains`);
+/// - otherwise a host under the domain named like the public URL's first label
+///   (`https://auth.lab.test` gives `https://auth.other.test`), or, when a service (`taken`)
+///   already has that name, the first free of `login`, `signin`, `sso`; with the public URL's
+///   scheme and `port` (the edge's, which serves that host);
+/// - the public URL as it is when it names an IP address or cannot be read, or no name is free.
+///
+/// No trailing slash.
+pub fn login_base(
+    public_url: &str,
+    domain: &str,
+    domains: &[&str],
+    taken: impl Fn(&str) -> bool,
+    port: Option<u16>,
+) -> String {
     let base = public_url.trim_end_matches('/');
     let Ok(url) = url::Url::parse(base) else {
         return base.to_owned();
@@ -100,13 +111,20 @@ pub fn login_base(public_url: &str, domain: &str) -> String {
         return base.to_owned();
     };
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    let host = host.to_ascii_lowercase();
-    if host == domain || host.ends_with(&format!(".{domain}")) {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if domain_of(&host, domains).is_some_and(|d| d.eq_ignore_ascii_case(&domain)) {
         return base.to_owned();
     }
-    let label = host.split('.').next().unwrap_or("auth");
-    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-    format!("{}://{label}.{domain}{port}", url.scheme())
+    let first = host.split('.').next().unwrap_or("auth").to_owned();
+    let free = [first.as_str(), "login", "signin", "sso"]
+        .into_iter()
+        .map(|label| format!("{label}.{domain}"))
+        .find(|h| !taken(h));
+    let Some(login) = free else {
+        return base.to_owned();
+    };
+    let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{}://{login}{port}", url.scheme())
 }
 
 fn under_any(host: &str, domains: &[&str]) -> bool {
@@ -190,19 +208,39 @@ mod tests {
     #[test]
     fn each_domain_signs_in_on_its_own_host() {
         let p = "https://auth.lab.test:8443/";
-        assert_eq!(login_base(p, "lab.test"), "https://auth.lab.test:8443");
-        assert_eq!(login_base(p, "other.test"), "https://auth.other.test:8443");
+        let d = ["lab.test", "other.test", "example.org", "lab.example.org"];
+        let none = |_: &str| false;
+        let base = |p: &str, dom: &str, port| login_base(p, dom, &d, none, port);
+        assert_eq!(base(p, "lab.test", None), "https://auth.lab.test:8443");
+        assert_eq!(base(p, "other.test", None), "https://auth.other.test");
         assert_eq!(
-            login_base("https://sso.corp.example", "Team.Example.NET."),
-            "https://sso.team.example.net"
+            base(p, "other.test", Some(9443)),
+            "https://auth.other.test:9443"
         );
         assert_eq!(
-            login_base("http://127.0.0.1:8080", "lab.test"),
+            base("https://sso.corp.example", "Other.TEST.", None),
+            "https://sso.other.test"
+        );
+        assert_eq!(
+            base("http://127.0.0.1:8080", "lab.test", None),
             "http://127.0.0.1:8080"
         );
         assert_eq!(
-            login_base("https://x.lab.test", "lab.test"),
+            base("https://x.lab.test", "lab.test", None),
             "https://x.lab.test"
+        );
+        // Nested domains: the public URL belongs to the most specific one only.
+        let nested = "https://auth.lab.example.org";
+        assert_eq!(base(nested, "lab.example.org", None), nested);
+        assert_eq!(
+            base(nested, "example.org", None),
+            "https://auth.example.org"
+        );
+        // A service already called `auth`: the next free name.
+        let taken = |h: &str| h == "auth.other.test" || h == "login.other.test";
+        assert_eq!(
+            login_base(p, "other.test", &d, taken, None),
+            "https://signin.other.test"
         );
     }
 }

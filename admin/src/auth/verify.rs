@@ -244,12 +244,19 @@ fn unauthorized(s: &AdminState, snap: &Snapshot, headers: &HeaderMap) -> Respons
     let domains = super::domains(snap);
     let target = original_url(headers).and_then(|u| redirect::safe_target(&u, &domains));
     // Sign in on a host of the target's own domain, so the cookie set there reaches it.
-    let domain = target
-        .as_deref()
-        .and_then(|t| url::Url::parse(t).ok())
+    let target_url = target.as_deref().and_then(|t| url::Url::parse(t).ok());
+    let domain = target_url
+        .as_ref()
         .and_then(|u| u.host_str().and_then(|h| redirect::domain_of(h, &domains)));
     let base = match domain {
-        Some(d) => redirect::login_base(&s.public_url, d),
+        Some(d) => redirect::login_base(
+            &s.public_url,
+            d,
+            &domains,
+            |h| snap.naming.http_service_by_host.contains_key(h),
+            // The edge serves that host on the port the browser used for the service.
+            target_url.as_ref().and_then(url::Url::port),
+        ),
         None => s.public_url.trim_end_matches('/').to_owned(),
     };
     let mut login = format!("{base}/login");
