@@ -352,14 +352,7 @@ proxy_set_header Host $host;\n            proxy_set_header Connection \"\";\n   
         }
         // The sign-in host over plain HTTP, when that is how users reach it.
         if let Some((h, false)) = &login_here {
-            let _ = writeln!(
-                out,
-                "    server {{\n        listen {};\n        server_name {h};",
-                cx.addr(o.http_port)
-            );
-            out.push_str("        location / {\n");
-            siteward_proxy(&mut out, up, "            ");
-            out.push_str("        }\n    }\n");
+            login_server(&mut out, &cx, h, None, up);
         }
         if !tls {
             out.push_str(
@@ -378,15 +371,7 @@ proxy_set_header Host $host;\n            proxy_set_header Connection \"\";\n   
 
         // The sign-in pages on a host of this domain, so the session cookie covers the domain.
         if let Some((h, true)) = &login_here {
-            let _ = writeln!(
-                out,
-                "    server {{\n        listen {} ssl;\n        server_name {h};",
-                cx.addr(o.https_port)
-            );
-            cx.certs(&mut out, &name, "        ");
-            out.push_str("        location / {\n");
-            siteward_proxy(&mut out, up, "            ");
-            out.push_str("        }\n    }\n");
+            login_server(&mut out, &cx, h, Some(&name), up);
         }
 
         for s in http.iter().filter(|s| s.external_domain_id == d.id) {
@@ -447,6 +432,25 @@ proxy_set_header Host $host;\n            proxy_set_header Connection \"\";\n   
         out.push_str("}\n");
     }
     Ok(out)
+}
+
+/// The server of a sign-in host `h`: over TLS with `tls_domain`'s certificate, else plain HTTP;
+/// everything goes to siteward.
+fn login_server(out: &mut String, cx: &Ctx<'_>, h: &str, tls_domain: Option<&str>, up: &str) {
+    let listen = match tls_domain {
+        Some(_) => format!("{} ssl", cx.addr(cx.o.https_port)),
+        None => cx.addr(cx.o.http_port),
+    };
+    let _ = writeln!(
+        out,
+        "    server {{\n        listen {listen};\n        server_name {h};"
+    );
+    if let Some(domain) = tls_domain {
+        cx.certs(out, domain, "        ");
+    }
+    out.push_str("        location / {\n");
+    siteward_proxy(out, up, "            ");
+    out.push_str("        }\n    }\n");
 }
 
 fn siteward_proxy(out: &mut String, up: &str, i: &str) {
