@@ -586,6 +586,189 @@ mod tests {
         );
     }
 
+    use siteward_store::{
+        Container, ContainerId, ExternalDomainId, ServiceId, Site, SiteId, TransportService,
+    };
+    use std::sync::Arc;
+
+    /// One site, one container at 10.0.0.5, the given domains (all of the site) and services
+    /// (`label`, domain id, sign-in required).
+    fn world(domains: &[(i64, &str)], services: &[(&str, i64, bool)]) -> (SiteView, Naming) {
+        let now = chrono::Utc::now();
+        let container = Arc::new(Container {
+            id: ContainerId(1),
+            hostname: "web".into(),
+            username: None,
+            status: "running".into(),
+            template: None,
+            creation_job_id: None,
+            node_id: siteward_store::NodeId(1),
+            site_id: SiteId(1),
+            container_id: Some(100),
+            mac_address: None,
+            ipv4_address: Some(std::net::Ipv4Addr::new(10, 0, 0, 5)),
+            ai_container: None,
+            nvidia_requested: false,
+            created_at: now,
+            updated_at: now,
+        });
+        let site = SiteView {
+            site: Site {
+                id: SiteId(1),
+                name: "lab".into(),
+                internal_domain: "lab.internal".into(),
+                dhcp_range: None,
+                subnet_mask: None,
+                gateway: None,
+                dns_forwarders: Vec::new(),
+                external_ip: None,
+                dns_serial: 1,
+                created_at: now,
+                updated_at: now,
+            },
+            nodes: Vec::new(),
+            containers: vec![container.clone()],
+            dns_services: Vec::new(),
+            records: Vec::new(),
+        };
+        let external_domains: Vec<ExternalDomain> = domains
+            .iter()
+            .map(|(id, name)| ExternalDomain {
+                id: ExternalDomainId(*id),
+                domain: (*name).into(),
+                acme_email: None,
+                acme_directory: None,
+                cloudflare_api_email: None,
+                has_cloudflare_api_key: false,
+                site_id: Some(SiteId(1)),
+                auth_server: Some("http://127.0.0.1:8080".into()),
+            })
+            .collect();
+        let http_services: Vec<HttpService> = services
+            .iter()
+            .enumerate()
+            .map(|(i, (label, domain, auth))| HttpService {
+                service_id: ServiceId(i as i64 + 1),
+                container_id: ContainerId(1),
+                container_port: 8000,
+                external_hostname: (*label).into(),
+                external_domain_id: ExternalDomainId(*domain),
+                backend_protocol: "http".into(),
+                auth_required: *auth,
+                allowed_groups: Vec::new(),
+            })
+            .collect();
+        let http_service_by_host = http_services
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let d = domains
+                    .iter()
+                    .find(|(id, _)| *id == s.external_domain_id.0)?;
+                Some((format!("{}.{}", s.external_hostname, d.1), i))
+            })
+            .collect();
+        let naming = Naming {
+            containers: [(ContainerId(1), container)].into_iter().collect(),
+            http_services,
+            http_service_by_host,
+            transport_services: vec![TransportService {
+                service_id: ServiceId(99),
+                container_id: ContainerId(1),
+                container_port: 5432,
+                protocol: "tcp".into(),
+                external_port: 5432,
+                use_tls: true,
+            }],
+            external_domains,
+            ..Naming::default()
+        };
+        (site, naming)
+    }
+
+    fn count(text: &str, what: &str) -> usize {
+        text.matches(what).count()
+    }
+
+    #[test]
+    fn plain_http_sign_in_and_a_domain_waiting_for_its_certificate() {
+        let (site, naming) = world(
+            &[(1, "lab.test"), (2, "other.test")],
+            &[("app", 1, true), ("wiki", 2, true)],
+        );
+        let pending = [ExternalDomainId(2)].into_iter().collect();
+        let o = RenderOptions::default();
+        let text = render(&site, &naming, "http://auth.lab.test", &o, &pending)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(count(&text, "{"), count(&text, "}"), "{text}");
+        // Only the sign-in hosts go to siteward over plain HTTP; the rest of each domain is
+        // redirected (or, waiting for its certificate, answered 503).
+        assert_eq!(
+            count(&text, "listen 80;\n        server_name auth.lab.test;"),
+            1,
+            "{text}"
+        );
+        assert_eq!(
+            count(&text, "listen 80;\n        server_name auth.other.test;"),
+            1,
+            "{text}"
+        );
+        assert_eq!(
+            count(&text, "return 301 https://$host$request_uri;"),
+            1,
+            "{text}"
+        );
+        assert_eq!(count(&text, "return 503;"), 1, "{text}");
+        // No TLS server and no certificate for the waiting domain; its service comes later.
+        assert!(!text.contains("other.test/fullchain.pem"), "{text}");
+        assert!(!text.contains("server_name wiki.other.test;"), "{text}");
+        assert!(text.contains("server_name app.lab.test;"), "{text}");
+        // The TLS transport service uses the domain that has a certificate.
+        assert!(text.contains("listen 5432 ssl;"), "{text}");
+        assert!(text.contains("lab.test/fullchain.pem"), "{text}");
+    }
+
+    #[test]
+    fn nested_domains_each_get_their_own_sign_in_host() {
+        let (site, naming) = world(
+            &[(1, "example.org"), (2, "lab.example.org")],
+            &[("app", 1, true), ("auth", 1, false)],
+        );
+        let text = render(
+            &site,
+            &naming,
+            "https://auth.lab.example.org",
+            &RenderOptions::default(),
+            &BTreeSet::new(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(count(&text, "{"), count(&text, "}"), "{text}");
+        assert_eq!(
+            count(&text, "server_name auth.lab.example.org;"),
+            1,
+            "{text}"
+        );
+        // example.org's first choice `auth` is a service: its sign-in host is the next name.
+        assert_eq!(count(&text, "server_name auth.example.org;"), 1, "{text}");
+        assert_eq!(count(&text, "server_name login.example.org;"), 1, "{text}");
+    }
+
+    #[test]
+    fn a_tls_transport_service_is_never_served_in_the_clear() {
+        let (site, naming) = world(&[(1, "lab.test")], &[]);
+        let pending = [ExternalDomainId(1)].into_iter().collect();
+        let text = render(
+            &site,
+            &naming,
+            "https://auth.lab.test",
+            &RenderOptions::default(),
+            &pending,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!text.contains("listen 5432"), "{text}");
+        assert!(text.contains("service 99: TLS wanted"), "{text}");
+    }
+
     #[test]
     fn etags_follow_the_text() {
         assert_eq!(etag("a"), etag("a"));
