@@ -281,6 +281,7 @@ impl Acme {
     /// One scheduler pass at `now`: orders every managed domain whose certificate is due and
     /// whose backoff has passed. Domains another process is ordering are skipped.
     pub async fn renew_due(&self, now: DateTime<Utc>) -> Result<Vec<(String, Outcome)>, Error> {
+        self.withdraw_for_deleted_domains().await;
         let mut out = Vec::new();
         for mut info in self.store.certificates().await? {
             let Ok(domain) = self.domain(info.external_domain_id) else {
@@ -814,6 +815,41 @@ impl Acme {
             Err(e) => {
                 tracing::warn!(error = %e, "withdrawing a challenge failed");
                 progress(&format!("could not withdraw a challenge record: {e}"));
+            }
+        }
+    }
+
+    /// Withdraws what unfinished orders of domains deleted since left in our zones and on the
+    /// HTTP-01 listener. A Cloudflare record cannot be reached any more (the credentials went
+    /// with the domain): it is logged for the operator and forgotten.
+    async fn withdraw_for_deleted_domains(&self) {
+        let left = match self.store.challenges_of_deleted_domains().await {
+            Ok(left) => left,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading challenge answers of deleted domains failed");
+                return;
+            }
+        };
+        for (note, kind, reference, zone) in left {
+            let done = match solver::Published::from_note(&kind, &reference) {
+                // Our zone's records and HTTP-01 tokens need no solver of the domain's.
+                Some(p @ (solver::Published::Txt(_) | solver::Published::Http(_))) => {
+                    solver::Solver::Http01.withdraw(&self.store, p).await
+                }
+                _ => {
+                    tracing::warn!(%kind, %reference, ?zone, "a challenge record of a deleted domain cannot be withdrawn; delete it by hand");
+                    Ok(())
+                }
+            };
+            match done {
+                Ok(()) => {
+                    if let Err(e) = self.store.challenge_withdrawn(note).await {
+                        tracing::warn!(error = %e, "forgetting a withdrawn challenge failed");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "withdrawing a deleted domain's challenge failed")
+                }
             }
         }
     }

@@ -465,6 +465,18 @@ impl Store {
         .await?)
     }
 
+    /// Answers published for domains deleted since: `(note id, kind, reference, zone)`.
+    pub async fn challenges_of_deleted_domains(
+        &self,
+    ) -> Result<Vec<(i64, String, String, Option<String>)>> {
+        Ok(sqlx::query_as(
+            "SELECT id, kind, reference, zone FROM acme_published
+             WHERE external_domain_id IS NULL ORDER BY id",
+        )
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     /// How many `_acme-challenge` TXT records the zones hold (cleanup checks).
     pub async fn challenge_txt_count(&self) -> Result<i64> {
         Ok(sqlx::query_scalar(

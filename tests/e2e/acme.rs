@@ -601,6 +601,31 @@ async fn renews_on_time_once_and_backs_off_after_failures() -> TestResult {
     store
         .challenge_published(id, "txt", &stale.0.to_string(), None)
         .await?;
+    // And what one left for a domain deleted since: withdrawn by the scheduler's next pass.
+    let gone = store
+        .create_domain(siteward_store::resources::DomainInput {
+            domain: Some("gone.example".into()),
+            ..Default::default()
+        })
+        .await?;
+    let orphan = store
+        .put_challenge_txt(site, "_acme-challenge.gone", "left for a deleted domain")
+        .await?;
+    store
+        .challenge_published(gone.id, "txt", &orphan.0.to_string(), None)
+        .await?;
+    store
+        .put_http_challenge(
+            "orphan-token",
+            "orphan-token.x",
+            chrono::Utc::now() + chrono::Duration::hours(1),
+        )
+        .await?;
+    store
+        .challenge_published(gone.id, "http", "orphan-token", None)
+        .await?;
+    store.delete_domain(gone.id).await?;
+    store.reload(siteward_store::Dirty::ALL).await?;
 
     // Never issued: due at once.
     let t0 = chrono::Utc::now();
@@ -611,6 +636,13 @@ async fn renews_on_time_once_and_backs_off_after_failures() -> TestResult {
     );
     assert_eq!(store.challenge_txt_count().await?, 0);
     assert!(store.challenges_left(id).await?.is_empty());
+    assert!(store.challenges_of_deleted_domains().await?.is_empty());
+    assert_eq!(
+        store
+            .http_challenge("orphan-token", chrono::Utc::now())
+            .await?,
+        None
+    );
     let first = store.certificate(id).await?;
     let (nb, na, renew) = (
         first.not_before.ok_or("no not_before")?,
