@@ -276,8 +276,8 @@ pub struct HttpConfig {
     #[serde(deserialize_with = "lenient")]
     pub tls_reload_seconds: u64,
     /// Addresses or networks (`10.0.0.0/24`, comma-separated) of the edge NGINX, whose
-    /// `X-Real-IP` and `X-Forwarded-*` headers are believed; loopback by default. Anyone
-    /// else's are ignored.
+    /// `X-Real-IP` and `X-Forwarded-For` (the client's address) are believed; loopback by
+    /// default. Anyone else's are removed.
     #[serde(deserialize_with = "network_list")]
     pub trusted_proxies: Vec<ipnetwork::IpNetwork>,
 }

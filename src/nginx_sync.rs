@@ -111,12 +111,16 @@ fn nginx(args: &NginxSync, conf: &Path, extra: &[&str]) -> anyhow::Result<std::p
         .with_context(|| format!("cannot run {}", args.nginx))
 }
 
+/// The directory `path` is in.
+fn dir_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// The candidate file next to `path` (same directory, so relative includes resolve alike).
 fn candidate(path: &Path) -> anyhow::Result<std::path::PathBuf> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = dir_of(path);
     let name = path
         .file_name()
         .context("--out must name a file")?
@@ -135,10 +139,7 @@ fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Renames the checked candidate `tmp` over `path`, durably.
 fn put_in_place(tmp: &Path, path: &Path) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = dir_of(path);
     std::fs::rename(tmp, path)
         .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
     if let Ok(d) = std::fs::File::open(dir) {
@@ -150,30 +151,29 @@ fn put_in_place(tmp: &Path, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes `text` to the candidate `tmp`, has NGINX check it, and renames it over `--out`.
+fn check_and_place(args: &NginxSync, tmp: &Path, text: &str) -> anyhow::Result<()> {
+    write_file(tmp, text)?;
+    let check = nginx(args, tmp, &["-t", "-q"])?;
+    if !check.status.success() {
+        let why = String::from_utf8_lossy(&check.stderr).trim().to_owned();
+        bail!("nginx -t rejected the new configuration (the installed file is unchanged): {why}");
+    }
+    put_in_place(tmp, &args.out)
+}
+
 fn install(args: &NginxSync, previous: Option<&str>, text: &str) -> anyhow::Result<Outcome> {
     if previous == Some(text) {
         return Ok(Outcome::Unchanged);
     }
     // Checked before it replaces anything: a bad configuration is never live, not even for the
-    // moment a rollback would take.
+    // moment a rollback would take. A candidate that does not make it into place is removed.
     let tmp = candidate(&args.out)?;
-    let checked = write_file(&tmp, text).and_then(|()| nginx(args, &tmp, &["-t", "-q"]));
-    let check = match checked {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    if !check.status.success() {
+    let placed = check_and_place(args, &tmp, text);
+    if placed.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        let why = String::from_utf8_lossy(&check.stderr).trim().to_owned();
-        bail!("nginx -t rejected the new configuration (the installed file is unchanged): {why}");
     }
-    if let Err(e) = put_in_place(&tmp, &args.out) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    placed?;
     if !args.no_reload {
         let reload = nginx(args, &args.out, &["-s", "reload"])?;
         if !reload.status.success() {

@@ -367,7 +367,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // NGINX on this machine finds the certificates where the ACME side writes them (when
         // it runs, and when the path can be written into an NGINX configuration).
         state.acme_enabled = config.acme.enabled;
-        state.cert_dir = std::path::absolute(acme_settings(&config).cert_dir)
+        state.cert_dir = std::path::absolute(&acme.settings().cert_dir)
             .ok()
             .map(|p| p.display().to_string())
             .filter(|p| {

@@ -494,13 +494,7 @@ impl Acme {
                 // installation again (see `install_stored`) without ordering anew.
                 if let Err(e) = self.install(domain, &cert, progress).await {
                     let message = format!("issued and stored, but {e}; installation is retried");
-                    if let Err(e) = self
-                        .store
-                        .certificate_install_failed(domain.id, &message)
-                        .await
-                    {
-                        tracing::warn!(error = %e, "recording the installation failure failed");
-                    }
+                    self.install_failed(domain, &message).await;
                     progress(&message);
                     return Err(Error::Install(message));
                 }
@@ -584,53 +578,56 @@ impl Acme {
     }
 
     async fn install_stored_locked(&self, domain: &ExternalDomain, dir: &std::path::Path) {
-        {
-            let material = match self.store.certificate_material(domain.id).await {
-                Ok(Some(m)) => m,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the stored certificate failed");
-                    return;
-                }
-            };
-            // The stored certificate may be newer than `info` (another process renewed it
-            // meanwhile): its own serial is what gets recorded.
-            let serial = match files::describe(&material.0) {
-                Ok(c) => c.serial,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the stored certificate is unreadable");
-                    return;
-                }
-            };
-            if files::installed(dir, &serial) {
+        let material = match self.store.certificate_material(domain.id).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the stored certificate failed");
                 return;
             }
-            let cert = IssuedCertificate {
-                serial,
-                chain_pem: material.0,
-                key_pem: material.1,
-                ..IssuedCertificate::default()
-            };
-            let log = |line: &str| tracing::info!("{line}");
-            match self.install(domain, &cert, &log).await {
-                Ok(()) => {
-                    tracing::info!("installed the stored certificate");
-                    if let Err(e) = self.store.certificate_installed(domain.id).await {
-                        tracing::warn!(error = %e, "recording the installation failed");
-                    }
-                }
-                Err(e) => {
-                    let message = format!("installing the certificate failed: {e}");
-                    tracing::warn!("{message}");
-                    if let Err(e) = self
-                        .store
-                        .certificate_install_failed(domain.id, &message)
-                        .await
-                    {
-                        tracing::warn!(error = %e, "recording the installation failure failed");
-                    }
+        };
+        // The stored certificate may be newer than `info` (another process renewed it
+        // meanwhile): its own serial is what gets recorded.
+        let serial = match files::describe(&material.0) {
+            Ok(c) => c.serial,
+            Err(e) => {
+                tracing::warn!(error = %e, "the stored certificate is unreadable");
+                return;
+            }
+        };
+        if files::installed(dir, &serial) {
+            return;
+        }
+        let cert = IssuedCertificate {
+            serial,
+            chain_pem: material.0,
+            key_pem: material.1,
+            ..IssuedCertificate::default()
+        };
+        let log = |line: &str| tracing::info!("{line}");
+        match self.install(domain, &cert, &log).await {
+            Ok(()) => {
+                tracing::info!("installed the stored certificate");
+                if let Err(e) = self.store.certificate_installed(domain.id).await {
+                    tracing::warn!(error = %e, "recording the installation failed");
                 }
             }
+            Err(e) => {
+                let message = format!("installing the certificate failed: {e}");
+                tracing::warn!("{message}");
+                self.install_failed(domain, &message).await;
+            }
+        }
+    }
+
+    /// Records why an issued certificate is not installed (its `last_error`).
+    async fn install_failed(&self, domain: &ExternalDomain, message: &str) {
+        if let Err(e) = self
+            .store
+            .certificate_install_failed(domain.id, message)
+            .await
+        {
+            tracing::warn!(error = %e, "recording the installation failure failed");
         }
     }
 
@@ -830,25 +827,19 @@ impl Acme {
                 return;
             }
         };
+        let log = |line: &str| tracing::warn!("{line}");
         for (note, kind, reference, zone) in left {
-            let done = match solver::Published::from_note(&kind, &reference) {
+            match solver::Published::from_note(&kind, &reference) {
                 // Our zone's records and HTTP-01 tokens need no solver of the domain's.
                 Some(p @ (solver::Published::Txt(_) | solver::Published::Http(_))) => {
-                    solver::Solver::Http01.withdraw(&self.store, p).await
+                    self.withdraw(&solver::Solver::Http01, p, Some(note), &log)
+                        .await;
                 }
                 _ => {
                     tracing::warn!(%kind, %reference, ?zone, "a challenge record of a deleted domain cannot be withdrawn; delete it by hand");
-                    Ok(())
-                }
-            };
-            match done {
-                Ok(()) => {
                     if let Err(e) = self.store.challenge_withdrawn(note).await {
-                        tracing::warn!(error = %e, "forgetting a withdrawn challenge failed");
+                        tracing::warn!(error = %e, "forgetting a challenge note failed");
                     }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "withdrawing a deleted domain's challenge failed")
                 }
             }
         }

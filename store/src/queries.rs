@@ -179,24 +179,8 @@ impl Store {
         keep: Option<&str>,
     ) -> Result<()> {
         let hash = check_and_hash(password, self.hash_cost()).await?;
-        let keep_hash = keep.and_then(crate::auth::cookie_hash).unwrap_or_default();
         let mut tx = self.pool().begin().await?;
-        let uid: Option<Uid> = sqlx::query_scalar(
-            "UPDATE users SET user_password = $2, password_changed_at = now() WHERE username = $1
-             RETURNING uid_number",
-        )
-        .bind(username.to_ascii_lowercase())
-        .bind(hash)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(uid) = uid else {
-            return Err(StoreError::NotFound { entity: "user" });
-        };
-        sqlx::query("DELETE FROM sessions WHERE uid_number = $1 AND id_hash <> $2")
-            .bind(uid)
-            .bind(&keep_hash)
-            .execute(&mut *tx)
-            .await?;
+        let uid = replace_password(&mut tx, username, hash, keep).await?;
         tx.commit().await?;
         self.forget_sessions_of(uid);
         Ok(())
@@ -443,6 +427,33 @@ impl Store {
 }
 
 /// Rejects passwords nobody should have, then hashes.
+/// Inside `tx`: stores a password `hash` for `username` and ends every session of the user but
+/// the one the cookie value `keep` names. The caller commits, then forgets the user's cached
+/// sessions.
+pub(crate) async fn replace_password(
+    tx: &mut sqlx::PgConnection,
+    username: &str,
+    hash: String,
+    keep: Option<&str>,
+) -> Result<Uid> {
+    let uid: Option<Uid> = sqlx::query_scalar(
+        "UPDATE users SET user_password = $2, password_changed_at = now() WHERE username = $1
+         RETURNING uid_number",
+    )
+    .bind(username.to_ascii_lowercase())
+    .bind(hash)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let uid = uid.ok_or(StoreError::NotFound { entity: "user" })?;
+    let keep_hash = keep.and_then(crate::auth::cookie_hash).unwrap_or_default();
+    sqlx::query("DELETE FROM sessions WHERE uid_number = $1 AND id_hash <> $2")
+        .bind(uid)
+        .bind(&keep_hash)
+        .execute(&mut *tx)
+        .await?;
+    Ok(uid)
+}
+
 pub(crate) async fn check_and_hash(
     password: String,
     cost: crate::password::HashCost,

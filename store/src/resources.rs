@@ -1381,7 +1381,8 @@ impl Store {
         Ok((info.ok_or(not_found("user"))?, token))
     }
 
-    /// Uses a reset token: sets the password, marks the token used (once).
+    /// Uses a reset token: sets the password, marks the token used (once), and ends every
+    /// session of the user.
     pub async fn consume_password_reset(
         &self,
         token: &str,
@@ -1403,17 +1404,13 @@ impl Store {
                 .bind(uid)
                 .fetch_one(&mut *tx)
                 .await?;
-        // Validate and hash before committing the token's use.
+        // Validate and hash before committing the token's use. Every session of the user ends
+        // with it, like on any password change.
         let hash = crate::queries::check_and_hash(password, self.hash_cost()).await?;
-        sqlx::query(
-            "UPDATE users SET user_password = $2, password_changed_at = now() WHERE username = $1",
-        )
-        .bind(username)
-        .bind(hash)
-        .execute(&mut *tx)
-        .await?;
+        let uid = crate::queries::replace_password(&mut tx, &username, hash, None).await?;
         tx.commit().await?;
-        Ok(Uid(uid))
+        self.forget_sessions_of(uid);
+        Ok(uid)
     }
 
     /// Deletes expired and used tokens and expired sessions. Returns how many went.

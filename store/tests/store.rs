@@ -682,6 +682,12 @@ async fn a_password_change_ends_the_other_sessions(pool: PgPool) -> TestResult {
             .await,
         Err(StoreError::NotFound { .. })
     ));
+    // A reset token's use ends every session too.
+    let (last, _) = s.create_session(uid, ttl, None, None, now).await?;
+    let (_, token) = s.create_password_reset(uid, now).await?;
+    s.consume_password_reset(&token, "a third long password".into(), now)
+        .await?;
+    assert!(!live(last).await?, "a reset ends every session");
     Ok(())
 }
 

@@ -863,19 +863,17 @@ async fn issues_through_cloudflare() -> TestResult {
         .await?;
     store.reload(siteward_store::Dirty::ALL).await?;
     let certs = tempfile::tempdir()?;
-    let acme = Acme::new(
-        store.clone(),
-        siteward_acme::Settings {
-            default_directory: pebble.directory.clone(),
-            ca_root: Some(pebble.listener_ca.clone()),
-            cert_dir: certs.path().to_owned(),
-            order_timeout: Duration::from_secs(30),
-            propagation_timeout: Duration::from_secs(5),
-            cloudflare_api: sim.url.clone(),
-            nameservers: vec![chall.dns],
-            ..Default::default()
-        },
-    );
+    let settings = siteward_acme::Settings {
+        default_directory: pebble.directory.clone(),
+        ca_root: Some(pebble.listener_ca.clone()),
+        cert_dir: certs.path().to_owned(),
+        order_timeout: Duration::from_secs(30),
+        propagation_timeout: Duration::from_secs(5),
+        cloudflare_api: sim.url.clone(),
+        nameservers: vec![chall.dns],
+        ..Default::default()
+    };
+    let acme = Acme::new(store.clone(), settings.clone());
     let quiet = |_: &str| {};
 
     // API token.
@@ -971,14 +969,9 @@ async fn issues_through_cloudflare() -> TestResult {
     let blind = Acme::new(
         store.clone(),
         siteward_acme::Settings {
-            default_directory: pebble.directory.clone(),
-            ca_root: Some(pebble.listener_ca.clone()),
-            cert_dir: certs.path().to_owned(),
-            order_timeout: Duration::from_secs(30),
             propagation_timeout: Duration::from_millis(500),
-            cloudflare_api: sim.url.clone(),
             nameservers: vec![std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?],
-            ..Default::default()
+            ..settings
         },
     );
     let posts_before = posts(&sim.log());

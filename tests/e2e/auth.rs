@@ -1678,56 +1678,30 @@ async fn pages_refuse_csrf_less_posts_and_work_with_tokens() -> TestResult {
     let page = b.get(auth("/login")).send().await?;
     let (csrf_cookie, _) = set_cookie(page.headers(), "siteward_csrf").ok_or("csrf cookie")?;
     let token = csrf_field(&page.text().await?)?;
-    for _ in 0..10 {
-        let res = b
-            .post(auth("/login"))
+    let login = |user: String, password: &'static str| {
+        b.post(auth("/login"))
             .header(COOKIE, &csrf_cookie)
             .form(&[
-                ("username", "dave"),
-                ("password", "wrong"),
+                ("username", user.as_str()),
+                ("password", password),
                 ("csrf", token.as_str()),
             ])
             .send()
-            .await?;
+    };
+    for _ in 0..10 {
+        let res = login("dave".into(), "wrong").await?;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     }
-    let res = b
-        .post(auth("/login"))
-        .header(COOKIE, &csrf_cookie)
-        .form(&[
-            ("username", "dave"),
-            ("password", PASSWORD),
-            ("csrf", token.as_str()),
-        ])
-        .send()
-        .await?;
+    let res = login("dave".into(), PASSWORD).await?;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
 
     // Per address: failures spread over many accounts (dave's 10 count too) block the address
     // at 30, even for an account with no failures of its own and the right password.
     for i in 0..20 {
-        let res = b
-            .post(auth("/login"))
-            .header(COOKIE, &csrf_cookie)
-            .form(&[
-                ("username", format!("guess{i}").as_str()),
-                ("password", "wrong"),
-                ("csrf", token.as_str()),
-            ])
-            .send()
-            .await?;
+        let res = login(format!("guess{i}"), "wrong").await?;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
     }
-    let res = b
-        .post(auth("/login"))
-        .header(COOKIE, &csrf_cookie)
-        .form(&[
-            ("username", "alice"),
-            ("password", PASSWORD),
-            ("csrf", token.as_str()),
-        ])
-        .send()
-        .await?;
+    let res = login("alice".into(), PASSWORD).await?;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     Ok(())
 }

@@ -2093,7 +2093,6 @@ async fn use_reset(
         .await
     {
         Ok(uid) => {
-            s.store.delete_sessions_of(uid).await?;
             let actor = Actor {
                 uid: Some(uid),
                 name: None,
@@ -2339,14 +2338,17 @@ async fn site_nginx_conf(
     // Domains without usable certificate files yet get no TLS server (nginx -t would refuse
     // the whole configuration). Known for certain when the files are ours; otherwise: domains
     // this server obtains certificates for (ACME on, an ACME contact) and has none of yet.
-    let issued: std::collections::BTreeSet<_> = s
-        .store
-        .certificates()
-        .await?
-        .into_iter()
-        .filter(|c| c.serial.is_some())
-        .map(|c| c.external_domain_id)
-        .collect();
+    let issued: std::collections::BTreeSet<_> = if own_files || !s.acme_enabled {
+        Default::default()
+    } else {
+        s.store
+            .certificates()
+            .await?
+            .into_iter()
+            .filter(|c| c.serial.is_some())
+            .map(|c| c.external_domain_id)
+            .collect()
+    };
     let pending = snap
         .naming
         .external_domains

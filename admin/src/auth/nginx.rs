@@ -334,11 +334,9 @@ proxy_set_header Host $host;\n            proxy_set_header Connection \"\";\n   
         // This domain's sign-in host (see `redirect::login_base`), unless it is not under the
         // domain (a public URL on an address) or a service already has that name.
         let login_here = login_host(&name).filter(|(h, _)| {
-            let is_service = http.iter().any(|s| {
-                s.external_domain_id == d.id
-                    && format!("{}.{name}", s.external_hostname.to_ascii_lowercase()) == *h
-            });
-            (h == &name || h.ends_with(&format!(".{name}"))) && safe_name(h) && !is_service
+            (h == &name || h.ends_with(&format!(".{name}")))
+                && safe_name(h)
+                && !naming.http_service_by_host.contains_key(h)
         });
         let tls = !pending.contains(&d.id);
         if tls {

@@ -658,9 +658,6 @@ async fn reset(
         .await
     {
         Ok(uid) => {
-            if let Err(e) = s.store.delete_sessions_of(uid).await {
-                tracing::error!(error = %e, "ending sessions after a reset failed");
-            }
             let actor = Actor {
                 uid: Some(uid),
                 name: None,
