@@ -164,11 +164,24 @@ pub struct Server {
     child: Child,
     logs: Arc<Mutex<Vec<String>>>,
     _tmp: Option<tempfile::TempDir>,
+    /// The copy of the binary a `run_as` server runs.
+    _bin_dir: Option<tempfile::TempDir>,
     pub db: Option<TestDb>,
 }
 
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_siteward")
+}
+
+/// A copy of the siteward binary in a fresh directory every user may enter and run it from.
+fn reachable_copy_of_binary() -> TestResult<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let copy = dir.path().join("siteward");
+    std::fs::copy(binary(), &copy)?;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
 }
 
 fn parse_addr(v: &serde_json::Value) -> Option<SocketAddr> {
@@ -198,7 +211,16 @@ impl Server {
                 (Some(tmp), dir)
             }
         };
-        let mut cmd = Command::new(binary());
+        // Another user cannot always reach the build's binary (a checkout under a private
+        // directory, as `mktemp -d` makes): it runs a copy from a directory open to it.
+        let bin_dir = match options.run_as {
+            Some(_) => Some(reachable_copy_of_binary()?),
+            None => None,
+        };
+        let program = bin_dir
+            .as_ref()
+            .map_or_else(|| PathBuf::from(binary()), |d| d.path().join("siteward"));
+        let mut cmd = Command::new(&program);
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(&data_dir)
@@ -293,6 +315,7 @@ impl Server {
             child,
             logs,
             _tmp: tmp,
+            _bin_dir: bin_dir,
             db: None,
         };
         if options.wait_ready {
