@@ -261,9 +261,28 @@ pub struct HttpConfig {
     /// How long a browser session lasts, in hours (1 to 8760).
     #[serde(deserialize_with = "lenient")]
     pub session_ttl_hours: u32,
-    /// Also serve HTTP on this Unix socket (mode 0666: it offers what the TCP listener offers).
-    /// An NGINX on the same machine reaches `/auth/verify` through it for less per request.
+    /// Also serve HTTP on this Unix socket. An NGINX on the same machine reaches
+    /// `/auth/verify` through it for less per request. Whoever can connect to it is believed
+    /// about the client's address (`X-Real-IP`), like a trusted proxy: keep it to the edge's
+    /// group (`unix_socket_mode`, `unix_socket_group`).
     pub unix_socket: Option<PathBuf>,
+    /// The socket's mode, octal (default `0660`: owner and group only).
+    #[serde(deserialize_with = "octal_mode")]
+    pub unix_socket_mode: u32,
+    /// The group the socket belongs to (the edge NGINX's, e.g. `www-data`); default the
+    /// process's own.
+    pub unix_socket_group: Option<String>,
+    /// A listener that serves only `/metrics` and the full `/readyz` (for Prometheus and
+    /// operators), or `off`. The other listeners answer `/metrics` only with `metrics_token`.
+    pub metrics_listen: Listen,
+    /// With this set, `/metrics` on every listener answers `Authorization: Bearer <token>`.
+    pub metrics_token: Option<String>,
+    /// Registrations one client address may attempt per hour (1 to 10000).
+    #[serde(deserialize_with = "lenient")]
+    pub registrations_per_hour: u32,
+    /// Days a self-registered account may wait for approval before it is deleted (1 to 3650).
+    #[serde(deserialize_with = "lenient")]
+    pub pending_account_days: u32,
     /// The same over HTTPS (off by default; an edge NGINX usually terminates TLS).
     pub tls_listen: Listen,
     /// PEM certificate chain for HTTPS; with neither this nor `tls_key`, a self-signed pair is
@@ -322,6 +341,12 @@ impl Default for HttpConfig {
             transport_port_range: (2000, 65535),
             session_ttl_hours: 168,
             unix_socket: None,
+            unix_socket_mode: 0o660,
+            unix_socket_group: None,
+            metrics_listen: Listen::Off,
+            metrics_token: None,
+            registrations_per_hour: 10,
+            pending_account_days: 14,
             tls_listen: Listen::Off,
             tls_cert: None,
             tls_key: None,
@@ -329,6 +354,19 @@ impl Default for HttpConfig {
             trusted_proxies: siteward_admin::default_trusted_proxies(),
         }
     }
+}
+
+/// A file mode as octal text (`"0660"`, `"660"`, `"0o660"`). A TOML number is refused: `0o660`
+/// and `660` would read as two different modes.
+fn octal_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let text = String::deserialize(d)
+        .map_err(|_| serde::de::Error::custom("write the mode as text, like \"0660\""))?;
+    let text = text.trim();
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not a file mode like 0660")))
 }
 
 fn port_range<'de, D: Deserializer<'de>>(d: D) -> Result<(i32, i32), D::Error> {
@@ -584,6 +622,12 @@ const SETTINGS: &[&str] = &[
     "http.transport_port_range",
     "http.session_ttl_hours",
     "http.unix_socket",
+    "http.unix_socket_mode",
+    "http.unix_socket_group",
+    "http.metrics_listen",
+    "http.metrics_token",
+    "http.registrations_per_hour",
+    "http.pending_account_days",
     "http.trusted_proxies",
     "acme.enabled",
     "acme.directory",
@@ -915,6 +959,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("dns.nameservers"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn socket_mode_metrics_and_registration_settings() -> Result<(), ConfigError> {
+        let c = load(None, env(&[]), &[])?;
+        assert_eq!(c.http.unix_socket_mode, 0o660);
+        assert_eq!(c.http.metrics_listen, Listen::Off);
+        assert_eq!(c.http.registrations_per_hour, 10);
+        assert_eq!(c.http.pending_account_days, 14);
+        let f = file("[http]\nunix_socket_mode = \"0600\"\nunix_socket_group = \"www-data\"\nmetrics_token = \"t0ken\"\n");
+        let c = load(
+            Some(f.path()),
+            env(&[("SITEWARD_HTTP__PENDING_ACCOUNT_DAYS", "30")]),
+            &[("http.metrics_listen", "127.0.0.1:0".into())],
+        )?;
+        assert_eq!(c.http.unix_socket_mode, 0o600);
+        assert_eq!(c.http.unix_socket_group.as_deref(), Some("www-data"));
+        assert_eq!(c.http.metrics_token.as_deref(), Some("t0ken"));
+        assert_eq!(c.http.pending_account_days, 30);
+        assert!(matches!(c.http.metrics_listen, Listen::On(_)));
+        for bad in ["\"0999\"", "\"rw-rw----\"", "432", "\"01777\""] {
+            let f = file(&format!("[http]\nunix_socket_mode = {bad}\n"));
+            let err = load(Some(f.path()), env(&[]), &[])
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("unix_socket_mode"), "{bad}: {err}");
+        }
         Ok(())
     }
 

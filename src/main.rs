@@ -84,6 +84,9 @@ struct ServeArgs {
     /// DNS listener address (UDP and TCP), or `off` [default: 127.0.0.1:5300].
     #[arg(long, value_name = "ADDR")]
     dns: Option<String>,
+    /// Metrics listener address (`/metrics`, `/readyz` with reasons), or `off` [default: off].
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 impl Cli {
@@ -103,6 +106,7 @@ impl Cli {
             push("ldap.listen", &args.ldap);
             push("ldap.ldaps_listen", &args.ldaps);
             push("dns.listen", &args.dns);
+            push("http.metrics_listen", &args.metrics);
         }
         flags
     }

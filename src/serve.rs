@@ -219,8 +219,13 @@ fn https_tls(config: &Config) -> anyhow::Result<siteward_store::tls::Tls> {
 }
 
 /// Binds the HTTP Unix socket: a stale socket file from an earlier run is replaced, anything
-/// else at the path is an error. Mode 0666, like a TCP port on loopback.
-fn bind_unix(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
+/// else at the path is an error. Whoever can connect may set `X-Real-IP`, so the socket gets
+/// `http.unix_socket_mode` (0660) and, when set, `http.unix_socket_group` (the edge's group).
+fn bind_unix(
+    path: &std::path::Path,
+    mode: u32,
+    group: Option<&str>,
+) -> anyhow::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
@@ -236,11 +241,35 @@ fn bind_unix(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener>
         std::fs::create_dir_all(dir)
             .with_context(|| format!("http.unix_socket: cannot create {}", dir.display()))?;
     }
-    let listener = tokio::net::UnixListener::bind(path)
-        .with_context(|| format!("http.unix_socket: cannot listen on {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).with_context(|| {
+    let gid = match group {
+        None => None,
+        Some(name) => Some(
+            nix::unistd::Group::from_name(name)
+                .with_context(|| format!("http.unix_socket_group: cannot look up group {name}"))?
+                .with_context(|| format!("http.unix_socket_group: no group named {name}"))?
+                .gid,
+        ),
+    };
+    // Created with no permissions for anyone else, so no other user can connect in the moment
+    // before the mode is set.
+    let listener = {
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let bound = tokio::net::UnixListener::bind(path);
+        nix::sys::stat::umask(old);
+        bound.with_context(|| format!("http.unix_socket: cannot listen on {}", path.display()))?
+    };
+    if let Some(gid) = gid {
+        nix::unistd::chown(path, None, Some(gid)).with_context(|| {
+            format!(
+                "http.unix_socket_group: cannot give {} to group {}",
+                path.display(),
+                group.unwrap_or_default()
+            )
+        })?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).with_context(|| {
         format!(
-            "http.unix_socket: cannot set the mode of {}",
+            "http.unix_socket_mode: cannot set the mode of {}",
             path.display()
         )
     })?;
@@ -255,8 +284,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let ldap = bind_tcp(config.ldap.listen, "LDAP").await?;
     let ldaps = bind_tcp(config.ldap.ldaps_listen, "LDAPS").await?;
     let dns = bind_dns(config.dns.listen).await?;
+    let metrics = bind_tcp(config.http.metrics_listen, "metrics").await?;
     let http_unix = match &config.http.unix_socket {
-        Some(path) => Some(bind_unix(path)?),
+        Some(path) => Some(bind_unix(
+            path,
+            config.http.unix_socket_mode,
+            config.http.unix_socket_group.as_deref(),
+        )?),
         None => None,
     };
 
@@ -269,6 +303,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ldap = %show(ldap.as_ref().and_then(|l| l.local_addr().ok())),
         ldaps = %show(ldaps.as_ref().and_then(|l| l.local_addr().ok())),
         dns = %show(dns.as_ref().and_then(|(u, _)| u.local_addr().ok())),
+        metrics = %show(metrics.as_ref().and_then(|l| l.local_addr().ok())),
         "listening"
     );
 
@@ -308,8 +343,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
 
-    // Expired invites, reset tokens and sessions go away on their own.
+    // Expired invites, reset tokens, sessions and never-approved accounts go away on their own.
     {
+        let pending_days = config.http.pending_account_days.clamp(1, 3650);
         let store = store.clone();
         let shutdown = shutdown.clone();
         let migrated = migrated.clone();
@@ -324,10 +360,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     _ = shutdown.cancelled() => return,
                     _ = every.tick() => {}
                 }
-                match store.cleanup_tokens(chrono::Utc::now()).await {
+                let now = chrono::Utc::now();
+                match store.cleanup_tokens(now).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(removed = n, "expired tokens and sessions removed"),
                     Err(e) => tracing::warn!(error = %e, "token cleanup failed; retrying later"),
+                }
+                let before = now - chrono::Duration::days(i64::from(pending_days));
+                match store.expire_pending_accounts(before).await {
+                    Ok(gone) if gone.is_empty() => {}
+                    Ok(gone) => tracing::info!(
+                        removed = gone.len(),
+                        accounts = %gone.join(","),
+                        days = pending_days,
+                        "self-registered accounts nobody approved were deleted"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "expiring pending accounts failed; retrying later"),
                 }
             }
         });
@@ -360,9 +408,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
-    if http.is_some() || https.is_some() || http_unix.is_some() {
+    if http.is_some() || https.is_some() || http_unix.is_some() || metrics.is_some() {
         let mut state = siteward_admin::Shared::new(store.clone(), registry.clone(), http_metrics);
         state.port_range = config.http.transport_port_range;
+        state.metrics_token = config.http.metrics_token.clone().filter(|t| !t.is_empty());
+        state.login_throttle = siteward_admin::auth::LoginThrottle::with_registrations(
+            config.http.registrations_per_hour.clamp(1, 10_000),
+        );
         state.trusted_proxies = config.http.trusted_proxies.clone();
         // NGINX on this machine finds the certificates where the ACME side writes them (when
         // it runs, and when the path can be written into an NGINX configuration).
@@ -412,6 +464,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracker.spawn(async move {
                 if let Err(e) = siteward_admin::serve_unix(unix, state, shutdown).await {
                     tracing::error!(error = %e, "HTTP server on the Unix socket failed");
+                }
+            });
+        }
+        if let Some(listener) = metrics {
+            let (state, shutdown) = (state.clone(), shutdown.clone());
+            tracker.spawn(async move {
+                if let Err(e) = siteward_admin::serve_ops(listener, state, shutdown).await {
+                    tracing::error!(error = %e, "metrics listener failed");
                 }
             });
         }

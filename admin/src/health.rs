@@ -12,12 +12,22 @@ use serde_json::json;
 
 use crate::AdminState;
 
+/// The public listeners' routes: `/metrics` only with `http.metrics_token`, `/readyz` without
+/// its reasons (which may name the database's trouble).
 pub(crate) fn routes() -> Router<AdminState> {
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz_brief))
+        .route("/metrics", get(metrics_with_token))
         .route("/.well-known/acme-challenge/{token}", get(acme_challenge))
+}
+
+/// The operator's listener (`http.metrics_listen`): metrics and readiness with reasons.
+pub(crate) fn ops_routes() -> Router<AdminState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz_full))
+        .route("/metrics", get(metrics))
 }
 
 /// The key authorization for an HTTP-01 token the ACME side published; 404 for anything else.
@@ -50,8 +60,37 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
+/// 200 when ready, else 503 with no reason: the reasons are on the metrics listener.
+async fn readyz_brief(State(state): State<AdminState>) -> Response {
+    let reasons = not_ready_because(&state).await;
+    if reasons.is_empty() {
+        (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()
+    } else {
+        tracing::debug!(reason = %reasons.join("; "), "readiness: not ready");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not ready" })),
+        )
+            .into_response()
+    }
+}
+
 /// 200 when the database answers and the snapshot is current; 503 with the reason otherwise.
-async fn readyz(State(state): State<AdminState>) -> Response {
+async fn readyz_full(State(state): State<AdminState>) -> Response {
+    let reasons = not_ready_because(&state).await;
+    if reasons.is_empty() {
+        (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not ready", "reason": reasons.join("; ") })),
+        )
+            .into_response()
+    }
+}
+
+/// Why the server is not ready; empty when it is.
+async fn not_ready_because(state: &AdminState) -> Vec<String> {
     let mut reasons = Vec::new();
     for check in &state.readiness {
         if let Some(reason) = check() {
@@ -66,11 +105,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
                 .unwrap_or_else(|| "snapshot not current".into()),
         );
     }
-    let ping = tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query("SELECT 1").execute(state.store.pool()),
-    )
-    .await;
+    let ping = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
     match ping {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
@@ -79,14 +114,25 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         }
         Err(_) => reasons.push("database did not answer within 2 s".into()),
     }
-    if reasons.is_empty() {
-        (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not ready", "reason": reasons.join("; ") })),
-        )
-            .into_response()
+    reasons
+}
+
+/// `/metrics` on a public listener: 404 unless `http.metrics_token` is set and sent as a
+/// bearer token (compared in constant time).
+async fn metrics_with_token(
+    State(state): State<AdminState>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let sent = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match (&state.metrics_token, sent) {
+        (Some(token), Some(sent)) if crate::auth::same_token(token, sent) => {
+            metrics(State(state)).await
+        }
+        _ => StatusCode::NOT_FOUND.into_response(),
     }
 }
 

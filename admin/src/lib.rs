@@ -7,6 +7,7 @@
 //! [`app`] builds the router from an [`AdminState`] with no socket, so tests drive it with
 //! `tower::ServiceExt::oneshot`; [`serve`] runs it on a listener the binary bound.
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 mod health;
@@ -91,6 +92,11 @@ pub struct Shared {
     pub cert_dir: Option<String>,
     /// Whether this server obtains certificates (`acme.enabled`).
     pub acme_enabled: bool,
+    /// The bearer token `/metrics` answers on the public listeners; `None`: only on the
+    /// metrics listener ([`serve_ops`]).
+    pub metrics_token: Option<String>,
+    /// Job event streams (`/jobs/{id}/events`) open per user.
+    pub streams: api::streams::StreamLimit,
 }
 
 /// Starts certificate orders. The binary implements it with the ACME crate (protocol crates do
@@ -124,6 +130,8 @@ impl Shared {
             trusted_proxies: default_trusted_proxies(),
             cert_dir: None,
             acme_enabled: false,
+            metrics_token: None,
+            streams: api::streams::StreamLimit::new(8),
         }
     }
 }
@@ -200,6 +208,28 @@ pub fn app(state: AdminState) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
+}
+
+/// The operator's router: `/metrics`, `/readyz` with its reasons and `/healthz`, nothing else.
+pub fn ops_app(state: AdminState) -> Router {
+    health::ops_routes().with_state(state).layer(
+        tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ),
+    )
+}
+
+/// Serves [`ops_app`] on the metrics listener until `shutdown` is cancelled.
+pub async fn serve_ops(
+    listener: TcpListener,
+    state: AdminState,
+    shutdown: CancellationToken,
+) -> Result<(), AdminError> {
+    axum::serve(listener, ops_app(state).into_make_service())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    Ok(())
 }
 
 /// Serves [`app`] on a Unix socket (for an NGINX on the same machine) until `shutdown` is

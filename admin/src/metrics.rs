@@ -162,6 +162,12 @@ pub(crate) fn render(state: &AdminState) -> Result<String, std::fmt::Error> {
         "siteward_db_pool_connections{{state=\"in_use\"}} {}",
         size.saturating_sub(idle)
     )?;
+    writeln!(out, "# TYPE siteward_http_event_streams gauge")?;
+    writeln!(
+        out,
+        "# HELP siteward_http_event_streams Job event streams open now."
+    )?;
+    writeln!(out, "siteward_http_event_streams {}", state.streams.total())?;
     let snap = state.store.snapshot();
     writeln!(out, "# TYPE siteward_snapshot_age_seconds gauge")?;
     writeln!(

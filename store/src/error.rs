@@ -42,9 +42,29 @@ pub enum StoreError {
     /// Applying migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    /// Any other database error (connection, protocol, unexpected SQL state).
+    /// The database could not be reached (no connection within the pool's timeout, a
+    /// connection lost mid-statement, the server shutting down): nothing was written, and the
+    /// same request may succeed later.
+    #[error("database unavailable: {0}")]
+    Unavailable(sqlx::Error),
+    /// Any other database error (protocol, unexpected SQL state).
     #[error("database error: {0}")]
     Database(sqlx::Error),
+}
+
+impl StoreError {
+    /// Whether the error says the database is out of reach (worth a 503 and a retry), not that
+    /// the request was wrong.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// SQLSTATE classes of a server that is going away or not taking connections: 08 (connection
+/// exception), 57P01-57P03 (admin shutdown, crash shutdown, cannot connect now), 53300 (too many
+/// connections).
+fn unavailable_state(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
 }
 
 /// Shorthand for store results.
@@ -52,8 +72,21 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
-        if let sqlx::Error::RowNotFound = err {
-            return StoreError::NotFound { entity: "row" };
+        match &err {
+            sqlx::Error::RowNotFound => return StoreError::NotFound { entity: "row" },
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => return StoreError::Unavailable(err),
+            _ => {}
+        }
+        if err
+            .as_database_error()
+            .and_then(|db| db.code())
+            .is_some_and(|code| unavailable_state(&code))
+        {
+            return StoreError::Unavailable(err);
         }
         if let Some(db) = err.as_database_error() {
             let constraint = db.constraint().unwrap_or_default().to_owned();

@@ -127,6 +127,12 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(self.pool()).await?;
+        Ok(())
+    }
+
     /// The connection pool.
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool

@@ -100,9 +100,71 @@ fn net4(addr: Option<std::net::Ipv4Addr>) -> Option<ipnetwork::IpNetwork> {
     net(addr.map(std::net::IpAddr::V4))
 }
 
+/// Serializes user creation, so a registration's "is this the first user?" and its insert see
+/// every other creation as either finished or not begun.
+pub(crate) const REGISTER_LOCK: &str =
+    "SELECT pg_advisory_xact_lock(hashtext('siteward.register'))";
+
+/// A user ready to insert: name validated, password hashed, defaults applied.
+pub(crate) struct PreparedUser {
+    pub(crate) username: String,
+    pub(crate) cn: String,
+    pub(crate) sn: String,
+    pub(crate) given_name: Option<String>,
+    pub(crate) mail: Option<String>,
+    pub(crate) keys: Option<String>,
+    pub(crate) hash: Option<String>,
+    pub(crate) status: UserStatus,
+    pub(crate) admin: bool,
+}
+
+/// Inserts a prepared user and its memberships in the caller's transaction.
+pub(crate) async fn insert_user(conn: &mut sqlx::PgConnection, new: &PreparedUser) -> Result<User> {
+    let row: UserRow = sqlx::query_as(&format!(
+        "INSERT INTO users (username, cn, sn, given_name, mail, ssh_public_key, user_password,
+                            status, password_changed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $7 IS NULL THEN NULL ELSE now() END)
+         RETURNING {USER_COLUMNS}"
+    ))
+    .bind(&new.username)
+    .bind(&new.cn)
+    .bind(&new.sn)
+    .bind(&new.given_name)
+    .bind(&new.mail)
+    .bind(&new.keys)
+    .bind(&new.hash)
+    .bind(new.status.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut gids = vec![LDAPUSERS_GID];
+    if new.admin {
+        gids.push(SYSADMINS_GID);
+    }
+    for gid in gids {
+        sqlx::query("INSERT INTO user_groups (uid_number, gid_number) VALUES ($1, $2)")
+            .bind(row.uid_number)
+            .bind(gid)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(User::from(row))
+}
+
 impl Store {
     /// Creates a user with membership of `ldapusers` (and `sysadmins` when `admin`).
     pub async fn create_user(&self, new: NewUser) -> Result<User> {
+        let new = self.prepare_user(new).await?;
+        let mut tx = self.pool().begin().await?;
+        // The registration lock: a registration deciding "the first user" waits for this one.
+        sqlx::query(REGISTER_LOCK).execute(&mut *tx).await?;
+        let user = insert_user(&mut tx, &new).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Validates the name and hashes the password of a user about to be created (argon2 runs
+    /// here, before any transaction opens).
+    pub(crate) async fn prepare_user(&self, new: NewUser) -> Result<PreparedUser> {
         let username = PosixName::parse(&new.username).map_err(|_| StoreError::Invalid {
             field: "username".into(),
             message: "must be a POSIX name: 1-32 of a-z 0-9 _ . -, starting with a letter or _"
@@ -117,38 +179,17 @@ impl Store {
             Some(g) => format!("{g} {sn}"),
             None => username.to_string(),
         });
-        let keys = (!new.ssh_public_keys.is_empty()).then(|| new.ssh_public_keys.join("\n"));
-        let status = new.status.unwrap_or(UserStatus::Active);
-        let mut tx = self.pool().begin().await?;
-        let row: UserRow = sqlx::query_as(&format!(
-            "INSERT INTO users (username, cn, sn, given_name, mail, ssh_public_key, user_password,
-                                status, password_changed_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $7 IS NULL THEN NULL ELSE now() END)
-             RETURNING {USER_COLUMNS}"
-        ))
-        .bind(username.as_str())
-        .bind(&cn)
-        .bind(&sn)
-        .bind(&new.given_name)
-        .bind(&new.mail)
-        .bind(&keys)
-        .bind(&hash)
-        .bind(status.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
-        let mut gids = vec![LDAPUSERS_GID];
-        if new.admin {
-            gids.push(SYSADMINS_GID);
-        }
-        for gid in gids {
-            sqlx::query("INSERT INTO user_groups (uid_number, gid_number) VALUES ($1, $2)")
-                .bind(row.uid_number)
-                .bind(gid)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(User::from(row))
+        Ok(PreparedUser {
+            username: username.to_string(),
+            cn,
+            sn,
+            given_name: new.given_name,
+            mail: new.mail,
+            keys: (!new.ssh_public_keys.is_empty()).then(|| new.ssh_public_keys.join("\n")),
+            hash,
+            status: new.status.unwrap_or(UserStatus::Active),
+            admin: new.admin,
+        })
     }
 
     /// A user by login name, read from the database.

@@ -1270,13 +1270,16 @@ impl Store {
     /// unless `invite` is a valid, unused, unexpired invite token (whose e-mail they get).
     pub async fn register(
         &self,
-        mut new: crate::NewUser,
+        new: crate::NewUser,
         invite: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<User> {
+        // Argon2 first: the lock below is held only for the few statements that decide.
+        let mut prepared = self.prepare_user(new).await?;
         let mut tx = self.pool().begin().await?;
-        // Serialize registrations so "the first user" is decided once.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('siteward.register'))")
+        // Serialize registrations so "the first user" is decided once: the check, the insert and
+        // the invite's use commit together, before the lock is released.
+        sqlx::query(crate::queries::REGISTER_LOCK)
             .execute(&mut *tx)
             .await?;
         let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)")
@@ -1284,8 +1287,8 @@ impl Store {
             .await?;
         let mut invite_id = None;
         if !any {
-            new.status = Some(UserStatus::Active);
-            new.admin = true;
+            prepared.status = UserStatus::Active;
+            prepared.admin = true;
         } else if let Some(token) = invite {
             let row: Option<(uuid::Uuid, String)> = sqlx::query_as(
                 "SELECT id, email FROM invite_tokens
@@ -1297,23 +1300,23 @@ impl Store {
             .await?;
             let (id, email) =
                 row.ok_or_else(|| invalid("invite", "is invalid, used or expired"))?;
-            new.mail = Some(email);
-            new.status = Some(UserStatus::Active);
-            new.admin = false;
+            prepared.mail = Some(email);
+            prepared.status = UserStatus::Active;
+            prepared.admin = false;
             invite_id = Some(id);
         } else {
-            new.status = Some(UserStatus::Pending);
-            new.admin = false;
+            prepared.status = UserStatus::Pending;
+            prepared.admin = false;
         }
-        tx.commit().await?;
-        let user = self.create_user(new).await?;
+        let user = crate::queries::insert_user(&mut tx, &prepared).await?;
         if let Some(id) = invite_id {
             sqlx::query("UPDATE invite_tokens SET used = true, uid_number = $2 WHERE id = $1")
                 .bind(id)
                 .bind(user.uid_number)
-                .execute(self.pool())
+                .execute(&mut *tx)
                 .await?;
         }
+        tx.commit().await?;
         Ok(user)
     }
 
@@ -1431,6 +1434,19 @@ impl Store {
             .await?
             .rows_affected();
         Ok(a + b + c)
+    }
+
+    /// Deletes self-registered accounts still pending approval that were created before
+    /// `before` and own nothing; returns their names.
+    pub async fn expire_pending_accounts(&self, before: DateTime<Utc>) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "DELETE FROM users u WHERE u.status = 'pending' AND u.created_at < $1
+               AND NOT EXISTS (SELECT 1 FROM containers c WHERE c.username = u.username)
+             RETURNING u.username",
+        )
+        .bind(before)
+        .fetch_all(self.pool())
+        .await?)
     }
 
     // ------------------------------------------------------------------ api keys, settings, jobs

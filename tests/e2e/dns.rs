@@ -479,7 +479,10 @@ async fn dig_sees_every_kind_of_record() -> TestResult {
     let m = udp(addr, "lab.internal", SOA).await?;
     assert!(soa_serial(&m).is_some_and(|s| s >= 5), "{m:?}");
     // /metrics has the DNS families.
-    let metrics = reqwest::get(server.url("/metrics")).await?.text().await?;
+    let metrics = reqwest::get(server.metrics_url("/metrics"))
+        .await?
+        .text()
+        .await?;
     for name in [
         "siteward_dns_responses_total{transport=\"udp\",rcode=\"NOERROR\"}",
         "siteward_dns_answer_duration_seconds_bucket",
@@ -1205,7 +1208,10 @@ async fn forwarding_with_cache_and_refusal_for_others() -> TestResult {
         Message::from_vec(&udp_raw(addr, &query(80, "www.Example.test", A, true, None)).await?)?;
     assert_eq!(lines(&m.answers), ["www.example.test. 300 A 192.0.2.7"]);
     assert_eq!(m.queries[0].name().to_ascii(), "www.Example.test.");
-    let metrics = reqwest::get(server.url("/metrics")).await?.text().await?;
+    let metrics = reqwest::get(server.metrics_url("/metrics"))
+        .await?
+        .text()
+        .await?;
     assert!(
         metrics.contains("siteward_dns_forward_cache_hits_total 1")
             || metrics.contains("siteward_dns_forward_cache_hits_total 2"),

@@ -16,7 +16,7 @@ async fn serve_with_database_url_health_ready_metrics_and_clean_stop() -> TestRe
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<serde_json::Value>().await?["status"], "ready");
     let metrics = client
-        .get(server.url("/metrics"))
+        .get(server.metrics_url("/metrics"))
         .send()
         .await?
         .text()
@@ -67,7 +67,7 @@ async fn change_made_with_sql_reaches_the_running_server() -> TestResult {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let m = client
-            .get(server.url("/metrics"))
+            .get(server.metrics_url("/metrics"))
             .send()
             .await?
             .text()
@@ -104,6 +104,11 @@ async fn not_ready_while_the_database_is_unreachable() -> TestResult {
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await?;
     assert_eq!(body["status"], "not ready");
+    // Remote clients learn nothing about the database; the operator's listener says why.
+    assert!(body.get("reason").is_none(), "{body}");
+    let r = client.get(server.metrics_url("/readyz")).send().await?;
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await?;
     assert!(
         body["reason"].as_str().is_some_and(|s| !s.is_empty()),
         "{body}"
@@ -169,7 +174,7 @@ async fn embedded_lifecycle(
     let server = Server::start_with(opts).await?;
     if run_as.is_none() {
         let m = client
-            .get(server.url("/metrics"))
+            .get(server.metrics_url("/metrics"))
             .send()
             .await?
             .text()

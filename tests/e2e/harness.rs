@@ -125,6 +125,7 @@ pub struct Addrs {
     pub ldap: Option<SocketAddr>,
     pub ldaps: Option<SocketAddr>,
     pub dns: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
 }
 
 /// How to start a server.
@@ -226,7 +227,7 @@ impl Server {
             .arg(&data_dir)
             // Every listener on a free port, unless the test gives its own.
             .args(
-                ["--http", "--ldap", "--dns"]
+                ["--http", "--ldap", "--dns", "--metrics"]
                     .into_iter()
                     .filter(|flag| !options.args.iter().any(|a| a == flag))
                     .flat_map(|flag| [flag, "127.0.0.1:0"]),
@@ -238,6 +239,7 @@ impl Server {
             // No automatic orders against a real CA from tests; the ACME tests opt in.
             .env("SITEWARD_ACME__ENABLED", "false")
             .env_remove("DATABASE_URL")
+            .env_remove("SITEWARD_TEST_LOGS")
             .envs(options.env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -293,6 +295,7 @@ impl Server {
                         ldap: parse_addr(&v["ldap"]),
                         ldaps: parse_addr(&v["ldaps"]),
                         dns: parse_addr(&v["dns"]),
+                        metrics: parse_addr(&v["metrics"]),
                     });
                 }
             }
@@ -322,6 +325,16 @@ impl Server {
             server.wait_ready(Duration::from_secs(60)).await?;
         }
         Ok(server)
+    }
+
+    /// `http://<metrics listener>` (`/metrics`, `/readyz` with reasons).
+    pub fn metrics_url(&self, path: &str) -> String {
+        let addr = self
+            .addrs
+            .metrics
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        format!("http://{addr}{path}")
     }
 
     /// `http://<http listener>`.

@@ -847,7 +847,10 @@ async fn malformed_oversized_nested_and_many_connections() -> TestResult {
     let out = search(&server, None, "(uid=alice)", &["uid"]).await?;
     assert_eq!(out.uids(), vec!["alice"]);
     drop(conns);
-    let metrics = reqwest::get(server.url("/metrics")).await?.text().await?;
+    let metrics = reqwest::get(server.metrics_url("/metrics"))
+        .await?
+        .text()
+        .await?;
     assert!(
         metrics.contains("siteward_ldap_requests_total"),
         "{metrics}"

@@ -12,3 +12,4 @@ mod harness;
 mod ldap;
 mod proxmox;
 mod pve_sim;
+mod security;

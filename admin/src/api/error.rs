@@ -83,6 +83,24 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
+    /// 403 for a state-changing request whose session cookie a page of another origin sent.
+    pub fn cross_origin() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "a request authenticated by the session cookie that changes state must come from a page of this origin (Origin or Sec-Fetch-Site: same-origin); scripts use Authorization: Bearer <api key>",
+        )
+    }
+
+    /// 503: the database is out of reach.
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database is unavailable; try again shortly",
+        )
+    }
+
     /// 429.
     pub fn rate_limited() -> Self {
         Self::new(
@@ -102,7 +120,14 @@ impl IntoResponse for ApiError {
                 field: self.field,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut res = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
+        }
+        res
     }
 }
 
@@ -119,6 +144,10 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid { field, message } => {
                 let field = friendly_field(&field);
                 ApiError::invalid(&field, format!("{field} {message}"))
+            }
+            StoreError::Unavailable(e) => {
+                tracing::warn!(error = %e, "request failed: the database is unavailable");
+                ApiError::unavailable()
             }
             other => {
                 tracing::error!(error = %other, "request failed in the store");

@@ -30,7 +30,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
+            .is_some_and(is_json_media_type);
         if !is_json {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -73,6 +73,26 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             }
         }
     }
+}
+
+/// Whether a `Content-Type` names JSON: `application/json` or `application/<subtype>+json`, with
+/// any parameters. Anything else (`text/plain;a=+json`, which a cross-site form or a "simple"
+/// cross-origin `fetch` may send without a preflight) is refused.
+pub fn is_json_media_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((ty, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    if !ty.eq_ignore_ascii_case("application") || !token(sub) {
+        return false;
+    }
+    let sub = sub.to_ascii_lowercase();
+    sub == "json" || sub.strip_suffix("+json").is_some_and(|p| !p.is_empty())
 }
 
 /// `?limit=&cursor=` on list routes.
@@ -288,8 +308,19 @@ impl FromRequestParts<AdminState> for Principal {
                 KeyCheck::Throttled => return Err(ApiError::rate_limited()),
                 KeyCheck::Invalid => return Err(ApiError::unauthorized()),
             }
-        } else if let Some((_, info)) = live_session(state, &parts.headers).await? {
-            info.uid
+        } else if cookies_in(&parts.headers, SESSION_COOKIE).next().is_some() {
+            // A browser sends the cookie with requests any page makes, so a write it carries must
+            // come from a page of this origin (a sibling host under the cookie's domain is
+            // another origin). API keys are not sent by browsers on their own.
+            if !parts.method.is_safe()
+                && !crate::auth::sender(&parts.headers, &state.public_url).may_write_with_cookie()
+            {
+                return Err(ApiError::cross_origin());
+            }
+            match live_session(state, &parts.headers).await? {
+                Some((_, info)) => info.uid,
+                None => return Err(ApiError::unauthorized()),
+            }
         } else {
             return Err(ApiError::unauthorized());
         };
@@ -414,5 +445,35 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
             .await
             .map(|axum::extract::Path(v)| Path(v))
             .map_err(|e| ApiError::bad_request(format!("invalid path: {}", e.body_text())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json_media_type;
+
+    #[test]
+    fn only_json_media_types_are_json() {
+        for yes in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/merge-patch+json",
+            "application/vnd.api+json;v=1",
+        ] {
+            assert!(is_json_media_type(yes), "{yes}");
+        }
+        for no in [
+            "text/plain;a=+json",
+            "text/plain; charset=utf-8; x=application/json",
+            "application/x-www-form-urlencoded;+json",
+            "multipart/form-data; boundary=+json",
+            "application/+json",
+            "application/json5",
+            "application /json",
+            "json",
+            "",
+        ] {
+            assert!(!is_json_media_type(no), "{no}");
+        }
     }
 }

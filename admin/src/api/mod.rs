@@ -7,6 +7,7 @@
 pub mod error;
 pub mod extract;
 mod openapi;
+pub mod streams;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -24,6 +25,7 @@ use crate::AdminState;
 use error::ApiError;
 use extract::{encode_cursor, Admin, ClientAddr, Json, PageQuery, Path, Principal, Q};
 pub use openapi::Access;
+use tracing::Instrument;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -754,54 +756,85 @@ async fn job_events(
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    use futures::SinkExt;
     let job = JobId(id);
     s.store.job(job, p.uid_filter()).await?;
+    let Some(slot) = s.streams.open(p.uid) else {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            format!(
+                "you have {} job event streams open; close one first",
+                s.streams.per_user()
+            ),
+        ));
+    };
     let mut last: i64 = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let (mut tx, rx) = futures::channel::mpsc::channel::<Event>(64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
     let store = s.store.clone();
-    tokio::spawn(async move {
-        loop {
-            let lines = match store.job_lines_after(job, last).await {
-                Ok(l) => l,
-                Err(_) => return,
-            };
-            for line in lines {
-                last = line.id;
-                let data = json!({ "message": line.message, "at": line.created_at }).to_string();
-                let event = Event::default()
-                    .id(line.id.to_string())
-                    .event("status")
-                    .data(data);
-                if tx.send(event).await.is_err() {
-                    return;
-                }
-            }
-            let status = match store.job(job, None).await {
-                Ok((j, _)) => j.status,
-                Err(_) => return,
-            };
-            if !matches!(status.as_str(), "pending" | "running") {
-                // Lines written just before the final status go out first.
-                if let Ok(rest) = store.job_lines_after(job, last).await {
-                    if !rest.is_empty() {
-                        continue;
+    let span = tracing::debug_span!("job_events", job = id, uid = p.uid.0);
+    tokio::spawn(
+        async move {
+            // The slot is held for as long as this task polls.
+            let _slot = slot;
+            loop {
+                let lines = match store.job_lines_after(job, last).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "job event stream ended: reading lines failed");
+                        return;
+                    }
+                };
+                for line in lines {
+                    last = line.id;
+                    let data =
+                        json!({ "message": line.message, "at": line.created_at }).to_string();
+                    let event = Event::default()
+                        .id(line.id.to_string())
+                        .event("status")
+                        .data(data);
+                    if tx.send(event).await.is_err() {
+                        return;
                     }
                 }
-                let end = Event::default()
-                    .event("end")
-                    .data(json!({ "status": status }).to_string());
-                let _ = tx.send(end).await;
-                return;
+                let status = match store.job(job, None).await {
+                    Ok((j, _)) => j.status,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "job event stream ended: reading the job failed");
+                        return;
+                    }
+                };
+                if !matches!(status.as_str(), "pending" | "running") {
+                    // Lines written just before the final status go out first.
+                    if let Ok(rest) = store.job_lines_after(job, last).await {
+                        if !rest.is_empty() {
+                            continue;
+                        }
+                    }
+                    let end = Event::default()
+                        .event("end")
+                        .data(json!({ "status": status }).to_string());
+                    // The client may have left already; there is nothing more to send either way.
+                    let _ = tx.send(end).await;
+                    return;
+                }
+                // Stop polling the moment the client leaves, not at the job's end.
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                }
             }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+        .instrument(span),
+    );
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|event| (Ok::<_, std::convert::Infallible>(event), rx))
     });
-    let stream = futures::StreamExt::map(rx, Ok::<_, std::convert::Infallible>);
     Ok(Sse::new(stream)
         .keep_alive(
             KeepAlive::new()
@@ -1578,39 +1611,7 @@ async fn register(
     ClientAddr(addr): ClientAddr,
     Json(b): Json<CreateUser>,
 ) -> ApiResult<Response> {
-    if s.throttle.blocked(addr) {
-        return Err(ApiError::rate_limited());
-    }
-    if b.admin {
-        return Err(ApiError::invalid(
-            "admin",
-            "admin cannot be requested when registering",
-        ));
-    }
-    b.check()?;
-    let invite = b.invite.clone();
-    if invite.is_some() {
-        // Guessing invite tokens counts as failed authentication.
-        s.throttle.fail(addr);
-    }
-    let user = s
-        .store
-        .register(b.new_user(), invite.as_deref(), chrono::Utc::now())
-        .await?;
-    let actor = Actor {
-        uid: Some(user.uid_number),
-        name: Some(user.username.clone()),
-        remote_addr: addr,
-    };
-    audit(
-        &s,
-        &actor,
-        "register",
-        "user",
-        user.uid_number,
-        json!({ "status": user.status }),
-    )
-    .await;
+    let user = crate::accounts::register(&s, b, addr).await?;
     Ok(created(view(&s, user)))
 }
 
@@ -1648,22 +1649,20 @@ async fn change_my_password(
     let old = b
         .old_password
         .ok_or_else(|| ApiError::invalid("old_password", "old_password is required"))?;
-    if !password::verify_password(old, current.password_hash.clone()).await? {
-        s.throttle.fail(p.remote_addr);
-        return Err(ApiError::invalid(
-            "old_password",
-            "old_password is not correct",
-        ));
-    }
     // Sessions opened with the old password end; a browser changing it keeps its own.
     let keep = match crate::api::extract::live_session(&s, &headers).await? {
         Some((id, info)) if info.uid == p.uid => Some(id),
         _ => None,
     };
-    s.store
-        .set_password_keeping(&p.username, b.password, keep.as_deref())
-        .await?;
-    audit(&s, &p.actor(), "change_password", "user", p.uid, json!({})).await;
+    crate::accounts::change_own_password(
+        &s,
+        &current,
+        old,
+        b.password,
+        keep.as_deref(),
+        &p.actor(),
+    )
+    .await?;
     Ok(no_content())
 }
 

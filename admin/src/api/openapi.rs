@@ -159,11 +159,27 @@ impl Api {
                 responses.insert("422".into(), err("Validation failed (names the field)"));
                 responses.insert("409".into(), err("Conflicts with an existing resource"));
             }
+            if op.request.is_some() {
+                responses.insert(
+                    "415".into(),
+                    err("Body not sent as application/json (or application/<x>+json)"),
+                );
+            }
             if op.access != Access::Public {
                 responses.insert("401".into(), err("Not signed in"));
+                if !matches!(op.method, "GET" | "HEAD") {
+                    responses.insert(
+                        "403".into(),
+                        err("Authenticated by the session cookie from a page of another origin"),
+                    );
+                }
             }
             responses.insert("404".into(), err("Not found (or not yours)"));
-            responses.insert("429".into(), err("Too many failed attempts"));
+            responses.insert("429".into(), err("Too many attempts"));
+            responses.insert(
+                "503".into(),
+                err("The database is unavailable; try again (see Retry-After)"),
+            );
             let mut operation = json!({
                 "operationId": format!("{}{}", op.method.to_ascii_lowercase(), op.path.replace(['/', '{', '}', '-'], "_")),
                 "summary": op.summary,

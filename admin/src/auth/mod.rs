@@ -70,7 +70,7 @@ pub fn routes(state: &AdminState) -> Router<AdminState> {
         ))
 }
 
-/// Form posts must come from a page of the host they are posted to. The double-submit token
+/// Form posts must come from a page of the origin they are posted to. The double-submit token
 /// alone cannot stop a sibling host of the external domain (a service's backend) from planting
 /// its own `siteward_csrf` cookie for the whole domain and signing a visitor into an account of
 /// its choosing; the browser's `Origin` (or `Sec-Fetch-Site`) names the real sender.
@@ -79,32 +79,110 @@ async fn same_origin_posts(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if req.method() == axum::http::Method::POST && !same_origin(req.headers(), &s.public_url) {
+    if req.method() == axum::http::Method::POST
+        && !sender(req.headers(), &s.public_url).may_post_form()
+    {
         return pages::csrf_refused();
     }
     next.run(req).await
 }
 
-/// Whether a browser says the request comes from a page of the host it goes to (or of the
-/// public URL's host, for a proxy that passes neither the browser's `Host` nor
-/// `X-Forwarded-Host`). Clients that send neither header (scripts, old browsers) are left to
-/// the CSRF token.
-fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
+/// A web origin (RFC 6454): scheme, host and port, lower-case, the port filled in from the
+/// scheme when it is the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    /// The origin of an absolute `http`/`https` URL or of a browser's `Origin` header; `None`
+    /// for anything else (`null`, other schemes, garbage).
+    pub fn parse(text: &str) -> Option<Self> {
+        let u = url::Url::parse(text.trim()).ok()?;
+        if !matches!(u.scheme(), "http" | "https") {
+            return None;
+        }
+        Some(Self {
+            scheme: u.scheme().to_owned(),
+            host: u.host_str()?.to_ascii_lowercase(),
+            port: u.port_or_known_default()?,
+        })
+    }
+
+    /// The origin a request was addressed to: the scheme from `X-Forwarded-Proto` (set by the
+    /// edge, and by this server's own TLS listener) else `http`, the host and port from
+    /// `X-Forwarded-Host` (the edge passes the browser's `Host` there) else `Host`.
+    pub fn of_request(headers: &HeaderMap) -> Option<Self> {
+        let scheme = if is_tls(headers) { "https" } else { "http" };
+        let raw = headers
+            .get("x-forwarded-host")
+            .or_else(|| headers.get(header::HOST))?
+            .to_str()
+            .ok()?;
+        let authority = raw.split(',').next()?.trim();
+        let plain = !authority.is_empty()
+            && !authority
+                .bytes()
+                .any(|b| matches!(b, b'/' | b'\\' | b'@' | b'?' | b'#') || b.is_ascii_whitespace());
+        if !plain {
+            return None;
+        }
+        Self::parse(&format!("{scheme}://{authority}/"))
+    }
+}
+
+/// Who a browser says sent a request, from `Origin`, else `Sec-Fetch-Site`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    /// A page of the origin the request goes to (or of the public URL's origin, for a proxy
+    /// that passes neither the browser's `Host` nor `X-Forwarded-Host`).
+    SameOrigin,
+    /// The user, not a page (`Sec-Fetch-Site: none`: a bookmark, the address bar).
+    User,
+    /// Another origin: another host, scheme or port, or `Origin: null`.
+    CrossOrigin,
+    /// Neither header: a script, or a browser too old to say.
+    Unknown,
+}
+
+impl Sender {
+    /// Form posts of the sign-in pages: anything but a page of another origin. Clients that say
+    /// nothing (scripts, old browsers) are left to the forms' CSRF tokens.
+    pub fn may_post_form(self) -> bool {
+        !matches!(self, Sender::CrossOrigin)
+    }
+
+    /// State-changing API requests authenticated by the session cookie, which carry no token
+    /// of their own: only a page of the same origin.
+    pub fn may_write_with_cookie(self) -> bool {
+        matches!(self, Sender::SameOrigin)
+    }
+}
+
+/// Judges a request's sender: an `Origin` header must name the request's own origin (scheme,
+/// host and port) or the public URL's; without one, `Sec-Fetch-Site` decides.
+pub fn sender(headers: &HeaderMap, public_url: &str) -> Sender {
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let host_of = |u: &str| {
-            url::Url::parse(u)
-                .ok()
-                .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        let Some(from) = origin.to_str().ok().and_then(Origin::parse) else {
+            return Sender::CrossOrigin;
         };
-        let Some(from) = origin.to_str().ok().and_then(host_of) else {
-            return false;
+        let same = Origin::of_request(headers).is_some_and(|to| to == from)
+            || Origin::parse(public_url).is_some_and(|public| public == from);
+        return if same {
+            Sender::SameOrigin
+        } else {
+            Sender::CrossOrigin
         };
-        return request_host(headers).is_some_and(|to| to == from)
-            || host_of(public_url).is_some_and(|public| public == from);
     }
     match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        Some(site) => matches!(site.trim(), "same-origin" | "none"),
-        None => true,
+        Some(site) => match site.trim() {
+            "same-origin" => Sender::SameOrigin,
+            "none" => Sender::User,
+            _ => Sender::CrossOrigin,
+        },
+        None => Sender::Unknown,
     }
 }
 
@@ -178,15 +256,25 @@ pub struct LoginThrottle {
     pub address: Limiter<IpAddr>,
     /// Self-service reset mails per account: 1 per 5 minutes.
     pub reset_mail: Limiter<String>,
+    /// Registration attempts per client address: `http.registrations_per_hour` (10) per hour.
+    pub registration: Limiter<IpAddr>,
 }
 
-impl Default for LoginThrottle {
-    fn default() -> Self {
+impl LoginThrottle {
+    /// The default limits with `per_hour` registrations per address.
+    pub fn with_registrations(per_hour: u32) -> Self {
         Self {
             account: Limiter::new(10, Duration::from_secs(300)),
             address: Limiter::new(30, Duration::from_secs(300)),
             reset_mail: Limiter::new(1, Duration::from_secs(300)),
+            registration: Limiter::new(per_hour.max(1), Duration::from_secs(3600)),
         }
+    }
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        Self::with_registrations(10)
     }
 }
 
@@ -342,24 +430,76 @@ mod tests {
         assert_eq!(strip_port("[::1]:80"), "[::1]");
     }
 
+    fn sender_of(pairs: &[(&'static str, &'static str)]) -> Sender {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("auth.lab.test:8443"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        sender(&h, "https://login.lab.test/")
+    }
+
     #[test]
     fn posts_from_sibling_hosts_are_not_same_origin() {
-        let with = |pairs: &[(&'static str, &'static str)]| {
-            let mut h = HeaderMap::new();
-            h.insert(header::HOST, HeaderValue::from_static("auth.lab.test:8443"));
-            for (k, v) in pairs {
-                h.insert(*k, HeaderValue::from_static(v));
-            }
-            same_origin(&h, "https://login.lab.test/")
-        };
-        assert!(with(&[("origin", "https://auth.lab.test:8443")]));
-        assert!(with(&[("origin", "https://login.lab.test")]));
-        assert!(with(&[]));
-        assert!(with(&[("sec-fetch-site", "same-origin")]));
-        assert!(!with(&[("origin", "https://evil.lab.test")]));
-        assert!(!with(&[("origin", "null")]));
-        assert!(!with(&[("sec-fetch-site", "same-site")]));
-        assert!(!with(&[("sec-fetch-site", "cross-site")]));
+        let same = |pairs| sender_of(pairs) == Sender::SameOrigin;
+        assert!(same(&[("origin", "https://auth.lab.test:8443")]));
+        assert!(same(&[("origin", "https://AUTH.lab.test:8443")]));
+        assert!(same(&[("origin", "https://login.lab.test")]));
+        assert!(same(&[("origin", "https://login.lab.test:443")]));
+        assert!(same(&[("sec-fetch-site", "same-origin")]));
+        assert_eq!(sender_of(&[]), Sender::Unknown);
+        assert_eq!(sender_of(&[("sec-fetch-site", "none")]), Sender::User);
+        for cross in [
+            &[("origin", "https://evil.lab.test")][..],
+            &[("origin", "null")],
+            &[("origin", "garbage")],
+            &[("sec-fetch-site", "same-site")],
+            &[("sec-fetch-site", "cross-site")],
+            // Another port or scheme of the same host is another origin.
+            &[("origin", "https://auth.lab.test")],
+            &[("origin", "https://auth.lab.test:9443")],
+            &[("origin", "http://auth.lab.test:8443")],
+            &[("origin", "http://login.lab.test")],
+            // Origin wins over Sec-Fetch-Site.
+            &[
+                ("origin", "https://evil.lab.test"),
+                ("sec-fetch-site", "same-origin"),
+            ],
+        ] {
+            assert_eq!(sender_of(cross), Sender::CrossOrigin, "{cross:?}");
+        }
+    }
+
+    #[test]
+    fn the_request_origin_comes_from_the_forwarded_host_and_scheme() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+        assert_eq!(
+            Origin::of_request(&h),
+            Origin::parse("http://127.0.0.1:8080")
+        );
+        h.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("Auth.Lab.Test"),
+        );
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert_eq!(
+            Origin::of_request(&h),
+            Origin::parse("https://auth.lab.test")
+        );
+        h.insert("x-forwarded-host", HeaderValue::from_static("a@b.test"));
+        assert_eq!(Origin::of_request(&h), None);
+        assert_eq!(Origin::parse("ftp://auth.lab.test"), None);
+    }
+
+    #[test]
+    fn form_posts_and_cookie_writes_differ_only_for_silent_clients() {
+        assert!(Sender::Unknown.may_post_form());
+        assert!(!Sender::Unknown.may_write_with_cookie());
+        assert!(!Sender::User.may_write_with_cookie());
+        assert!(!Sender::CrossOrigin.may_post_form());
+        assert!(Sender::SameOrigin.may_write_with_cookie());
     }
 
     #[test]

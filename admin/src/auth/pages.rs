@@ -325,12 +325,6 @@ pub(super) async fn register(
     let fail = |status: StatusCode, problem: String| {
         respond(status, vec![], register_page(&f.csrf, &f, &[problem]))
     };
-    if addr.is_some_and(|a| s.login_throttle.address.blocked(&a)) {
-        return fail(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many attempts. Wait a few minutes.".into(),
-        );
-    }
     let body = CreateUser {
         username: f.username.trim().to_owned(),
         password: f.password.clone(),
@@ -342,30 +336,8 @@ pub(super) async fn register(
         invite: opt(&f.invite),
         admin: false,
     };
-    if let Err(e) = body.check() {
-        return fail(StatusCode::UNPROCESSABLE_ENTITY, e.message);
-    }
-    let invite = body.invite.clone();
-    match s
-        .store
-        .register(body.new_user(), invite.as_deref(), chrono::Utc::now())
-        .await
-    {
+    match crate::accounts::register(&s, body, addr).await {
         Ok(user) => {
-            let actor = Actor {
-                uid: Some(user.uid_number),
-                name: Some(user.username.clone()),
-                remote_addr: addr,
-            };
-            audit(
-                &s,
-                &actor,
-                "register",
-                "user",
-                user.uid_number,
-                json!({ "status": user.status }),
-            )
-            .await;
             let text = if user.status == UserStatus::Active {
                 "Your account is ready. You can sign in now."
             } else {
@@ -380,15 +352,7 @@ pub(super) async fn register(
                 ),
             )
         }
-        Err(e) => {
-            if invite.is_some() {
-                if let Some(a) = addr {
-                    s.login_throttle.address.fail(a);
-                }
-            }
-            let e = crate::api::error::ApiError::from(e);
-            fail(e.status, e.message)
-        }
+        Err(e) => fail(e.status, e.message),
     }
 }
 
@@ -861,49 +825,17 @@ pub(super) async fn account_password(
     if !same_token(&info.csrf_token, &f.csrf) {
         return csrf_refused();
     }
-    let account = user.username.to_ascii_lowercase();
-    if s.login_throttle.account.blocked(&account) {
-        return account_page(
-            &s,
-            &info.csrf_token,
-            &user,
-            &["Too many failed attempts. Wait a few minutes.".into()],
-            None,
-        )
-        .await;
-    }
-    let ok = siteward_store::password::verify_password(
+    let done = crate::accounts::change_own_password(
+        &s,
+        &user,
         f.old_password.clone(),
-        user.password_hash.clone(),
+        f.password.clone(),
+        Some(&id),
+        &actor_of(&user, &headers),
     )
-    .await
-    .unwrap_or(false);
-    if !ok {
-        s.login_throttle.account.fail(account);
-        return account_page(
-            &s,
-            &info.csrf_token,
-            &user,
-            &["The current password is not correct.".into()],
-            None,
-        )
-        .await;
-    }
-    match s
-        .store
-        .set_password_keeping(&user.username, f.password.clone(), Some(&id))
-        .await
-    {
+    .await;
+    match done {
         Ok(()) => {
-            audit(
-                &s,
-                &actor_of(&user, &headers),
-                "change_password",
-                "user",
-                user.uid_number,
-                json!({}),
-            )
-            .await;
             account_page(
                 &s,
                 &info.csrf_token,
@@ -914,8 +846,14 @@ pub(super) async fn account_password(
             .await
         }
         Err(e) => {
-            let e = crate::api::error::ApiError::from(e);
-            account_page(&s, &info.csrf_token, &user, &[e.message], None).await
+            let problem = if e.status == StatusCode::TOO_MANY_REQUESTS {
+                "Too many failed attempts. Wait a few minutes.".to_owned()
+            } else if e.field.as_deref() == Some("old_password") {
+                "The current password is not correct.".to_owned()
+            } else {
+                e.message
+            };
+            account_page(&s, &info.csrf_token, &user, &[problem], None).await
         }
     }
 }

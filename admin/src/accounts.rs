@@ -1,0 +1,134 @@
+//! Account use cases that the JSON API and the sign-in pages share: each function throttles,
+//! validates, writes, audits and refreshes the snapshot, so the two front ends only translate
+//! requests and answers. (The rest of the account flows move here with the service layer.)
+
+use std::net::IpAddr;
+
+use serde_json::json;
+use siteward_store::resources::Actor;
+use siteward_store::{User, UserStatus};
+
+use crate::api::error::ApiError;
+use crate::api::{audit, CreateUser};
+use crate::AdminState;
+
+/// Self-registration from `addr`: the very first account becomes an administrator, one with a
+/// valid invite is active, any other waits for approval (and is deleted after
+/// `http.pending_account_days` if nobody approves it).
+///
+/// Every attempt counts against the address's registration budget
+/// (`http.registrations_per_hour`); a wrong invite also counts as a failed sign-in of the
+/// address, since guessing invites is guessing credentials.
+pub async fn register(
+    s: &AdminState,
+    body: CreateUser,
+    addr: Option<IpAddr>,
+) -> Result<User, ApiError> {
+    if let Some(a) = addr {
+        if s.login_throttle.registration.blocked(&a) || s.login_throttle.address.blocked(&a) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many registrations from your address; try again later",
+            ));
+        }
+        s.login_throttle.registration.fail(a);
+    }
+    if body.admin {
+        return Err(ApiError::invalid(
+            "admin",
+            "admin cannot be requested when registering",
+        ));
+    }
+    body.check()?;
+    let invite = body.invite.clone();
+    let user = match s
+        .store
+        .register(body.new_user(), invite.as_deref(), chrono::Utc::now())
+        .await
+    {
+        Ok(user) => user,
+        Err(e) => {
+            if let (Some(a), Some(_)) = (addr, &invite) {
+                s.login_throttle.address.fail(a);
+            }
+            return Err(e.into());
+        }
+    };
+    let actor = Actor {
+        uid: Some(user.uid_number),
+        name: Some(user.username.clone()),
+        remote_addr: addr,
+    };
+    let details = json!({ "status": user.status });
+    if user.status == UserStatus::Active {
+        // An active account can sign in at once: the snapshot has to know it now.
+        audit(s, &actor, "register", "user", user.uid_number, details).await;
+    } else if let Err(e) = s
+        .store
+        .audit(
+            &actor,
+            "register",
+            "user",
+            Some(user.uid_number.to_string()),
+            details,
+        )
+        .await
+    {
+        // A pending account serves nobody until it is approved; the change feed brings it
+        // into the snapshot without this request waiting for a rebuild.
+        tracing::error!(error = %e, "writing the audit log failed");
+    }
+    Ok(user)
+}
+
+/// Changes `user`'s own password after checking the current one. Wrong current passwords
+/// count against the account and the address like failed sign-ins, and while either is over
+/// its limit no password is checked at all (429). Every other session of the user ends; the
+/// browser session `keep` (the cookie value) stays.
+pub async fn change_own_password(
+    s: &AdminState,
+    user: &User,
+    old_password: String,
+    new_password: String,
+    keep: Option<&str>,
+    actor: &Actor,
+) -> Result<(), ApiError> {
+    let account = user.username.to_ascii_lowercase();
+    let addr = actor.remote_addr;
+    if s.login_throttle.account.blocked(&account)
+        || addr.is_some_and(|a| s.login_throttle.address.blocked(&a))
+    {
+        return Err(ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many wrong passwords; wait a few minutes",
+        ));
+    }
+    let ok = siteward_store::password::verify_password(old_password, user.password_hash.clone())
+        .await
+        .map_err(ApiError::from)?;
+    if !ok {
+        s.login_throttle.account.fail(account);
+        if let Some(a) = addr {
+            s.login_throttle.address.fail(a);
+        }
+        return Err(ApiError::invalid(
+            "old_password",
+            "old_password is not correct",
+        ));
+    }
+    s.store
+        .set_password_keeping(&user.username, new_password, keep)
+        .await?;
+    audit(
+        s,
+        actor,
+        "change_password",
+        "user",
+        user.uid_number,
+        json!({}),
+    )
+    .await;
+    Ok(())
+}
