@@ -398,6 +398,8 @@ impl Edge {
                     "SITEWARD_HTTP__UNIX_SOCKET".into(),
                     socket.display().to_string(),
                 ),
+                // NGINX's workers run as nobody:nogroup here; the socket is 0660.
+                ("SITEWARD_HTTP__UNIX_SOCKET_GROUP".into(), "nogroup".into()),
                 // This server obtains certificates (so a domain with an ACME contact and none
                 // yet is pending), from a CA that is not there: nothing is ever issued.
                 ("SITEWARD_ACME__ENABLED".into(), "true".into()),

@@ -202,6 +202,23 @@ impl Server {
         Ok(server)
     }
 
+    /// A server on a fresh test database with extra `args` and `env`.
+    pub async fn start_on_fresh_db(
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> TestResult<Self> {
+        let db = TestDb::new().await?;
+        let mut server = Self::start_with(ServerOptions {
+            database_url: Some(db.url.clone()),
+            args,
+            env,
+            ..Default::default()
+        })
+        .await?;
+        server.db = Some(db);
+        Ok(server)
+    }
+
     /// A server as `options` say.
     pub async fn start_with(options: ServerOptions) -> TestResult<Self> {
         let (tmp, data_dir) = match &options.data_dir {

@@ -552,18 +552,14 @@ async fn metrics_and_readiness_reasons_stay_off_the_public_listeners() -> TestRe
     server.stop().await?;
 
     // With a token, /metrics also answers on the public listener, to that token only.
-    let db = TestDb::new().await?;
-    let mut server = Server::start_with(ServerOptions {
-        database_url: Some(db.url.clone()),
-        args: vec!["--metrics".into(), "off".into()],
-        env: vec![(
+    let server = Server::start_on_fresh_db(
+        vec!["--metrics".into(), "off".into()],
+        vec![(
             "SITEWARD_HTTP__METRICS_TOKEN".into(),
             "scrape-token-1".into(),
         )],
-        ..Default::default()
-    })
+    )
     .await?;
-    server.db = Some(db);
     assert!(server.addrs.metrics.is_none());
     let get = |token: Option<&'static str>| {
         let mut req = b.get(server.url("/metrics"));
@@ -597,14 +593,7 @@ async fn the_unix_socket_is_only_for_its_owner_and_group() -> TestResult {
         if let Some(g) = group {
             env.push(("SITEWARD_HTTP__UNIX_SOCKET_GROUP".into(), g.into()));
         }
-        let db = TestDb::new().await?;
-        let mut server = Server::start_with(ServerOptions {
-            database_url: Some(db.url.clone()),
-            env,
-            ..Default::default()
-        })
-        .await?;
-        server.db = Some(db);
+        let server = Server::start_on_fresh_db(Vec::new(), env).await?;
         let meta = std::fs::metadata(&sock)?;
         assert_eq!(meta.permissions().mode() & 0o777, want_mode);
         if let Some(g) = group {

@@ -116,12 +116,7 @@ impl Origin {
     /// `X-Forwarded-Host` (the edge passes the browser's `Host` there) else `Host`.
     pub fn of_request(headers: &HeaderMap) -> Option<Self> {
         let scheme = if is_tls(headers) { "https" } else { "http" };
-        let raw = headers
-            .get("x-forwarded-host")
-            .or_else(|| headers.get(header::HOST))?
-            .to_str()
-            .ok()?;
-        let authority = raw.split(',').next()?.trim();
+        let authority = forwarded_authority(headers)?;
         let plain = !authority.is_empty()
             && !authority
                 .bytes()
@@ -288,15 +283,19 @@ pub fn client_ip(headers: &HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
         .or(peer)
 }
 
-/// The host the browser asked for (`X-Forwarded-Host`, else `Host`), lower-case, no port.
-pub fn request_host(headers: &HeaderMap) -> Option<String> {
+/// The host and port the browser asked for: `X-Forwarded-Host` (its first entry), else `Host`.
+fn forwarded_authority(headers: &HeaderMap) -> Option<&str> {
     let raw = headers
         .get("x-forwarded-host")
         .or_else(|| headers.get(header::HOST))?
         .to_str()
         .ok()?;
-    let first = raw.split(',').next()?.trim();
-    Some(strip_port(first).to_ascii_lowercase())
+    Some(raw.split(',').next()?.trim())
+}
+
+/// The host the browser asked for (`X-Forwarded-Host`, else `Host`), lower-case, no port.
+pub fn request_host(headers: &HeaderMap) -> Option<String> {
+    Some(strip_port(forwarded_authority(headers)?).to_ascii_lowercase())
 }
 
 fn strip_port(host: &str) -> &str {
