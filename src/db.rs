@@ -34,7 +34,7 @@ pub struct Database {
 impl Database {
     /// Closes the pool and stops the embedded database this process owns.
     pub async fn close(self) {
-        self.store.pool().close().await;
+        self.store.close().await;
         if let Some(pg) = &self.embedded {
             if let Err(e) = pg.stop() {
                 tracing::error!(error = %e, "stopping the embedded PostgreSQL failed");

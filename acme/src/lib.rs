@@ -32,23 +32,13 @@ use instant_acme::{
     NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use propagation::NameServer;
-use siteward_store::acme::{CertificateInfo, IssuedCertificate};
+use siteward_store::acme::{CertificateInfo, IssuedCertificate, OrderLock};
 use siteward_store::{ExternalDomain, ExternalDomainId, Store};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// Let's Encrypt's production directory, the default.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
-
-/// Advisory-lock class for certificate orders, in the upper 32 bits of the lock's key.
-const LOCK_CLASS: i64 = 0x5357_4143; // "SWAC"
-
-/// The one-argument (bigint) advisory lock key of a domain's orders: the class in the upper
-/// half, the domain id in the lower. (Ids 2^32 apart would share a lock, which would only make
-/// their orders take turns.)
-fn lock_key(domain: ExternalDomainId) -> i64 {
-    (LOCK_CLASS << 32) | (domain.0 & 0xffff_ffff)
-}
 
 /// Errors, in the operator's terms.
 #[derive(Debug, thiserror::Error)]
@@ -271,7 +261,7 @@ impl Acme {
         async {
             let lock = self.lock(&domain).await?;
             let result = self.order_recorded(&domain, now, progress).await;
-            self.unlock(lock, &domain).await;
+            lock.release().await;
             result
         }
         .instrument(span)
@@ -320,7 +310,7 @@ impl Acme {
                         }
                     }
                 };
-                self.unlock(lock, &domain).await;
+                lock.release().await;
                 outcome
             }
             .instrument(span)
@@ -432,47 +422,13 @@ impl Acme {
         }
     }
 
-    /// Takes the domain's order lock on a connection of its own (held until [`Acme::unlock`]).
-    async fn lock(
-        &self,
-        domain: &ExternalDomain,
-    ) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, Error> {
-        let mut conn = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(|e| Error::Store(e.into()))?;
-        let got = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
-            .bind(lock_key(domain.id))
-            .fetch_one(&mut *conn)
-            .await;
-        match got {
-            Ok(true) => Ok(conn),
-            Ok(false) => Err(Error::Busy(domain.domain.clone())),
-            Err(e) => {
-                // Whether the lock was taken is unknown: the connection must not go back to
-                // the pool holding it.
-                conn.detach();
-                Err(Error::Store(e.into()))
-            }
-        }
-    }
-
-    async fn unlock(
-        &self,
-        mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
-        domain: &ExternalDomain,
-    ) {
-        let done = sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(lock_key(domain.id))
-            .execute(&mut *conn)
-            .await;
-        if let Err(e) = done {
-            // The lock dies with the session: close it rather than return it to the pool.
-            tracing::warn!(error = %e, "releasing the order lock failed; closing its connection");
-            conn.detach();
-        }
+    /// Takes the domain's order lock (held until [`OrderLock::release`]); `Busy` when another
+    /// process or task holds it.
+    async fn lock(&self, domain: &ExternalDomain) -> Result<OrderLock, Error> {
+        self.store
+            .try_order_lock(domain.id)
+            .await?
+            .ok_or_else(|| Error::Busy(domain.domain.clone()))
     }
 
     /// Places the order and records the outcome (success, or failure with backoff).
@@ -571,7 +527,7 @@ impl Acme {
                 return;
             };
             self.install_stored_locked(domain, &dir).await;
-            self.unlock(lock, domain).await;
+            lock.release().await;
         }
         .instrument(span)
         .await;

@@ -148,9 +148,7 @@ fn boot_time() -> Option<f64> {
 pub(crate) fn render(state: &AdminState) -> Result<String, std::fmt::Error> {
     let mut out = String::with_capacity(4096);
     process_lines(&mut out)?;
-    let pool = state.store.pool();
-    let size = pool.size();
-    let idle = pool.num_idle() as u32;
+    let (size, idle) = state.store.pool_connections();
     writeln!(out, "# TYPE siteward_db_pool_connections gauge")?;
     writeln!(
         out,

@@ -486,3 +486,74 @@ impl Store {
         .await?)
     }
 }
+
+/// Advisory-lock class for certificate orders, in the upper 32 bits of the lock's key.
+const ORDER_LOCK_CLASS: i64 = 0x5357_4143; // "SWAC"
+
+/// The one-argument (bigint) advisory lock key of a domain's orders: the class in the upper
+/// half, the domain id in the lower. (Ids 2^32 apart would share a lock, which would only make
+/// their orders take turns.)
+fn order_lock_key(domain: ExternalDomainId) -> i64 {
+    (ORDER_LOCK_CLASS << 32) | (domain.0 & 0xffff_ffff)
+}
+
+/// One external domain's certificate-order lock, held by this process on a connection of its
+/// own until [`OrderLock::release`]. Across processes sharing the database only one holds it.
+/// Dropped without a release, its connection is closed, which releases the lock too.
+#[derive(Debug)]
+pub struct OrderLock {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+    key: i64,
+}
+
+impl OrderLock {
+    /// Releases the lock; the connection goes back to the pool only when that worked.
+    pub async fn release(mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let done = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(self.key)
+            .execute(&mut *conn)
+            .await;
+        if let Err(e) = done {
+            // The lock dies with the session: close it rather than return it to the pool.
+            tracing::warn!(error = %e, "releasing the order lock failed; closing its connection");
+            drop(conn.detach());
+        }
+    }
+}
+
+impl Drop for OrderLock {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
+impl Store {
+    /// Takes `domain`'s order lock if nobody holds it: `None` when another process or task
+    /// does.
+    pub async fn try_order_lock(&self, domain: ExternalDomainId) -> Result<Option<OrderLock>> {
+        let mut conn = self.pool().acquire().await?;
+        let key = order_lock_key(domain);
+        match sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await
+        {
+            Ok(true) => Ok(Some(OrderLock {
+                conn: Some(conn),
+                key,
+            })),
+            Ok(false) => Ok(None),
+            Err(e) => {
+                // Whether the lock was taken is unknown: the connection must not go back to the
+                // pool holding it.
+                drop(conn.detach());
+                Err(e.into())
+            }
+        }
+    }
+}

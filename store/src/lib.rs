@@ -133,8 +133,20 @@ impl Store {
         Ok(())
     }
 
-    /// The connection pool.
-    pub fn pool(&self) -> &PgPool {
+    /// The pool's connections: `(open, idle)`.
+    pub fn pool_connections(&self) -> (u32, u32) {
+        let pool = self.pool();
+        let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+        (pool.size(), idle)
+    }
+
+    /// Closes every connection; later queries fail.
+    pub async fn close(&self) {
+        self.pool().close().await;
+    }
+
+    /// The connection pool: only this crate runs SQL.
+    pub(crate) fn pool(&self) -> &PgPool {
         &self.inner.pool
     }
 

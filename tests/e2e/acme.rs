@@ -1096,7 +1096,7 @@ async fn issues_with_http01_from_our_http_listener() -> TestResult {
     );
     assert!(certs.join("web.example.com/fullchain.pem").exists());
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM acme_http_challenges")
-        .fetch_one(store.pool())
+        .fetch_one(&server.db.as_ref().ok_or("db")?.pool().await?)
         .await?;
     assert_eq!(left, 0);
     server.stop().await
