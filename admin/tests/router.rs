@@ -1,0 +1,215 @@
+//! The router in process (`app(state)` driven with `tower::ServiceExt::oneshot`, no socket): the
+//! same-origin rule for cookie writes, JSON media types, the error format, and 404 for
+//! non-admins. Each test gets a fresh, migrated database from `#[sqlx::test]`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use serde_json::{json, Value};
+use siteward_admin::{app, AdminState, HttpMetrics, Shared};
+use siteward_store::{Dirty, HashCost, NewUser, SecretBox, Store};
+use sqlx::PgPool;
+use tower::ServiceExt;
+
+const CHEAP: HashCost = HashCost {
+    memory_kib: 1024,
+    iterations: 1,
+    parallelism: 1,
+};
+
+/// A state over a store with `root` (administrator) and `bob`, sessions for both, an API key
+/// for root; returns the state, root's and bob's cookies and root's key.
+async fn state(pool: PgPool) -> (AdminState, String, String, String) {
+    let store = Store::from_pool(pool, SecretBox::from_key(&[7; 32]), CHEAP);
+    for (name, admin) in [("root", true), ("bob", false)] {
+        store
+            .create_user(NewUser {
+                username: name.into(),
+                password: Some("a long enough password".into()),
+                admin,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let (_, key) = store
+        .create_api_key("root", "test", None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .reload(Dirty::ALL)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut cookies = Vec::new();
+    for name in ["root", "bob"] {
+        let uid = store
+            .user(name)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .uid_number;
+        let (cookie, _) = store
+            .create_session(
+                uid,
+                chrono::Duration::hours(1),
+                None,
+                None,
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        cookies.push(format!("siteward_session={cookie}"));
+    }
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = HttpMetrics::register(&mut registry);
+    let mut shared = Shared::new(store, Arc::new(registry), metrics);
+    shared.public_url = "https://auth.lab.test".into();
+    let bob = cookies.pop().unwrap_or_default();
+    let root = cookies.pop().unwrap_or_default();
+    (shared.into(), root, bob, key)
+}
+
+/// Sends `req` through a fresh router; the status and the JSON body (`Null` when none).
+async fn send(state: &AdminState, req: Request<Body>) -> (StatusCode, Value) {
+    let res = app(state.clone())
+        .oneshot(req)
+        .await
+        .unwrap_or_else(|e| match e {});
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// A POST as the edge forwards it for `https://auth.lab.test`.
+fn post(path: &str) -> axum::http::request::Builder {
+    Request::post(path)
+        .header(header::HOST, "auth.lab.test")
+        .header("x-forwarded-proto", "https")
+}
+
+fn group(name: &str) -> Body {
+    Body::from(json!({ "cn": name }).to_string())
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn cookie_writes_need_this_origin(pool: PgPool) {
+    let (state, root, _, key) = state(pool).await;
+    let cases: &[(&[(&str, &str)], StatusCode)] = &[
+        (&[("origin", "https://auth.lab.test")], StatusCode::CREATED),
+        (
+            &[("origin", "https://auth.lab.test:443")],
+            StatusCode::CREATED,
+        ),
+        (&[("sec-fetch-site", "same-origin")], StatusCode::CREATED),
+        (&[("origin", "https://app.lab.test")], StatusCode::FORBIDDEN),
+        (&[("origin", "http://auth.lab.test")], StatusCode::FORBIDDEN),
+        (
+            &[("origin", "https://auth.lab.test:8443")],
+            StatusCode::FORBIDDEN,
+        ),
+        (&[("origin", "null")], StatusCode::FORBIDDEN),
+        (&[("sec-fetch-site", "same-site")], StatusCode::FORBIDDEN),
+        (&[("sec-fetch-site", "none")], StatusCode::FORBIDDEN),
+        (&[], StatusCode::FORBIDDEN),
+    ];
+    for (i, (headers, want)) in cases.iter().enumerate() {
+        let mut req = post("/api/v1/groups")
+            .header(header::COOKIE, &root)
+            .header(header::CONTENT_TYPE, "application/json");
+        for (k, v) in *headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(group(&format!("g{i}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (status, body) = send(&state, req).await;
+        assert_eq!(status, *want, "{headers:?}: {body}");
+        if status == StatusCode::FORBIDDEN {
+            assert_eq!(body["error"]["code"], "cross_origin", "{body}");
+        }
+    }
+    // An API key is not a cookie: no origin rule.
+    let req = post("/api/v1/groups")
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("origin", "https://app.lab.test")
+        .body(group("by-key"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(send(&state, req).await.0, StatusCode::CREATED);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn only_json_media_types_reach_a_handler(pool: PgPool) {
+    let (state, _, _, key) = state(pool).await;
+    for (ctype, want) in [
+        ("application/json", StatusCode::CREATED),
+        ("application/json; charset=utf-8", StatusCode::CREATED),
+        ("application/vnd.siteward+json", StatusCode::CREATED),
+        ("text/plain;a=+json", StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        (
+            "application/x-www-form-urlencoded",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "multipart/form-data; boundary=+json",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+    ] {
+        let req = post("/api/v1/groups")
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .header(header::CONTENT_TYPE, ctype)
+            .body(group(&format!("media-{}", ctype.len())))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (status, body) = send(&state, req).await;
+        assert_eq!(status, want, "{ctype}: {body}");
+        if want == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+            assert_eq!(body["error"]["code"], "unsupported_media_type", "{body}");
+        }
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn errors_name_the_field_and_non_admins_see_404(pool: PgPool) {
+    let (state, _, bob, key) = state(pool).await;
+    let bearer = format!("Bearer {key}");
+    let req = post("/api/v1/groups")
+        .header(header::AUTHORIZATION, &bearer)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"cn": 5}"#))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (status, body) = send(&state, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "invalid_body", "{body}");
+    assert_eq!(body["error"]["field"], "cn", "{body}");
+    let req = post("/api/v1/groups")
+        .header(header::AUTHORIZATION, &bearer)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{\"cn\": "))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (status, body) = send(&state, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "malformed_json", "{body}");
+    // bob is signed in but no administrator: the user list does not exist for him.
+    let req = Request::get("/api/v1/users")
+        .header(header::COOKIE, &bob)
+        .body(Body::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (status, body) = send(&state, req).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    // Nobody at all: 401.
+    let req = Request::get("/api/v1/users")
+        .body(Body::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(send(&state, req).await.0, StatusCode::UNAUTHORIZED);
+    // /metrics is not on this router without a token.
+    let req = Request::get("/metrics")
+        .body(Body::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(send(&state, req).await.0, StatusCode::NOT_FOUND);
+}
