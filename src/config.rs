@@ -544,6 +544,13 @@ pub struct DnsConfig {
     /// Port of the sites' forwarders.
     #[serde(deserialize_with = "lenient")]
     pub forwarder_port: u16,
+    /// Most forwarded queries in flight at once; over it, queries are dropped (UDP) or get
+    /// SERVFAIL (TCP).
+    #[serde(deserialize_with = "lenient")]
+    pub forward_max_inflight: usize,
+    /// Most forwarded queries in flight per client address (IPv6: per /64).
+    #[serde(deserialize_with = "lenient")]
+    pub forward_max_inflight_per_client: usize,
     /// UDP worker threads; 0 = one per core.
     #[serde(deserialize_with = "lenient")]
     pub udp_workers: usize,
@@ -575,6 +582,8 @@ impl Default for DnsConfig {
             axfr_allow: server.axfr_allow,
             notify: server.notify,
             forwarder_port: server.forwarder_port,
+            forward_max_inflight: server.forward_bounds.max_inflight,
+            forward_max_inflight_per_client: server.forward_bounds.max_inflight_per_client,
             udp_workers: server.udp_workers,
             tcp_max_connections: server.tcp_max_connections,
             tcp_idle_timeout_secs: server.tcp_idle_timeout.as_secs(),
@@ -583,6 +592,16 @@ impl Default for DnsConfig {
 }
 
 impl DnsConfig {
+    /// The name servers' names that live inside every site's zone (those without a trailing
+    /// dot), reserved there so that no container or node takes them.
+    pub fn reserved_names(&self) -> Vec<String> {
+        self.nameservers
+            .iter()
+            .filter(|n| !n.ends_with('.'))
+            .map(|n| n.to_ascii_lowercase())
+            .collect()
+    }
+
     /// The DNS server's settings.
     pub fn settings(&self) -> siteward_dns::Settings {
         siteward_dns::Settings {
@@ -602,6 +621,10 @@ impl DnsConfig {
             axfr_allow: self.axfr_allow.clone(),
             notify: self.notify.clone(),
             forwarder_port: self.forwarder_port,
+            forward_bounds: siteward_dns::forward::Bounds {
+                max_inflight: self.forward_max_inflight.max(1),
+                max_inflight_per_client: self.forward_max_inflight_per_client.max(1),
+            },
             udp_workers: self.udp_workers,
             tcp_max_connections: self.tcp_max_connections.max(1),
             tcp_idle_timeout: std::time::Duration::from_secs(self.tcp_idle_timeout_secs.max(1)),
@@ -673,6 +696,8 @@ const SETTINGS: &[&str] = &[
     "dns.axfr_allow",
     "dns.notify",
     "dns.forwarder_port",
+    "dns.forward_max_inflight",
+    "dns.forward_max_inflight_per_client",
     "dns.udp_workers",
     "dns.tcp_max_connections",
     "dns.tcp_idle_timeout_secs",
@@ -988,6 +1013,39 @@ mod tests {
                 .to_string();
             assert!(err.contains("unix_socket_mode"), "{bad}: {err}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn forwarding_bounds_and_reserved_names() -> Result<(), ConfigError> {
+        let d = load(None, env(&[]), &[])?.dns;
+        assert_eq!(
+            d.settings().forward_bounds,
+            siteward_dns::forward::Bounds {
+                max_inflight: 256,
+                max_inflight_per_client: 32
+            }
+        );
+        assert_eq!(d.reserved_names(), ["ns1"]);
+        let f = file("[dns]\nforward_max_inflight = 64\nnameservers = [\"NS1\", \"dns.infra\", \"ns.example.org.\"]\n");
+        let c = load(
+            Some(f.path()),
+            env(&[("SITEWARD_DNS__FORWARD_MAX_INFLIGHT_PER_CLIENT", "4")]),
+            &[],
+        )?;
+        let b = c.dns.settings().forward_bounds;
+        assert_eq!((b.max_inflight, b.max_inflight_per_client), (64, 4));
+        // Only names inside the zones are reserved there.
+        assert_eq!(c.dns.reserved_names(), ["ns1", "dns.infra"]);
+        let err = load(
+            None,
+            env(&[("SITEWARD_DNS__FORWARD_MAX_INFLIGHT", "many")]),
+            &[],
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("dns.forward_max_inflight"), "{err}");
         Ok(())
     }
 

@@ -322,6 +322,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let shutdown = shutdown.clone();
         let feed_tracker = tracker.clone();
         let migrated = migrated.clone();
+        let reserved_names = config.dns.reserved_names();
         tracker.spawn(async move {
             let mut delay = Duration::from_millis(200);
             loop {
@@ -336,6 +337,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     _ = tokio::time::sleep(delay) => {}
                 }
                 delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            // The name servers' own names are reserved in every zone (migration 0012).
+            match store.reserve_dns_names(&reserved_names).await {
+                Ok(taken) => {
+                    for (site, name) in taken {
+                        tracing::warn!(site = site.0, %name,
+                            "name server name is held by another record in this site's zone; rename it");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "name server names could not be reserved"),
             }
             migrated.cancel();
             store.spawn_change_feed(&feed_tracker, shutdown);

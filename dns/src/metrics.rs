@@ -28,6 +28,13 @@ pub struct Metrics {
     pub cache_hits: Counter,
     /// Forwarded queries sent upstream.
     pub forwarded: Counter,
+    /// Queries not forwarded because a bound on queries in flight was reached.
+    pub forward_dropped: Counter,
+    /// Datagrams (or TCP messages) from upstream that did not answer the query sent: wrong
+    /// source, id or question.
+    pub forward_mismatched: Counter,
+    /// Forwarded queries in flight.
+    pub forward_inflight: Gauge,
 }
 
 const RCODES: [&str; 17] = [
@@ -69,6 +76,21 @@ impl Metrics {
             "Queries forwarded upstream",
             m.forwarded.clone(),
         );
+        registry.register(
+            "siteward_dns_forward_dropped",
+            "Queries not forwarded because a bound on queries in flight was reached",
+            m.forward_dropped.clone(),
+        );
+        registry.register(
+            "siteward_dns_forward_mismatched",
+            "Upstream messages ignored: wrong source, id or question",
+            m.forward_mismatched.clone(),
+        );
+        registry.register(
+            "siteward_dns_forward_inflight",
+            "Forwarded queries in flight",
+            m.forward_inflight.clone(),
+        );
         m
     }
 
@@ -91,6 +113,9 @@ impl Metrics {
             zones: Gauge::default(),
             cache_hits: Counter::default(),
             forwarded: Counter::default(),
+            forward_dropped: Counter::default(),
+            forward_mismatched: Counter::default(),
+            forward_inflight: Gauge::default(),
         }
     }
 

@@ -6,7 +6,9 @@
 //!   number of (pipelined) queries per connection, an idle timeout, AXFR streams;
 //! - the index updater: watches the store's snapshot and rebuilds the zones whose inputs changed,
 //!   then sends NOTIFY for them;
-//! - forwarding on the runtime for names outside our zones.
+//! - forwarding on the runtime for names outside our zones, within [`forward::Limits`]: a UDP
+//!   worker takes a permit before it spawns the forwarding task, and drops the query when there
+//!   is none, so nothing queues.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +47,8 @@ pub struct Settings {
     pub notify: Vec<SocketAddr>,
     /// Port of the sites' forwarders (53; tests use others).
     pub forwarder_port: u16,
+    /// How many forwarded queries may be in flight, in total and per client.
+    pub forward_bounds: forward::Bounds,
     /// UDP worker threads; 0 = one per core.
     pub udp_workers: usize,
     /// Most TCP connections at once.
@@ -63,6 +67,7 @@ impl Default for Settings {
             axfr_allow: Vec::new(),
             notify: Vec::new(),
             forwarder_port: 53,
+            forward_bounds: forward::Bounds::default(),
             udp_workers: 0,
             tcp_max_connections: 512,
             tcp_idle_timeout: Duration::from_secs(10),
@@ -93,6 +98,7 @@ struct Shared {
     state: DnsState,
     live: Live,
     cache: forward::Cache,
+    limits: Arc<forward::Limits>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -161,10 +167,14 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let shared = Arc::new(Shared {
-        state,
         live: Live::default(),
         cache: forward::Cache::default(),
+        limits: forward::Limits::new(
+            state.settings.forward_bounds,
+            state.metrics.forward_inflight.clone(),
+        ),
         runtime: tokio::runtime::Handle::current(),
+        state,
     });
     let tracker = TaskTracker::new();
 
@@ -348,7 +358,8 @@ fn udp_worker(
                 metrics.dropped.inc();
             }
             Outcome::Forward(f) => {
-                if let Some(resp) = shared.cache.get(&f, &q, Instant::now()) {
+                let upstreams = shared.upstreams(&index, peer.ip());
+                if let Some(resp) = shared.cache.get(&upstreams, &f, &q, Instant::now()) {
                     metrics.cache_hits.inc();
                     metrics.response(Transport::Udp, &resp);
                     if let Err(e) = sock.send_to(&resp, peer) {
@@ -356,10 +367,16 @@ fn udp_worker(
                     }
                     continue;
                 }
+                // Over the bound the query is dropped, not queued: the client retries, and a
+                // flood costs neither memory nor upstream queries.
+                let Some(permit) = shared.limits.try_acquire(peer.ip()) else {
+                    metrics.forward_dropped.inc();
+                    tracing::debug!(%peer, "forwarding bound reached; query dropped");
+                    continue;
+                };
                 let Ok(reply_sock) = sock.try_clone() else {
                     continue;
                 };
-                let upstreams = shared.upstreams(&index, peer.ip());
                 let query = msg.to_vec();
                 let shared2 = shared.clone();
                 let q_copy = Query {
@@ -371,13 +388,19 @@ fn udp_worker(
                     qclass: q.qclass,
                     edns: q.edns,
                 };
-                shared.runtime.spawn(async move {
-                    let resp = forwarded(&shared2, &f, &q_copy, &upstreams, &query, false).await;
-                    shared2.state.metrics.response(Transport::Udp, &resp);
-                    if let Err(e) = reply_sock.send_to(&resp, peer) {
-                        tracing::debug!(error = %e, %peer, "UDP send failed");
+                let span = tracing::debug_span!("dns_forward", %peer, qtype = q.qtype);
+                shared.runtime.spawn(
+                    async move {
+                        let resp =
+                            forwarded(&shared2, &f, &q_copy, &upstreams, &query, false).await;
+                        drop(permit);
+                        shared2.state.metrics.response(Transport::Udp, &resp);
+                        if let Err(e) = reply_sock.send_to(&resp, peer) {
+                            tracing::debug!(error = %e, %peer, "UDP send failed");
+                        }
                     }
-                });
+                    .instrument(span),
+                );
             }
         }
     }
@@ -393,9 +416,10 @@ async fn forwarded(
     tcp: bool,
 ) -> Vec<u8> {
     shared.state.metrics.forwarded.inc();
-    match forward::ask(upstreams, query, f.id, tcp).await {
+    let mismatched = &shared.state.metrics.forward_mismatched;
+    match forward::ask(upstreams, query, q, tcp, mismatched).await {
         Ok(resp) => {
-            shared.cache.put(f, &resp, Instant::now());
+            shared.cache.put(upstreams, f, &resp, Instant::now());
             resp
         }
         Err(e) => {
@@ -453,16 +477,29 @@ async fn tcp_connection(
                     "zone transfer");
                 transfer::axfr_messages(&t)
             }
-            Outcome::Forward(f) => match shared.cache.get(&f, &q, Instant::now()) {
-                Some(r) => {
-                    metrics.cache_hits.inc();
-                    vec![r]
+            Outcome::Forward(f) => {
+                let upstreams = shared.upstreams(&index, peer.ip());
+                match shared.cache.get(&upstreams, &f, &q, Instant::now()) {
+                    Some(r) => {
+                        metrics.cache_hits.inc();
+                        vec![r]
+                    }
+                    // The connection waits for its answer, so over the bound it gets SERVFAIL
+                    // rather than silence.
+                    None => match shared.limits.try_acquire(peer.ip()) {
+                        Some(_permit) => {
+                            vec![forwarded(shared, &f, &q, &upstreams, &msg, true).await]
+                        }
+                        None => {
+                            metrics.forward_dropped.inc();
+                            vec![engine::error_response(
+                                &q,
+                                u16::from(engine::rcode::SERVFAIL),
+                            )]
+                        }
+                    },
                 }
-                None => {
-                    let upstreams = shared.upstreams(&index, peer.ip());
-                    vec![forwarded(shared, &f, &q, &upstreams, &msg, true).await]
-                }
-            },
+            }
         };
         for r in responses {
             metrics.response(Transport::Tcp, &r);

@@ -754,3 +754,52 @@ fn a_10000_container_zone_builds_quickly() {
     // Generous bound (debug builds, loaded machines); release builds take a few milliseconds.
     assert!(took < std::time::Duration::from_secs(3), "{took:?}");
 }
+
+/// Rows older than the database's one-owner-per-name rule (migration 0012) cannot hijack a name:
+/// a container named like a node, a static record, a CNAME owner, a name server or a DNS service
+/// is left out of the zone; the earlier owner keeps its RRset whole.
+#[test]
+fn a_container_never_joins_a_name_another_source_holds() {
+    let mut naming = fixture(7);
+    let view = naming.sites.get(&SiteId(1)).expect("site").as_ref().clone();
+    let mut view = view;
+    view.records.push(rec(40, "static", "A", "10.1.2.50", 300));
+    view.containers.extend([
+        container(10, "pve1", ip(60)),
+        container(11, "static", ip(61)),
+        container(12, "www", ip(62)),
+        container(13, "ns1", ip(63)),
+    ]);
+    naming.sites.insert(SiteId(1), Arc::new(view));
+    let settings = ZoneSettings {
+        nameserver_address: Some(Ipv4Addr::new(10, 1, 2, 53)),
+        ..ZoneSettings::default()
+    };
+    let idx = ZoneIndex::build(&naming, &settings, None);
+    let a = |n: &str| texts(&ask_on(&idx, &query(n, rtype::A, None), Transport::Udp).answers);
+    assert_eq!(a("pve1.lab.internal"), ["pve1.lab.internal. 60 A 10.1.2.2"]);
+    assert_eq!(
+        a("static.lab.internal"),
+        ["static.lab.internal. 300 A 10.1.2.50"]
+    );
+    assert_eq!(
+        a("ns1.lab.internal"),
+        ["ns1.lab.internal. 3600 A 10.1.2.53"]
+    );
+    // The CNAME stays, and is followed to the container it names.
+    assert_eq!(
+        a("www.lab.internal"),
+        [
+            "www.lab.internal. 300 CNAME web.lab.internal.",
+            "web.lab.internal. 60 A 10.1.2.10"
+        ]
+    );
+    // Without glue, the name server's name is still not a container's.
+    let idx = ZoneIndex::build(&naming, &ZoneSettings::default(), None);
+    let m = ask_on(
+        &idx,
+        &query("ns1.lab.internal", rtype::A, None),
+        Transport::Udp,
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+}

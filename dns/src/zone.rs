@@ -207,10 +207,39 @@ pub fn canonical_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     la.iter().rev().cmp(lb.iter().rev())
 }
 
+/// Where the records of a name come from. A name has one source (static records and the name
+/// servers' glue may share): the database refuses a second owner (migration
+/// `0012_dns_names.sql`); rows older than that rule are skipped here, so a name a user chose never
+/// joins an RRset an admin or the name servers own. Sources are added in precedence order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// SOA, NS and the name servers' glue.
+    NameServers,
+    /// A node's A record.
+    Node,
+    /// Static records (`dns_records`), CNAMEs included (see [`ZoneBuilder::finish`]).
+    Static,
+    /// SRV records of DNS services.
+    Service,
+    /// A container's A record.
+    Container,
+}
+
+impl Source {
+    fn may_join(self, holder: Source) -> bool {
+        self == holder
+            || matches!(
+                (self, holder),
+                (Source::Static, Source::NameServers) | (Source::NameServers, Source::Static)
+            )
+    }
+}
+
 /// Builder of one zone.
 struct ZoneBuilder {
     apex: Vec<u8>,
     nodes: NameMap<Node>,
+    sources: NameMap<Source>,
 }
 
 impl ZoneBuilder {
@@ -218,7 +247,24 @@ impl ZoneBuilder {
         Self {
             apex,
             nodes: NameMap::default(),
+            sources: NameMap::default(),
         }
+    }
+
+    /// Adds one record from `source`, unless another source holds its owner name already.
+    fn add_from(&mut self, source: Source, owner: &[u8], t: u16, ttl: u32, parsed: rdata::Parsed) {
+        match self.sources.get(owner) {
+            Some(holder) if !source.may_join(*holder) => {
+                tracing::warn!(name = %name::to_text(owner), ?source, holder = ?holder,
+                    "name already held by another source in the zone; record skipped");
+                return;
+            }
+            Some(_) => {}
+            None => {
+                self.sources.insert(owner.into(), source);
+            }
+        }
+        self.add(owner, t, ttl, parsed);
     }
 
     /// Adds one record; duplicates are dropped, an RRset's TTL is its records' minimum.
@@ -249,8 +295,9 @@ impl ZoneBuilder {
     }
 
     fn finish(mut self, site: SiteId, serial: u32, minimum: u32, fp: Fingerprint) -> Zone {
-        // A CNAME cannot share its name with other data (RFC 1034 §3.6.2): the other data
-        // (containers, nodes) wins and the CNAME is dropped.
+        // A CNAME cannot share its name with other data (RFC 1034 §3.6.2): the other static data
+        // (or the name servers' glue) wins and the CNAME is dropped. The database refuses both
+        // since migration 0012; this keeps older rows harmless.
         for (owner, node) in self.nodes.iter_mut() {
             if node.rrsets.len() > 1 && node.get(rtype::CNAME).is_some() {
                 tracing::warn!(name = %name::to_text(owner), "CNAME beside other data dropped");
@@ -398,10 +445,23 @@ fn apex_records(
     for ns in &settings.nameservers {
         let n = name::parse_text(ns, forward)?;
         b.add(&apex, rtype::NS, settings.ns_ttl, named(n.clone()));
+        // A name server's own name in the zone is held for it, glue or not.
+        if name::is_within(&n, &b.apex) && !b.sources.contains_key(n.as_slice()) {
+            b.sources
+                .insert(n.clone().into_boxed_slice(), Source::NameServers);
+        }
         if let (Some(addr), false) = (settings.nameserver_address, ns.ends_with('.')) {
-            b.add(&n, rtype::A, settings.ns_ttl, plain(addr.octets().to_vec()));
+            b.add_from(
+                Source::NameServers,
+                &n,
+                rtype::A,
+                settings.ns_ttl,
+                plain(addr.octets().to_vec()),
+            );
         }
     }
+    b.sources
+        .insert(apex.clone().into_boxed_slice(), Source::NameServers);
     Ok(())
 }
 
@@ -413,18 +473,43 @@ pub fn build_forward(view: &SiteView, settings: &ZoneSettings) -> Result<Zone, E
     let mut b = ZoneBuilder::new(apex.clone());
     apex_records(&mut b, settings, &apex, serial)?;
     let ttl = settings.record_ttl;
+    // In precedence order (see `Source`): nodes, static records, DNS services, containers.
     for node in &view.nodes {
         if let (Some(a), Ok(owner)) = (node.ipv4_address, name::parse_text(&node.name, &apex)) {
-            b.add(&owner, rtype::A, ttl, plain(a.octets().to_vec()));
+            b.add_from(
+                Source::Node,
+                &owner,
+                rtype::A,
+                ttl,
+                plain(a.octets().to_vec()),
+            );
         }
     }
-    let mut hostnames = HashMap::new();
-    for c in &view.containers {
-        hostnames.insert(c.id, c.hostname.as_str());
-        if let (Some(a), Ok(owner)) = (c.ipv4_address, name::parse_text(&c.hostname, &apex)) {
-            b.add(&owner, rtype::A, ttl, plain(a.octets().to_vec()));
+    for r in &view.records {
+        let parsed = rdata::type_from_str(&r.rtype)
+            .ok_or_else(|| Error::BadRecord(format!("type `{}`", r.rtype)));
+        let owner = name::parse_text(&r.name, &apex);
+        match (parsed, owner) {
+            (Ok(t), Ok(owner)) => match rdata::parse(t, &r.value, &apex) {
+                Ok(p) => b.add_from(
+                    Source::Static,
+                    &owner,
+                    t,
+                    u32::try_from(r.ttl).unwrap_or(0),
+                    p,
+                ),
+                Err(e) => tracing::warn!(record = r.id.0, error = %e, "static record skipped"),
+            },
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(record = r.id.0, error = %e, "static record skipped")
+            }
         }
     }
+    let hostnames: HashMap<_, _> = view
+        .containers
+        .iter()
+        .map(|c| (c.id, c.hostname.as_str()))
+        .collect();
     for svc in &view.dns_services {
         let Some(host) = hostnames.get(&svc.container_id) else {
             continue;
@@ -437,7 +522,8 @@ pub fn build_forward(view: &SiteView, settings: &ZoneSettings) -> Result<Zone, E
             tracing::warn!(service = %svc.service_name, "SRV record skipped: bad name or port");
             continue;
         };
-        b.add(
+        b.add_from(
+            Source::Service,
             &owner,
             rtype::SRV,
             ttl,
@@ -447,18 +533,15 @@ pub fn build_forward(view: &SiteView, settings: &ZoneSettings) -> Result<Zone, E
             },
         );
     }
-    for r in &view.records {
-        let parsed = rdata::type_from_str(&r.rtype)
-            .ok_or_else(|| Error::BadRecord(format!("type `{}`", r.rtype)));
-        let owner = name::parse_text(&r.name, &apex);
-        match (parsed, owner) {
-            (Ok(t), Ok(owner)) => match rdata::parse(t, &r.value, &apex) {
-                Ok(p) => b.add(&owner, t, u32::try_from(r.ttl).unwrap_or(0), p),
-                Err(e) => tracing::warn!(record = r.id.0, error = %e, "static record skipped"),
-            },
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!(record = r.id.0, error = %e, "static record skipped")
-            }
+    for c in &view.containers {
+        if let (Some(a), Ok(owner)) = (c.ipv4_address, name::parse_text(&c.hostname, &apex)) {
+            b.add_from(
+                Source::Container,
+                &owner,
+                rtype::A,
+                ttl,
+                plain(a.octets().to_vec()),
+            );
         }
     }
     Ok(b.finish(

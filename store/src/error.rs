@@ -167,6 +167,12 @@ fn conflict_subject(constraint: &str) -> String {
         ("external_domains_domain_key", "domain"),
         ("api_keys_prefix_key", "api key prefix"),
         ("dns_records_site_id_name_type_value_key", "dns record"),
+        // One owner per name in a zone (migration 0012): the field of the table written.
+        ("containers_dns_name_key", "hostname"),
+        ("nodes_dns_name_key", "name"),
+        ("dns_records_dns_name_key", "name"),
+        ("dns_services_dns_name_key", "service_name"),
+        ("dns_reserved_names_dns_name_key", "name"),
         ("settings_pkey", "setting"),
     ];
     known

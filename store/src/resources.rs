@@ -1131,6 +1131,52 @@ impl Store {
         Ok(())
     }
 
+    /// Keeps the reserved name-server names (`dns_reserved_names`, migration 0012) equal to
+    /// `names`: relative names, each held in every site's zone so that no container, node or
+    /// CNAME can take it. A reserved name is claimed again in sites where whatever held it has
+    /// gone. Returns the sites (and names) where something else still holds one.
+    pub async fn reserve_dns_names(&self, names: &[String]) -> Result<Vec<(SiteId, String)>> {
+        let names: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM dns_reserved_names WHERE NOT (name = ANY($1))")
+            .bind(&names)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO dns_reserved_names (name) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&names)
+        .execute(&mut *tx)
+        .await?;
+        let missing: Vec<(SiteId, String)> = sqlx::query_as(
+            "SELECT site_id, name FROM dns_name_conflicts WHERE kind = 'reserved' ORDER BY site_id, name",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut taken = Vec::new();
+        for (site, name) in missing {
+            let mut attempt = sqlx::Acquire::begin(&mut *tx).await?;
+            let claimed = sqlx::query(
+                "INSERT INTO dns_name_holders (site_id, name, share, reserved_name)
+                 VALUES ($1, $2, 'static', $2)",
+            )
+            .bind(site)
+            .bind(&name)
+            .execute(&mut *attempt)
+            .await;
+            match claimed.map_err(StoreError::from) {
+                Ok(_) => attempt.commit().await?,
+                Err(StoreError::Conflict { .. }) => {
+                    attempt.rollback().await?;
+                    taken.push((site, name));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit().await?;
+        Ok(taken)
+    }
+
     // ------------------------------------------------------------------ users and groups
 
     /// Lists users.

@@ -733,3 +733,168 @@ async fn acme_accounts_per_directory_and_email(pool: PgPool) -> TestResult {
     assert_eq!(plain, 0);
     Ok(())
 }
+
+/// Issue #13, item 8: a name in a site's zone has one owner across containers, nodes, static
+/// records, DNS services and the name servers, and PostgreSQL itself refuses a second one.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_name_in_a_zone_has_one_owner_even_for_plain_sql(pool: PgPool) -> TestResult {
+    accepts(&pool, FIXTURE).await;
+    for bad in [
+        // A container named like a node of its site, or a name server.
+        "INSERT INTO containers (hostname, node_id) VALUES ('PVE1', 2)",
+        "INSERT INTO containers (hostname, node_id) VALUES ('ns1', 1)",
+        // A node named like a container of its site, or a name server.
+        "INSERT INTO nodes (name, site_id) VALUES ('web', 1)",
+        "INSERT INTO nodes (name, site_id) VALUES ('ns1', 2)",
+        // A static record on a container's or node's name.
+        "INSERT INTO dns_records (site_id, name, type, value) VALUES (1, 'web', 'A', '10.0.0.66')",
+        "INSERT INTO dns_records (site_id, name, type, value) VALUES (1, 'pve2', 'TXT', '\"x\"')",
+        // A CNAME at the apex, or on a name server's name.
+        "INSERT INTO dns_records (site_id, name, type, value) VALUES (1, '@', 'CNAME', 'web')",
+        "INSERT INTO dns_records (site_id, name, type, value) VALUES (1, 'ns1', 'CNAME', 'web')",
+        // Renaming into a taken name.
+        "UPDATE containers SET hostname = 'pve2' WHERE id = 1",
+    ] {
+        rejects(&pool, bad).await;
+    }
+    // Static records of one name share it (one node, several RRsets); a CNAME shares with
+    // nothing, and nothing shares with a CNAME.
+    accepts(
+        &pool,
+        "INSERT INTO dns_records (site_id, name, type, value) VALUES
+             (1, 'www', 'A', '10.0.0.7'), (1, 'www', 'A', '10.0.0.8'), (1, 'www', 'TXT', '\"w\"'),
+             (1, 'alias', 'CNAME', 'web'), (1, 'ns1', 'A', '10.0.0.53')",
+    )
+    .await;
+    for bad in [
+        "INSERT INTO dns_records (site_id, name, type, value) VALUES (1, 'www', 'CNAME', 'web')",
+        "INSERT INTO dns_records (site_id, name, type, value) VALUES (1, 'alias', 'TXT', '\"a\"')",
+        "INSERT INTO dns_records (site_id, name, type, value) VALUES (1, 'alias', 'CNAME', 'pve1')",
+        "INSERT INTO containers (hostname, node_id) VALUES ('www', 1)",
+        "INSERT INTO containers (hostname, node_id) VALUES ('alias', 1)",
+        "UPDATE dns_records SET name = 'web' WHERE name = 'alias'",
+    ] {
+        rejects(&pool, bad).await;
+    }
+    // SRV owners of DNS services: containers share them, static records do not.
+    accepts(
+        &pool,
+        "INSERT INTO containers (id, hostname, node_id) VALUES (2, 'ldap2', 1);
+         BEGIN;
+         INSERT INTO services (id, container_id, type, container_port) VALUES (1, 1, 'dns', 389), (2, 2, 'dns', 389);
+         INSERT INTO dns_services (service_id, service_name) VALUES (1, '_ldap._tcp'), (2, '_ldap._tcp');
+         COMMIT;",
+    )
+    .await;
+    rejects(
+        &pool,
+        "INSERT INTO dns_records (site_id, name, type, value) VALUES (1, '_ldap._tcp', 'SRV', '0 0 389 evil.example.org.')",
+    )
+    .await;
+    // Names are per site.
+    accepts(
+        &pool,
+        "INSERT INTO containers (hostname, node_id) VALUES ('web', 3), ('pve1', 3)",
+    )
+    .await;
+    // Removing the last holder frees a name; a shared name stays taken while one holder is left.
+    accepts(
+        &pool,
+        "DELETE FROM dns_records WHERE name = 'www' AND type = 'A'",
+    )
+    .await;
+    rejects(
+        &pool,
+        "INSERT INTO containers (hostname, node_id) VALUES ('www', 1)",
+    )
+    .await;
+    accepts(
+        &pool,
+        "DELETE FROM dns_records WHERE name = 'www';
+         INSERT INTO containers (hostname, node_id) VALUES ('www', 1)",
+    )
+    .await;
+    accepts(&pool, "DELETE FROM containers WHERE id = 2").await;
+    rejects(
+        &pool,
+        "INSERT INTO dns_records (site_id, name, type, value) VALUES (1, '_ldap._tcp', 'SRV', '0 0 389 evil.example.org.')",
+    )
+    .await;
+    // A node moved to another site takes its name there: refused where it is taken.
+    accepts(
+        &pool,
+        "INSERT INTO dns_records (site_id, name, type, value) VALUES (2, 'pve2', 'A', '10.1.0.9')",
+    )
+    .await;
+    rejects(&pool, "UPDATE nodes SET site_id = 2 WHERE id = 2").await;
+    let holders: i64 = sqlx::query_scalar("SELECT count(*) FROM dns_name_conflicts")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(holders, 0, "every row holds its name");
+
+    // Through the store, a conflict is a Conflict naming the field.
+    let s = store(pool.clone());
+    let dup = s
+        .create_dns_record(siteward_store::SiteId(1), "WEB", "A", "10.0.0.9", 60)
+        .await;
+    assert!(
+        matches!(dup, Err(StoreError::Conflict { ref what }) if what == "name"),
+        "{dup:?}"
+    );
+
+    // Two writers racing for one name: the second waits for the first and is refused.
+    let mut first = pool.begin().await?;
+    sqlx::query("INSERT INTO containers (hostname, node_id) VALUES ('race', 1)")
+        .execute(&mut *first)
+        .await?;
+    let second = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            sqlx::query(
+                "INSERT INTO dns_records (site_id, name, type, value) VALUES (1, 'race', 'A', '10.0.0.5')",
+            )
+            .execute(&pool)
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !second.is_finished(),
+        "the second writer must wait for the first"
+    );
+    first.commit().await?;
+    let raced = second.await?;
+    assert!(raced.is_err(), "{raced:?}");
+
+    // Reserved name-server names: claimed in every site where they are free, reported where not.
+    accepts(
+        &pool,
+        "INSERT INTO containers (hostname, node_id) VALUES ('ns2', 3)",
+    )
+    .await;
+    let taken = s.reserve_dns_names(&["ns1".into(), "NS2".into()]).await?;
+    assert_eq!(taken, [(siteward_store::SiteId(2), "ns2".to_owned())]);
+    rejects(
+        &pool,
+        "INSERT INTO containers (hostname, node_id) VALUES ('ns2', 1)",
+    )
+    .await;
+    accepts(&pool, "DELETE FROM containers WHERE hostname = 'ns2'").await;
+    assert!(s
+        .reserve_dns_names(&["ns1".into(), "ns2".into()])
+        .await?
+        .is_empty());
+    rejects(
+        &pool,
+        "INSERT INTO containers (hostname, node_id) VALUES ('ns2', 3)",
+    )
+    .await;
+    // A name no longer configured is released.
+    assert!(s.reserve_dns_names(&["ns1".into()]).await?.is_empty());
+    accepts(
+        &pool,
+        "INSERT INTO containers (hostname, node_id) VALUES ('ns2', 3)",
+    )
+    .await;
+    Ok(())
+}

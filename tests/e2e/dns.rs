@@ -1225,3 +1225,489 @@ async fn forwarding_with_cache_and_refusal_for_others() -> TestResult {
     assert!(out.contains("status: REFUSED"), "{out}");
     closed.stop().await
 }
+
+// ---------------------------------------------------------------------------------------------
+// Security: one owner per name (issue #13, item 8) and bounded, spoof-resistant forwarding
+// (item 10)
+// ---------------------------------------------------------------------------------------------
+
+/// `A` answers of `name` as text, asked over UDP.
+async fn a_answers(addr: SocketAddr, name: &str) -> TestResult<Vec<String>> {
+    Ok(lines(&udp(addr, name, A).await?.answers))
+}
+
+#[tokio::test]
+async fn a_container_node_or_record_cannot_take_a_name_that_is_already_in_the_zone() -> TestResult {
+    let server = server_with(&[]).await?;
+    let addr = dns_addr(&server)?;
+    let pool = pool(&server).await?;
+    seed(&pool, 0).await?;
+    wait_until(addr, "web.lab.internal", A, Duration::from_secs(5), |m| {
+        !m.answers.is_empty()
+    })
+    .await?;
+    let http = reqwest::Client::new();
+    let s = http
+        .post(server.url("/api/v1/register"))
+        .json(&serde_json::json!({ "username": "root", "password": "a long enough password" }))
+        .send()
+        .await?
+        .status();
+    assert_eq!(s, reqwest::StatusCode::CREATED);
+    let store = server.db.as_ref().ok_or("db")?.store().await?;
+    let (_, key) = store.create_api_key("root", "test", None).await?;
+    let call = |path: &str, body: serde_json::Value| {
+        let req = http
+            .post(server.url(&format!("/api/v1{path}")))
+            .bearer_auth(&key)
+            .json(&body);
+        async move {
+            let resp = req.send().await?;
+            let status = resp.status();
+            let v: serde_json::Value = resp.json().await?;
+            TestResult::Ok((status, v))
+        }
+    };
+    // The key reaches the server's snapshot through the change feed.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while http
+        .get(server.url("/api/v1/me"))
+        .bearer_auth(&key)
+        .send()
+        .await?
+        .status()
+        == reqwest::StatusCode::UNAUTHORIZED
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A container named like the node, a static A record, a CNAME owner, the name server.
+    for (i, host) in ["pve1", "MAIL", "www", "ns1"].iter().enumerate() {
+        let (s, v) = call(
+            "/containers/register",
+            serde_json::json!({ "hostname": host, "node_id": 1, "ipv4_address": format!("10.1.2.{}", 150 + i), "mac_address": format!("02:00:00:00:01:{:02x}", i), "container_id": 300 + i, "status": "running" }),
+        )
+        .await?;
+        assert_eq!(s, reqwest::StatusCode::CONFLICT, "container {host}: {v}");
+        assert_eq!(v["error"]["field"], "hostname", "{v}");
+    }
+    // A node named like a container.
+    let (s, v) = call(
+        "/nodes",
+        serde_json::json!({ "name": "web", "site_id": 1, "ipv4_address": "10.1.2.3" }),
+    )
+    .await?;
+    assert_eq!(s, reqwest::StatusCode::CONFLICT, "node: {v}");
+    assert_eq!(v["error"]["field"], "name", "{v}");
+    // A static record on a container's name; a CNAME beside other data.
+    for (name, rtype, value) in [
+        ("web", "A", "10.1.2.66"),
+        ("mail", "CNAME", "web"),
+        ("_ldap._tcp", "SRV", "0 0 389 evil.example.org."),
+    ] {
+        let (s, v) = call(
+            "/sites/1/dns-records",
+            serde_json::json!({ "name": name, "type": rtype, "value": value }),
+        )
+        .await?;
+        assert_eq!(
+            s,
+            reqwest::StatusCode::CONFLICT,
+            "record {name} {rtype}: {v}"
+        );
+        assert_eq!(v["error"]["field"], "name", "{v}");
+    }
+    // Static records of one name still form one RRset.
+    let (s, v) = call(
+        "/sites/1/dns-records",
+        serde_json::json!({ "name": "mail", "type": "TXT", "value": "\"mail host\"" }),
+    )
+    .await?;
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{v}");
+    // Plain SQL obeys the same rule.
+    let refused = sqlx::query(
+        "INSERT INTO containers (hostname, node_id, ipv4_address) VALUES ('mail', 1, '10.1.2.77')",
+    )
+    .execute(&pool)
+    .await;
+    assert!(refused.is_err(), "plain SQL took a static record's name");
+
+    // DNS still answers the original owners only.
+    wait_until(
+        addr,
+        "mail.lab.internal",
+        TXT,
+        Duration::from_secs(5),
+        |m| !m.answers.is_empty(),
+    )
+    .await?;
+    assert_eq!(
+        a_answers(addr, "pve1.lab.internal").await?,
+        ["pve1.lab.internal. 60 A 10.1.2.2"]
+    );
+    assert_eq!(
+        a_answers(addr, "mail.lab.internal").await?,
+        ["mail.lab.internal. 300 A 10.1.2.30"]
+    );
+    assert_eq!(
+        a_answers(addr, "web.lab.internal").await?,
+        ["web.lab.internal. 60 A 10.1.2.10"]
+    );
+    assert_eq!(
+        a_answers(addr, "www.lab.internal").await?,
+        [
+            "web.lab.internal. 60 A 10.1.2.10",
+            "www.lab.internal. 300 CNAME web.lab.internal."
+        ]
+    );
+    let m = udp(addr, "ns1.lab.internal", A).await?;
+    assert_eq!(
+        m.metadata.response_code,
+        hickory_proto::op::ResponseCode::NXDomain
+    );
+    let srv = lines(&udp(addr, "_ldap._tcp.lab.internal", SRV).await?.answers);
+    assert_eq!(srv.len(), 2, "{srv:?}");
+    assert!(srv.iter().all(|l| !l.contains("evil")), "{srv:?}");
+    server.stop().await
+}
+
+/// How a [`FakeUpstream`] answers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Upstream {
+    /// Never.
+    Silent,
+    /// At once, `A <addr>` for the question.
+    Answer([u8; 4]),
+    /// First three spoofs (`A 6.6.6.6`: wrong id; right id but another question; right id and
+    /// question from another port), then the real `A <addr>` 50 ms later.
+    SpoofThenAnswer([u8; 4]),
+}
+
+/// A resolver the server forwards to, that records every question it receives.
+struct FakeUpstream {
+    addr: SocketAddr,
+    mode: std::sync::Arc<std::sync::Mutex<Upstream>>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The question section of a query (name, type, class) and the name as text.
+fn question_of(q: &[u8]) -> Option<(Vec<u8>, String)> {
+    let mut pos = 12;
+    let mut name = String::new();
+    loop {
+        let len = *q.get(pos)? as usize;
+        if len == 0 {
+            break;
+        }
+        let label = q.get(pos + 1..pos + 1 + len)?;
+        name.push_str(&String::from_utf8_lossy(label).to_ascii_lowercase());
+        name.push('.');
+        pos += 1 + len;
+    }
+    Some((q.get(12..pos + 5)?.to_vec(), name))
+}
+
+fn answer_to(id: &[u8], question: &[u8], addr: [u8; 4]) -> Vec<u8> {
+    let mut r = id.to_vec();
+    r.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
+    r.extend_from_slice(question);
+    r.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+    r.extend_from_slice(&addr);
+    r
+}
+
+impl FakeUpstream {
+    async fn start(bind: SocketAddr, mode: Upstream) -> TestResult<Self> {
+        let sock = std::sync::Arc::new(tokio::net::UdpSocket::bind(bind).await?);
+        let addr = sock.local_addr()?;
+        let mode = std::sync::Arc::new(std::sync::Mutex::new(mode));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (m, s) = (mode.clone(), seen.clone());
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                let q = buf[..n].to_vec();
+                let Some((question, name)) = question_of(&q) else {
+                    continue;
+                };
+                s.lock().map(|mut v| v.push((Instant::now(), name))).ok();
+                let mode = *m
+                    .lock()
+                    .map_err(|_| ())
+                    .as_deref()
+                    .unwrap_or(&Upstream::Silent);
+                let sock = sock.clone();
+                tokio::spawn(async move {
+                    let id = &q[..2];
+                    match mode {
+                        Upstream::Silent => {}
+                        Upstream::Answer(a) => {
+                            let _ = sock.send_to(&answer_to(id, &question, a), from).await;
+                        }
+                        Upstream::SpoofThenAnswer(a) => {
+                            let evil = [6, 6, 6, 6];
+                            let wrong_id = [id[0] ^ 0xFF, id[1]];
+                            let _ = sock
+                                .send_to(&answer_to(&wrong_id, &question, evil), from)
+                                .await;
+                            let mut other = b"\x04evil\x07example\x04test\x00".to_vec();
+                            other.extend_from_slice(&question[question.len() - 4..]);
+                            let _ = sock.send_to(&answer_to(id, &other, evil), from).await;
+                            if let Ok(side) = tokio::net::UdpSocket::bind("127.0.0.1:0").await {
+                                let _ = side.send_to(&answer_to(id, &question, evil), from).await;
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            let _ = sock.send_to(&answer_to(id, &question, a), from).await;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            addr,
+            mode,
+            seen,
+            task,
+        })
+    }
+
+    fn set(&self, mode: Upstream) {
+        if let Ok(mut m) = self.mode.lock() {
+            *m = mode;
+        }
+    }
+
+    /// Questions received since `since`.
+    fn seen_since(&self, since: Instant) -> Vec<String> {
+        self.seen
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|(t, _)| *t >= since)
+                    .map(|(_, n)| n.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Asks `name` with RD from `from` until an answer comes (or `timeout`).
+async fn recursive_a(
+    server: SocketAddr,
+    from: &str,
+    name: &str,
+    timeout: Duration,
+) -> TestResult<Message> {
+    let sock = tokio::net::UdpSocket::bind(from).await?;
+    sock.connect(server).await?;
+    let deadline = Instant::now() + timeout;
+    let mut id = 100u16;
+    loop {
+        id += 1;
+        sock.send(&query(id, name, A, true, None)).await?;
+        let mut buf = vec![0u8; 4096];
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(300), sock.recv(&mut buf)).await
+        {
+            let m = Message::from_vec(&buf[..n])?;
+            if m.metadata.id == id && !m.answers.is_empty() {
+                return Ok(m);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no answer to {name} from {from}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_flood_of_misses_keeps_upstream_queries_bounded_per_client_and_in_total() -> TestResult {
+    let upstream =
+        FakeUpstream::start("127.0.0.1:0".parse()?, Upstream::Answer([192, 0, 2, 1])).await?;
+    let server = server_with(&[
+        (
+            "SITEWARD_DNS__FORWARDER_PORT",
+            upstream.addr.port().to_string(),
+        ),
+        ("SITEWARD_DNS__FORWARD_MAX_INFLIGHT", "12".into()),
+        ("SITEWARD_DNS__FORWARD_MAX_INFLIGHT_PER_CLIENT", "5".into()),
+    ])
+    .await?;
+    let addr = dns_addr(&server)?;
+    let pool = pool(&server).await?;
+    seed(&pool, 0).await?;
+    sqlx::query("UPDATE sites SET dns_forwarders = '127.0.0.1' WHERE id = 1")
+        .execute(&pool)
+        .await?;
+    recursive_a(
+        addr,
+        "127.0.0.1:0",
+        "probe.example.test",
+        Duration::from_secs(5),
+    )
+    .await?;
+
+    // The upstream stops answering; four clients each send 300 distinct names at once.
+    upstream.set(Upstream::Silent);
+    let flood_start = Instant::now();
+    let mut senders = Vec::new();
+    for c in 1..=4u8 {
+        let sock = tokio::net::UdpSocket::bind(format!("127.0.1.{c}:0")).await?;
+        senders.push(tokio::spawn(async move {
+            for n in 0..300u16 {
+                let name = format!("c{c}-n{n}.example.test");
+                let _ = sock.send_to(&query(n, &name, A, true, None), addr).await;
+            }
+            sock
+        }));
+    }
+    let mut clients = Vec::new();
+    for s in senders {
+        clients.push(s.await?);
+    }
+    // Meanwhile authoritative answers come at once.
+    let local_start = Instant::now();
+    assert_eq!(
+        a_answers(addr, "web.lab.internal").await?,
+        ["web.lab.internal. 60 A 10.1.2.10"]
+    );
+    let local = local_start.elapsed();
+    assert!(
+        local < Duration::from_millis(500),
+        "local answer took {local:?}"
+    );
+    // Every query the upstream got within 1.5 s is still in flight (the server waits 2 s).
+    tokio::time::sleep(Duration::from_millis(1500).saturating_sub(flood_start.elapsed())).await;
+    let seen: Vec<String> = upstream
+        .seen_since(flood_start)
+        .into_iter()
+        .filter(|n| n.starts_with('c'))
+        .collect();
+    let per_client: Vec<usize> = (1..=4)
+        .map(|c| {
+            seen.iter()
+                .filter(|n| n.starts_with(&format!("c{c}-")))
+                .count()
+        })
+        .collect();
+    eprintln!(
+        "upstream saw {} queries in flight; per client {per_client:?}",
+        seen.len()
+    );
+    assert_eq!(seen.len(), 12, "total bound: {per_client:?}");
+    assert!(
+        per_client.iter().all(|&n| n <= 5),
+        "per-client bound: {per_client:?}"
+    );
+    let metrics = reqwest::get(server.url("/metrics")).await?.text().await?;
+    let dropped: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("siteward_dns_forward_dropped_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(dropped > 1000, "dropped {dropped}:\n{metrics}");
+
+    // Once those time out, forwarding works again for everyone.
+    upstream.set(Upstream::Answer([192, 0, 2, 9]));
+    tokio::time::sleep(Duration::from_millis(2600).saturating_sub(flood_start.elapsed())).await;
+    let m = recursive_a(
+        addr,
+        "127.0.1.1:0",
+        "after.example.test",
+        Duration::from_secs(5),
+    )
+    .await?;
+    assert_eq!(lines(&m.answers), ["after.example.test. 60 A 192.0.2.9"]);
+    drop(clients);
+    server.stop().await
+}
+
+#[tokio::test]
+async fn spoofed_upstream_answers_are_ignored_and_sites_never_share_cached_answers() -> TestResult {
+    // Two upstreams on one port: 127.0.0.1 (site a's, which also spoofs) and 127.0.0.2 (b's).
+    let mut pair = None;
+    for _ in 0..20 {
+        let one = FakeUpstream::start(
+            "127.0.0.1:0".parse()?,
+            Upstream::SpoofThenAnswer([192, 0, 2, 1]),
+        )
+        .await?;
+        let port = one.addr.port();
+        if let Ok(two) = FakeUpstream::start(
+            SocketAddr::from(([127, 0, 0, 2], port)),
+            Upstream::Answer([192, 0, 2, 2]),
+        )
+        .await
+        {
+            pair = Some((one, two));
+            break;
+        }
+    }
+    let (one, two) = pair.ok_or("no port free on 127.0.0.1 and 127.0.0.2")?;
+    let server =
+        server_with(&[("SITEWARD_DNS__FORWARDER_PORT", one.addr.port().to_string())]).await?;
+    let addr = dns_addr(&server)?;
+    let pool = pool(&server).await?;
+    sqlx::raw_sql(
+        "INSERT INTO sites (name, internal_domain, subnet_mask, gateway, dns_forwarders) VALUES
+             ('a', 'a.internal', '255.255.255.0', '127.0.1.1', '127.0.0.1'),
+             ('b', 'b.internal', '255.255.255.0', '127.0.2.1', '127.0.0.2');",
+    )
+    .execute(&pool)
+    .await?;
+    // A client of site a gets the real answer, not one of the three spoofs before it.
+    let m = recursive_a(
+        addr,
+        "127.0.1.5:0",
+        "www.example.test",
+        Duration::from_secs(5),
+    )
+    .await?;
+    assert_eq!(lines(&m.answers), ["www.example.test. 60 A 192.0.2.1"]);
+    let metrics = reqwest::get(server.url("/metrics")).await?.text().await?;
+    let mismatched: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("siteward_dns_forward_mismatched_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(mismatched >= 3, "mismatched {mismatched}");
+    // A client of site b asks the same name: its own forwarder answers, not a's cache.
+    let m = recursive_a(
+        addr,
+        "127.0.2.5:0",
+        "www.example.test",
+        Duration::from_secs(5),
+    )
+    .await?;
+    assert_eq!(lines(&m.answers), ["www.example.test. 60 A 192.0.2.2"]);
+    assert!(!two
+        .seen_since(Instant::now() - Duration::from_secs(60))
+        .is_empty());
+    // And a's is cached for a: its upstream is not asked again.
+    let before = one
+        .seen_since(Instant::now() - Duration::from_secs(60))
+        .len();
+    let m = recursive_a(
+        addr,
+        "127.0.1.6:0",
+        "www.example.test",
+        Duration::from_secs(5),
+    )
+    .await?;
+    assert_eq!(lines(&m.answers), ["www.example.test. 60 A 192.0.2.1"]);
+    assert_eq!(
+        one.seen_since(Instant::now() - Duration::from_secs(60))
+            .len(),
+        before
+    );
+    server.stop().await
+}

@@ -175,6 +175,7 @@ fn friendly_field(constraint: &str) -> String {
         ),
         ("services_container_id_fkey", "container_id"),
         ("dns_records_site_id_fkey", "site_id"),
+        ("dns_records_apex_cname_check", "type"),
     ];
     if let Some((_, f)) = known.iter().find(|(c, _)| *c == constraint) {
         return (*f).to_owned();
