@@ -342,6 +342,7 @@ impl Jobs {
         let clone_from = match self.check_template(&pve, node, &req.template).await {
             Ok(TemplateRef::Vmid(vmid)) => Some(vmid),
             Ok(TemplateRef::Volume { .. }) => None,
+            Err(e @ TemplateError::Proxmox { .. }) => return Err(e.to_string()),
             Err(e) => return Err(format!("template refused: {e}")),
         };
         // 1. VMID and create (or clone), retrying when the id was taken meanwhile.

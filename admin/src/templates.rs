@@ -19,7 +19,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use reqwest::Method;
 use serde_json::Value;
-use siteward_store::{Node, NodeId, SiteId};
+use siteward_store::{Container, Node, NodeId, SiteId};
 
 use crate::api::error::ApiError;
 use crate::jobs::Jobs;
@@ -53,7 +53,9 @@ pub enum TemplateError {
     )]
     Malformed(&'static str),
     /// A volume on another storage than the node's image storage.
-    #[error("template volumes are taken from storage '{expected}' on node {node}, not '{storage}'")]
+    #[error(
+        "template volumes are taken from storage '{expected}' on node {node}, not '{storage}'"
+    )]
     WrongStorage {
         /// The storage asked for.
         storage: String,
@@ -93,7 +95,7 @@ pub enum TemplateError {
     #[error("no node of this site is managed through the Proxmox API (with NVIDIA, when asked)")]
     NoManagedNode,
     /// The container's node is not managed through the Proxmox API, so nothing can be checked.
-    #[error("node {0} is not managed through the Proxmox API; its templates cannot be checked")]
+    #[error("the container's node (id {0}) is not managed through the Proxmox API; its templates cannot be checked")]
     Unmanaged(String),
     /// The node asked for is not a managed node of the site.
     #[error("no such node in this site managed through the Proxmox API (with NVIDIA, when asked)")]
@@ -252,8 +254,7 @@ pub async fn check_on(pve: &PveClient, node: &Node, t: &TemplateRef) -> Result<(
             }
         }
         TemplateRef::Vmid(vmid) => {
-            let path = format!("/nodes/{}/lxc/{vmid}/config", node.name);
-            match pve.call(Method::GET, &path, &[]).await {
+            match pve.config(&node.name, *vmid).await {
                 Ok(config) if truthy(&config["template"]) => Ok(()),
                 Ok(_) => Err(TemplateError::NotTemplate {
                     vmid: *vmid,
@@ -274,15 +275,21 @@ pub async fn check_on(pve: &PveClient, node: &Node, t: &TemplateRef) -> Result<(
 
 /// The `vztmpl` volumes on the node's image storage.
 async fn vztmpl_volumes(pve: &PveClient, node: &Node) -> Result<Vec<Value>, TemplateError> {
-    let path = format!("/nodes/{}/storage/{}/content", node.name, node.image_storage);
+    let path = format!(
+        "/nodes/{}/storage/{}/content",
+        node.name, node.image_storage
+    );
     let v = pve
         .call(Method::GET, &path, &[("content", "vztmpl".into())])
         .await
         .map_err(|e| pve_err(node, &e))?;
-    let items = v.as_array().cloned().ok_or_else(|| TemplateError::Proxmox {
-        node: node.name.clone(),
-        error: "the storage content listing is not a list".into(),
-    })?;
+    let items = v
+        .as_array()
+        .cloned()
+        .ok_or_else(|| TemplateError::Proxmox {
+            node: node.name.clone(),
+            error: "the storage content listing is not a list".into(),
+        })?;
     // The listing is filtered by content already; a volume of another type is never a template.
     Ok(items
         .into_iter()
@@ -315,18 +322,35 @@ impl Jobs {
             .unwrap_or_default()
     }
 
-    async fn check_node(&self, node: &Node, t: &TemplateRef) -> Result<(), TemplateError> {
-        let pve = self.client(node.id).await.map_err(|e| TemplateError::Proxmox {
-            node: node.name.clone(),
-            error: e,
-        })?;
-        match tokio::time::timeout(CHECK_TIMEOUT, check_on(&pve, node, t)).await {
-            Ok(r) => r,
-            Err(_) => Err(TemplateError::Proxmox {
+    /// Runs `ask` against the node's API within [`CHECK_TIMEOUT`].
+    async fn ask_node<T, F>(
+        &self,
+        node: &Node,
+        ask: impl FnOnce(PveClient) -> F,
+    ) -> Result<T, TemplateError>
+    where
+        F: std::future::Future<Output = Result<T, TemplateError>>,
+    {
+        let pve = self
+            .client(node.id)
+            .await
+            .map_err(|e| TemplateError::Proxmox {
                 node: node.name.clone(),
-                error: "no answer in time".into(),
-            }),
-        }
+                error: e,
+            })?;
+        tokio::time::timeout(CHECK_TIMEOUT, ask(pve))
+            .await
+            .unwrap_or_else(|_| {
+                Err(TemplateError::Proxmox {
+                    node: node.name.clone(),
+                    error: "no answer in time".into(),
+                })
+            })
+    }
+
+    async fn check_node(&self, node: &Node, t: &TemplateRef) -> Result<(), TemplateError> {
+        self.ask_node(node, |pve| async move { check_on(&pve, node, t).await })
+            .await
     }
 
     /// Before a creation: the nodes of the site (or the one given) where `template` is a
@@ -349,8 +373,7 @@ impl Jobs {
             (true, None) => return Err(TemplateError::NoManagedNode),
             _ => {}
         }
-        let results =
-            futures::future::join_all(nodes.iter().map(|n| self.check_node(n, &t))).await;
+        let results = futures::future::join_all(nodes.iter().map(|n| self.check_node(n, &t))).await;
         let mut ok = Vec::new();
         let mut refusals = Vec::new();
         let mut unreachable = Vec::new();
@@ -419,26 +442,31 @@ impl Jobs {
 
     /// In the job, right before Proxmox is asked to create or clone: the check again, on the
     /// node the job reserved.
-    pub async fn check_template(&self, pve: &PveClient, node: &Node, template: &str) -> Result<TemplateRef, TemplateError> {
+    pub async fn check_template(
+        &self,
+        pve: &PveClient,
+        node: &Node,
+        template: &str,
+    ) -> Result<TemplateRef, TemplateError> {
         let t = TemplateRef::parse(template)?;
         check_on(pve, node, &t).await?;
         Ok(t)
     }
 
     /// Before an owner changes a container's `template`: the same rule, on the container's node.
-    pub async fn check_template_for(&self, node: NodeId, template: &str) -> Result<(), TemplateError> {
+    pub async fn check_template_for(
+        &self,
+        c: &Container,
+        template: &str,
+    ) -> Result<(), TemplateError> {
         let t = TemplateRef::parse(template)?;
-        let node = self
-            .store()
-            .node(node)
-            .await
-            .map_err(|e| TemplateError::Proxmox {
-                node: node.0.to_string(),
-                error: e.to_string(),
-            })?;
-        if node.api_url.is_none() {
-            return Err(TemplateError::Unmanaged(node.name));
-        }
+        let Some(node) = self
+            .managed_nodes(c.site_id, Some(c.node_id), false)
+            .into_iter()
+            .next()
+        else {
+            return Err(TemplateError::Unmanaged(format!("{}", c.node_id.0)));
+        };
         self.check_node(&node, &t).await
     }
 
@@ -451,24 +479,16 @@ impl Jobs {
         let nodes = self.managed_nodes(site, node_id, false);
         let mut out = Vec::new();
         for node in &nodes {
-            let pve = self.client(node.id).await.map_err(|e| TemplateError::Proxmox {
-                node: node.name.clone(),
-                error: e,
-            })?;
-            let listing = async {
-                let vols = vztmpl_volumes(&pve, node).await?;
-                let cts = pve
-                    .list_lxc(&node.name)
-                    .await
-                    .map_err(|e| pve_err(node, &e))?;
-                Ok::<_, TemplateError>((vols, cts))
-            };
-            let (vols, cts) = tokio::time::timeout(CHECK_TIMEOUT, listing)
-                .await
-                .map_err(|_| TemplateError::Proxmox {
-                    node: node.name.clone(),
-                    error: "no answer in time".into(),
-                })??;
+            let (vols, cts) = self
+                .ask_node(node, |pve| async move {
+                    let vols = vztmpl_volumes(&pve, node).await?;
+                    let cts = pve
+                        .list_lxc(&node.name)
+                        .await
+                        .map_err(|e| pve_err(node, &e))?;
+                    Ok((vols, cts))
+                })
+                .await?;
             for v in vols {
                 if let Some(volid) = v["volid"].as_str() {
                     out.push(AllowedTemplate {
@@ -504,12 +524,17 @@ mod tests {
 
     #[test]
     fn shapes() {
-        assert_eq!(TemplateRef::parse("9000").ok(), Some(TemplateRef::Vmid(9000)));
+        assert_eq!(
+            TemplateRef::parse("9000").ok(),
+            Some(TemplateRef::Vmid(9000))
+        );
         assert!(matches!(
             TemplateRef::parse("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"),
             Ok(TemplateRef::Volume { ref storage, .. }) if storage == "local"
         ));
-        assert!(TemplateRef::parse("nfs-1.a:vztmpl/alpine-3.20-default_20240908_amd64.tar.xz").is_ok());
+        assert!(
+            TemplateRef::parse("nfs-1.a:vztmpl/alpine-3.20-default_20240908_amd64.tar.xz").is_ok()
+        );
         assert!(TemplateRef::parse("local:vztmpl/app.tar").is_ok());
         for bad in [
             "",

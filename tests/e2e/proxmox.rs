@@ -120,12 +120,11 @@ impl Cluster {
         let store = self.server.db.as_ref().ok_or("db")?.store().await?;
         let (_, key) = store.create_api_key(name, "test", None).await?;
         for _ in 0..100 {
-            let (s, me) = self.call_as(&key, reqwest::Method::GET, "/me", None).await?;
+            let (s, me) = self
+                .call_as(&key, reqwest::Method::GET, "/me", None)
+                .await?;
             if s == 200 {
-                assert!(
-                    !me["groups"].to_string().contains("sysadmins"),
-                    "{me}"
-                );
+                assert!(!me["groups"].to_string().contains("sysadmins"), "{me}");
                 return Ok(key);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -198,6 +197,19 @@ impl Cluster {
             }
         }
         Ok((lines, end))
+    }
+
+    /// Follows the job of an accepted creation to its successful end: (container id, VMID).
+    async fn created(&self, accepted: &Value) -> TestResult<(i64, u32)> {
+        let id = accepted["container"]["id"].as_i64().ok_or("id")?;
+        let (lines, end) = self
+            .follow(accepted["job_id"].as_i64().ok_or("job")?)
+            .await?;
+        assert_eq!(end, "success", "{lines:?}");
+        let vmid = self.get(&format!("/containers/{id}")).await?.1["container_id"]
+            .as_i64()
+            .ok_or("vmid")?;
+        Ok((id, u32::try_from(vmid)?))
     }
 
     async fn create(&self, hostname: &str) -> TestResult<(i64, i64)> {
@@ -694,7 +706,10 @@ fn seed_templates_and_victims(sim: &PveSim) {
         let mut victim = std::collections::BTreeMap::new();
         victim.insert("hostname".to_owned(), "vics-db".to_owned());
         victim.insert("tags".to_owned(), "siteward;owner-vic".to_owned());
-        victim.insert("rootfs".to_owned(), "local-lvm:vm-700-disk-0,size=8G".to_owned());
+        victim.insert(
+            "rootfs".to_owned(),
+            "local-lvm:vm-700-disk-0,size=8G".to_owned(),
+        );
         s.containers.insert(
             700,
             SimContainer {
@@ -708,7 +723,10 @@ fn seed_templates_and_victims(sim: &PveSim) {
         let mut tpl = std::collections::BTreeMap::new();
         tpl.insert("hostname".to_owned(), "golden-debian".to_owned());
         tpl.insert("template".to_owned(), "1".to_owned());
-        tpl.insert("rootfs".to_owned(), "local-lvm:base-9000-disk-0,size=4G".to_owned());
+        tpl.insert(
+            "rootfs".to_owned(),
+            "local-lvm:base-9000-disk-0,size=4G".to_owned(),
+        );
         tpl.insert(
             "net0".to_owned(),
             "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:AA:BB:CC,ip=dhcp".to_owned(),
@@ -773,7 +791,10 @@ async fn templates_are_only_what_an_administrator_made() -> TestResult {
         ),
         ("local:iso/debian-12.8.0-amd64-netinst.iso", "an ISO"),
         ("local-lvm:vm-700-disk-0", "another container's disk"),
-        ("local:vztmpl/never-uploaded_1.0_amd64.tar.zst", "a template nobody uploaded"),
+        (
+            "local:vztmpl/never-uploaded_1.0_amd64.tar.zst",
+            "a template nobody uploaded",
+        ),
         (
             "other:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
             "another storage than the node's image storage",
@@ -792,15 +813,21 @@ async fn templates_are_only_what_an_administrator_made() -> TestResult {
     let (_, a) = create("700", None).await?;
     let (_, b) = create("701", None).await?;
     assert_eq!(
-        a["error"]["message"].as_str().map(|m| m.replace("700", "N")),
-        b["error"]["message"].as_str().map(|m| m.replace("701", "N")),
+        a["error"]["message"]
+            .as_str()
+            .map(|m| m.replace("700", "N")),
+        b["error"]["message"]
+            .as_str()
+            .map(|m| m.replace("701", "N")),
     );
     assert_eq!(
         c.creations_on_proxmox(),
         Vec::<String>::new(),
         "nothing may be created or cloned on Proxmox"
     );
-    let (_, mine) = c.call_as(&mallory, Method::GET, "/containers", None).await?;
+    let (_, mine) = c
+        .call_as(&mallory, Method::GET, "/containers", None)
+        .await?;
     assert_eq!(mine["items"].as_array().map(Vec::len), Some(0), "{mine}");
 
     // The listing offers what is allowed, and only that.
@@ -832,19 +859,19 @@ async fn templates_are_only_what_an_administrator_made() -> TestResult {
     // A CT template on the node's image storage: created from it.
     let (s, v) = create(DEBIAN_TEMPLATE, None).await?;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let id = v["container"]["id"].as_i64().ok_or("id")?;
-    let (lines, end) = c.follow(v["job_id"].as_i64().ok_or("job")?).await?;
-    assert_eq!(end, "success", "{lines:?}");
-    let vmid = c.get(&format!("/containers/{id}")).await?.1["container_id"]
-        .as_i64()
-        .ok_or("vmid")? as u32;
-    let ostemplate = c
-        .sim
-        .with(|s| s.containers.get(&vmid).map(|x| x.config["ostemplate"].clone()));
+    let (id, vmid) = c.created(&v).await?;
+    let ostemplate = c.sim.with(|s| {
+        s.containers
+            .get(&vmid)
+            .map(|x| x.config["ostemplate"].clone())
+    });
     assert_eq!(ostemplate.as_deref(), Some(DEBIAN_TEMPLATE));
 
     // The owner may relabel the template only with one the node has.
-    for bad in ["700", "local:backup/vzdump-lxc-700-2026_11_30-02_00_00.tar.zst"] {
+    for bad in [
+        "700",
+        "local:backup/vzdump-lxc-700-2026_11_30-02_00_00.tar.zst",
+    ] {
         let (s, v) = c
             .call_as(
                 &mallory,
@@ -881,14 +908,12 @@ async fn templates_are_only_what_an_administrator_made() -> TestResult {
         .await?;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     assert_eq!(v["container"]["node_id"], 2, "{v}");
-    let clone_id = v["container"]["id"].as_i64().ok_or("id")?;
-    let (lines, end) = c.follow(v["job_id"].as_i64().ok_or("job")?).await?;
-    assert_eq!(end, "success", "{lines:?}");
+    let (_, clone_vmid) = c.created(&v).await?;
     let made = c.creations_on_proxmox();
-    assert_eq!(made[before..], ["POST /nodes/pve2/lxc/9000/clone".to_owned()]);
-    let clone_vmid = c.get(&format!("/containers/{clone_id}")).await?.1["container_id"]
-        .as_i64()
-        .ok_or("vmid")? as u32;
+    assert_eq!(
+        made[before..],
+        ["POST /nodes/pve2/lxc/9000/clone".to_owned()]
+    );
     let clone = c
         .sim
         .with(|s| s.containers.get(&clone_vmid).cloned())
@@ -900,13 +925,16 @@ async fn templates_are_only_what_an_administrator_made() -> TestResult {
     let (s, v) = create("9000", Some(1)).await?;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert!(
-        v["error"]["message"].as_str().is_some_and(|m| m.contains("pve2")),
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("pve2")),
         "{v}"
     );
 
     // The job checks again right before it clones: a VMID that stopped being a template while
     // the job waited for its turn is refused, and nothing is cloned.
-    c.sim.with(|s| s.task_duration = Duration::from_millis(1500));
+    c.sim
+        .with(|s| s.task_duration = Duration::from_millis(1500));
     let (_, busy1) = c.create("busy1").await?;
     let (_, busy2) = c.create("busy2").await?;
     let (s, v) = c
@@ -960,44 +988,27 @@ async fn templates_are_only_what_an_administrator_made() -> TestResult {
 async fn environment_reaches_proxmox_as_env_or_fails_the_job() -> TestResult {
     let c = Cluster::start().await?;
     seed_templates_and_victims(&c.sim);
-    let env = json!({ "APP_MODE": "production", "GREETING": "hello world\twith a tab", "EMPTY": "" });
+    let env =
+        json!({ "APP_MODE": "production", "GREETING": "hello world\twith a tab", "EMPTY": "" });
     let expected = "APP_MODE=production\0EMPTY=\0GREETING=hello world\twith a tab";
-    // Created from a template volume: `env` at create.
-    let (s, v) = c
-        .post(
-            "/containers",
-            json!({ "site_id": 1, "hostname": "envy", "template": DEBIAN_TEMPLATE, "environment": env }),
-        )
-        .await?;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let id = v["container"]["id"].as_i64().ok_or("id")?;
-    let (lines, end) = c.follow(v["job_id"].as_i64().ok_or("job")?).await?;
-    assert_eq!(end, "success", "{lines:?}");
-    let vmid = c.get(&format!("/containers/{id}")).await?.1["container_id"]
-        .as_i64()
-        .ok_or("vmid")? as u32;
-    let got = c
-        .sim
-        .with(|s| s.containers.get(&vmid).and_then(|x| x.config.get("env").cloned()));
-    assert_eq!(got.as_deref(), Some(expected));
-    // Cloned from a template container: `env` in the configuration after the clone.
-    let (s, v) = c
-        .post(
-            "/containers",
-            json!({ "site_id": 1, "hostname": "envclone", "template": "9000", "environment": env }),
-        )
-        .await?;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let id = v["container"]["id"].as_i64().ok_or("id")?;
-    let (lines, end) = c.follow(v["job_id"].as_i64().ok_or("job")?).await?;
-    assert_eq!(end, "success", "{lines:?}");
-    let vmid = c.get(&format!("/containers/{id}")).await?.1["container_id"]
-        .as_i64()
-        .ok_or("vmid")? as u32;
-    let got = c
-        .sim
-        .with(|s| s.containers.get(&vmid).and_then(|x| x.config.get("env").cloned()));
-    assert_eq!(got.as_deref(), Some(expected));
+    // From a template volume (`env` at create) and from a template container (`env` in the
+    // configuration after the clone).
+    for (hostname, template) in [("envy", DEBIAN_TEMPLATE), ("envclone", "9000")] {
+        let (s, v) = c
+            .post(
+                "/containers",
+                json!({ "site_id": 1, "hostname": hostname, "template": template, "environment": env }),
+            )
+            .await?;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        let (_, vmid) = c.created(&v).await?;
+        let got = c.sim.with(|s| {
+            s.containers
+                .get(&vmid)
+                .and_then(|x| x.config.get("env").cloned())
+        });
+        assert_eq!(got.as_deref(), Some(expected), "{template}");
+    }
 
     // What Proxmox's `env` cannot carry is refused before anything starts.
     for bad in [
@@ -1059,8 +1070,11 @@ async fn environment_reaches_proxmox_as_env_or_fails_the_job() -> TestResult {
     let (_, ct) = c.get(&format!("/containers/{id}")).await?;
     assert_eq!(ct["status"], "failed", "{ct}");
     assert_eq!(
-        c.sim
-            .with(|s| s.containers.values().filter(|x| x.hostname == "oldpve").count()),
+        c.sim.with(|s| s
+            .containers
+            .values()
+            .filter(|x| x.hostname == "oldpve")
+            .count()),
         0
     );
     // Without environment variables, such a node still works.

@@ -325,7 +325,10 @@ fn schema_errors(
             })
         });
         if !ok {
-            errors.insert("env".into(), json!("value does not match the regex pattern"));
+            errors.insert(
+                "env".into(),
+                json!("value does not match the regex pattern"),
+            );
         }
     }
     errors
@@ -390,7 +393,12 @@ fn volume_type(volname: &str) -> Option<&'static str> {
 }
 
 /// `ostemplate` at create: `check_volume_access(..., 'vztmpl')` (or `'backup'` on restore).
-fn check_ostemplate(s: &SimState, user: &str, ostemplate: &str, restore: bool) -> Result<(), Response> {
+fn check_ostemplate(
+    s: &SimState,
+    user: &str,
+    ostemplate: &str,
+    restore: bool,
+) -> Result<(), Response> {
     let want = if restore { "backup" } else { "vztmpl" };
     let Some((sid, volname)) = ostemplate
         .split_once(':')

@@ -814,6 +814,9 @@ async fn create_container(
 ) -> ApiResult<Response> {
     check_label("hostname", &b.hostname)?;
     check_status(&b.status)?;
+    if let Some(t) = &b.template {
+        crate::templates::TemplateRef::parse(t)?;
+    }
     let details = fields(&b);
     let c = s
         .store
@@ -866,7 +869,7 @@ async fn update_container(
         if !p.is_admin {
             // An owner names only a template Proxmox has on the container's node.
             let c = s.store.container(ContainerId(id), p.owner_filter()).await?;
-            s.jobs.check_template_for(c.node_id, t).await?;
+            s.jobs.check_template_for(&c, t).await?;
         }
     }
     let details = fields(&b);
