@@ -10,7 +10,9 @@ use siteward_store::{Container, JobId, Node, NodeId, Site, SiteId, Store, Uid};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::api::error::ApiError;
 use crate::proxmox::{PveAuth, PveClient, PveError};
+use crate::templates::{TemplateError, TemplateRef};
 
 /// What a user asks for.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
@@ -20,8 +22,9 @@ pub struct CreateContainerRequest {
     pub site_id: i64,
     /// Host name (DNS label).
     pub hostname: String,
-    /// A CT template volume (`local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst`) or the VMID
-    /// of a template container to clone.
+    /// A CT template volume on the node's image storage
+    /// (`local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst`) or the VMID of a template
+    /// container (`template: 1`) to clone; see `GET /api/v1/templates`. Anything else is 422.
     pub template: String,
     /// A node of the site; default: the one with the fewest containers.
     pub node_id: Option<i64>,
@@ -34,7 +37,9 @@ pub struct CreateContainerRequest {
     /// Extra SSH public keys (the owner's are always added).
     #[serde(default)]
     pub ssh_keys: Vec<String>,
-    /// Environment variables for the container (`lxc.environment`).
+    /// Environment variables of the container's init process: names of letters, digits and `_`,
+    /// values without control characters other than tab. Set as Proxmox's `env` option, which
+    /// needs Proxmox VE 9.1 (pve-container 6.0.15) or later; an older node fails the job.
     #[serde(default)]
     pub environment: std::collections::BTreeMap<String, String>,
     /// GPU passthrough (only NVIDIA-capable nodes).
@@ -83,6 +88,69 @@ pub struct Jobs {
 /// A failure, in the operator's terms.
 type StepError = String;
 
+/// Why a creation was refused before its job started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CreateError {
+    /// The reservation (site, node, address) failed.
+    #[error(transparent)]
+    Store(#[from] siteward_store::StoreError),
+    /// The template is not one an administrator made.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+}
+
+impl From<CreateError> for ApiError {
+    fn from(e: CreateError) -> Self {
+        match e {
+            CreateError::Store(e) => e.into(),
+            CreateError::Template(e) => e.into(),
+        }
+    }
+}
+
+/// Most variables a creation may set, and their sizes.
+const ENV_MAX_VARS: usize = 64;
+const ENV_MAX_NAME: usize = 128;
+const ENV_MAX_VALUE: usize = 4096;
+
+/// What is wrong with requested environment variables, if anything: the rule of Proxmox's `env`
+/// option (`\w+=` and no control characters but tab), and size limits of ours.
+pub fn environment_problem(env: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    if env.len() > ENV_MAX_VARS {
+        return Some(format!("at most {ENV_MAX_VARS} environment variables"));
+    }
+    for (k, v) in env {
+        if k.is_empty()
+            || k.len() > ENV_MAX_NAME
+            || !k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+        {
+            return Some(format!(
+                "environment names must be 1 to {ENV_MAX_NAME} letters, digits and _"
+            ));
+        }
+        if v.len() > ENV_MAX_VALUE || v.chars().any(|c| c.is_control() && c != '\t') {
+            return Some(format!(
+                "the value of {k} must be at most {ENV_MAX_VALUE} bytes without control characters (tab allowed)"
+            ));
+        }
+    }
+    None
+}
+
+/// Proxmox's `env` value: `NAME=value` pairs separated by NUL.
+fn env_option(env: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    if env.is_empty() {
+        return None;
+    }
+    Some(
+        env.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("\0"),
+    )
+}
+
 impl Jobs {
     /// A runner with `concurrency` jobs at a time.
     pub fn new(store: Store, concurrency: usize) -> Self {
@@ -115,13 +183,22 @@ impl Jobs {
         Ok(client)
     }
 
-    /// Reserves node, address and MAC, then runs the creation in the background. Returns the
-    /// container (status `creating`) and its job.
+    /// Checks the template on Proxmox, reserves node (one that has the template), address and
+    /// MAC, then runs the creation in the background. Returns the container (status `creating`)
+    /// and its job.
     pub async fn create_container(
         &self,
         owner: (Uid, String),
         req: CreateContainerRequest,
-    ) -> Result<(Container, JobId), siteward_store::StoreError> {
+    ) -> Result<(Container, JobId), CreateError> {
+        let among = self
+            .template_nodes(
+                SiteId(req.site_id),
+                req.node_id.map(NodeId),
+                req.nvidia,
+                &req.template,
+            )
+            .await?;
         let job = self
             .store
             .create_job(
@@ -138,6 +215,7 @@ impl Jobs {
                 username: owner.1.clone(),
                 template: req.template.clone(),
                 node_id: req.node_id.map(NodeId),
+                among: Some(among),
                 nvidia: req.nvidia,
                 job_id: job,
             })
@@ -147,7 +225,7 @@ impl Jobs {
             Err(e) => {
                 let _ = self.store.job_log(job, &format!("failed: {e}")).await;
                 let _ = self.store.set_job_status(job, "failure").await;
-                return Err(e);
+                return Err(e.into());
             }
         };
         let _ = self
@@ -256,7 +334,17 @@ impl Jobs {
                 "local:snippets/nvidia-container-hook.sh".into(),
             ));
         }
-        let clone_from: Option<u32> = req.template.parse().ok();
+        if let Some(env) = env_option(&req.environment) {
+            common.push(("env", env));
+        }
+        // The template again, on the reserved node, right before it is used: Proxmox may have
+        // changed since the API checked (a template removed, a VMID reused).
+        let clone_from = match self.check_template(&pve, node, &req.template).await {
+            Ok(TemplateRef::Vmid(vmid)) => Some(vmid),
+            Ok(TemplateRef::Volume { .. }) => None,
+            Err(e @ TemplateError::Proxmox { .. }) => return Err(e.to_string()),
+            Err(e) => return Err(format!("template refused: {e}")),
+        };
         // 1. VMID and create (or clone), retrying when the id was taken meanwhile.
         let mut created: Option<u32> = None;
         // Ids below this were tried or are claimed by other jobs.
@@ -357,20 +445,6 @@ impl Jobs {
                         created,
                         format!("configuring CT {vmid}: {e}"),
                     )
-                    .await;
-            }
-        }
-        if !req.environment.is_empty() {
-            let env: Vec<String> = req
-                .environment
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            if let Err(e) = pve
-                .set_config(&node.name, vmid, &[("lxc.environment", env.join(" "))])
-                .await
-            {
-                self.log(job, &format!("environment not applied: {e}"))
                     .await;
             }
         }

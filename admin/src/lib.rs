@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod mail;
 pub mod metrics;
 pub mod proxmox;
+pub mod templates;
 
 use std::sync::Arc;
 use std::time::Duration;

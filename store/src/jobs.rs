@@ -24,6 +24,8 @@ pub struct Reservation {
     pub template: String,
     /// A given node, or the least loaded one.
     pub node_id: Option<NodeId>,
+    /// Only among these nodes (those that have the template), when given.
+    pub among: Option<Vec<NodeId>>,
     /// Only NVIDIA-capable nodes.
     pub nvidia: bool,
     /// The job doing it.
@@ -129,16 +131,19 @@ impl Store {
             field: "site_id".into(),
             message: "the site has no gateway and subnet mask to take addresses from".into(),
         })?;
-        // The node: the given one (in this site), else the one with the fewest containers.
+        // The node: the given one (in this site), else the one with the fewest containers; only
+        // among those that have the template, when that was checked.
+        let among: Option<Vec<i64>> = r.among.map(|v| v.into_iter().map(|n| n.0).collect());
         let node_row: Option<NodeRow> = sqlx::query_as(&format!(
             "SELECT {} FROM nodes n WHERE site_id = $1 AND ($2::bigint IS NULL OR id = $2)
-               AND (NOT $3 OR nvidia_available)
+               AND (NOT $3 OR nvidia_available) AND ($4::bigint[] IS NULL OR id = ANY($4))
              ORDER BY (SELECT count(*) FROM containers c WHERE c.node_id = n.id), id LIMIT 1",
             crate::queries::NODE_COLUMNS
         ))
         .bind(r.site_id)
         .bind(r.node_id)
         .bind(r.nvidia)
+        .bind(among)
         .fetch_optional(&mut *tx)
         .await?;
         let node = Node::from(node_row.ok_or(StoreError::Invalid {

@@ -1,5 +1,6 @@
 //! Containers on Proxmox through the simulator: creation end to end with live progress, failure
-//! injection at each step leaving nothing behind, VMID races, retries, parallel creations.
+//! injection at each step leaving nothing behind, VMID races, retries, parallel creations;
+//! templates limited to what an administrator made, environment variables applied or refused.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
 use crate::harness::*;
-use crate::pve_sim::PveSim;
+use crate::pve_sim::{PveSim, SimContainer, SimVolume, DEBIAN_TEMPLATE};
 
 struct Cluster {
     server: Server,
@@ -77,6 +78,73 @@ impl Cluster {
         Ok((s, r.json().await.unwrap_or(Value::Null)))
     }
 
+    /// A request with another API key.
+    async fn call_as(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> TestResult<(StatusCode, Value)> {
+        let mut r = self
+            .http
+            .request(method, self.server.url(&format!("/api/v1{path}")))
+            .bearer_auth(key);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().await?;
+        let s = r.status();
+        Ok((s, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// A user who is not an administrator, and an API key of theirs.
+    async fn user(&self, name: &str) -> TestResult<String> {
+        let r = self
+            .http
+            .post(self.server.url("/api/v1/register"))
+            .json(&json!({ "username": name, "password": "a long enough password", "mail": format!("{name}@example.org") }))
+            .send()
+            .await?;
+        assert_eq!(r.status(), 201);
+        let v: Value = r.json().await?;
+        let uid = v["uid_number"].as_i64().ok_or("uid_number")?;
+        let r = self
+            .http
+            .patch(self.server.url(&format!("/api/v1/users/{uid}")))
+            .bearer_auth(&self.admin)
+            .json(&json!({ "status": "active" }))
+            .send()
+            .await?;
+        assert_eq!(r.status(), 200);
+        let store = self.server.db.as_ref().ok_or("db")?.store().await?;
+        let (_, key) = store.create_api_key(name, "test", None).await?;
+        for _ in 0..100 {
+            let (s, me) = self
+                .call_as(&key, reqwest::Method::GET, "/me", None)
+                .await?;
+            if s == 200 {
+                assert!(!me["groups"].to_string().contains("sysadmins"), "{me}");
+                return Ok(key);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err("api key never became valid".into())
+    }
+
+    /// Requests the simulator got that create or clone a container.
+    fn creations_on_proxmox(&self) -> Vec<String> {
+        self.sim.with(|s| {
+            s.requests
+                .iter()
+                .filter(|r| {
+                    r.starts_with("POST /nodes/") && (r.ends_with("/lxc") || r.ends_with("/clone"))
+                })
+                .cloned()
+                .collect()
+        })
+    }
+
     async fn get(&self, path: &str) -> TestResult<(StatusCode, Value)> {
         let r = self
             .http
@@ -131,8 +199,21 @@ impl Cluster {
         Ok((lines, end))
     }
 
+    /// Follows the job of an accepted creation to its successful end: (container id, VMID).
+    async fn created(&self, accepted: &Value) -> TestResult<(i64, u32)> {
+        let id = accepted["container"]["id"].as_i64().ok_or("id")?;
+        let (lines, end) = self
+            .follow(accepted["job_id"].as_i64().ok_or("job")?)
+            .await?;
+        assert_eq!(end, "success", "{lines:?}");
+        let vmid = self.get(&format!("/containers/{id}")).await?.1["container_id"]
+            .as_i64()
+            .ok_or("vmid")?;
+        Ok((id, u32::try_from(vmid)?))
+    }
+
     async fn create(&self, hostname: &str) -> TestResult<(i64, i64)> {
-        let (s, v) = self.post("/containers", json!({ "site_id": 1, "hostname": hostname, "template": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst", "cores": 2, "memory": 1024 })).await?;
+        let (s, v) = self.post("/containers", json!({ "site_id": 1, "hostname": hostname, "template": DEBIAN_TEMPLATE, "cores": 2, "memory": 1024 })).await?;
         assert_eq!(s, StatusCode::ACCEPTED, "{v}");
         assert_eq!(v["container"]["status"], "creating");
         Ok((
@@ -274,14 +355,20 @@ async fn a_failure_at_each_step_leaves_nothing_behind() -> TestResult {
         (s, v["error"]["field"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("hostname"))
     );
-    // Wrong credentials: the job fails saying so.
+    // Wrong credentials: the template cannot be checked, so nothing starts, saying why.
     c.sim.with(|s| s.tokens.clear());
-    let (_, job) = c.create("nocreds").await?;
-    let (lines, end) = c.follow(job).await?;
-    assert_eq!(end, "failure");
+    let (s, v) = c
+        .post(
+            "/containers",
+            json!({ "site_id": 1, "hostname": "nocreds", "template": DEBIAN_TEMPLATE }),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
     assert!(
-        lines.iter().any(|l| l.contains("refused the credentials")),
-        "{lines:?}"
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("refused the credentials")),
+        "{v}"
     );
     c.server.stop().await
 }
@@ -347,8 +434,7 @@ async fn parallel_creations_get_distinct_vmids_addresses_and_macs() -> TestResul
 async fn lifecycle_delete_import_and_idempotency() -> TestResult {
     let c = Cluster::start().await?;
     // Idempotency: the same key returns the first result, no second container.
-    let body =
-        json!({ "site_id": 1, "hostname": "idem", "template": "local:vztmpl/debian-12.tar.zst" });
+    let body = json!({ "site_id": 1, "hostname": "idem", "template": DEBIAN_TEMPLATE });
     let send = || {
         c.http
             .post(c.server.url("/api/v1/containers"))
@@ -458,7 +544,7 @@ async fn lifecycle_delete_import_and_idempotency() -> TestResult {
         config.insert("tags".to_owned(), "owner-root".to_owned());
         s.containers.insert(
             500,
-            crate::pve_sim::SimContainer {
+            SimContainer {
                 vmid: 500,
                 node: "pve2".into(),
                 hostname: "legacy".into(),
@@ -609,5 +695,390 @@ async fn bench_containers() -> TestResult {
         floor.as_secs_f64(),
         overhead.as_secs_f64() * 1000.0
     );
+    c.server.stop().await
+}
+
+/// Puts on the simulator what an administrator made (template container 9000 on pve2) and what
+/// must stay out of reach: another user's container 700 on pve1 and its backup and an ISO on
+/// `local`.
+fn seed_templates_and_victims(sim: &PveSim) {
+    sim.with(|s| {
+        let mut victim = std::collections::BTreeMap::new();
+        victim.insert("hostname".to_owned(), "vics-db".to_owned());
+        victim.insert("tags".to_owned(), "siteward;owner-vic".to_owned());
+        victim.insert(
+            "rootfs".to_owned(),
+            "local-lvm:vm-700-disk-0,size=8G".to_owned(),
+        );
+        s.containers.insert(
+            700,
+            SimContainer {
+                vmid: 700,
+                node: "pve1".into(),
+                hostname: "vics-db".into(),
+                status: "stopped",
+                config: victim,
+            },
+        );
+        let mut tpl = std::collections::BTreeMap::new();
+        tpl.insert("hostname".to_owned(), "golden-debian".to_owned());
+        tpl.insert("template".to_owned(), "1".to_owned());
+        tpl.insert(
+            "rootfs".to_owned(),
+            "local-lvm:base-9000-disk-0,size=4G".to_owned(),
+        );
+        tpl.insert(
+            "net0".to_owned(),
+            "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:AA:BB:CC,ip=dhcp".to_owned(),
+        );
+        s.containers.insert(
+            9000,
+            SimContainer {
+                vmid: 9000,
+                node: "pve2".into(),
+                hostname: "golden-debian".into(),
+                status: "stopped",
+                config: tpl,
+            },
+        );
+        for node in ["pve1", "pve2"] {
+            for (volid, content) in [
+                (
+                    "local:backup/vzdump-lxc-700-2026_11_30-02_00_00.tar.zst",
+                    "backup",
+                ),
+                ("local:iso/debian-12.8.0-amd64-netinst.iso", "iso"),
+            ] {
+                s.volumes.push(SimVolume {
+                    node: node.into(),
+                    volid: volid.into(),
+                    content,
+                    size: 1 << 20,
+                });
+            }
+        }
+    });
+}
+
+#[tokio::test]
+async fn templates_are_only_what_an_administrator_made() -> TestResult {
+    use reqwest::Method;
+    let c = Cluster::start().await?;
+    seed_templates_and_victims(&c.sim);
+    let mallory = c.user("mallory").await?;
+    let create = |template: &str, node: Option<i64>| {
+        let mut body = json!({ "site_id": 1, "hostname": "loot", "template": template });
+        if let Some(n) = node {
+            body["node_id"] = json!(n);
+        }
+        c.call_as(&mallory, Method::POST, "/containers", Some(body))
+    };
+    // The attacks: another user's container by VMID, its backup, paths and other content.
+    for (template, why) in [
+        ("700", "another user's container"),
+        ("701", "a VMID that does not exist"),
+        (
+            "local:backup/vzdump-lxc-700-2026_11_30-02_00_00.tar.zst",
+            "a backup volume",
+        ),
+        (
+            "/var/lib/vz/dump/vzdump-lxc-700-2026_11_30-02_00_00.tar.zst",
+            "a path",
+        ),
+        (
+            "local:vztmpl/../dump/vzdump-lxc-700-2026_11_30-02_00_00.tar.zst",
+            "a path out of vztmpl",
+        ),
+        ("local:iso/debian-12.8.0-amd64-netinst.iso", "an ISO"),
+        ("local-lvm:vm-700-disk-0", "another container's disk"),
+        (
+            "local:vztmpl/never-uploaded_1.0_amd64.tar.zst",
+            "a template nobody uploaded",
+        ),
+        (
+            "other:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+            "another storage than the node's image storage",
+        ),
+        ("local:snippets/nvidia-container-hook.sh", "a snippet"),
+    ] {
+        let (s, v) = create(template, None).await?;
+        assert_eq!(
+            (s, v["error"]["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("template")),
+            "{why}: {v}"
+        );
+    }
+    // VMID 700 and 701 get the same answer: another user's container cannot be told from a
+    // free id.
+    let (_, a) = create("700", None).await?;
+    let (_, b) = create("701", None).await?;
+    assert_eq!(
+        a["error"]["message"]
+            .as_str()
+            .map(|m| m.replace("700", "N")),
+        b["error"]["message"]
+            .as_str()
+            .map(|m| m.replace("701", "N")),
+    );
+    assert_eq!(
+        c.creations_on_proxmox(),
+        Vec::<String>::new(),
+        "nothing may be created or cloned on Proxmox"
+    );
+    let (_, mine) = c
+        .call_as(&mallory, Method::GET, "/containers", None)
+        .await?;
+    assert_eq!(mine["items"].as_array().map(Vec::len), Some(0), "{mine}");
+
+    // The listing offers what is allowed, and only that.
+    let (s, list) = c
+        .call_as(&mallory, Method::GET, "/templates?site_id=1", None)
+        .await?;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let mut offered: Vec<(String, String)> = list
+        .as_array()
+        .ok_or("list")?
+        .iter()
+        .map(|t| {
+            (
+                t["template"].as_str().unwrap_or_default().to_owned(),
+                t["node"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    offered.sort();
+    assert_eq!(
+        offered,
+        vec![
+            ("9000".to_owned(), "pve2".to_owned()),
+            (DEBIAN_TEMPLATE.to_owned(), "pve1".to_owned()),
+            (DEBIAN_TEMPLATE.to_owned(), "pve2".to_owned()),
+        ]
+    );
+
+    // A CT template on the node's image storage: created from it.
+    let (s, v) = create(DEBIAN_TEMPLATE, None).await?;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let (id, vmid) = c.created(&v).await?;
+    let ostemplate = c.sim.with(|s| {
+        s.containers
+            .get(&vmid)
+            .map(|x| x.config["ostemplate"].clone())
+    });
+    assert_eq!(ostemplate.as_deref(), Some(DEBIAN_TEMPLATE));
+
+    // The owner may relabel the template only with one the node has.
+    for bad in [
+        "700",
+        "local:backup/vzdump-lxc-700-2026_11_30-02_00_00.tar.zst",
+    ] {
+        let (s, v) = c
+            .call_as(
+                &mallory,
+                Method::PATCH,
+                &format!("/containers/{id}"),
+                Some(json!({ "template": bad })),
+            )
+            .await?;
+        assert_eq!(
+            (s, v["error"]["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("template")),
+            "{bad}: {v}"
+        );
+    }
+    let (s, v) = c
+        .call_as(
+            &mallory,
+            Method::PATCH,
+            &format!("/containers/{id}"),
+            Some(json!({ "template": DEBIAN_TEMPLATE })),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // A template container: cloned, on its own node (pve2) although pve1 was not asked for.
+    let before = c.creations_on_proxmox().len();
+    let (s, v) = c
+        .call_as(
+            &mallory,
+            Method::POST,
+            "/containers",
+            Some(json!({ "site_id": 1, "hostname": "fromgold", "template": "9000" })),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["container"]["node_id"], 2, "{v}");
+    let (_, clone_vmid) = c.created(&v).await?;
+    let made = c.creations_on_proxmox();
+    assert_eq!(
+        made[before..],
+        ["POST /nodes/pve2/lxc/9000/clone".to_owned()]
+    );
+    let clone = c
+        .sim
+        .with(|s| s.containers.get(&clone_vmid).cloned())
+        .ok_or("clone missing")?;
+    assert_eq!(clone.hostname, "fromgold");
+    assert_eq!(clone.status, "running");
+    assert!(!clone.config.contains_key("template"), "{:?}", clone.config);
+    // Asked on the other node: refused, saying where the template is.
+    let (s, v) = create("9000", Some(1)).await?;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("pve2")),
+        "{v}"
+    );
+
+    // The job checks again right before it clones: a VMID that stopped being a template while
+    // the job waited for its turn is refused, and nothing is cloned.
+    c.sim
+        .with(|s| s.task_duration = Duration::from_millis(1500));
+    let (_, busy1) = c.create("busy1").await?;
+    let (_, busy2) = c.create("busy2").await?;
+    let (s, v) = c
+        .call_as(
+            &mallory,
+            Method::POST,
+            "/containers",
+            Some(json!({ "site_id": 1, "hostname": "late", "template": "9000" })),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    c.sim.with(|s| {
+        if let Some(t) = s.containers.get_mut(&9000) {
+            t.config.remove("template");
+        }
+    });
+    let (lines, end) = c.follow(v["job_id"].as_i64().ok_or("job")?).await?;
+    assert_eq!(end, "failure", "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("template refused")),
+        "{lines:?}"
+    );
+    for job in [busy1, busy2] {
+        assert_eq!(c.follow(job).await?.1, "success");
+    }
+    let clones = c
+        .creations_on_proxmox()
+        .into_iter()
+        .filter(|r| r.ends_with("/clone"))
+        .count();
+    assert_eq!(clones, 1, "cloned after the template was gone");
+
+    // The database refuses any other shape, whoever writes.
+    let pool = c.server.db.as_ref().ok_or("db")?.pool().await?;
+    let r = sqlx::query("UPDATE containers SET template = $1 WHERE id = $2")
+        .bind("local:backup/vzdump-lxc-700-2026_11_30-02_00_00.tar.zst")
+        .bind(id)
+        .execute(&pool)
+        .await;
+    assert!(r.is_err(), "a backup volume was stored as a template");
+    let r = sqlx::query("UPDATE containers SET template = $1 WHERE id = $2")
+        .bind("9000")
+        .bind(id)
+        .execute(&pool)
+        .await;
+    assert!(r.is_ok(), "{r:?}");
+    c.server.stop().await
+}
+
+#[tokio::test]
+async fn environment_reaches_proxmox_as_env_or_fails_the_job() -> TestResult {
+    let c = Cluster::start().await?;
+    seed_templates_and_victims(&c.sim);
+    let env =
+        json!({ "APP_MODE": "production", "GREETING": "hello world\twith a tab", "EMPTY": "" });
+    let expected = "APP_MODE=production\0EMPTY=\0GREETING=hello world\twith a tab";
+    // From a template volume (`env` at create) and from a template container (`env` in the
+    // configuration after the clone).
+    for (hostname, template) in [("envy", DEBIAN_TEMPLATE), ("envclone", "9000")] {
+        let (s, v) = c
+            .post(
+                "/containers",
+                json!({ "site_id": 1, "hostname": hostname, "template": template, "environment": env }),
+            )
+            .await?;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        let (_, vmid) = c.created(&v).await?;
+        let got = c.sim.with(|s| {
+            s.containers
+                .get(&vmid)
+                .and_then(|x| x.config.get("env").cloned())
+        });
+        assert_eq!(got.as_deref(), Some(expected), "{template}");
+    }
+
+    // What Proxmox's `env` cannot carry is refused before anything starts.
+    for bad in [
+        json!({ "A": "line\nbreak" }),
+        json!({ "A": "nul\u{0}byte" }),
+        json!({ "BAD-NAME": "x" }),
+        json!({ "": "x" }),
+    ] {
+        let (s, v) = c
+            .post(
+                "/containers",
+                json!({ "site_id": 1, "hostname": "envbad", "template": DEBIAN_TEMPLATE, "environment": bad }),
+            )
+            .await?;
+        assert_eq!(
+            (s, v["error"]["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("environment")),
+            "{bad}: {v}"
+        );
+    }
+
+    // The simulator answers `lxc.environment` as PVE does: not an API parameter.
+    let r = c
+        .http
+        .put(format!("{}/nodes/pve1/lxc/700/config", c.sim.url()))
+        .header(
+            "Authorization",
+            "PVEAPIToken=root@pam!siteward=4b1d6e0e-0000-4000-8000-000000000001",
+        )
+        .form(&[("lxc.environment", "A=1")])
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let v: Value = r.json().await?;
+    assert_eq!(v["message"], "Parameter verification failed.\n", "{v}");
+    assert_eq!(
+        v["errors"]["lxc.environment"],
+        "property is not defined in schema and the schema does not allow additional properties",
+        "{v}"
+    );
+
+    // A node older than PVE 9.1 has no `env`: the job fails saying so, and leaves nothing.
+    c.sim.with(|s| s.without_env_option = true);
+    let (s, v) = c
+        .post(
+            "/containers",
+            json!({ "site_id": 1, "hostname": "oldpve", "template": DEBIAN_TEMPLATE, "environment": { "A": "1" } }),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let id = v["container"]["id"].as_i64().ok_or("id")?;
+    let (lines, end) = c.follow(v["job_id"].as_i64().ok_or("job")?).await?;
+    assert_eq!(end, "failure", "{lines:?}");
+    let last = lines.last().cloned().unwrap_or_default();
+    assert!(
+        last.starts_with("failed:") && last.contains("env: property is not defined in schema"),
+        "{lines:?}"
+    );
+    let (_, ct) = c.get(&format!("/containers/{id}")).await?;
+    assert_eq!(ct["status"], "failed", "{ct}");
+    assert_eq!(
+        c.sim.with(|s| s
+            .containers
+            .values()
+            .filter(|x| x.hostname == "oldpve")
+            .count()),
+        0
+    );
+    // Without environment variables, such a node still works.
+    let (_, job) = c.create("oldpve-plain").await?;
+    assert_eq!(c.follow(job).await?.1, "success");
     c.server.stop().await
 }

@@ -2,8 +2,13 @@
 //! envelope, PVE's error forms (status reason, `errors` per parameter), API-token and ticket
 //! authentication with the CSRF check on writes, UPIDs in the real format, tasks that take a
 //! configurable time and can be made to fail, and `nextid` that can be made to race.
+//! Storages with per-node volumes (`GET /nodes/{node}/storage/{storage}/content`), template
+//! containers (`template: 1`), and PVE's parameter schema: a key the API does not define (such
+//! as `lxc.environment`) is refused with `400 Parameter verification failed.`, as PVE does.
 //!
-//! Reference: the PVE API viewer (pve-docs api-viewer) for the endpoints siteward calls.
+//! Reference: the PVE API viewer (pve-docs api-viewer) for the endpoints siteward calls, and
+//! pve-container (`PVE::LXC::Config` `$confdesc`, `PVE::API2::LXC`) and pve-storage
+//! (`PVE::API2::Storage::Content`, `check_volume_access`) for parameters and errors.
 #![allow(dead_code, clippy::result_large_err)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -55,11 +60,37 @@ enum Effect {
     Destroy(u32),
 }
 
+/// A storage of `storage.cfg`: the content types it holds.
+#[derive(Debug, Clone)]
+pub struct SimStorage {
+    pub content: Vec<&'static str>,
+}
+
+/// A volume on one node's copy of a storage (`local` is per node).
+#[derive(Debug, Clone)]
+pub struct SimVolume {
+    pub node: String,
+    /// `local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst`.
+    pub volid: String,
+    /// `vztmpl`, `backup`, `iso`, ...
+    pub content: &'static str,
+    pub size: u64,
+}
+
+/// The CT template every simulated node has on `local`.
+pub const DEBIAN_TEMPLATE: &str = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst";
+
 /// Knobs and state.
 #[derive(Debug, Default)]
 pub struct SimState {
     pub nodes: Vec<String>,
     pub containers: BTreeMap<u32, SimContainer>,
+    /// `storage.cfg`: id → storage.
+    pub storages: BTreeMap<String, SimStorage>,
+    /// Volumes, per node.
+    pub volumes: Vec<SimVolume>,
+    /// Answer like PVE 9.0 and older (pve-container before 6.0.15): no `env` option.
+    pub without_env_option: bool,
     tasks: HashMap<String, Task>,
     /// How long each task runs.
     pub task_duration: Duration,
@@ -109,6 +140,27 @@ impl PveSim {
         state
             .passwords
             .insert("root@pam".into(), "pve-password".into());
+        // A fresh PVE install: `local` (a directory) and `local-lvm` (LVM-thin).
+        state.storages.insert(
+            "local".into(),
+            SimStorage {
+                content: vec!["vztmpl", "iso", "backup", "snippets", "import"],
+            },
+        );
+        state.storages.insert(
+            "local-lvm".into(),
+            SimStorage {
+                content: vec!["rootdir", "images"],
+            },
+        );
+        for n in nodes {
+            state.volumes.push(SimVolume {
+                node: (*n).to_owned(),
+                volid: DEBIAN_TEMPLATE.into(),
+                content: "vztmpl",
+                size: 126_000_000,
+            });
+        }
         let state = Arc::new(Mutex::new(state));
         let app = router(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -159,6 +211,10 @@ fn router(state: Shared) -> Router {
             get(task_status),
         )
         .route("/api2/json/nodes/{node}/tasks/{upid}/log", get(task_log))
+        .route(
+            "/api2/json/nodes/{node}/storage/{storage}/content",
+            any(storage_content),
+        )
         .fallback(|| async { pve_error(StatusCode::NOT_IMPLEMENTED, "Method not implemented") })
         .with_state(state)
 }
@@ -177,12 +233,274 @@ fn pve_error(status: StatusCode, reason: &str) -> Response {
     r
 }
 
+/// PVE's answer to a request its parameter schema refuses.
 fn param_errors(errors: Value) -> Response {
-    (
+    let mut r = (
         StatusCode::BAD_REQUEST,
-        Json(json!({ "data": null, "errors": errors })),
+        Json(json!({ "data": null, "errors": errors, "message": "Parameter verification failed.\n" })),
     )
-        .into_response()
+        .into_response();
+    r.headers_mut().insert(
+        "x-pve-reason",
+        axum::http::HeaderValue::from_static("Parameter verification failed."),
+    );
+    r
+}
+
+/// The container options of pve-container's `$confdesc` that its API accepts
+/// (`json_config_properties`: all but `parent` and `snaptime`).
+const CT_OPTIONS: &[&str] = &[
+    "lock",
+    "onboot",
+    "startup",
+    "template",
+    "arch",
+    "ostype",
+    "console",
+    "tty",
+    "cores",
+    "cpulimit",
+    "cpuunits",
+    "memory",
+    "swap",
+    "hostname",
+    "description",
+    "searchdomain",
+    "nameserver",
+    "timezone",
+    "rootfs",
+    "cmode",
+    "entrypoint",
+    "protection",
+    "unprivileged",
+    "features",
+    "env",
+    "hookscript",
+    "tags",
+    "debug",
+];
+
+/// Whether `key` is a container option: a fixed one or `net0`-`net31`, `mp0`-`mp255`,
+/// `unused0`-`unused255`, `dev0`-`dev255`.
+fn ct_option(key: &str) -> bool {
+    if CT_OPTIONS.contains(&key) {
+        return true;
+    }
+    [("net", 32), ("mp", 256), ("unused", 256), ("dev", 256)]
+        .iter()
+        .any(|(prefix, max)| {
+            key.strip_prefix(prefix)
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n < *max && (n == 0 || !key[prefix.len()..].starts_with('0')))
+        })
+}
+
+/// PVE's schema check of a request: keys it does not define, and the `env` pattern
+/// (`(?:\w+=[^\x00-\x08\x0a-\x1F\x7F]*)(?:\0\w+=[^\x00-\x08\x0a-\x1F\x7F]*)*`).
+fn schema_errors(
+    s: &SimState,
+    p: &HashMap<String, String>,
+    extra: &[&str],
+    options: bool,
+) -> serde_json::Map<String, Value> {
+    let mut errors = serde_json::Map::new();
+    for k in p.keys() {
+        let option = options && ct_option(k) && !(s.without_env_option && k == "env");
+        if !extra.contains(&k.as_str()) && !option {
+            errors.insert(
+                k.clone(),
+                json!("property is not defined in schema and the schema does not allow additional properties"),
+            );
+        }
+    }
+    if let Some(env) = p.get("env").filter(|_| options && !s.without_env_option) {
+        let ok = env.split('\0').all(|var| {
+            var.split_once('=').is_some_and(|(name, value)| {
+                !name.is_empty()
+                    && name.chars().all(|c| c.is_alphanumeric() || c == '_')
+                    && !value
+                        .bytes()
+                        .any(|b| b <= 0x08 || (0x0a..=0x1f).contains(&b) || b == 0x7f)
+            })
+        });
+        if !ok {
+            errors.insert(
+                "env".into(),
+                json!("value does not match the regex pattern"),
+            );
+        }
+    }
+    errors
+}
+
+/// Parameters of `POST /nodes/{node}/lxc` besides the container options.
+const CREATE_PARAMS: &[&str] = &[
+    "vmid",
+    "ostemplate",
+    "password",
+    "storage",
+    "force",
+    "restore",
+    "unique",
+    "pool",
+    "ignore-unpack-errors",
+    "ssh-public-keys",
+    "bwlimit",
+    "start",
+    "ha-managed",
+];
+/// Parameters of `PUT /nodes/{node}/lxc/{vmid}/config` besides the container options.
+const UPDATE_PARAMS: &[&str] = &["delete", "revert", "digest"];
+/// Parameters of `POST /nodes/{node}/lxc/{vmid}/clone`.
+const CLONE_PARAMS: &[&str] = &[
+    "newid",
+    "hostname",
+    "description",
+    "pool",
+    "snapname",
+    "storage",
+    "full",
+    "target",
+    "bwlimit",
+];
+const CONTENT_TYPES: &[&str] = &[
+    "rootdir", "images", "vztmpl", "iso", "backup", "snippets", "import",
+];
+
+/// The content type of a volume name, as `PVE::Storage::Plugin::parse_volname` has it.
+fn volume_type(volname: &str) -> Option<&'static str> {
+    let Some((dir, file)) = volname.split_once('/') else {
+        // LVM and similar: `vm-105-disk-0`, `base-9000-disk-0`.
+        return (volname.starts_with("vm-") || volname.starts_with("base-")).then_some("images");
+    };
+    if file.is_empty() {
+        return None;
+    }
+    let flat = !file.contains('/');
+    match dir {
+        "vztmpl" if flat => [".tar", ".tar.gz", ".tar.xz", ".tar.zst", ".tar.bz2"]
+            .iter()
+            .any(|e| file.ends_with(e))
+            .then_some("vztmpl"),
+        "backup" if flat => Some("backup"),
+        "iso" if flat => Some("iso"),
+        "snippets" if flat => Some("snippets"),
+        "import" => Some("import"),
+        d if d.parse::<u32>().is_ok() => Some("images"),
+        _ => None,
+    }
+}
+
+/// `ostemplate` at create: `check_volume_access(..., 'vztmpl')` (or `'backup'` on restore).
+fn check_ostemplate(
+    s: &SimState,
+    user: &str,
+    ostemplate: &str,
+    restore: bool,
+) -> Result<(), Response> {
+    let want = if restore { "backup" } else { "vztmpl" };
+    let Some((sid, volname)) = ostemplate
+        .split_once(':')
+        .filter(|(sid, _)| !sid.is_empty() && !sid.contains('/'))
+    else {
+        if user != "root@pam" {
+            return Err(pve_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Only root can pass arbitrary filesystem paths.",
+            ));
+        }
+        return Ok(());
+    };
+    if !s.storages.contains_key(sid) {
+        return Err(pve_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("storage '{sid}' does not exist"),
+        ));
+    }
+    match volume_type(volname) {
+        Some(t) if t == want => Ok(()),
+        Some(_) => Err(pve_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("unable to use volume {ostemplate} - content type needs to be '{want}'"),
+        )),
+        None => Err(pve_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("unable to parse directory volume name '{volname}'"),
+        )),
+    }
+}
+
+async fn storage_content(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path((node, storage)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mut s = lock(&state);
+    let _user = match enter(
+        &mut s,
+        &method,
+        &format!("/nodes/{node}/storage/{storage}/content"),
+        &headers,
+    ) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_node(&s, &node) {
+        return r;
+    }
+    if method != Method::GET {
+        return pve_error(StatusCode::NOT_IMPLEMENTED, "Method not implemented");
+    }
+    let errors = schema_errors(&s, &q, &["content", "vmid"], false);
+    if !errors.is_empty() {
+        return param_errors(Value::Object(errors));
+    }
+    if let Some(ct) = q.get("content") {
+        if !CONTENT_TYPES.contains(&ct.as_str()) {
+            return param_errors(
+                json!({ "content": format!("invalid format - invalid content type '{ct}'") }),
+            );
+        }
+    }
+    let Some(cfg) = s.storages.get(&storage) else {
+        return pve_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("storage '{storage}' does not exist"),
+        );
+    };
+    // `volume_list`: the asked type (or all), only those the storage is configured for.
+    let types: Vec<&str> = CONTENT_TYPES
+        .iter()
+        .copied()
+        .filter(|t| q.get("content").is_none_or(|c| c == t))
+        .filter(|t| cfg.content.contains(t))
+        .collect();
+    let prefix = format!("{storage}:");
+    let mut list: Vec<&SimVolume> = s
+        .volumes
+        .iter()
+        .filter(|v| v.node == node && v.volid.starts_with(&prefix) && types.contains(&v.content))
+        .collect();
+    list.sort_by_key(|v| v.volid.to_lowercase());
+    let items: Vec<Value> = list
+        .into_iter()
+        .map(|v| {
+            let format = if v.content == "vztmpl" {
+                v.volid
+                    .rsplit('.')
+                    .next()
+                    .map(|ext| if ext == "tar" { "tar".to_owned() } else { format!("t{ext}") })
+                    .unwrap_or_default()
+            } else {
+                "raw".to_owned()
+            };
+            json!({ "volid": v.volid, "content": v.content, "format": format, "size": v.size, "ctime": 1_735_689_600 })
+        })
+        .collect();
+    data(Value::Array(items))
 }
 
 fn data(v: Value) -> Response {
@@ -469,7 +787,14 @@ async fn lxc_collection(
             .containers
             .values()
             .filter(|c| c.node == node)
-            .map(|c| json!({ "vmid": c.vmid, "name": c.hostname, "status": c.status, "type": "lxc", "tags": c.config.get("tags") }))
+            .map(|c| {
+                let mut v = json!({ "vmid": c.vmid, "name": c.hostname, "status": c.status, "type": "lxc", "tags": c.config.get("tags") });
+                // `vmstatus` marks templates.
+                if c.config.get("template").is_some_and(|t| t == "1") {
+                    v["template"] = json!(1);
+                }
+                v
+            })
             .collect();
         return data(Value::Array(list));
     }
@@ -477,7 +802,7 @@ async fn lxc_collection(
         return pve_error(StatusCode::NOT_IMPLEMENTED, "Method not implemented");
     }
     let p = params(&headers, &body);
-    let mut errors = serde_json::Map::new();
+    let mut errors = schema_errors(&s, &p, CREATE_PARAMS, true);
     let vmid = p.get("vmid").and_then(|v| v.parse::<u32>().ok());
     if vmid.is_none() {
         errors.insert(
@@ -521,6 +846,11 @@ async fn lxc_collection(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("CT {vmid} already exists on node '{node}'"),
         );
+    }
+    let restore = p.get("restore").is_some_and(|v| v == "1");
+    let ostemplate = p.get("ostemplate").map(String::as_str).unwrap_or_default();
+    if let Err(r) = check_ostemplate(&s, &user, ostemplate, restore) {
+        return r;
     }
     let hostname = p
         .get("hostname")
@@ -645,6 +975,10 @@ async fn lxc_config(
         }
         Method::PUT => {
             let p = params(&headers, &body);
+            let errors = schema_errors(&s, &p, UPDATE_PARAMS, true);
+            if !errors.is_empty() {
+                return param_errors(Value::Object(errors));
+            }
             if let Some(c) = s.containers.get_mut(&id) {
                 for (k, v) in p {
                     if k == "hostname" {
@@ -681,6 +1015,10 @@ async fn lxc_clone(
         Err(r) => return r,
     };
     let p = params(&headers, &body);
+    let errors = schema_errors(&s, &p, CLONE_PARAMS, false);
+    if !errors.is_empty() {
+        return param_errors(Value::Object(errors));
+    }
     let Some(newid) = p.get("newid").and_then(|v| v.parse::<u32>().ok()) else {
         return param_errors(json!({ "newid": "property is missing and it is not optional" }));
     };
@@ -701,8 +1039,40 @@ async fn lxc_clone(
             status: "stopped",
             config: BTreeMap::new(),
         });
+    let source_is_template = c.config.get("template").is_some_and(|t| t == "1");
+    let full = p
+        .get("full")
+        .map(|v| v == "1")
+        .unwrap_or(!source_is_template);
+    if full && c.status == "running" && !p.contains_key("snapname") {
+        return pve_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Full clone of a running container is only possible from a snapshot",
+        );
+    }
     c.vmid = newid;
     c.status = "stopped";
+    // Like PVE: the clone is not a template, and its net0 gets a new MAC.
+    c.config.remove("template");
+    if let Some(net0) = c.config.get_mut("net0") {
+        let mac = format!(
+            "BC:24:11:{:02X}:{:02X}:{:02X}",
+            (newid >> 16) & 0xff,
+            (newid >> 8) & 0xff,
+            newid & 0xff
+        );
+        *net0 = net0
+            .split(',')
+            .map(|kv| {
+                if kv.starts_with("hwaddr=") {
+                    format!("hwaddr={mac}")
+                } else {
+                    kv.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+    }
     if let Some(h) = p.get("hostname") {
         c.hostname = h.clone();
     }

@@ -708,7 +708,8 @@ async fn create_container_inner(
     b: crate::jobs::CreateContainerRequest,
 ) -> ApiResult<Response> {
     check_label("hostname", &b.hostname)?;
-    check_len("template", &b.template, 1, 512)?;
+    // Its shape here; whether Proxmox has it as a template in `Jobs::create_container`.
+    crate::templates::TemplateRef::parse(&b.template)?;
     if let Some(c) = b.cores {
         if !(1..=128).contains(&c) {
             return Err(ApiError::invalid("cores", "cores must be 1 to 128"));
@@ -728,13 +729,8 @@ async fn create_container_inner(
         }
     }
     check_ssh_keys(&b.ssh_keys)?;
-    for k in b.environment.keys() {
-        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(ApiError::invalid(
-                "environment",
-                "environment names must be letters, digits and _",
-            ));
-        }
+    if let Some(problem) = crate::jobs::environment_problem(&b.environment) {
+        return Err(ApiError::invalid("environment", problem));
     }
     let details = fields(&b);
     let (container, job_id) = s
@@ -851,6 +847,9 @@ async fn create_container(
 ) -> ApiResult<Response> {
     check_label("hostname", &b.hostname)?;
     check_status(&b.status)?;
+    if let Some(t) = &b.template {
+        crate::templates::TemplateRef::parse(t)?;
+    }
     let details = fields(&b);
     let c = s
         .store
@@ -896,6 +895,14 @@ async fn update_container(
                 format!("only an administrator can change {f}"),
             )
             .field(*f));
+        }
+    }
+    if let Some(Some(t)) = &b.template {
+        crate::templates::TemplateRef::parse(t)?;
+        if !p.is_admin {
+            // An owner names only a template Proxmox has on the container's node.
+            let c = s.store.container(ContainerId(id), p.owner_filter()).await?;
+            s.jobs.check_template_for(&c, t).await?;
         }
     }
     let details = fields(&b);
@@ -980,6 +987,28 @@ async fn container_action(
     let job_id = s.jobs.lifecycle(p.uid, c, Some(b)).await?;
     audit(&s, &p.actor(), "action", "container", id, details).await;
     Ok((StatusCode::ACCEPTED, axum::Json(JobAccepted { job_id })).into_response())
+}
+
+/// `?site_id=` (required) and `?node_id=`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateQuery {
+    /// The site.
+    pub site_id: i64,
+    /// Only this node's.
+    pub node_id: Option<i64>,
+}
+
+async fn list_templates(
+    State(s): State<AdminState>,
+    _: Principal,
+    Q(q): Q<TemplateQuery>,
+) -> ApiResult<axum::Json<Vec<crate::templates::AllowedTemplate>>> {
+    let list = s
+        .jobs
+        .allowed_templates(SiteId(q.site_id), q.node_id.map(NodeId))
+        .await?;
+    Ok(axum::Json(list))
 }
 
 async fn import_node(
@@ -2646,6 +2675,15 @@ pub fn api() -> openapi::Api {
         "containers",
         User,
         202,
+    );
+    a.op::<(), Vec<crate::templates::AllowedTemplate>>(
+        get(list_templates),
+        "GET",
+        "/templates",
+        "Templates containers may be made from on a site's nodes (?site_id=, ?node_id=)",
+        "containers",
+        User,
+        200,
     );
     a.op::<(), Vec<Container>>(
         post(import_node),
