@@ -10,5 +10,6 @@ mod dns;
 mod foundation;
 mod harness;
 mod ldap;
+mod ldap_abuse;
 mod proxmox;
 mod pve_sim;
