@@ -7,8 +7,9 @@
 //! remaining number of verifications may be in flight for a key, so parallel connections cannot
 //! get more guesses verified than the limit either: further attempts wait until one finishes.
 //!
-//! An attempt for a key with failures, or for a name that is not an account, is *suspect*: its
-//! verification may use only part of the argon2 capacity
+//! An attempt for an account with failures, from an address with a quarter of its limit in
+//! failures, or for a name that is not an account, is *suspect*: its verification may use only
+//! part of the argon2 capacity
 //! ([`siteward_store::password::Lane::Suspect`]), so accounts nobody attacks always find a
 //! permit.
 //!
@@ -104,9 +105,10 @@ impl<K: Hash + Eq + Clone> Table<K> {
         }
     }
 
-    fn check(&mut self, key: &K, limit: u32, now: Instant, window: Duration) -> (Check, bool) {
+    /// Whether an attempt for `key` may start, and its failures so far.
+    fn check(&mut self, key: &K, limit: u32, now: Instant, window: Duration) -> (Check, u32) {
         let Some(c) = self.map.get_mut(key) else {
-            return (Check::Go, false);
+            return (Check::Go, 0);
         };
         c.refresh(now, window);
         let check = if c.failures >= limit {
@@ -116,7 +118,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
         } else {
             Check::Go
         };
-        (check, c.failures > 0)
+        (check, c.failures)
     }
 
     /// Counts an attempt in flight; false when the key cannot be tracked (table full).
@@ -240,6 +242,13 @@ impl Throttle {
         }
     }
 
+    /// Failures from which an address is suspect: a quarter of its limit, so that one user's
+    /// typo does not send everybody at that address (a NAT, a host with many users) to the
+    /// suspect lane.
+    fn suspect_address(per_address: u32) -> u32 {
+        (per_address / 4).max(1)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // The counters stay meaningful even if a holder panicked.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -274,8 +283,8 @@ impl Throttle {
         } else {
             &mut state.names
         };
-        let (by_name, name_failed) = names.check(&subject.dn, per_account, now, window);
-        let (by_address, address_failed) =
+        let (by_name, name_failures) = names.check(&subject.dn, per_account, now, window);
+        let (by_address, address_failures) =
             state.addresses.check(&address, per_address, now, window);
         match (by_name, by_address) {
             (Check::Refused, _) => return Err(Scope::Account),
@@ -293,7 +302,9 @@ impl Throttle {
             address,
             tracked_name,
             tracked_address,
-            suspect: name_failed || address_failed || !subject.account,
+            suspect: !subject.account
+                || name_failures > 0
+                || address_failures >= Self::suspect_address(per_address),
             finished: false,
         }))
     }
@@ -447,6 +458,43 @@ mod tests {
             a.unwrap_or_else(|| panic!("allowed")).failed(t0);
         }
         assert!(t.try_begin(&alice, t0).is_ok());
+    }
+
+    #[test]
+    fn one_typo_does_not_make_an_address_suspect() {
+        let t = Throttle::new(Limits {
+            per_account: 10,
+            per_address: 100,
+            window: Duration::from_secs(60),
+        });
+        let t0 = Instant::now();
+        let typo = t
+            .try_begin(&subject("uid=alice", true, "192.0.2.1"), t0)
+            .ok()
+            .flatten();
+        typo.unwrap_or_else(|| panic!("allowed")).failed(t0);
+        let bob = t
+            .try_begin(&subject("uid=bob", true, "192.0.2.1"), t0)
+            .ok()
+            .flatten();
+        assert!(!bob.unwrap_or_else(|| panic!("allowed")).suspect);
+        // Alice herself is suspect until she succeeds.
+        let alice = t
+            .try_begin(&subject("uid=alice", true, "192.0.2.1"), t0)
+            .ok()
+            .flatten();
+        assert!(alice.unwrap_or_else(|| panic!("allowed")).suspect);
+        // From 25 failures (a quarter of the limit) the address is.
+        for i in 0..24 {
+            let who = subject(&format!("uid=u{i}"), true, "192.0.2.1");
+            let a = t.try_begin(&who, t0).ok().flatten();
+            a.unwrap_or_else(|| panic!("allowed")).failed(t0);
+        }
+        let carol = t
+            .try_begin(&subject("uid=carol", true, "192.0.2.1"), t0)
+            .ok()
+            .flatten();
+        assert!(carol.unwrap_or_else(|| panic!("allowed")).suspect);
     }
 
     #[test]

@@ -421,7 +421,9 @@ async fn password_guessing_is_cut_off_per_account_and_address() -> TestResult {
 
     // Per address (a limit of 20 instead of 100 so the test is short): 16 connections from one
     // address spray 8 account names each.
-    let server = Server::start_with(ServerOptions {
+    let db = TestDb::new().await?;
+    let mut server = Server::start_with(ServerOptions {
+        database_url: Some(db.url.clone()),
         env: vec![(
             "SITEWARD_LDAP__BIND_FAILURES_PER_ADDRESS".into(),
             "20".into(),
@@ -429,6 +431,7 @@ async fn password_guessing_is_cut_off_per_account_and_address() -> TestResult {
         ..Default::default()
     })
     .await?;
+    server.db = Some(db);
     let store = real_cost_store(&server).await?;
     create(&store, "bystander", "bystander-password-1").await?;
     let ldap = server.addrs.ldap.ok_or("no ldap listener")?;
