@@ -1045,37 +1045,44 @@ mod tests {
         assert_eq!(c.ldap.search_work_limit, 5000);
         assert_eq!(c.ldap.bind_failures_per_address, 20);
         assert_eq!(c.ldap.bind_failure_window_seconds, 60);
-        for (var, setting) in [
-            ("SITEWARD_LDAP__MAX_FILTER_TERMS", "ldap.max_filter_terms"),
-            ("SITEWARD_LDAP__SEARCH_WORK_LIMIT", "ldap.search_work_limit"),
+        for (var, value, setting) in [
+            (
+                "SITEWARD_LDAP__MAX_FILTER_TERMS",
+                "0",
+                "ldap.max_filter_terms",
+            ),
+            (
+                "SITEWARD_LDAP__SEARCH_WORK_LIMIT",
+                "0",
+                "ldap.search_work_limit",
+            ),
             (
                 "SITEWARD_LDAP__BIND_FAILURES_PER_ACCOUNT",
+                "0",
+                "ldap.bind_failures_per_account",
+            ),
+            (
+                "SITEWARD_LDAP__BIND_FAILURES_PER_ACCOUNT",
+                "-1",
                 "ldap.bind_failures_per_account",
             ),
             (
                 "SITEWARD_LDAP__BIND_FAILURES_PER_ADDRESS",
+                "0",
                 "ldap.bind_failures_per_address",
             ),
             (
                 "SITEWARD_LDAP__BIND_FAILURE_WINDOW_SECONDS",
+                "0",
                 "ldap.bind_failure_window_seconds",
             ),
         ] {
-            let err = load(None, env(&[(var, "0")]), &[])
+            let err = load(None, env(&[(var, value)]), &[])
                 .err()
                 .map(|e| e.to_string())
                 .unwrap_or_default();
-            assert!(err.contains(setting), "{var}: {err}");
+            assert!(err.contains(setting), "{var}={value}: {err}");
         }
-        let err = load(
-            None,
-            env(&[("SITEWARD_LDAP__BIND_FAILURES_PER_ACCOUNT", "-1")]),
-            &[],
-        )
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-        assert!(err.contains("ldap.bind_failures_per_account"), "{err}");
         Ok(())
     }
 

@@ -85,6 +85,29 @@ async fn store(pool: PgPool) -> Store {
     store
 }
 
+/// `store` with these users added and in its snapshot.
+async fn with_users(store: Store, users: impl IntoIterator<Item = NewUser>) -> Store {
+    for user in users {
+        store
+            .create_user(user)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    store
+        .reload(Dirty::ALL)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+}
+
+/// A user without a password.
+fn named(username: String) -> NewUser {
+    NewUser {
+        username,
+        ..Default::default()
+    }
+}
+
 fn server_with(store: Store, settings: Settings) -> Arc<LdapServer> {
     Arc::new(
         LdapServer::new(store, settings, None, Metrics::default())
@@ -803,20 +826,11 @@ async fn binds(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn paging_size_limit_and_controls(pool: PgPool) {
-    let store = store(pool).await;
-    for i in 0..20 {
-        store
-            .create_user(NewUser {
-                username: format!("p{i:02}"),
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    store
-        .reload(Dirty::ALL)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let store = with_users(
+        store(pool).await,
+        (0..20).map(|i| named(format!("p{i:02}"))),
+    )
+    .await;
     let srv = server(store);
     let mut s = session(&srv);
     let req = request(
@@ -1237,17 +1251,7 @@ async fn live_changes_are_seen(pool: PgPool) {
     let srv = server(store.clone());
     let mut s = session(&srv);
     assert!(sub(&mut s, "(uid=dave)", &[]).await.entries.is_empty());
-    store
-        .create_user(NewUser {
-            username: "dave".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    store
-        .reload(Dirty::ALL)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    with_users(store, [named("dave".into())]).await;
     assert_eq!(sub(&mut s, "(uid=dave)", &[]).await.uids(), vec!["dave"]);
 }
 
@@ -1385,22 +1389,18 @@ async fn a_bind_flood_does_not_starve_searches(pool: PgPool) {
     use futures::{SinkExt, StreamExt};
     // Real cost hashes (19 MiB, 2 passes), as in production.
     let store = Store::from_pool(pool, SecretBox::from_key(&[0; 32]), HashCost::default());
-    store
-        .create_user(NewUser {
-            username: "flood".into(),
+    let store = with_users(
+        store,
+        [NewUser {
             password: Some("flood-pw-1".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    store
-        .reload(Dirty::ALL)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+            ..named("flood".into())
+        }],
+    )
+    .await;
     let srv = server(store);
     let (addr, token, _task) = spawn_server(srv).await;
     let framed = |s| tokio_util::codec::Framed::new(s, crate::net::Codec::new(1 << 20, 32));
-    // 32 connections binding in a loop (correct password: no throttling delay).
+    // 32 connections binding in a loop (correct password: never refused by the bind limits).
     let stop = tokio_util::sync::CancellationToken::new();
     let mut flood = Vec::new();
     for _ in 0..32 {
@@ -1475,20 +1475,11 @@ async fn a_bind_flood_does_not_starve_searches(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn time_limit_is_honored(pool: PgPool) {
-    let store = store(pool).await;
-    for i in 0..100 {
-        store
-            .create_user(NewUser {
-                username: format!("t{i:03}"),
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    store
-        .reload(Dirty::ALL)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let store = with_users(
+        store(pool).await,
+        (0..100).map(|i| named(format!("t{i:03}"))),
+    )
+    .await;
     // A server limit of zero: the search stops at its first check.
     let srv = server_with(
         store.clone(),
@@ -1511,20 +1502,11 @@ async fn time_limit_is_honored(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn filter_terms_and_work_are_limited(pool: PgPool) {
-    let store = store(pool).await;
-    for i in 0..20 {
-        store
-            .create_user(NewUser {
-                username: format!("w{i:02}"),
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    store
-        .reload(Dirty::ALL)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let store = with_users(
+        store(pool).await,
+        (0..20).map(|i| named(format!("w{i:02}"))),
+    )
+    .await;
     let or_of = |n: usize, term: &str| format!("(|{})", term.repeat(n));
     // (|...) is one element, each (cn=*x*) two (the assertion and its piece).
     let srv = server_with(

@@ -81,47 +81,68 @@ pub enum Lane {
     Suspect,
 }
 
-fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
+/// The argon2 capacity: permits for all verifications, and the suspects' share of them.
+struct Permits {
+    all: Arc<Semaphore>,
+    suspect: Arc<Semaphore>,
 }
 
-fn permits() -> &'static Arc<Semaphore> {
-    static SEM: LazyLock<Arc<Semaphore>> = LazyLock::new(|| Arc::new(Semaphore::new(cores())));
-    &SEM
+impl Permits {
+    /// `n` permits in all; suspects may hold half of them (at least one).
+    fn new(n: usize) -> Self {
+        Self {
+            all: Arc::new(Semaphore::new(n)),
+            suspect: Arc::new(Semaphore::new((n / 2).max(1))),
+        }
+    }
+
+    /// Runs `f` on the blocking pool once `lane` may have a permit.
+    async fn run<T: Send + 'static>(
+        &self,
+        lane: Lane,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        // Suspects take their share's permit first, so at most that many of them ever hold or
+        // wait for a permit of the whole.
+        let _share = match lane {
+            Lane::Normal => None,
+            Lane::Suspect => Some(
+                self.suspect
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| StoreError::Hash)?,
+            ),
+        };
+        let _permit = self
+            .all
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Hash)?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|_| StoreError::Hash)
+    }
 }
 
-fn suspect_permits() -> &'static Arc<Semaphore> {
-    static SEM: LazyLock<Arc<Semaphore>> =
-        LazyLock::new(|| Arc::new(Semaphore::new((cores() / 2).max(1))));
-    &SEM
+/// The process's argon2 capacity: one permit per core.
+fn permits() -> &'static Permits {
+    static PERMITS: LazyLock<Permits> = LazyLock::new(|| {
+        Permits::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        )
+    });
+    &PERMITS
 }
 
 async fn run_limited<T: Send + 'static>(
     lane: Lane,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T> {
-    // Suspects take their share's permit first, so at most that many of them ever hold or wait
-    // for a permit of the whole.
-    let _share = match lane {
-        Lane::Normal => None,
-        Lane::Suspect => Some(
-            suspect_permits()
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| StoreError::Hash)?,
-        ),
-    };
-    let _permit = permits()
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| StoreError::Hash)?;
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| StoreError::Hash)
+    permits().run(lane, f).await
 }
 
 /// Hashes `password` off the async runtime.
@@ -176,16 +197,27 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn suspects_leave_capacity_for_others() -> Result<()> {
-        // Twice as many slow suspect jobs as there are permits in all.
+        let permits = Arc::new(Permits::new(2));
+        // Four slow suspect jobs, twice as many as there are permits in all.
         let mut suspects = Vec::new();
-        for _ in 0..cores() * 2 {
-            suspects.push(tokio::spawn(run_limited(Lane::Suspect, || {
-                std::thread::sleep(std::time::Duration::from_millis(300))
-            })));
+        for _ in 0..4 {
+            let permits = permits.clone();
+            suspects.push(tokio::spawn(async move {
+                permits
+                    .run(Lane::Suspect, || {
+                        std::thread::sleep(std::time::Duration::from_millis(300))
+                    })
+                    .await
+            }));
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(
+            permits.all.available_permits(),
+            1,
+            "suspects hold one of two"
+        );
         let started = std::time::Instant::now();
-        run_limited(Lane::Normal, || ()).await?;
+        permits.run(Lane::Normal, || ()).await?;
         let waited = started.elapsed();
         assert!(
             waited < std::time::Duration::from_millis(250),

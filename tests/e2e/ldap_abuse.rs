@@ -309,6 +309,15 @@ async fn await_bind(ldap: SocketAddr, who: &str, password: &str) -> TestResult<D
     }
 }
 
+/// How long a bind of the bystander takes without load: the median of `n`.
+async fn verification_time(ldap: SocketAddr, n: usize) -> TestResult<Duration> {
+    let mut times = Vec::new();
+    for _ in 0..n {
+        times.push(await_bind(ldap, "bystander", "bystander-password-1").await?);
+    }
+    Ok(quantile(&times, 0.5))
+}
+
 /// `conns` connections from `from(i)`, each binding `attempts` times as `dn_of(i, j)` with a
 /// wrong password; the latencies and codes of every attempt.
 async fn guess(
@@ -352,11 +361,7 @@ async fn password_guessing_is_cut_off_per_account_and_address() -> TestResult {
     create(&store, "victim", "victim-password-1").await?;
     create(&store, "bystander", "bystander-password-1").await?;
     let ldap = server.addrs.ldap.ok_or("no ldap listener")?;
-    let mut base = Vec::new();
-    for _ in 0..3 {
-        base.push(await_bind(ldap, "bystander", "bystander-password-1").await?);
-    }
-    let verification = quantile(&base, 0.5);
+    let verification = verification_time(ldap, 3).await?;
 
     // Wave 1: 32 connections from one address, 2 guesses each, all on the victim.
     let attacker = loopback(0, 2, 1);
@@ -485,11 +490,7 @@ async fn an_unattacked_account_binds_quickly_during_a_guessing_flood() -> TestRe
     let store = real_cost_store(&server).await?;
     create(&store, "bystander", "bystander-password-1").await?;
     let ldap = server.addrs.ldap.ok_or("no ldap listener")?;
-    let mut base = Vec::new();
-    for _ in 0..5 {
-        base.push(await_bind(ldap, "bystander", "bystander-password-1").await?);
-    }
-    let verification = quantile(&base, 0.5);
+    let verification = verification_time(ldap, 5).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut flood = Vec::new();
