@@ -6,7 +6,7 @@
 //! lookups NSS makes (a uid, a uidNumber, a user's groups). A search that needs more is started
 //! again on the search pool, where `ldap.search_threads` searches at a time run on tokio's
 //! blocking threads: there evaluation may spend `ldap.search_work_limit` units (beyond them the
-//! search ends with adminLimitExceeded) and output is bounded by the size and time limits. So an
+//! search ends with adminLimitExceeded) and output only by the size limit and the directory. So an
 //! expensive search never occupies a runtime worker (HTTP, `/auth/verify` and DNS over TCP keep
 //! theirs), nor more threads than the pool allows, and cheap searches never wait behind it.
 //!

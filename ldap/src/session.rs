@@ -384,7 +384,7 @@ impl Session {
         let terms = crate::filter::terms(&req.filter);
         let max_terms = self.server.settings.max_filter_terms;
         if terms > max_terms {
-            tracing::info!(terms, peer = %self.peer, "search refused: too many filter terms");
+            tracing::debug!(terms, peer = %self.peer, "search refused: too many filter terms");
             return Reply::one(done(
                 result(
                     LdapResultCode::AdminLimitExceeded,
