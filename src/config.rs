@@ -423,6 +423,28 @@ pub struct LdapConfig {
     /// A request not answered within this many seconds closes its connection.
     #[serde(deserialize_with = "lenient")]
     pub request_timeout_seconds: u64,
+    /// Most elements of a search filter (each and, or, not and assertion, and each piece of a
+    /// substring assertion); larger filters are refused with adminLimitExceeded.
+    #[serde(deserialize_with = "lenient")]
+    pub max_filter_terms: usize,
+    /// Units of work a search may spend narrowing and evaluating entries (one per filter
+    /// element visited, plus one per attribute value examined); beyond it adminLimitExceeded.
+    #[serde(deserialize_with = "lenient")]
+    pub search_work_limit: u64,
+    /// Expensive searches evaluated at once, off the async runtime (0: one less than the
+    /// cores, at least one).
+    #[serde(deserialize_with = "lenient")]
+    pub search_threads: usize,
+    /// Failed binds of one account within the window after which its binds are refused.
+    #[serde(deserialize_with = "lenient")]
+    pub bind_failures_per_account: u32,
+    /// Failed binds from one client address (IPv6: its /64) within the window after which its
+    /// binds are refused.
+    #[serde(deserialize_with = "lenient")]
+    pub bind_failures_per_address: u32,
+    /// How long failed binds count, from the first one (seconds).
+    #[serde(deserialize_with = "lenient")]
+    pub bind_failure_window_seconds: u64,
 }
 
 impl Default for LdapConfig {
@@ -443,6 +465,12 @@ impl Default for LdapConfig {
             max_connections: 4096,
             idle_timeout_seconds: 900,
             request_timeout_seconds: 60,
+            max_filter_terms: 1000,
+            search_work_limit: 1_000_000,
+            search_threads: 0,
+            bind_failures_per_account: 10,
+            bind_failures_per_address: 100,
+            bind_failure_window_seconds: 900,
         }
     }
 }
@@ -681,6 +709,12 @@ const SETTINGS: &[&str] = &[
     "ldap.max_connections",
     "ldap.idle_timeout_seconds",
     "ldap.request_timeout_seconds",
+    "ldap.max_filter_terms",
+    "ldap.search_work_limit",
+    "ldap.search_threads",
+    "ldap.bind_failures_per_account",
+    "ldap.bind_failures_per_address",
+    "ldap.bind_failure_window_seconds",
     "dns.listen",
     "dns.nameservers",
     "dns.nameserver_address",
@@ -814,6 +848,20 @@ pub fn load(
         ),
         ("ldap.time_limit_seconds", config.ldap.time_limit_seconds),
         ("ldap.tls_reload_seconds", config.ldap.tls_reload_seconds),
+        ("ldap.max_filter_terms", config.ldap.max_filter_terms as u64),
+        ("ldap.search_work_limit", config.ldap.search_work_limit),
+        (
+            "ldap.bind_failures_per_account",
+            u64::from(config.ldap.bind_failures_per_account),
+        ),
+        (
+            "ldap.bind_failures_per_address",
+            u64::from(config.ldap.bind_failures_per_address),
+        ),
+        (
+            "ldap.bind_failure_window_seconds",
+            config.ldap.bind_failure_window_seconds,
+        ),
         ("http.tls_reload_seconds", config.http.tls_reload_seconds),
         (
             "acme.check_interval_seconds",
@@ -1099,6 +1147,73 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("ldap.max_connections"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn ldap_search_and_bind_limits() -> Result<(), ConfigError> {
+        let c = load(None, env(&[]), &[])?;
+        assert_eq!(c.ldap.max_filter_terms, 1000);
+        assert_eq!(c.ldap.search_work_limit, 1_000_000);
+        assert_eq!(c.ldap.search_threads, 0);
+        assert_eq!(c.ldap.bind_failures_per_account, 10);
+        assert_eq!(c.ldap.bind_failures_per_address, 100);
+        assert_eq!(c.ldap.bind_failure_window_seconds, 900);
+        let f = file(
+            "[ldap]\nmax_filter_terms = 50\nsearch_threads = 3\nbind_failures_per_account = 5\n",
+        );
+        let c = load(
+            Some(f.path()),
+            env(&[
+                ("SITEWARD_LDAP__SEARCH_WORK_LIMIT", "5000"),
+                ("SITEWARD_LDAP__BIND_FAILURES_PER_ADDRESS", "20"),
+            ]),
+            &[("ldap.bind_failure_window_seconds", "60".into())],
+        )?;
+        assert_eq!(c.ldap.max_filter_terms, 50);
+        assert_eq!(c.ldap.search_threads, 3);
+        assert_eq!(c.ldap.bind_failures_per_account, 5);
+        assert_eq!(c.ldap.search_work_limit, 5000);
+        assert_eq!(c.ldap.bind_failures_per_address, 20);
+        assert_eq!(c.ldap.bind_failure_window_seconds, 60);
+        for (var, value, setting) in [
+            (
+                "SITEWARD_LDAP__MAX_FILTER_TERMS",
+                "0",
+                "ldap.max_filter_terms",
+            ),
+            (
+                "SITEWARD_LDAP__SEARCH_WORK_LIMIT",
+                "0",
+                "ldap.search_work_limit",
+            ),
+            (
+                "SITEWARD_LDAP__BIND_FAILURES_PER_ACCOUNT",
+                "0",
+                "ldap.bind_failures_per_account",
+            ),
+            (
+                "SITEWARD_LDAP__BIND_FAILURES_PER_ACCOUNT",
+                "-1",
+                "ldap.bind_failures_per_account",
+            ),
+            (
+                "SITEWARD_LDAP__BIND_FAILURES_PER_ADDRESS",
+                "0",
+                "ldap.bind_failures_per_address",
+            ),
+            (
+                "SITEWARD_LDAP__BIND_FAILURE_WINDOW_SECONDS",
+                "0",
+                "ldap.bind_failure_window_seconds",
+            ),
+        ] {
+            let err = load(None, env(&[(var, value)]), &[])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(setting), "{var}={value}: {err}");
+        }
         Ok(())
     }
 

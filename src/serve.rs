@@ -119,6 +119,17 @@ fn ldap_server(
         max_connections: c.max_connections,
         idle_timeout: Duration::from_secs(c.idle_timeout_seconds),
         request_timeout: Duration::from_secs(c.request_timeout_seconds),
+        max_filter_terms: c.max_filter_terms,
+        search_work_limit: c.search_work_limit,
+        search_threads: match c.search_threads {
+            0 => siteward_ldap::default_search_threads(),
+            n => n,
+        },
+        bind_limits: siteward_ldap::throttle::Limits {
+            per_account: c.bind_failures_per_account,
+            per_address: c.bind_failures_per_address,
+            window: Duration::from_secs(c.bind_failure_window_seconds),
+        },
         ..siteward_ldap::Settings::default()
     };
     siteward_ldap::LdapServer::new(store, settings, tls, metrics)

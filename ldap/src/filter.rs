@@ -6,6 +6,12 @@
 //! [`Filter::candidates`] narrows a search to the users and groups an equality on an indexed
 //! attribute can match; it only ever returns a superset, and every candidate is still evaluated
 //! against the whole filter.
+//!
+//! Work is bounded twice: [`terms`] counts a protocol filter's elements before anything is
+//! compiled (the session refuses filters over `ldap.max_filter_terms`), and narrowing and
+//! evaluation spend from a [`Work`] allowance, one unit per filter element visited plus one per
+//! attribute value examined (times the pieces of a substring assertion), so that one entry with
+//! many values (a group's `memberUid`) costs what it really costs.
 
 use std::collections::BTreeSet;
 
@@ -15,6 +21,70 @@ use siteward_store::{Gid, Identity, Uid, LDAPUSERS_GID};
 use crate::dit::{Directory, Node, Principal, OID_IN_CHAIN};
 use crate::dn::{normalize_value, Dn};
 use crate::schema::{Attr, Syntax};
+
+/// The number of elements of a protocol filter: one per and, or, not and assertion, plus one per
+/// piece of a substring assertion. Recursion is bounded by the codec's BER nesting limit.
+pub fn terms(filter: &LdapFilter) -> usize {
+    match filter {
+        LdapFilter::And(fs) | LdapFilter::Or(fs) => {
+            fs.iter().fold(1usize, |n, f| n.saturating_add(terms(f)))
+        }
+        LdapFilter::Not(f) => terms(f).saturating_add(1),
+        LdapFilter::Substring(_, s) => 1 + pieces(s),
+        _ => 1,
+    }
+}
+
+fn pieces(s: &LdapSubstringFilter) -> usize {
+    usize::from(s.initial.is_some()) + s.any.len() + usize::from(s.final_.is_some())
+}
+
+/// An allowance of work units for one search (see the module documentation). Once an amount
+/// does not fit, the allowance is exhausted for good and evaluation stops.
+#[derive(Debug, Clone)]
+pub struct Work {
+    left: u64,
+    exhausted: bool,
+}
+
+impl Work {
+    /// `units` to spend.
+    pub fn new(units: u64) -> Self {
+        Self {
+            left: units,
+            exhausted: false,
+        }
+    }
+
+    /// No limit (for single-entry evaluations such as Compare).
+    pub fn unlimited() -> Self {
+        Self::new(u64::MAX)
+    }
+
+    /// Spends `units`; false, and exhausted from then on, when they do not fit.
+    pub fn spend(&mut self, units: u64) -> bool {
+        match self.left.checked_sub(units) {
+            Some(left) if !self.exhausted => {
+                self.left = left;
+                true
+            }
+            _ => {
+                self.left = 0;
+                self.exhausted = true;
+                false
+            }
+        }
+    }
+
+    /// Whether an amount did not fit.
+    pub fn exhausted(&self) -> bool {
+        self.exhausted
+    }
+}
+
+fn units(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
 
 /// Three-valued result (RFC 4511 section 4.5.1.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,13 +363,30 @@ impl Filter {
         }
     }
 
-    /// Evaluates against one entry.
+    /// Evaluates against one entry without a work limit.
     pub fn eval(&self, dir: &Directory, id: &Identity, who: Principal, node: Node<'_>) -> Truth {
+        self.eval_within(dir, id, who, node, &mut Work::unlimited())
+    }
+
+    /// Evaluates against one entry, spending from `work`; once `work` is exhausted the result
+    /// is Undefined and evaluation stops (the caller checks [`Work::exhausted`]).
+    pub fn eval_within(
+        &self,
+        dir: &Directory,
+        id: &Identity,
+        who: Principal,
+        node: Node<'_>,
+        work: &mut Work,
+    ) -> Truth {
+        if !work.spend(1) {
+            return Truth::Undefined;
+        }
         match self {
             Filter::And(fs) => {
                 let mut out = Truth::True;
                 for f in fs {
-                    match f.eval(dir, id, who, node) {
+                    match f.eval_within(dir, id, who, node, work) {
+                        _ if work.exhausted() => return Truth::Undefined,
                         Truth::False => return Truth::False,
                         Truth::Undefined => out = Truth::Undefined,
                         Truth::True => {}
@@ -310,7 +397,8 @@ impl Filter {
             Filter::Or(fs) => {
                 let mut out = Truth::False;
                 for f in fs {
-                    match f.eval(dir, id, who, node) {
+                    match f.eval_within(dir, id, who, node, work) {
+                        _ if work.exhausted() => return Truth::Undefined,
                         Truth::True => return Truth::True,
                         Truth::Undefined => out = Truth::Undefined,
                         Truth::False => {}
@@ -318,7 +406,7 @@ impl Filter {
                 }
                 out
             }
-            Filter::Not(f) => f.eval(dir, id, who, node).not(),
+            Filter::Not(f) => f.eval_within(dir, id, who, node, work).not(),
             Filter::Undefined => Truth::Undefined,
             Filter::DnAva(t, v) => {
                 let dn = Dn::parse(&dir.dn_of(node)).unwrap_or_default();
@@ -329,6 +417,7 @@ impl Filter {
                 }
             }
             Filter::Present(attr) => match dir.values(id, who, node, *attr) {
+                Some(values) if !work.spend(units(values.len())) => Truth::Undefined,
                 Some(_) => Truth::True,
                 None => Truth::False,
             },
@@ -340,6 +429,9 @@ impl Filter {
                     return t;
                 }
                 let values = dir.values(id, who, node, *attr).unwrap_or_default();
+                if !work.spend(units(values.len())) {
+                    return Truth::Undefined;
+                }
                 truth(
                     values
                         .iter()
@@ -350,6 +442,10 @@ impl Filter {
                 let Some(values) = self.readable_values(dir, id, who, node, *attr) else {
                     return Truth::Undefined;
                 };
+                let per_value = units(s.any.len()).saturating_add(1);
+                if !work.spend(units(values.len()).saturating_mul(per_value)) {
+                    return Truth::Undefined;
+                }
                 let exact = attr.syntax() == Syntax::CaseExact;
                 truth(values.iter().any(|v| {
                     let v = if exact { v.clone() } else { normalize_value(v) };
@@ -360,6 +456,9 @@ impl Filter {
                 let Some(values) = self.readable_values(dir, id, who, node, *attr) else {
                     return Truth::Undefined;
                 };
+                if !work.spend(units(values.len())) {
+                    return Truth::Undefined;
+                }
                 let ge = matches!(self, Filter::Ge(..));
                 truth(values.iter().any(|v| {
                     order(v, value).is_some_and(|o| {
@@ -375,6 +474,9 @@ impl Filter {
                 let Some(values) = self.readable_values(dir, id, who, node, *attr) else {
                     return Truth::Undefined;
                 };
+                if !work.spend(units(values.len())) {
+                    return Truth::Undefined;
+                }
                 truth(
                     values
                         .iter()
@@ -403,19 +505,30 @@ impl Filter {
         Some(dir.values(id, who, node, attr).unwrap_or_default())
     }
 
-    /// The users and groups this filter can possibly match (`None` = no restriction).
-    pub fn candidates(&self, dir: &Directory, id: &Identity) -> Candidates {
-        match self {
+    /// The users and groups this filter can possibly match (`None` = no restriction), spending
+    /// from `work` one unit per element and one per candidate handled. When `work` runs out the
+    /// answer is still a superset (at worst everything); the caller checks
+    /// [`Work::exhausted`].
+    pub fn candidates(&self, dir: &Directory, id: &Identity, work: &mut Work) -> Candidates {
+        if !work.spend(1) {
+            return Candidates::ALL;
+        }
+        let out = match self {
             Filter::And(fs) => fs
                 .iter()
-                .map(|f| f.candidates(dir, id))
+                .map(|f| f.candidates(dir, id, work))
                 .fold(Candidates::ALL, Candidates::intersect),
             Filter::Or(fs) => fs
                 .iter()
-                .map(|f| f.candidates(dir, id))
+                .map(|f| f.candidates(dir, id, work))
                 .fold(Candidates::NONE, Candidates::union),
             Filter::Eq(attr, ValueBox(value)) => eq_candidates(dir, id, *attr, value),
             _ => Candidates::ALL,
+        };
+        if work.spend(units(out.len())) {
+            out
+        } else {
+            Candidates::ALL
         }
     }
 }
@@ -583,6 +696,11 @@ impl Candidates {
         users: Some(BTreeSet::new()),
         groups: Some(BTreeSet::new()),
     };
+
+    /// How many users and groups are listed (restrictions to "all" count nothing).
+    fn len(&self) -> usize {
+        self.users.as_ref().map_or(0, BTreeSet::len) + self.groups.as_ref().map_or(0, BTreeSet::len)
+    }
 
     fn intersect(self, other: Candidates) -> Candidates {
         fn both<T: Ord + Copy>(

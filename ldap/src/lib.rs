@@ -7,9 +7,13 @@
 //! - [`schema`]: attribute types and object classes (names, OIDs, syntaxes, `cn=Subschema`).
 //! - [`dn`]: DN parsing and normalization.
 //! - [`dit`]: the tree, entries' values from the snapshot, and the access rules.
-//! - [`filter`]: filter compilation, three-valued evaluation and candidate narrowing.
+//! - [`filter`]: filter compilation, three-valued evaluation and candidate narrowing, the term
+//!   count and the work allowance that bound a search.
 //! - [`session`]: the per-connection state machine (`handle(msg) -> responses`), no socket.
-//! - [`throttle`]: delays after failed binds, per user name and per client address.
+//! - [`search`]: a search from request to entries, on the runtime while cheap and on the
+//!   bounded search pool otherwise.
+//! - [`throttle`]: failed-bind limits per account and per client address, shared by all
+//!   connections.
 //! - [`net`]: accept loop, framing and limits, timeouts, StartTLS/LDAPS.
 //! - TLS material (loading, self-signed generation, reload without restart) is
 //!   `siteward_store::tls`, shared with the HTTPS listener.
@@ -24,6 +28,7 @@ pub mod filter;
 pub mod metrics;
 pub mod net;
 pub mod schema;
+pub mod search;
 pub mod session;
 pub mod throttle;
 
@@ -87,10 +92,27 @@ pub struct Settings {
     pub write_timeout: Duration,
     /// TLS handshake limit.
     pub handshake_timeout: Duration,
-    /// Delay after the first failed bind (doubling per failure).
-    pub bind_delay: Duration,
-    /// Largest delay after failed binds.
-    pub bind_delay_max: Duration,
+    /// Most elements a search filter may have (see [`filter::terms`]); more is refused with
+    /// adminLimitExceeded.
+    pub max_filter_terms: usize,
+    /// Units of work a search may spend narrowing and evaluating (see [`filter::Work`]); a
+    /// search that needs more ends with adminLimitExceeded.
+    pub search_work_limit: u64,
+    /// Searches too large for the runtime that run at once (the rest wait their turn).
+    pub search_threads: usize,
+    /// Failed binds of one account, and from one address, within the window after which it is
+    /// refused without verifying, and the window.
+    pub bind_limits: throttle::Limits,
+}
+
+/// Searches the pool runs at once by default: one less than the cores (at least one), so that
+/// searches can never occupy every core.
+pub fn default_search_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .saturating_sub(1)
+        .max(1)
 }
 
 impl Default for Settings {
@@ -109,8 +131,14 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
-            bind_delay: Duration::from_millis(100),
-            bind_delay_max: Duration::from_secs(10),
+            max_filter_terms: 1000,
+            search_work_limit: 1_000_000,
+            search_threads: default_search_threads(),
+            bind_limits: throttle::Limits {
+                per_account: 10,
+                per_address: 100,
+                window: Duration::from_secs(15 * 60),
+            },
         }
     }
 }
@@ -125,6 +153,8 @@ pub struct LdapServer {
     pub(crate) metrics: Metrics,
     pub(crate) tls: Option<Arc<Tls>>,
     pub(crate) connections: Arc<Semaphore>,
+    /// Permits of the search pool.
+    pub(crate) searches: Arc<Semaphore>,
     pub(crate) sessions: AtomicU64,
 }
 
@@ -143,14 +173,11 @@ impl LdapServer {
         Ok(Self {
             store,
             dir,
-            throttle: throttle::Throttle::new(
-                settings.bind_delay,
-                settings.bind_delay_max,
-                Duration::from_secs(15 * 60),
-            ),
+            throttle: throttle::Throttle::new(settings.bind_limits),
             metrics,
             tls,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
+            searches: Arc::new(Semaphore::new(settings.search_threads.max(1))),
             sessions: AtomicU64::new(0),
             settings,
         })

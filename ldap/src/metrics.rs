@@ -1,5 +1,6 @@
 //! Prometheus metrics of the LDAP server: requests by operation and result code, latency by
-//! operation, open connections and connections refused at the cap.
+//! operation, open connections, connections refused at the cap, and binds refused by the
+//! failed-bind limits.
 
 use std::time::Duration;
 
@@ -24,6 +25,11 @@ struct OpLabels {
     op: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabels {
+    scope: &'static str,
+}
+
 /// LDAP metrics (cheap to clone; clones share the values).
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -33,6 +39,8 @@ pub struct Metrics {
     pub(crate) connections: Gauge,
     /// Connections refused because the cap was reached.
     pub(crate) refused: Counter,
+    /// Binds refused without verifying, by the limit that refused them.
+    throttled: Family<ScopeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -50,6 +58,7 @@ impl Default for Metrics {
             }),
             connections: Gauge::default(),
             refused: Counter::default(),
+            throttled: Family::default(),
         }
     }
 }
@@ -78,7 +87,20 @@ impl Metrics {
             "LDAP connections refused at the connection cap",
             m.refused.clone(),
         );
+        registry.register(
+            "siteward_ldap_binds_throttled",
+            "LDAP binds refused without verifying by the failed-bind limit of an account or address",
+            m.throttled.clone(),
+        );
         m
+    }
+
+    pub(crate) fn throttled(&self, scope: crate::throttle::Scope) {
+        self.throttled
+            .get_or_create(&ScopeLabels {
+                scope: scope.label(),
+            })
+            .inc();
     }
 
     pub(crate) fn observe(&self, op: &str, reply: &Reply, elapsed: Duration) {

@@ -3,28 +3,32 @@
 //! [`crate::net`] feeds it decoded messages and writes back what it returns, and acts on
 //! [`Action`] (StartTLS, close).
 //!
-//! Reads come from the store's snapshot (no database query per search). Binds verify argon2 off
-//! the runtime through `siteward_store::password`; Password Modify writes through the store.
+//! Reads come from the store's snapshot (no database query per search); searches run through
+//! [`crate::search`] (on the runtime while cheap, on the search pool otherwise). Binds pass the
+//! failed-bind limits ([`crate::throttle`]) and verify argon2 off the runtime through
+//! `siteward_store::password`; Password Modify writes through the store.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ldap3_proto::control::LdapControl;
 use ldap3_proto::proto::{
     LdapBindCred, LdapBindRequest, LdapBindResponse, LdapCompareRequest, LdapExtendedRequest,
-    LdapExtendedResponse, LdapMsg, LdapOp, LdapPartialAttribute, LdapPasswordModifyRequest,
-    LdapPasswordModifyResponse, LdapResult, LdapResultCode, LdapSearchRequest,
-    LdapSearchResultEntry, LdapSearchScope, OID_PASSWORD_MODIFY, OID_WHOAMI,
+    LdapExtendedResponse, LdapMsg, LdapOp, LdapPasswordModifyRequest, LdapPasswordModifyResponse,
+    LdapResult, LdapResultCode, LdapSearchRequest, LdapSearchScope, OID_PASSWORD_MODIFY,
+    OID_WHOAMI,
 };
-use siteward_store::{Gid, Identity, Snapshot, StoreError, Uid, UserStatus};
+use siteward_store::password::Lane;
+use siteward_store::{Identity, Snapshot, StoreError, Uid, User, UserStatus};
 use tokio::time::Instant;
 
-use crate::dit::{Node, Principal, OID_NOTICE_OF_DISCONNECTION, OID_START_TLS};
+use crate::dit::{Principal, OID_NOTICE_OF_DISCONNECTION, OID_START_TLS};
 use crate::dn::Dn;
 use crate::filter::{Filter, Truth};
-use crate::schema::{Attr, ALL_ATTRS};
+use crate::schema::Attr;
+use crate::search::{Key, Query};
+use crate::throttle::Subject;
 use crate::LdapServer;
 
 /// What the connection loop does after writing a reply.
@@ -56,44 +60,6 @@ impl Reply {
     }
 }
 
-/// An entry key that outlives one request (for paging).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Key {
-    RootDse,
-    Subschema,
-    Base,
-    People,
-    Groups,
-    User(Uid),
-    Group(Gid),
-}
-
-impl Key {
-    fn of(node: Node<'_>) -> Key {
-        match node {
-            Node::RootDse => Key::RootDse,
-            Node::Subschema => Key::Subschema,
-            Node::Base => Key::Base,
-            Node::People => Key::People,
-            Node::Groups => Key::Groups,
-            Node::User(u) => Key::User(u.uid_number),
-            Node::Group(g) => Key::Group(g.gid_number),
-        }
-    }
-
-    fn node(self, id: &Identity) -> Option<Node<'_>> {
-        Some(match self {
-            Key::RootDse => Node::RootDse,
-            Key::Subschema => Node::Subschema,
-            Key::Base => Node::Base,
-            Key::People => Node::People,
-            Key::Groups => Node::Groups,
-            Key::User(uid) => Node::User(id.users.get(&uid)?),
-            Key::Group(gid) => Node::Group(id.groups.get(&gid)?),
-        })
-    }
-}
-
 /// A paged search in progress: the matching entries, fixed at the first page, and the snapshot
 /// they come from (so pages are consistent with each other).
 struct Paged {
@@ -107,51 +73,7 @@ struct Paged {
 /// Paged searches a session may keep open; the oldest is dropped beyond this.
 const MAX_PAGED: usize = 8;
 
-/// Attribute selection of a search request.
-struct Selection {
-    user: bool,
-    operational: bool,
-    explicit: Vec<Attr>,
-}
-
-impl Selection {
-    fn parse(attrs: &[String], root_dse: bool) -> Self {
-        let mut sel = Selection {
-            user: attrs.is_empty(),
-            operational: attrs.is_empty() && root_dse,
-            explicit: Vec::new(),
-        };
-        for a in attrs {
-            match a.trim() {
-                "*" => {
-                    sel.user = true;
-                    sel.operational |= root_dse;
-                }
-                "+" => sel.operational = true,
-                "1.1" => {}
-                name => {
-                    if let Some(attr) = Attr::parse(name) {
-                        if !sel.explicit.contains(&attr) {
-                            sel.explicit.push(attr);
-                        }
-                    }
-                }
-            }
-        }
-        sel
-    }
-
-    fn wants(&self, attr: Attr) -> bool {
-        self.explicit.contains(&attr)
-            || if attr.operational() {
-                self.operational
-            } else {
-                self.user
-            }
-    }
-}
-
-fn result(code: LdapResultCode, message: impl Into<String>) -> LdapResult {
+pub(crate) fn result(code: LdapResultCode, message: impl Into<String>) -> LdapResult {
     LdapResult {
         code,
         matcheddn: String::new(),
@@ -174,6 +96,18 @@ pub fn notice_of_disconnection(code: LdapResultCode, message: &str) -> LdapMsg {
 
 const READ_ONLY: &str =
     "the directory is read-only over LDAP; manage users and groups with the admin API (/api)";
+
+/// How a password check ended.
+enum Checked {
+    /// The password is right.
+    Right,
+    /// Verified and wrong (or the account cannot bind).
+    Wrong,
+    /// Refused without verifying by a failed-bind limit.
+    Refused,
+    /// The verification could not run.
+    Unavailable,
+}
 
 /// One connection's protocol state.
 pub struct Session {
@@ -221,7 +155,7 @@ impl Session {
         let started = std::time::Instant::now();
         let (name, reply) = match msg.op {
             LdapOp::BindRequest(req) => ("bind", self.bind(id, req).await),
-            LdapOp::SearchRequest(req) => ("search", self.search(id, req, &msg.ctrl)),
+            LdapOp::SearchRequest(req) => ("search", self.search(id, req, &msg.ctrl).await),
             LdapOp::ExtendedRequest(req) => ("extended", self.extended(id, req).await),
             LdapOp::CompareRequest(req) => ("compare", self.compare(id, req)),
             LdapOp::UnbindRequest => (
@@ -336,41 +270,70 @@ impl Session {
         };
         let snapshot = self.server.store.snapshot();
         let user = self.server.dir.user_of_dn(&snapshot.identity, &dn).cloned();
-        let name_key = format!("u:{}", dn.leaf().map(|(_, v)| v).unwrap_or_default());
-        let peer_key = format!("ip:{}", self.peer);
-        let keys = [name_key.as_str(), peer_key.as_str()];
-        let delay = self.server.throttle.delay(&keys, Instant::now());
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        // Unknown, pending and suspended users cost one verification like everybody else.
-        let hash = user
-            .as_ref()
-            .filter(|u| u.status == UserStatus::Active)
-            .and_then(|u| u.password_hash.clone());
-        let ok = match siteward_store::password::verify_password(password, hash).await {
-            Ok(ok) => ok,
-            Err(e) => {
-                tracing::error!(error = %e, "password verification failed");
-                return respond(LdapResultCode::Busy, "try again later");
-            }
-        };
-        match user {
-            Some(u) if ok => {
-                self.server.throttle.success(&name_key);
-                self.bound = Some(u.uid_number);
-                tracing::info!(user = %u.username, peer = %self.peer, "bind");
-                respond(LdapResultCode::Success, "")
-            }
-            _ => {
-                self.server.throttle.failure(&keys, Instant::now());
+        match self.check_password(&dn, user.as_deref(), password).await {
+            Checked::Right => match user {
+                Some(u) => {
+                    self.bound = Some(u.uid_number);
+                    tracing::info!(user = %u.username, peer = %self.peer, "bind");
+                    respond(LdapResultCode::Success, "")
+                }
+                None => respond(LdapResultCode::InvalidCredentials, "invalid credentials"),
+            },
+            Checked::Wrong => {
                 tracing::warn!(dn = %dn, peer = %self.peer, "failed bind");
                 respond(LdapResultCode::InvalidCredentials, "invalid credentials")
+            }
+            // The same answer as a wrong password: a refusal tells nothing about the password.
+            Checked::Refused => respond(LdapResultCode::InvalidCredentials, "invalid credentials"),
+            Checked::Unavailable => respond(LdapResultCode::Busy, "try again later"),
+        }
+    }
+
+    /// Checks `password` for the account `dn` names (`user`, if it exists) under the
+    /// failed-bind limits: refused without verifying when the account or the client's address
+    /// is over its limit, otherwise verified in the argon2 lane the limits choose. Unknown,
+    /// pending and suspended users cost one verification like everybody else.
+    async fn check_password(&self, dn: &Dn, user: Option<&User>, password: String) -> Checked {
+        let subject = Subject {
+            dn: dn.to_string(),
+            account: user.is_some(),
+            address: self.peer,
+        };
+        let attempt = match self.server.throttle.begin(subject).await {
+            Ok(attempt) => attempt,
+            Err(scope) => {
+                self.server.metrics.throttled(scope);
+                tracing::debug!(dn = %dn, peer = %self.peer, limit = scope.label(),
+                    "bind refused without verifying: failed-bind limit");
+                return Checked::Refused;
+            }
+        };
+        let hash = user
+            .filter(|u| u.status == UserStatus::Active)
+            .and_then(|u| u.password_hash.clone());
+        let lane = if attempt.suspect {
+            Lane::Suspect
+        } else {
+            Lane::Normal
+        };
+        match siteward_store::password::verify_password_in(lane, password, hash).await {
+            Ok(true) => {
+                attempt.succeeded(Instant::now());
+                Checked::Right
+            }
+            Ok(false) => {
+                attempt.failed(Instant::now());
+                Checked::Wrong
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "password verification failed");
+                Checked::Unavailable
             }
         }
     }
 
-    fn search(&mut self, id: i32, req: LdapSearchRequest, ctrls: &[LdapControl]) -> Reply {
+    async fn search(&mut self, id: i32, req: LdapSearchRequest, ctrls: &[LdapControl]) -> Reply {
+        let started = std::time::Instant::now();
         let done = |res: LdapResult, ctrl: Vec<LdapControl>| {
             LdapMsg::new_with_ctrls(id, LdapOp::SearchResultDone(res), ctrl)
         };
@@ -418,50 +381,43 @@ impl Session {
                 Vec::new(),
             ));
         }
-
-        if let Some((size, cookie)) = paging {
-            return self.search_paged(id, req, snapshot, who, size, cookie);
+        let terms = crate::filter::terms(&req.filter);
+        let max_terms = self.server.settings.max_filter_terms;
+        if terms > max_terms {
+            tracing::debug!(terms, peer = %self.peer, "search refused: too many filter terms");
+            return Reply::one(done(
+                result(
+                    LdapResultCode::AdminLimitExceeded,
+                    format!("the filter has {terms} terms; ldap.max_filter_terms is {max_terms}"),
+                ),
+                Vec::new(),
+            ));
         }
-
-        let (keys, outcome) = match self.matching(&snapshot, who, &req, &base) {
-            Ok(r) => r,
-            Err(res) => return Reply::one(done(res, Vec::new())),
+        let query = Query {
+            server: self.server.clone(),
+            snapshot,
+            who,
+            id,
+            req,
+            base,
+            started,
         };
-        let server_limit = self.server.settings.size_limit;
-        let client_limit = usize::try_from(req.sizelimit).unwrap_or(0);
-        let limit = match (client_limit, server_limit) {
-            (0, 0) => usize::MAX,
-            (0, s) | (s, 0) => s,
-            (c, s) => c.min(s),
+        if let Some((size, cookie)) = paging {
+            return self.search_paged(query, size, cookie).await;
+        }
+        let msgs = match self.server.run_search(move |a| query.run(a)).await {
+            Ok(msgs) => msgs,
+            Err(res) => vec![done(res, Vec::new())],
         };
-        let sel = Selection::parse(&req.attrs, base.is_root());
-        let mut msgs: Vec<LdapMsg> = keys
-            .iter()
-            .take(limit)
-            .filter_map(|k| k.node(&snapshot.identity))
-            .map(|n| self.entry(id, &snapshot.identity, who, n, &sel, req.typesonly))
-            .collect();
-        let res = if keys.len() > limit {
-            result(LdapResultCode::SizeLimitExceeded, "size limit exceeded")
-        } else {
-            outcome
-        };
-        msgs.push(done(res, Vec::new()));
         Reply {
             msgs,
             action: Action::Continue,
         }
     }
 
-    fn search_paged(
-        &mut self,
-        id: i32,
-        req: LdapSearchRequest,
-        fresh: Arc<Snapshot>,
-        who: Principal,
-        size: i64,
-        cookie: Vec<u8>,
-    ) -> Reply {
+    /// A search with the Simple Paged Results control (RFC 2696).
+    async fn search_paged(&mut self, query: Query, size: i64, cookie: Vec<u8>) -> Reply {
+        let id = query.id;
         let done = |res: LdapResult, cookie: Vec<u8>| {
             LdapMsg::new_with_ctrls(
                 id,
@@ -469,24 +425,21 @@ impl Session {
                 vec![LdapControl::SimplePagedResults { size: 0, cookie }],
             )
         };
+        let query = Arc::new(query);
         let mut paged = if cookie.is_empty() {
-            let Ok(base) = Dn::parse(&req.base) else {
-                return Reply::one(done(
-                    result(LdapResultCode::InvalidDNSyntax, "invalid base DN"),
-                    Vec::new(),
-                ));
-            };
-            let keys = match self.matching(&fresh, who, &req, &base) {
-                Ok((keys, _)) => keys,
-                Err(res) => return Reply::one(done(res, Vec::new())),
+            let first = query.clone();
+            let keys = match self.server.run_search(move |a| first.matching(a)).await {
+                Ok((keys, res)) if res.code == LdapResultCode::Success => keys,
+                // A paged search that cannot be complete is not started.
+                Ok((_, res)) | Err(res) => return Reply::one(done(res, Vec::new())),
             };
             self.cookies += 1;
             let mut cookie = self.cookies.to_be_bytes().to_vec();
             cookie.extend_from_slice(&random_bytes::<8>());
             Paged {
                 cookie,
-                request: req.clone(),
-                snapshot: fresh,
+                request: query.req.clone(),
+                snapshot: query.snapshot.clone(),
                 keys,
                 pos: 0,
             }
@@ -507,6 +460,7 @@ impl Session {
                 ));
             };
             // RFC 2696: the other parameters must be those of the first request.
+            let req = &query.req;
             let same = paged.request.base == req.base
                 && paged.request.scope == req.scope
                 && paged.request.filter == req.filter;
@@ -526,15 +480,26 @@ impl Session {
             return Reply::one(done(result(LdapResultCode::Success, ""), Vec::new()));
         }
         let page = usize::try_from(size).unwrap_or(usize::MAX);
-        let base_is_root = Dn::parse(&req.base).is_ok_and(|b| b.is_root());
-        let sel = Selection::parse(&req.attrs, base_is_root);
-        let snapshot = paged.snapshot.clone();
         let end = paged.pos.saturating_add(page).min(paged.keys.len());
-        let mut msgs: Vec<LdapMsg> = paged.keys[paged.pos..end]
-            .iter()
-            .filter_map(|k| k.node(&snapshot.identity))
-            .map(|n| self.entry(id, &snapshot.identity, who, n, &sel, req.typesonly))
-            .collect();
+        let keys = paged.keys.get(paged.pos..end).unwrap_or_default().to_vec();
+        // The page comes from the snapshot the search started on, read as the client is now.
+        let query = Query {
+            server: self.server.clone(),
+            snapshot: paged.snapshot.clone(),
+            who: query.who,
+            id,
+            req: query.req.clone(),
+            base: query.base.clone(),
+            started: query.started,
+        };
+        let mut msgs = match self
+            .server
+            .run_search(move |a| query.entries(&keys, a))
+            .await
+        {
+            Ok(msgs) => msgs,
+            Err(res) => return Reply::one(done(res, Vec::new())),
+        };
         paged.pos = end;
         let next = if paged.pos < paged.keys.len() {
             let cookie = paged.cookie.clone();
@@ -551,151 +516,6 @@ impl Session {
             msgs,
             action: Action::Continue,
         }
-    }
-
-    /// The entries a search matches, in order, and the result to finish with.
-    fn matching(
-        &self,
-        snapshot: &Snapshot,
-        who: Principal,
-        req: &LdapSearchRequest,
-        base: &Dn,
-    ) -> Result<(Vec<Key>, LdapResult), LdapResult> {
-        let dir = &self.server.dir;
-        let id = &*snapshot.identity;
-        let filter = Filter::compile(&req.filter);
-        let time_limit = {
-            let server = self.server.settings.time_limit;
-            let client = Duration::from_secs(u64::try_from(req.timelimit).unwrap_or(0));
-            if client.is_zero() {
-                server
-            } else {
-                client.min(server)
-            }
-        };
-        let started = std::time::Instant::now();
-
-        // The root: the root DSE with base scope; below it, our suffix.
-        let (start, scope) = if base.is_root() {
-            match req.scope {
-                LdapSearchScope::Base => (Node::RootDse, LdapSearchScope::Base),
-                LdapSearchScope::OneLevel => (Node::Base, LdapSearchScope::Base),
-                _ => (Node::Base, LdapSearchScope::Subtree),
-            }
-        } else {
-            match dir.lookup(id, base) {
-                Some(n) => (n, req.scope.clone()),
-                None => {
-                    let mut res = result(LdapResultCode::NoSuchObject, "no such entry");
-                    let mut up = base.parent();
-                    while let Some(p) = up {
-                        if p.is_root() {
-                            break;
-                        }
-                        if dir.lookup(id, &p).is_some() {
-                            res.matcheddn = p.to_string();
-                            break;
-                        }
-                        up = p.parent();
-                    }
-                    return Err(res);
-                }
-            }
-        };
-
-        let candidates = filter.candidates(dir, id);
-        let mut nodes: Vec<Node<'_>> = Vec::new();
-        let include_self = matches!(scope, LdapSearchScope::Base | LdapSearchScope::Subtree);
-        if include_self {
-            nodes.push(start);
-        }
-        if scope != LdapSearchScope::Base {
-            let children = |n: Node<'_>| -> Vec<Node<'_>> {
-                match n {
-                    Node::Base => vec![Node::People, Node::Groups],
-                    _ => Vec::new(),
-                }
-            };
-            let deep = matches!(scope, LdapSearchScope::Subtree | LdapSearchScope::Children);
-            let mut containers = Vec::new();
-            for c in children(start) {
-                nodes.push(c);
-                if deep {
-                    containers.push(c);
-                }
-            }
-            if matches!(start, Node::People | Node::Groups) {
-                containers.push(start);
-            }
-            for c in containers {
-                match c {
-                    Node::People => match &candidates.users {
-                        Some(uids) => nodes.extend(
-                            uids.iter()
-                                .filter_map(|u| id.users.get(u))
-                                .map(|u| Node::User(u)),
-                        ),
-                        None => nodes.extend(id.users.values().map(|u| Node::User(u))),
-                    },
-                    Node::Groups => match &candidates.groups {
-                        Some(gids) => nodes.extend(
-                            gids.iter()
-                                .filter_map(|g| id.groups.get(g))
-                                .map(|g| Node::Group(g)),
-                        ),
-                        None => nodes.extend(id.groups.values().map(|g| Node::Group(g))),
-                    },
-                    _ => {}
-                }
-            }
-        }
-        let mut keys = Vec::new();
-        for (i, node) in nodes.into_iter().enumerate() {
-            if i % 64 == 63 && started.elapsed() >= time_limit {
-                return Ok((
-                    keys,
-                    result(LdapResultCode::TimeLimitExceeded, "time limit exceeded"),
-                ));
-            }
-            if filter.eval(dir, id, who, node) == Truth::True {
-                keys.push(Key::of(node));
-            }
-        }
-        Ok((keys, result(LdapResultCode::Success, "")))
-    }
-
-    fn entry(
-        &self,
-        id: i32,
-        identity: &Identity,
-        who: Principal,
-        node: Node<'_>,
-        sel: &Selection,
-        types_only: bool,
-    ) -> LdapMsg {
-        let dir = &self.server.dir;
-        let attributes = ALL_ATTRS
-            .iter()
-            .filter(|a| sel.wants(**a))
-            .filter_map(|a| {
-                let vals = dir.values(identity, who, node, *a)?;
-                Some(LdapPartialAttribute {
-                    atype: a.name().to_owned(),
-                    vals: if types_only {
-                        Vec::new()
-                    } else {
-                        vals.into_iter().map(String::into_bytes).collect()
-                    },
-                })
-            })
-            .collect();
-        LdapMsg::new(
-            id,
-            LdapOp::SearchResultEntry(LdapSearchResultEntry {
-                dn: dir.dn_of(node),
-                attributes,
-            }),
-        )
     }
 
     fn compare(&self, id: i32, req: LdapCompareRequest) -> Reply {
@@ -897,20 +717,19 @@ impl Session {
                     None,
                 );
             };
-            let ok = siteward_store::password::verify_password(old, me_user.password_hash.clone())
-                .await
-                .unwrap_or(false);
-            if !ok {
-                let peer_key = format!("ip:{}", self.peer);
-                let name_key = format!("u:{}", me_user.username);
-                self.server
-                    .throttle
-                    .failure(&[name_key.as_str(), peer_key.as_str()], Instant::now());
-                return respond(
-                    LdapResultCode::InvalidCredentials,
-                    "the current password is wrong",
-                    None,
-                );
+            let dn = Dn::child(&self.server.dir.people, "uid", &me_user.username);
+            match self.check_password(&dn, Some(&*me_user), old).await {
+                Checked::Right => {}
+                Checked::Wrong | Checked::Refused => {
+                    return respond(
+                        LdapResultCode::InvalidCredentials,
+                        "the current password is wrong",
+                        None,
+                    )
+                }
+                Checked::Unavailable => {
+                    return respond(LdapResultCode::Busy, "try again later", None)
+                }
             }
         }
         let (new, generated) = match pm.new_password {

@@ -85,6 +85,29 @@ async fn store(pool: PgPool) -> Store {
     store
 }
 
+/// `store` with these users added and in its snapshot.
+async fn with_users(store: Store, users: impl IntoIterator<Item = NewUser>) -> Store {
+    for user in users {
+        store
+            .create_user(user)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    store
+        .reload(Dirty::ALL)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+}
+
+/// A user without a password.
+fn named(username: String) -> NewUser {
+    NewUser {
+        username,
+        ..Default::default()
+    }
+}
+
 fn server_with(store: Store, settings: Settings) -> Arc<LdapServer> {
     Arc::new(
         LdapServer::new(store, settings, None, Metrics::default())
@@ -97,7 +120,6 @@ fn server(store: Store) -> Arc<LdapServer> {
         store,
         Settings {
             service_group: Some("readers".into()),
-            bind_delay: Duration::from_millis(1),
             ..Settings::default()
         },
     )
@@ -354,7 +376,7 @@ async fn candidates_are_a_superset_of_matches(pool: PgPool) {
         let f = crate::filter::Filter::compile(
             &ldap3_proto::parse_ldap_filter_str(text).unwrap_or_else(|e| panic!("{e:?}")),
         );
-        let c = f.candidates(&srv.dir, id);
+        let c = f.candidates(&srv.dir, id, &mut crate::filter::Work::unlimited());
         for u in id.users.values() {
             let hit =
                 f.eval(&srv.dir, id, who, crate::dit::Node::User(u)) == crate::filter::Truth::True;
@@ -756,13 +778,33 @@ async fn binds(pool: PgPool) {
     assert!(
         matches!(&v2.msgs[0].op, LdapOp::BindResponse(r) if r.res.code == LdapResultCode::ProtocolError)
     );
-    // Throttling: repeated failures slow the next attempt down.
-    let started = std::time::Instant::now();
-    for _ in 0..6 {
+    // The failed-bind limit: after 10 failures bob is refused without verifying, even with
+    // the right password, while alice (same address, 9 failures from it so far) still binds.
+    for _ in 0..9 {
         bind(&mut s, &user_dn("bob"), "wrong").await;
     }
-    // Delays 0,1,2,4,8,16 ms at a 1 ms base.
-    assert!(started.elapsed() >= Duration::from_millis(31));
+    assert_eq!(
+        bind(&mut s, &user_dn("BOB"), "bob-pw-123").await,
+        LdapResultCode::Success,
+        "a success before the limit clears the account's failures"
+    );
+    for _ in 0..10 {
+        bind(&mut s, &user_dn("bob"), "wrong").await;
+    }
+    assert_eq!(
+        bind(
+            &mut s,
+            "UID=Bob, OU=People, DC=siteward, DC=internal",
+            "bob-pw-123"
+        )
+        .await,
+        LdapResultCode::InvalidCredentials,
+        "every spelling of the DN is the same account"
+    );
+    assert_eq!(
+        bind(&mut s, &user_dn("alice"), "alice-pw-1").await,
+        LdapResultCode::Success
+    );
     // A user suspended after binding loses its rights.
     let mut b = session(&srv);
     assert_eq!(
@@ -784,20 +826,11 @@ async fn binds(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn paging_size_limit_and_controls(pool: PgPool) {
-    let store = store(pool).await;
-    for i in 0..20 {
-        store
-            .create_user(NewUser {
-                username: format!("p{i:02}"),
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    store
-        .reload(Dirty::ALL)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let store = with_users(
+        store(pool).await,
+        (0..20).map(|i| named(format!("p{i:02}"))),
+    )
+    .await;
     let srv = server(store);
     let mut s = session(&srv);
     let req = request(
@@ -1218,17 +1251,7 @@ async fn live_changes_are_seen(pool: PgPool) {
     let srv = server(store.clone());
     let mut s = session(&srv);
     assert!(sub(&mut s, "(uid=dave)", &[]).await.entries.is_empty());
-    store
-        .create_user(NewUser {
-            username: "dave".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    store
-        .reload(Dirty::ALL)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    with_users(store, [named("dave".into())]).await;
     assert_eq!(sub(&mut s, "(uid=dave)", &[]).await.uids(), vec!["dave"]);
 }
 
@@ -1366,22 +1389,18 @@ async fn a_bind_flood_does_not_starve_searches(pool: PgPool) {
     use futures::{SinkExt, StreamExt};
     // Real cost hashes (19 MiB, 2 passes), as in production.
     let store = Store::from_pool(pool, SecretBox::from_key(&[0; 32]), HashCost::default());
-    store
-        .create_user(NewUser {
-            username: "flood".into(),
+    let store = with_users(
+        store,
+        [NewUser {
             password: Some("flood-pw-1".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    store
-        .reload(Dirty::ALL)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+            ..named("flood".into())
+        }],
+    )
+    .await;
     let srv = server(store);
     let (addr, token, _task) = spawn_server(srv).await;
     let framed = |s| tokio_util::codec::Framed::new(s, crate::net::Codec::new(1 << 20, 32));
-    // 32 connections binding in a loop (correct password: no throttling delay).
+    // 32 connections binding in a loop (correct password: never refused by the bind limits).
     let stop = tokio_util::sync::CancellationToken::new();
     let mut flood = Vec::new();
     for _ in 0..32 {
@@ -1456,20 +1475,11 @@ async fn a_bind_flood_does_not_starve_searches(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn time_limit_is_honored(pool: PgPool) {
-    let store = store(pool).await;
-    for i in 0..100 {
-        store
-            .create_user(NewUser {
-                username: format!("t{i:03}"),
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    store
-        .reload(Dirty::ALL)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let store = with_users(
+        store(pool).await,
+        (0..100).map(|i| named(format!("t{i:03}"))),
+    )
+    .await;
     // A server limit of zero: the search stops at its first check.
     let srv = server_with(
         store.clone(),
@@ -1488,4 +1498,147 @@ async fn time_limit_is_honored(pool: PgPool) {
     let r = sub(&mut s, "(objectClass=*)", &["1.1"]).await;
     assert_eq!(r.done.code, LdapResultCode::Success);
     assert!(r.entries.len() > 100);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn filter_terms_and_work_are_limited(pool: PgPool) {
+    let store = with_users(
+        store(pool).await,
+        (0..20).map(|i| named(format!("w{i:02}"))),
+    )
+    .await;
+    let or_of = |n: usize, term: &str| format!("(|{})", term.repeat(n));
+    // (|...) is one element, each (cn=*x*) two (the assertion and its piece).
+    let srv = server_with(
+        store.clone(),
+        Settings {
+            max_filter_terms: 11,
+            ..Settings::default()
+        },
+    );
+    let mut s = session(&srv);
+    let r = sub(&mut s, &or_of(5, "(cn=*w0*)"), &["uid"]).await;
+    assert_eq!(r.done.code, LdapResultCode::Success);
+    assert_eq!(r.entries.len(), 10);
+    let r = sub(&mut s, &or_of(6, "(cn=*w0*)"), &["uid"]).await;
+    assert_eq!(r.done.code, LdapResultCode::AdminLimitExceeded);
+    assert!(r.entries.is_empty());
+    assert!(
+        r.done.message.contains("ldap.max_filter_terms"),
+        "{}",
+        r.done.message
+    );
+    // The same with paging: refused before a cookie exists.
+    let r = run(
+        &mut s,
+        request(
+            BASE,
+            LdapSearchScope::Subtree,
+            &or_of(6, "(cn=*w0*)"),
+            &["uid"],
+        ),
+        vec![LdapControl::SimplePagedResults {
+            size: 5,
+            cookie: Vec::new(),
+        }],
+    )
+    .await;
+    assert_eq!(r.done.code, LdapResultCode::AdminLimitExceeded);
+
+    // Work: 300 terms over 31 entries is about 20,000 units, over the inline allowance (so
+    // it runs on the search pool) and within a limit of 50,000, but not of 5,000.
+    let wide = or_of(300, "(cn=*zz*)");
+    for (limit, code) in [
+        (50_000, LdapResultCode::Success),
+        (5_000, LdapResultCode::AdminLimitExceeded),
+    ] {
+        let srv = server_with(
+            store.clone(),
+            Settings {
+                search_work_limit: limit,
+                ..Settings::default()
+            },
+        );
+        let mut s = session(&srv);
+        let r = sub(&mut s, &wide, &["uid"]).await;
+        assert_eq!(r.done.code, code, "work limit {limit}");
+        assert!(r.entries.is_empty());
+        let paged = run(
+            &mut s,
+            request(BASE, LdapSearchScope::Subtree, &wide, &["uid"]),
+            vec![LdapControl::SimplePagedResults {
+                size: 5,
+                cookie: Vec::new(),
+            }],
+        )
+        .await;
+        assert_eq!(paged.done.code, code, "paged, work limit {limit}");
+    }
+    // A group's values count: memberUid on ldapusers has every user (25 values), so 100 such
+    // terms cost at least 2,500 units on that one entry alone.
+    let srv = server_with(
+        store,
+        Settings {
+            search_work_limit: 2_500,
+            ..Settings::default()
+        },
+    );
+    let mut s = session(&srv);
+    let r = sub(&mut s, &or_of(100, "(memberUid=*zz*)"), &["1.1"]).await;
+    assert_eq!(r.done.code, LdapResultCode::AdminLimitExceeded);
+    let r = sub(&mut s, "(objectClass=*)", &["1.1"]).await;
+    assert_eq!(r.done.code, LdapResultCode::Success);
+    assert!(r.entries.len() > 25);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn expensive_searches_wait_for_the_pool_and_cheap_ones_do_not(pool: PgPool) {
+    let srv = server_with(
+        store(pool).await,
+        Settings {
+            search_threads: 1,
+            ..Settings::default()
+        },
+    );
+    // Hold the pool's only permit.
+    let held = srv
+        .searches
+        .clone()
+        .acquire_owned()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let expensive = {
+        let srv = srv.clone();
+        tokio::spawn(async move {
+            let mut s = session(&srv);
+            sub(&mut s, &format!("(|{})", "(cn=*zz*)".repeat(400)), &["uid"])
+                .await
+                .done
+                .code
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !expensive.is_finished(),
+        "an expensive search waits for the pool"
+    );
+    // A cheap search runs on the runtime meanwhile, and so does a whole small listing.
+    let mut s = session(&srv);
+    assert_eq!(
+        sub(&mut s, "(uid=alice)", &["uid"]).await.uids(),
+        vec!["alice"]
+    );
+    assert_eq!(
+        sub(&mut s, "(objectClass=posixAccount)", &["uid"])
+            .await
+            .done
+            .code,
+        LdapResultCode::Success
+    );
+    drop(held);
+    let code = tokio::time::timeout(Duration::from_secs(30), expensive)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(code, LdapResultCode::Success);
 }

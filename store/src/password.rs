@@ -1,6 +1,11 @@
 //! Argon2id password hashing. Hashing and verification are CPU-bound, so the async entry points
 //! run them on the blocking pool behind a semaphore sized to the machine: a flood of binds or
 //! logins queues here instead of starving the runtime.
+//!
+//! Verifications the caller marks [`Lane::Suspect`] (guesses: names or addresses with recent
+//! failures, names that are no account) first need a permit of a second semaphore with half the
+//! permits (at least one), so they never hold more than that share of the capacity and the rest
+//! stays for everybody else. (On a single core nothing is reserved.)
 
 use std::sync::{Arc, LazyLock};
 
@@ -67,36 +72,96 @@ static DUMMY_HASH: LazyLock<Option<String>> = LazyLock::new(|| {
     hash_password_blocking(&text, HashCost::default()).ok()
 });
 
-fn permits() -> &'static Arc<Semaphore> {
-    static SEM: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
-        let n = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        Arc::new(Semaphore::new(n))
-    });
-    &SEM
+/// Whose verification it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// An ordinary verification: may use every permit.
+    Normal,
+    /// A likely guess: may use only the suspect share of the permits.
+    Suspect,
 }
 
-async fn run_limited<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    let _permit = permits()
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| StoreError::Hash)?;
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| StoreError::Hash)
+/// The argon2 capacity: permits for all verifications, and the suspects' share of them.
+struct Permits {
+    all: Arc<Semaphore>,
+    suspect: Arc<Semaphore>,
+}
+
+impl Permits {
+    /// `n` permits in all; suspects may hold half of them (at least one).
+    fn new(n: usize) -> Self {
+        Self {
+            all: Arc::new(Semaphore::new(n)),
+            suspect: Arc::new(Semaphore::new((n / 2).max(1))),
+        }
+    }
+
+    /// Runs `f` on the blocking pool once `lane` may have a permit.
+    async fn run<T: Send + 'static>(
+        &self,
+        lane: Lane,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        // Suspects take their share's permit first, so at most that many of them ever hold or
+        // wait for a permit of the whole.
+        let _share = match lane {
+            Lane::Normal => None,
+            Lane::Suspect => Some(
+                self.suspect
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| StoreError::Hash)?,
+            ),
+        };
+        let _permit = self
+            .all
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Hash)?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|_| StoreError::Hash)
+    }
+}
+
+/// The process's argon2 capacity: one permit per core.
+fn permits() -> &'static Permits {
+    static PERMITS: LazyLock<Permits> = LazyLock::new(|| {
+        Permits::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        )
+    });
+    &PERMITS
+}
+
+async fn run_limited<T: Send + 'static>(
+    lane: Lane,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    permits().run(lane, f).await
 }
 
 /// Hashes `password` off the async runtime.
 pub async fn hash_password(password: String, cost: HashCost) -> Result<String> {
-    run_limited(move || hash_password_blocking(&password, cost)).await?
+    run_limited(Lane::Normal, move || {
+        hash_password_blocking(&password, cost)
+    })
+    .await?
 }
 
 /// Verifies `password` against `phc` off the async runtime. With `phc` = `None` (unknown user,
 /// or a user without a password) it still spends one verification and returns false.
 pub async fn verify_password(password: String, phc: Option<String>) -> Result<bool> {
-    run_limited(move || match phc {
+    verify_password_in(Lane::Normal, password, phc).await
+}
+
+/// [`verify_password`] in the given lane.
+pub async fn verify_password_in(lane: Lane, password: String, phc: Option<String>) -> Result<bool> {
+    run_limited(lane, move || match phc {
         Some(phc) => verify_password_blocking(&password, &phc),
         None => {
             if let Some(dummy) = DUMMY_HASH.as_deref() {
@@ -122,9 +187,45 @@ mod tests {
         let phc = hash_password("correct horse".into(), cheap).await?;
         assert!(phc.starts_with("$argon2id$"));
         assert!(verify_password("correct horse".into(), Some(phc.clone())).await?);
+        let phc_ok = phc.clone();
         assert!(!verify_password("wrong".into(), Some(phc)).await?);
         assert!(!verify_password("x".into(), None).await?);
         assert!(!verify_password("x".into(), Some("garbage".into())).await?);
+        assert!(verify_password_in(Lane::Suspect, "correct horse".into(), Some(phc_ok)).await?);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn suspects_leave_capacity_for_others() -> Result<()> {
+        let permits = Arc::new(Permits::new(2));
+        // Four slow suspect jobs, twice as many as there are permits in all.
+        let mut suspects = Vec::new();
+        for _ in 0..4 {
+            let permits = permits.clone();
+            suspects.push(tokio::spawn(async move {
+                permits
+                    .run(Lane::Suspect, || {
+                        std::thread::sleep(std::time::Duration::from_millis(300))
+                    })
+                    .await
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(
+            permits.all.available_permits(),
+            1,
+            "suspects hold one of two"
+        );
+        let started = std::time::Instant::now();
+        permits.run(Lane::Normal, || ()).await?;
+        let waited = started.elapsed();
+        assert!(
+            waited < std::time::Duration::from_millis(250),
+            "an ordinary verification waited {waited:?} behind suspects"
+        );
+        for s in suspects {
+            s.await.map_err(|_| StoreError::Hash)??;
+        }
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ mod dns;
 mod foundation;
 mod harness;
 mod ldap;
+mod ldap_abuse;
 mod proxmox;
 mod pve_sim;
 mod security;
