@@ -91,6 +91,9 @@ pub struct Shared {
     pub cert_dir: Option<String>,
     /// Whether this server obtains certificates (`acme.enabled`).
     pub acme_enabled: bool,
+    /// Ports the edge NGINX listens on for HTTP(S) (`http.edge_ports`): no transport service
+    /// may use them (see [`auth::reserved`]).
+    pub edge_ports: Vec<u16>,
 }
 
 /// Starts certificate orders. The binary implements it with the ACME crate (protocol crates do
@@ -124,6 +127,7 @@ impl Shared {
             trusted_proxies: default_trusted_proxies(),
             cert_dir: None,
             acme_enabled: false,
+            edge_ports: auth::reserved::DEFAULT_EDGE_PORTS.to_vec(),
         }
     }
 }

@@ -16,10 +16,10 @@ use tokio::process::{Child, Command};
 
 use crate::harness::*;
 
-const PASSWORD: &str = "a long enough password";
+pub(crate) const PASSWORD: &str = "a long enough password";
 
 /// A free loopback port (bound and released; NGINX binds it right after).
-fn free_port() -> TestResult<u16> {
+pub(crate) fn free_port() -> TestResult<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -334,7 +334,7 @@ pub async fn call(
     Ok((status, value))
 }
 
-fn id(v: &Value) -> TestResult<i64> {
+pub(crate) fn id(v: &Value) -> TestResult<i64> {
     Ok(v["id"].as_i64().ok_or_else(|| format!("no id in {v}"))?)
 }
 
@@ -397,6 +397,11 @@ impl Edge {
                 (
                     "SITEWARD_HTTP__UNIX_SOCKET".into(),
                     socket.display().to_string(),
+                ),
+                // The edge's HTTP(S) ports: no transport service may take them.
+                (
+                    "SITEWARD_HTTP__EDGE_PORTS".into(),
+                    format!("{http_port},{https_port}"),
                 ),
                 // This server obtains certificates (so a domain with an ACME contact and none
                 // yet is pending), from a CA that is not there: nothing is ever issued.
@@ -1709,7 +1714,7 @@ async fn pages_refuse_csrf_less_posts_and_work_with_tokens() -> TestResult {
 /// Chromium driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`: commands
 /// on fd 3, replies on fd 4, each message ended by a NUL byte). A shell maps the child's stdin
 /// and stdout onto those descriptors, so no unsafe `pre_exec` is needed.
-struct Chromium {
+pub(crate) struct Chromium {
     child: Child,
     stdin: tokio::process::ChildStdin,
     stdout: BufReader<tokio::process::ChildStdout>,
@@ -1718,7 +1723,7 @@ struct Chromium {
 }
 
 impl Chromium {
-    async fn start() -> TestResult<Self> {
+    pub(crate) async fn start() -> TestResult<Self> {
         let profile = tempfile::tempdir()?;
         let script = format!(
             "exec chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
@@ -1747,7 +1752,7 @@ impl Chromium {
         })
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &mut self,
         session: Option<&str>,
         method: &str,
@@ -1782,7 +1787,7 @@ impl Chromium {
         }
     }
 
-    async fn eval(&mut self, session: &str, expr: &str) -> TestResult<Value> {
+    pub(crate) async fn eval(&mut self, session: &str, expr: &str) -> TestResult<Value> {
         let r = self
             .call(
                 Some(session),
@@ -1794,7 +1799,7 @@ impl Chromium {
     }
 
     /// Waits until the page has loaded a URL starting with `prefix`; returns the body text.
-    async fn wait_for(&mut self, session: &str, prefix: &str) -> TestResult<String> {
+    pub(crate) async fn wait_for(&mut self, session: &str, prefix: &str) -> TestResult<String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let v = self
