@@ -12,8 +12,8 @@ CREATE TABLE edge_reserved_labels (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
--- Ports the edge listens on for HTTP(S) (`http.edge_ports`, default 80 and 443, and the port of
--- `http.public_url`), for TCP and UDP alike. Each process adds its own when it starts.
+-- Ports the edge listens on for HTTP(S), for TCP and UDP alike: 80 and 443 from here on; each
+-- process adds the port of its `http.public_url` and its `http.edge_ports` when it starts.
 CREATE TABLE edge_reserved_ports (
     port        tcp_port PRIMARY KEY,
     reason      text NOT NULL,

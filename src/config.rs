@@ -280,9 +280,9 @@ pub struct HttpConfig {
     /// default. Anyone else's are removed.
     #[serde(deserialize_with = "network_list")]
     pub trusted_proxies: Vec<ipnetwork::IpNetwork>,
-    /// Ports the edge NGINX listens on for HTTP and HTTPS (its `http_port`/`https_port` render
-    /// options; comma-separated in the environment). Transport services cannot use them, nor
-    /// the public URL's port.
+    /// Ports the edge NGINX listens on for HTTP and HTTPS besides 80 and 443 (its
+    /// `http_port`/`https_port` render options; comma-separated in the environment). Transport
+    /// services cannot use them, nor 80, 443 or the public URL's port.
     #[serde(deserialize_with = "port_list")]
     pub edge_ports: Vec<u16>,
 }
@@ -368,7 +368,7 @@ impl Default for HttpConfig {
             tls_key: None,
             tls_reload_seconds: 60,
             trusted_proxies: siteward_admin::default_trusted_proxies(),
-            edge_ports: siteward_admin::auth::reserved::DEFAULT_EDGE_PORTS.to_vec(),
+            edge_ports: Vec::new(),
         }
     }
 }
@@ -1053,7 +1053,7 @@ mod tests {
 
     #[test]
     fn edge_ports_from_text_or_a_list() -> Result<(), ConfigError> {
-        assert_eq!(load(None, env(&[]), &[])?.http.edge_ports, [80, 443]);
+        assert!(load(None, env(&[]), &[])?.http.edge_ports.is_empty());
         let c = load(
             None,
             env(&[("SITEWARD_HTTP__EDGE_PORTS", "8080, 8443")]),

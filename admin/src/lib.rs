@@ -91,8 +91,9 @@ pub struct Shared {
     pub cert_dir: Option<String>,
     /// Whether this server obtains certificates (`acme.enabled`).
     pub acme_enabled: bool,
-    /// Ports the edge NGINX listens on for HTTP(S) (`http.edge_ports`): no transport service
-    /// may use them (see [`auth::reserved`]).
+    /// Further ports the edge NGINX listens on for HTTP(S) (`http.edge_ports`; 80, 443 and
+    /// the public URL's port always count): no transport service may use them (see
+    /// [`auth::reserved`]).
     pub edge_ports: Vec<u16>,
 }
 
@@ -127,7 +128,7 @@ impl Shared {
             trusted_proxies: default_trusted_proxies(),
             cert_dir: None,
             acme_enabled: false,
-            edge_ports: auth::reserved::DEFAULT_EDGE_PORTS.to_vec(),
+            edge_ports: Vec::new(),
         }
     }
 }

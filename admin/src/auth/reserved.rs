@@ -12,8 +12,12 @@ use crate::api::error::ApiError;
 use crate::AdminState;
 use axum::http::StatusCode;
 
-/// The ports the edge listens on when nothing else is configured (`http.edge_ports`).
-pub const DEFAULT_EDGE_PORTS: [u16; 2] = [80, 443];
+/// Ports always reserved: 80 (where a CA asks for HTTP-01 answers, and redirects to HTTPS) and
+/// 443 (HTTPS, and TLS-ALPN-01). Migration 0014 reserves them in the database from the start.
+pub const ALWAYS_RESERVED_PORTS: [(u16, &str); 2] = [
+    (80, "edge HTTP (ACME HTTP-01, redirects)"),
+    (443, "edge HTTPS (sign-in hosts, HTTP services)"),
+];
 
 /// Host labels (reserved under every external domain) and ports, each with the reason.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,7 +30,8 @@ pub struct Reservations {
 
 /// What the configuration reserves: the first label of `public_url`'s host (it names the
 /// sign-in host under every external domain; under the domain the public URL lies in, it is
-/// the sign-in host itself), the public URL's port, and `edge_ports`.
+/// the sign-in host itself), 80 and 443, the public URL's port, and `edge_ports` (the edge's
+/// other HTTP(S) ports).
 pub fn reservations(public_url: &str, edge_ports: &[u16]) -> Reservations {
     let mut r = Reservations::default();
     let url = url::Url::parse(public_url.trim_end_matches('/')).ok();
@@ -45,6 +50,9 @@ pub fn reservations(public_url: &str, edge_ports: &[u16]) -> Reservations {
             r.ports.push((port, reason));
         }
     };
+    for (p, why) in ALWAYS_RESERVED_PORTS {
+        add(p, why.to_owned());
+    }
     for p in edge_ports {
         add(*p, "edge HTTP(S) port (http.edge_ports)".to_owned());
     }
@@ -118,15 +126,15 @@ mod tests {
 
     #[test]
     fn the_public_url_names_the_reserved_label_and_port() {
-        let r = reservations("https://Auth.Lab.Test:8443/", &DEFAULT_EDGE_PORTS);
+        let r = reservations("https://Auth.Lab.Test:8443/", &[]);
         assert!(r.label("auth") && r.label("AUTH") && !r.label("app"));
         assert!(r.port(80) && r.port(443) && r.port(8443) && !r.port(8080));
-        let r = reservations("http://127.0.0.1:8080", &[]);
+        let r = reservations("http://127.0.0.1:8080", &[9080]);
         assert!(r.labels.is_empty());
-        assert_eq!(r.ports.len(), 1);
-        assert!(r.port(8080));
+        assert_eq!(r.ports.len(), 4);
+        assert!(r.port(80) && r.port(443) && r.port(8080) && r.port(9080));
         let r = reservations("https://sso.example.org", &[443]);
         assert!(r.label("sso"));
-        assert_eq!(r.ports.len(), 1, "{r:?}");
+        assert_eq!(r.ports.len(), 2, "{r:?}");
     }
 }
