@@ -1798,6 +1798,48 @@ impl Chromium {
         Ok(r["result"]["value"].clone())
     }
 
+    /// Opens a page and returns its session id.
+    pub(crate) async fn new_page(&mut self) -> TestResult<String> {
+        let target = self
+            .call(None, "Target.createTarget", json!({ "url": "about:blank" }))
+            .await?;
+        let target_id = target["targetId"].as_str().ok_or("targetId")?.to_owned();
+        let attached = self
+            .call(
+                None,
+                "Target.attachToTarget",
+                json!({ "targetId": target_id, "flatten": true }),
+            )
+            .await?;
+        let session = attached["sessionId"]
+            .as_str()
+            .ok_or("sessionId")?
+            .to_owned();
+        self.call(Some(&session), "Page.enable", json!({})).await?;
+        Ok(session)
+    }
+
+    /// Visits the protected `app` URL, expects to land on the `login` page, types `user`'s
+    /// credentials into the real form and presses the button; returns the body text of `app`
+    /// once the browser is back there.
+    pub(crate) async fn sign_in(
+        &mut self,
+        session: &str,
+        app: &str,
+        login: &str,
+        user: &str,
+    ) -> TestResult<String> {
+        self.call(Some(session), "Page.navigate", json!({ "url": app }))
+            .await?;
+        let text = self.wait_for(session, login).await?;
+        assert!(text.contains("Sign in"), "{text}");
+        let fill = format!(
+            "document.getElementById('username').value = '{user}'; document.getElementById('password').value = '{PASSWORD}'; document.querySelector('button[type=submit]').click(); true"
+        );
+        self.eval(session, &fill).await?;
+        self.wait_for(session, app).await
+    }
+
     /// Waits until the page has loaded a URL starting with `prefix`; returns the body text.
     pub(crate) async fn wait_for(&mut self, session: &str, prefix: &str) -> TestResult<String> {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -1832,40 +1874,10 @@ impl Drop for Chromium {
 async fn headless_chromium_signs_in_through_the_login_page() -> TestResult {
     let edge = Edge::start().await?;
     let mut chrome = Chromium::start().await?;
-    let target = chrome
-        .call(None, "Target.createTarget", json!({ "url": "about:blank" }))
-        .await?;
-    let target_id = target["targetId"].as_str().ok_or("targetId")?.to_owned();
-    let attached = chrome
-        .call(
-            None,
-            "Target.attachToTarget",
-            json!({ "targetId": target_id, "flatten": true }),
-        )
-        .await?;
-    let session = attached["sessionId"]
-        .as_str()
-        .ok_or("sessionId")?
-        .to_owned();
-    chrome
-        .call(Some(&session), "Page.enable", json!({}))
-        .await?;
-
-    // The protected service sends the browser to the login page.
+    let session = chrome.new_page().await?;
     let app = edge.https("app", "/from-browser");
-    chrome
-        .call(Some(&session), "Page.navigate", json!({ "url": app }))
-        .await?;
     let login = format!("https://auth.lab.test:{}/login", edge.https_port);
-    let text = chrome.wait_for(&session, &login).await?;
-    assert!(text.contains("Sign in"), "{text}");
-
-    // Type the credentials into the real form and press the button.
-    let fill = format!(
-        "document.getElementById('username').value = 'alice'; document.getElementById('password').value = '{PASSWORD}'; document.querySelector('button[type=submit]').click(); true"
-    );
-    chrome.eval(&session, &fill).await?;
-    let text = chrome.wait_for(&session, &app).await?;
+    let text = chrome.sign_in(&session, &app, &login, "alice").await?;
     let echoed: Value = serde_json::from_str(text.trim()).map_err(|e| format!("{e}: {text}"))?;
     assert_eq!(echoed["x-username"], "alice", "{echoed}");
     assert!(echoed["x-groups"].as_str().unwrap_or("").contains("devs"));

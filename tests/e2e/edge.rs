@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::auth::{call, free_port, id, Chromium, Edge, PASSWORD};
+use crate::auth::{call, free_port, id, Chromium, Edge};
 use crate::harness::*;
 
 /// Makes alice (not an administrator) the owner of the edge's container `web` and returns an
@@ -329,36 +329,11 @@ async fn the_session_cookie_never_reaches_a_container_through_a_transport_servic
 
     // A browser signs in (the cookie covers lab.test)...
     let mut chrome = Chromium::start().await?;
-    let target = chrome
-        .call(None, "Target.createTarget", json!({ "url": "about:blank" }))
-        .await?;
-    let target_id = target["targetId"].as_str().ok_or("targetId")?.to_owned();
-    let attached = chrome
-        .call(
-            None,
-            "Target.attachToTarget",
-            json!({ "targetId": target_id, "flatten": true }),
-        )
-        .await?;
-    let session = attached["sessionId"]
-        .as_str()
-        .ok_or("sessionId")?
-        .to_owned();
-    chrome
-        .call(Some(&session), "Page.enable", json!({}))
-        .await?;
+    let session = chrome.new_page().await?;
     let app = edge.https("app", "/signed-in");
-    chrome
-        .call(Some(&session), "Page.navigate", json!({ "url": app }))
+    let text = chrome
+        .sign_in(&session, &app, &edge.https("auth", "/login"), "alice")
         .await?;
-    chrome
-        .wait_for(&session, &edge.https("auth", "/login"))
-        .await?;
-    let fill = format!(
-        "document.getElementById('username').value = 'alice'; document.getElementById('password').value = '{PASSWORD}'; document.querySelector('button[type=submit]').click(); true"
-    );
-    chrome.eval(&session, &fill).await?;
-    let text = chrome.wait_for(&session, &app).await?;
     assert!(text.contains("\"x-username\":\"alice\""), "{text}");
     let cookies = chrome.call(None, "Storage.getCookies", json!({})).await?;
     let held = cookies["cookies"]
