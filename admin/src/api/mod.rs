@@ -1003,7 +1003,8 @@ pub enum CreateService {
         protocol: String,
         /// Edge port; the next free one in the range when absent.
         external_port: Option<i32>,
-        /// Terminate TLS (TCP only).
+        /// Must be false: the edge does not terminate TLS for transport services (it would
+        /// hand the session cookie to the container); the container terminates TLS itself.
         #[serde(default)]
         use_tls: bool,
     },
