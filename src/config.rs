@@ -299,6 +299,47 @@ pub struct HttpConfig {
     /// default. Anyone else's are removed.
     #[serde(deserialize_with = "network_list")]
     pub trusted_proxies: Vec<ipnetwork::IpNetwork>,
+    /// Ports the edge NGINX listens on for HTTP and HTTPS besides 80 and 443 (its
+    /// `http_port`/`https_port` render options; comma-separated in the environment). Transport
+    /// services cannot use them, nor 80, 443 or the public URL's port.
+    #[serde(deserialize_with = "port_list")]
+    pub edge_ports: Vec<u16>,
+}
+
+fn port_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Item {
+        Port(u16),
+        Text(String),
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<Item>),
+        One(Item),
+    }
+    let items = match Either::deserialize(d)? {
+        Either::List(l) => l,
+        Either::One(i) => vec![i],
+    };
+    let mut ports = Vec::new();
+    for item in items {
+        match item {
+            Item::Port(p) => ports.push(p),
+            Item::Text(t) => {
+                for part in t.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    ports.push(part.parse().map_err(|_| {
+                        serde::de::Error::custom(format!("`{part}` is not a port (1-65535)"))
+                    })?);
+                }
+            }
+        }
+    }
+    if ports.contains(&0) {
+        return Err(serde::de::Error::custom("0 is not a port (1-65535)"));
+    }
+    Ok(ports)
 }
 
 fn network_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnetwork::IpNetwork>, D::Error> {
@@ -352,6 +393,7 @@ impl Default for HttpConfig {
             tls_key: None,
             tls_reload_seconds: 60,
             trusted_proxies: siteward_admin::default_trusted_proxies(),
+            edge_ports: Vec::new(),
         }
     }
 }
@@ -680,6 +722,7 @@ const SETTINGS: &[&str] = &[
     "http.registrations_per_hour",
     "http.pending_account_days",
     "http.trusted_proxies",
+    "http.edge_ports",
     "acme.enabled",
     "acme.directory",
     "acme.cert_dir",
@@ -1251,6 +1294,32 @@ mod tests {
             err.contains("trusted_proxies") || err.contains("10.0.0.0/33"),
             "{err}"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn edge_ports_from_text_or_a_list() -> Result<(), ConfigError> {
+        assert!(load(None, env(&[]), &[])?.http.edge_ports.is_empty());
+        let c = load(
+            None,
+            env(&[("SITEWARD_HTTP__EDGE_PORTS", "8080, 8443")]),
+            &[],
+        )?;
+        assert_eq!(c.http.edge_ports, [8080, 8443]);
+        let c = load(None, env(&[("SITEWARD_HTTP__EDGE_PORTS", "8443")]), &[])?;
+        assert_eq!(c.http.edge_ports, [8443]);
+        let f = file("[http]\nedge_ports = [80, 8443]\n");
+        assert_eq!(
+            load(Some(f.path()), env(&[]), &[])?.http.edge_ports,
+            [80, 8443]
+        );
+        for bad in ["http", "0", "70000"] {
+            let err = load(None, env(&[("SITEWARD_HTTP__EDGE_PORTS", bad)]), &[])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("edge_ports"), "{bad}: {err}");
+        }
         Ok(())
     }
 

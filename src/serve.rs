@@ -467,7 +467,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 None => "http://localhost".into(),
             });
         state.certificates = Some(Arc::new(AcmeOrders(acme.clone())));
+        state.edge_ports = config.http.edge_ports.clone();
         let state: siteward_admin::AdminState = state.into();
+        // The sign-in host's label and the edge's ports go into the database, whose triggers
+        // then refuse services on them even when written with plain SQL.
+        {
+            let (state, shutdown, migrated) = (state.clone(), shutdown.clone(), migrated.clone());
+            tracker.spawn(async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = migrated.cancelled() => {}
+                }
+                let r = siteward_admin::auth::reserved::reservations(
+                    &state.public_url,
+                    &state.edge_ports,
+                );
+                let mut delay = Duration::from_millis(200);
+                loop {
+                    match state.store.reserve_edge(&r.labels, &r.ports).await {
+                        Ok(()) => break,
+                        Err(e) => tracing::warn!(error = %e, "reserving the edge's names failed; retrying"),
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            });
+        }
         if let Some(listener) = https {
             let tls = Arc::new(https_tls(&config)?);
             let every = Duration::from_secs(config.http.tls_reload_seconds);

@@ -98,6 +98,10 @@ pub struct Shared {
     pub metrics_token: Option<String>,
     /// Job event streams (`/jobs/{id}/events`) open per user.
     pub streams: api::streams::StreamLimit,
+    /// Further ports the edge NGINX listens on for HTTP(S) (`http.edge_ports`; 80, 443 and
+    /// the public URL's port always count): no transport service may use them (see
+    /// [`auth::reserved`]).
+    pub edge_ports: Vec<u16>,
 }
 
 /// Starts certificate orders. The binary implements it with the ACME crate (protocol crates do
@@ -133,6 +137,7 @@ impl Shared {
             acme_enabled: false,
             metrics_token: None,
             streams: api::streams::StreamLimit::new(8),
+            edge_ports: Vec::new(),
         }
     }
 }

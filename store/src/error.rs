@@ -17,6 +17,14 @@ pub enum StoreError {
         /// Which value conflicts, in the API's terms (`username`, `mail`, ...).
         what: String,
     },
+    /// The value names something the edge itself serves (a sign-in host, one of its ports).
+    #[error("{field} is reserved: {message}")]
+    Reserved {
+        /// The offending field (`external_hostname`, `external_port`).
+        field: &'static str,
+        /// What it is reserved for.
+        message: String,
+    },
     /// A value broke a rule (a check constraint, a foreign key, a validation in code).
     #[error("invalid {field}: {message}")]
     Invalid {
@@ -90,6 +98,12 @@ impl From<sqlx::Error> for StoreError {
         }
         if let Some(db) = err.as_database_error() {
             let constraint = db.constraint().unwrap_or_default().to_owned();
+            if let Some(field) = reserved_field(&constraint) {
+                return StoreError::Reserved {
+                    field,
+                    message: db.message().to_owned(),
+                };
+            }
             match db.kind() {
                 sqlx::error::ErrorKind::UniqueViolation => {
                     return StoreError::Conflict {
@@ -128,6 +142,15 @@ impl From<sqlx::Error> for StoreError {
             }
         }
         StoreError::Database(err)
+    }
+}
+
+/// The field an edge reservation (migration 0014) guards, by the trigger's constraint name.
+fn reserved_field(constraint: &str) -> Option<&'static str> {
+    match constraint {
+        "http_services_edge_reserved" => Some("external_hostname"),
+        "transport_services_edge_reserved_port" => Some("external_port"),
+        _ => None,
     }
 }
 

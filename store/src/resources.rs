@@ -934,6 +934,7 @@ impl Store {
                             "SELECT p FROM generate_series($1::int, $2::int) p
                              WHERE NOT EXISTS (SELECT 1 FROM transport_services
                                                WHERE protocol = $3 AND external_port = p)
+                               AND NOT EXISTS (SELECT 1 FROM edge_reserved_ports WHERE port = p)
                              ORDER BY p LIMIT 1",
                         )
                         .bind(port_range.0)
@@ -969,6 +970,40 @@ impl Store {
         }
         tx.commit().await?;
         self.service(container, ServiceId(id)).await
+    }
+
+    /// Reserves host labels (under every external domain) and ports for the edge itself, so no
+    /// service can take them (migration 0014 refuses such services in the database). Adds
+    /// what is missing and never removes a reservation: several processes may each add their
+    /// own. `reason` is kept for operators reading the tables.
+    pub async fn reserve_edge(
+        &self,
+        labels: &[(String, String)],
+        ports: &[(u16, String)],
+    ) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        for (label, reason) in labels {
+            sqlx::query(
+                "INSERT INTO edge_reserved_labels (label, reason) VALUES (lower($1), $2)
+                 ON CONFLICT (label) DO NOTHING",
+            )
+            .bind(label)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (port, reason) in ports {
+            sqlx::query(
+                "INSERT INTO edge_reserved_ports (port, reason) VALUES ($1, $2)
+                 ON CONFLICT (port) DO NOTHING",
+            )
+            .bind(i32::from(*port))
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Removes a service of a container.

@@ -243,6 +243,59 @@ async fn every_constraint_rejects_a_violating_row(pool: PgPool) -> TestResult {
                     INSERT INTO transport_services (service_id, protocol, external_port) VALUES (23, 'tcp', 3000); COMMIT;").await;
     rejects(&pool, "BEGIN; INSERT INTO services (id, container_id, type, container_port) VALUES (24, 1, 'transport', 53);
                     INSERT INTO transport_services (service_id, protocol, external_port, use_tls) VALUES (24, 'udp', 3001, true); COMMIT;").await;
+    // The edge's own (migration 0014): its ports (80 and 443 from the start, more as a process
+    // reserves them), TLS termination, the sign-in label, another domain's apex.
+    rejects(&pool, "BEGIN; INSERT INTO services (id, container_id, type, container_port) VALUES (25, 1, 'transport', 22);
+                    INSERT INTO transport_services (service_id, protocol, external_port) VALUES (25, 'tcp', 443); COMMIT;").await;
+    rejects(&pool, "BEGIN; INSERT INTO services (id, container_id, type, container_port) VALUES (26, 1, 'transport', 53);
+                    INSERT INTO transport_services (service_id, protocol, external_port) VALUES (26, 'udp', 80); COMMIT;").await;
+    rejects(&pool, "BEGIN; INSERT INTO services (id, container_id, type, container_port) VALUES (27, 1, 'transport', 22);
+                    INSERT INTO transport_services (service_id, protocol, external_port, use_tls) VALUES (27, 'tcp', 2300, true); COMMIT;").await;
+    rejects(
+        &pool,
+        "UPDATE transport_services SET external_port = 80 WHERE service_id = 20",
+    )
+    .await;
+    accepts(&pool, "BEGIN; INSERT INTO services (id, container_id, type, container_port) VALUES (15, 1, 'http', 80);
+                    INSERT INTO http_services (service_id, external_hostname, external_domain_id) VALUES (15, 'sso', 1); COMMIT;").await;
+    store(pool.clone())
+        .reserve_edge(
+            &[("SSO".into(), "test".into())],
+            &[(8443, "test".into()), (443, "again".into())],
+        )
+        .await?;
+    rejects(&pool, "BEGIN; INSERT INTO services (id, container_id, type, container_port) VALUES (16, 1, 'http', 80);
+                    INSERT INTO http_services (service_id, external_hostname, external_domain_id) VALUES (16, 'Sso', 1); COMMIT;").await;
+    rejects(&pool, "BEGIN; INSERT INTO services (id, container_id, type, container_port) VALUES (28, 1, 'transport', 22);
+                    INSERT INTO transport_services (service_id, protocol, external_port) VALUES (28, 'tcp', 8443); COMMIT;").await;
+    rejects(
+        &pool,
+        "UPDATE http_services SET external_hostname = 'sso' WHERE service_id = 12",
+    )
+    .await;
+    accepts(
+        &pool,
+        "INSERT INTO external_domains (id, domain) VALUES (2, 'lab.example.org')",
+    )
+    .await;
+    rejects(&pool, "BEGIN; INSERT INTO services (id, container_id, type, container_port) VALUES (17, 1, 'http', 80);
+                    INSERT INTO http_services (service_id, external_hostname, external_domain_id) VALUES (17, 'LAB', 1); COMMIT;").await;
+    let reserved = sqlx::query(
+        "INSERT INTO http_services (service_id, external_hostname, external_domain_id) VALUES (12, 'sso', 1)",
+    )
+    .execute(&pool)
+    .await
+    .map_err(StoreError::from);
+    assert!(
+        matches!(
+            reserved,
+            Err(StoreError::Reserved {
+                field: "external_hostname",
+                ..
+            })
+        ),
+        "{reserved:?}"
+    );
     // DNS services: SRV names only.
     rejects(&pool, "BEGIN; INSERT INTO services (id, container_id, type, container_port) VALUES (30, 1, 'dns', 389);
                     INSERT INTO dns_services (service_id, service_name) VALUES (30, 'ldap'); COMMIT;").await;

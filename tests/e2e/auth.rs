@@ -16,10 +16,10 @@ use tokio::process::{Child, Command};
 
 use crate::harness::*;
 
-const PASSWORD: &str = "a long enough password";
+pub(crate) const PASSWORD: &str = "a long enough password";
 
 /// A free loopback port (bound and released; NGINX binds it right after).
-fn free_port() -> TestResult<u16> {
+pub(crate) fn free_port() -> TestResult<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -334,7 +334,7 @@ pub async fn call(
     Ok((status, value))
 }
 
-fn id(v: &Value) -> TestResult<i64> {
+pub(crate) fn id(v: &Value) -> TestResult<i64> {
     Ok(v["id"].as_i64().ok_or_else(|| format!("no id in {v}"))?)
 }
 
@@ -400,6 +400,11 @@ impl Edge {
                 ),
                 // NGINX's workers run as nobody:nogroup here; the socket is 0660.
                 ("SITEWARD_HTTP__UNIX_SOCKET_GROUP".into(), "nogroup".into()),
+                // The edge's HTTP(S) ports: no transport service may take them.
+                (
+                    "SITEWARD_HTTP__EDGE_PORTS".into(),
+                    format!("{http_port},{https_port}"),
+                ),
                 // This server obtains certificates (so a domain with an ACME contact and none
                 // yet is pending), from a CA that is not there: nothing is ever issued.
                 ("SITEWARD_ACME__ENABLED".into(), "true".into()),
@@ -1711,7 +1716,7 @@ async fn pages_refuse_csrf_less_posts_and_work_with_tokens() -> TestResult {
 /// Chromium driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`: commands
 /// on fd 3, replies on fd 4, each message ended by a NUL byte). A shell maps the child's stdin
 /// and stdout onto those descriptors, so no unsafe `pre_exec` is needed.
-struct Chromium {
+pub(crate) struct Chromium {
     child: Child,
     stdin: tokio::process::ChildStdin,
     stdout: BufReader<tokio::process::ChildStdout>,
@@ -1720,7 +1725,7 @@ struct Chromium {
 }
 
 impl Chromium {
-    async fn start() -> TestResult<Self> {
+    pub(crate) async fn start() -> TestResult<Self> {
         let profile = tempfile::tempdir()?;
         let script = format!(
             "exec chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
@@ -1749,7 +1754,7 @@ impl Chromium {
         })
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &mut self,
         session: Option<&str>,
         method: &str,
@@ -1784,7 +1789,7 @@ impl Chromium {
         }
     }
 
-    async fn eval(&mut self, session: &str, expr: &str) -> TestResult<Value> {
+    pub(crate) async fn eval(&mut self, session: &str, expr: &str) -> TestResult<Value> {
         let r = self
             .call(
                 Some(session),
@@ -1795,8 +1800,50 @@ impl Chromium {
         Ok(r["result"]["value"].clone())
     }
 
+    /// Opens a page and returns its session id.
+    pub(crate) async fn new_page(&mut self) -> TestResult<String> {
+        let target = self
+            .call(None, "Target.createTarget", json!({ "url": "about:blank" }))
+            .await?;
+        let target_id = target["targetId"].as_str().ok_or("targetId")?.to_owned();
+        let attached = self
+            .call(
+                None,
+                "Target.attachToTarget",
+                json!({ "targetId": target_id, "flatten": true }),
+            )
+            .await?;
+        let session = attached["sessionId"]
+            .as_str()
+            .ok_or("sessionId")?
+            .to_owned();
+        self.call(Some(&session), "Page.enable", json!({})).await?;
+        Ok(session)
+    }
+
+    /// Visits the protected `app` URL, expects to land on the `login` page, types `user`'s
+    /// credentials into the real form and presses the button; returns the body text of `app`
+    /// once the browser is back there.
+    pub(crate) async fn sign_in(
+        &mut self,
+        session: &str,
+        app: &str,
+        login: &str,
+        user: &str,
+    ) -> TestResult<String> {
+        self.call(Some(session), "Page.navigate", json!({ "url": app }))
+            .await?;
+        let text = self.wait_for(session, login).await?;
+        assert!(text.contains("Sign in"), "{text}");
+        let fill = format!(
+            "document.getElementById('username').value = '{user}'; document.getElementById('password').value = '{PASSWORD}'; document.querySelector('button[type=submit]').click(); true"
+        );
+        self.eval(session, &fill).await?;
+        self.wait_for(session, app).await
+    }
+
     /// Waits until the page has loaded a URL starting with `prefix`; returns the body text.
-    async fn wait_for(&mut self, session: &str, prefix: &str) -> TestResult<String> {
+    pub(crate) async fn wait_for(&mut self, session: &str, prefix: &str) -> TestResult<String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let v = self
@@ -1829,40 +1876,10 @@ impl Drop for Chromium {
 async fn headless_chromium_signs_in_through_the_login_page() -> TestResult {
     let edge = Edge::start().await?;
     let mut chrome = Chromium::start().await?;
-    let target = chrome
-        .call(None, "Target.createTarget", json!({ "url": "about:blank" }))
-        .await?;
-    let target_id = target["targetId"].as_str().ok_or("targetId")?.to_owned();
-    let attached = chrome
-        .call(
-            None,
-            "Target.attachToTarget",
-            json!({ "targetId": target_id, "flatten": true }),
-        )
-        .await?;
-    let session = attached["sessionId"]
-        .as_str()
-        .ok_or("sessionId")?
-        .to_owned();
-    chrome
-        .call(Some(&session), "Page.enable", json!({}))
-        .await?;
-
-    // The protected service sends the browser to the login page.
+    let session = chrome.new_page().await?;
     let app = edge.https("app", "/from-browser");
-    chrome
-        .call(Some(&session), "Page.navigate", json!({ "url": app }))
-        .await?;
     let login = format!("https://auth.lab.test:{}/login", edge.https_port);
-    let text = chrome.wait_for(&session, &login).await?;
-    assert!(text.contains("Sign in"), "{text}");
-
-    // Type the credentials into the real form and press the button.
-    let fill = format!(
-        "document.getElementById('username').value = 'alice'; document.getElementById('password').value = '{PASSWORD}'; document.querySelector('button[type=submit]').click(); true"
-    );
-    chrome.eval(&session, &fill).await?;
-    let text = chrome.wait_for(&session, &app).await?;
+    let text = chrome.sign_in(&session, &app, &login, "alice").await?;
     let echoed: Value = serde_json::from_str(text.trim()).map_err(|e| format!("{e}: {text}"))?;
     assert_eq!(echoed["x-username"], "alice", "{echoed}");
     assert!(echoed["x-groups"].as_str().unwrap_or("").contains("devs"));

@@ -1608,7 +1608,10 @@ async fn a_flood_of_misses_keeps_upstream_queries_bounded_per_client_and_in_tota
         per_client.iter().all(|&n| n <= 5),
         "per-client bound: {per_client:?}"
     );
-    let metrics = reqwest::get(server.metrics_url("/metrics")).await?.text().await?;
+    let metrics = reqwest::get(server.metrics_url("/metrics"))
+        .await?
+        .text()
+        .await?;
     let dropped: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("siteward_dns_forward_dropped_total "))
@@ -1673,7 +1676,10 @@ async fn spoofed_upstream_answers_are_ignored_and_sites_never_share_cached_answe
     )
     .await?;
     assert_eq!(lines(&m.answers), ["www.example.test. 60 A 192.0.2.1"]);
-    let metrics = reqwest::get(server.metrics_url("/metrics")).await?.text().await?;
+    let metrics = reqwest::get(server.metrics_url("/metrics"))
+        .await?
+        .text()
+        .await?;
     let mismatched: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("siteward_dns_forward_mismatched_total "))

@@ -121,7 +121,10 @@ fn substring(attr: &str, any: &[&str]) -> LdapFilter {
 
 /// A value of the `name`d counter family with these labels on `/metrics` (0 when absent).
 async fn counter(server: &Server, name: &str, labels: &str) -> TestResult<f64> {
-    let text = reqwest::get(server.url("/metrics")).await?.text().await?;
+    let text = reqwest::get(server.metrics_url("/metrics"))
+        .await?
+        .text()
+        .await?;
     let key = format!("{name}{{{labels}}}");
     Ok(text
         .lines()

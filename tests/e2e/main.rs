@@ -7,6 +7,7 @@ mod auth;
 mod cf_sim;
 mod cross;
 mod dns;
+mod edge;
 mod foundation;
 mod harness;
 mod ldap;

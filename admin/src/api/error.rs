@@ -141,6 +141,9 @@ impl From<StoreError> for ApiError {
                 format!("{what} already exists"),
             )
             .field(what),
+            StoreError::Reserved { field, message } => {
+                ApiError::new(StatusCode::CONFLICT, "reserved", message).field(field)
+            }
             StoreError::Invalid { field, message } => {
                 let field = friendly_field(&field);
                 ApiError::invalid(&field, format!("{field} {message}"))

@@ -1065,7 +1065,8 @@ pub enum CreateService {
         protocol: String,
         /// Edge port; the next free one in the range when absent.
         external_port: Option<i32>,
-        /// Terminate TLS (TCP only).
+        /// Must be false: the edge does not terminate TLS for transport services (it would
+        /// hand the session cookie to the container); the container terminates TLS itself.
         #[serde(default)]
         use_tls: bool,
     },
@@ -1121,6 +1122,7 @@ async fn create_service(
         } => {
             check_port("container_port", container_port)?;
             check_label("external_hostname", &external_hostname)?;
+            crate::auth::reserved::check_http(&s, &external_hostname)?;
             let backend_protocol = backend_protocol.unwrap_or_else(|| "http".into());
             if backend_protocol != "http" && backend_protocol != "https" {
                 return Err(ApiError::invalid(
@@ -1155,6 +1157,7 @@ async fn create_service(
                     "use_tls is only possible over tcp",
                 ));
             }
+            crate::auth::reserved::check_transport(&s, external_port, use_tls)?;
             ServiceInput::Transport {
                 container_port,
                 protocol,

@@ -19,6 +19,7 @@ mod html;
 pub mod nginx;
 mod pages;
 pub mod redirect;
+pub mod reserved;
 mod verify;
 
 use std::collections::HashMap;

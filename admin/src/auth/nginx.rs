@@ -7,6 +7,12 @@
 //! siteward, everything else redirected to HTTPS) and a TLS catch-all answering 404, the login
 //! host when `public_url` lies under the domain, and one TLS server per HTTP service (with
 //! `auth_request` when `auth_required`); then `stream` with one server per transport service.
+//!
+//! Architecture Invariant: a service never replaces a server of the edge's own. An HTTP service
+//! named like a sign-in host or another external domain's apex, and a transport service on the
+//! edge's HTTP(S) ports, are left out (with a comment and a warning), whatever the database
+//! holds; the API and migration 0014 refuse them in the first place (see [`super::reserved`]).
+//! Transport services are never TLS-terminated by the edge (see `reserved`).
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -222,18 +228,25 @@ pub fn render(
         .map(|d| d.domain.as_str())
         .collect();
     let login_host = |domain: &str| {
-        let base = super::redirect::login_base(
-            public_url,
-            domain,
-            &all_domains,
-            |h| naming.http_service_by_host.contains_key(h),
-            None,
-        );
+        let base = super::redirect::login_base(public_url, domain, &all_domains, None);
         url::Url::parse(&base).ok().and_then(|u| {
             let tls = u.scheme() == "https";
             u.host_str().map(|h| (h.to_ascii_lowercase(), tls))
         })
     };
+
+    // Hosts the edge serves itself, which no service may replace: every domain's sign-in host
+    // and every external domain's apex.
+    let mut edge_hosts: BTreeSet<String> = naming
+        .external_domains
+        .iter()
+        .map(|d| d.domain.trim_end_matches('.').to_ascii_lowercase())
+        .collect();
+    for d in &all_domains {
+        if let Some((h, _)) = login_host(d) {
+            edge_hosts.insert(h);
+        }
+    }
 
     let mut out = String::new();
     let _ = writeln!(
@@ -332,12 +345,9 @@ proxy_set_header Host $host;\n            proxy_set_header Connection \"\";\n   
             cx.addr(o.http_port)
         );
         // This domain's sign-in host (see `redirect::login_base`), unless it is not under the
-        // domain (a public URL on an address) or a service already has that name.
-        let login_here = login_host(&name).filter(|(h, _)| {
-            (h == &name || h.ends_with(&format!(".{name}")))
-                && safe_name(h)
-                && !naming.http_service_by_host.contains_key(h)
-        });
+        // domain (a public URL on an address). A service never takes its place (see below).
+        let login_here = login_host(&name)
+            .filter(|(h, _)| (h == &name || h.ends_with(&format!(".{name}"))) && safe_name(h));
         let tls = !pending.contains(&d.id);
         if tls {
             let _ = writeln!(
@@ -373,6 +383,20 @@ proxy_set_header Host $host;\n            proxy_set_header Connection \"\";\n   
         }
 
         for s in http.iter().filter(|s| s.external_domain_id == d.id) {
+            let fqdn = format!("{}.{name}", s.external_hostname.to_ascii_lowercase());
+            if edge_hosts.contains(&fqdn) {
+                tracing::warn!(
+                    service = s.service_id.0,
+                    host = %fqdn,
+                    "an HTTP service is named like a host the edge serves itself; left out"
+                );
+                let _ = writeln!(
+                    out,
+                    "    # service {}: {fqdn} is served by the edge itself; left out",
+                    s.service_id.0
+                );
+                continue;
+            }
             service_server(&mut out, &cx, s, &name, up, ip_of(s.container_id).is_some());
         }
     }
@@ -380,10 +404,6 @@ proxy_set_header Host $host;\n            proxy_set_header Connection \"\";\n   
 
     if !transport.is_empty() {
         out.push_str("\nstream {\n");
-        let tls_domain = domains
-            .iter()
-            .find(|d| !pending.contains(&d.id))
-            .map(|d| d.domain.to_ascii_lowercase());
         for t in &transport {
             let Some(ip) = ip_of(t.container_id) else {
                 let _ = writeln!(
@@ -394,32 +414,46 @@ proxy_set_header Host $host;\n            proxy_set_header Connection \"\";\n   
                 continue;
             };
             let udp = t.protocol == "udp";
-            let port = u16::try_from(t.external_port).unwrap_or(0);
-            if !udp && t.use_tls && tls_domain.is_none() {
-                // Never silently in the clear: left out until a certificate exists.
+            let Some(port) = u16::try_from(t.external_port).ok().filter(|p| *p != 0) else {
+                continue;
+            };
+            if t.use_tls {
+                // The edge would present a domain's certificate, valid for every host the
+                // session cookie goes to, and hand the plaintext (cookie included) to the
+                // container. Never served in the clear either: left out.
+                tracing::warn!(
+                    service = t.service_id.0,
+                    "a transport service asks the edge to terminate TLS; left out"
+                );
                 let _ = writeln!(
                     out,
-                    "    # service {}: TLS wanted, but no domain of the site has a certificate yet",
+                    "    # service {}: TLS termination by the edge is not offered (it would hand the \
+session cookie to the container); left out",
+                    t.service_id.0
+                );
+                continue;
+            }
+            if port == o.http_port || port == o.https_port {
+                tracing::warn!(
+                    service = t.service_id.0,
+                    port,
+                    "a transport service is on a port the edge serves HTTP(S) on; left out"
+                );
+                let _ = writeln!(
+                    out,
+                    "    # service {}: port {port} is the edge's own; left out",
                     t.service_id.0
                 );
                 continue;
             }
             let _ = writeln!(out, "    # service {} ({})", t.service_id.0, t.protocol);
             out.push_str("    server {\n");
-            match (udp, t.use_tls, &tls_domain) {
-                (true, _, _) => {
-                    let _ = writeln!(out, "        listen {} udp;", cx.addr(port));
-                    out.push_str("        proxy_timeout 60s;\n");
-                }
-                (false, true, Some(dom)) => {
-                    let _ = writeln!(out, "        listen {} ssl;", cx.addr(port));
-                    cx.certs(&mut out, dom, "        ");
-                    out.push_str("        proxy_timeout 1h;\n");
-                }
-                (false, _, _) => {
-                    let _ = writeln!(out, "        listen {};", cx.addr(port));
-                    out.push_str("        proxy_timeout 1h;\n");
-                }
+            if udp {
+                let _ = writeln!(out, "        listen {} udp;", cx.addr(port));
+                out.push_str("        proxy_timeout 60s;\n");
+            } else {
+                let _ = writeln!(out, "        listen {};", cx.addr(port));
+                out.push_str("        proxy_timeout 1h;\n");
             }
             let _ = writeln!(
                 out,
@@ -445,6 +479,10 @@ fn login_server(out: &mut String, cx: &Ctx<'_>, h: &str, tls_domain: Option<&str
     );
     if let Some(domain) = tls_domain {
         cx.certs(out, domain, "        ");
+        // HSTS applies to every port of the host: a certificate warning there (a TCP service
+        // passing TLS through to a container) becomes a hard failure, not a click away from
+        // handing over the cookie.
+        out.push_str("        add_header Strict-Transport-Security \"max-age=31536000\" always;\n");
     }
     out.push_str("        location / {\n");
     siteward_proxy(out, up, "            ");
@@ -721,9 +759,9 @@ mod tests {
         assert!(!text.contains("other.test/fullchain.pem"), "{text}");
         assert!(!text.contains("server_name wiki.other.test;"), "{text}");
         assert!(text.contains("server_name app.lab.test;"), "{text}");
-        // The TLS transport service uses the domain that has a certificate.
-        assert!(text.contains("listen 5432 ssl;"), "{text}");
-        assert!(text.contains("lab.test/fullchain.pem"), "{text}");
+        // The edge never terminates TLS for a transport service.
+        assert!(!text.contains("listen 5432"), "{text}");
+        assert!(text.contains("service 99: TLS termination by the edge is not offered"));
     }
 
     #[test]
@@ -746,9 +784,68 @@ mod tests {
             1,
             "{text}"
         );
-        // example.org's first choice `auth` is a service: its sign-in host is the next name.
+        // A service named `auth` (from before the name was reserved) never takes
+        // example.org's sign-in host, nor moves it elsewhere.
         assert_eq!(count(&text, "server_name auth.example.org;"), 1, "{text}");
-        assert_eq!(count(&text, "server_name login.example.org;"), 1, "{text}");
+        assert!(!text.contains("login.example.org"), "{text}");
+        assert!(
+            text.contains("service 2: auth.example.org is served by the edge itself"),
+            "{text}"
+        );
+        assert!(text.contains("server_name app.example.org;"), "{text}");
+    }
+
+    #[test]
+    fn services_never_replace_the_edges_own_servers() {
+        // `auth` is lab.test's sign-in host; `lab` under example.org is another domain's apex.
+        let (site, mut naming) = world(
+            &[(1, "lab.test"), (2, "example.org"), (3, "lab.example.org")],
+            &[("auth", 1, false), ("lab", 2, false), ("app", 1, true)],
+        );
+        naming.transport_services = [(1, 443), (2, 80), (3, 8443), (4, 5000)]
+            .into_iter()
+            .map(|(id, port)| TransportService {
+                service_id: ServiceId(100 + id),
+                container_id: ContainerId(1),
+                container_port: 22,
+                protocol: "tcp".into(),
+                external_port: port,
+                use_tls: false,
+            })
+            .collect();
+        let o = RenderOptions {
+            https_port: 8443,
+            ..RenderOptions::default()
+        };
+        let text = render(
+            &site,
+            &naming,
+            "https://auth.lab.test:8443",
+            &o,
+            &BTreeSet::new(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(count(&text, "{"), count(&text, "}"), "{text}");
+        // siteward's sign-in host stays siteward's (with HSTS); the service is left out.
+        assert_eq!(count(&text, "server_name auth.lab.test;"), 1, "{text}");
+        assert_eq!(count(&text, "Strict-Transport-Security"), 3, "{text}");
+        assert!(text.contains("service 1: auth.lab.test is served by the edge"));
+        assert!(!text.contains("server_name lab.example.org;"), "{text}");
+        assert!(text.contains("service 2: lab.example.org is served by the edge"));
+        assert!(text.contains("server_name app.lab.test;"), "{text}");
+        // Transport services on the edge's own ports are left out; others are served. (443
+        // is not an HTTP(S) port of this edge, so only the API and database refuse it.)
+        assert!(
+            text.contains("service 102: port 80 is the edge's own"),
+            "{text}"
+        );
+        assert!(
+            text.contains("service 103: port 8443 is the edge's own"),
+            "{text}"
+        );
+        assert!(text.contains("listen 5000;"), "{text}");
+        assert!(text.contains("listen 443;"), "{text}");
+        assert_eq!(count(&text, "listen 8443;"), 0, "{text}");
     }
 
     #[test]
@@ -764,7 +861,7 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(!text.contains("listen 5432"), "{text}");
-        assert!(text.contains("service 99: TLS wanted"), "{text}");
+        assert!(text.contains("service 99: TLS termination"), "{text}");
     }
 
     #[test]

@@ -89,20 +89,16 @@ pub fn domain_of<'a>(host: &str, domains: &[&'a str]) -> Option<&'a str> {
 /// Where the users of external domain `domain` sign in, so that the session cookie a sign-in
 /// sets (`Domain=<domain>`, see `session_cookie`) covers the service they came from:
 /// - the public URL, when its host belongs to this domain (the most specific of `domains`);
-/// - otherwise a host under the domain named like the public URL's first label
-///   (`https://auth.lab.test` gives `https://auth.other.test`), or, when a service (`taken`)
-///   already has that name, the first free of `login`, `signin`, `sso`; with the public URL's
-///   scheme and `port` (the edge's, which serves that host);
-/// - the public URL as it is when it names an IP address or cannot be read, or no name is free.
+/// - otherwise the host under the domain named like the public URL's first label
+///   (`https://auth.lab.test` gives `https://auth.other.test`), with the public URL's scheme
+///   and `port` (the edge's, which serves that host);
+/// - the public URL as it is when it names an IP address or cannot be read.
+///
+/// The name never depends on services: that label is reserved under every domain (see
+/// [`super::reserved`]), so no service can take or move the sign-in host.
 ///
 /// No trailing slash.
-pub fn login_base(
-    public_url: &str,
-    domain: &str,
-    domains: &[&str],
-    taken: impl Fn(&str) -> bool,
-    port: Option<u16>,
-) -> String {
+pub fn login_base(public_url: &str, domain: &str, domains: &[&str], port: Option<u16>) -> String {
     let base = public_url.trim_end_matches('/');
     let Ok(url) = url::Url::parse(base) else {
         return base.to_owned();
@@ -115,14 +111,8 @@ pub fn login_base(
     if domain_of(&host, domains).is_some_and(|d| d.eq_ignore_ascii_case(&domain)) {
         return base.to_owned();
     }
-    let first = host.split('.').next().unwrap_or("auth").to_owned();
-    let free = [first.as_str(), "login", "signin", "sso"]
-        .into_iter()
-        .map(|label| format!("{label}.{domain}"))
-        .find(|h| !taken(h));
-    let Some(login) = free else {
-        return base.to_owned();
-    };
+    let first = host.split('.').next().unwrap_or("auth");
+    let login = format!("{first}.{domain}");
     let port = port.map(|p| format!(":{p}")).unwrap_or_default();
     format!("{}://{login}{port}", url.scheme())
 }
@@ -209,8 +199,7 @@ mod tests {
     fn each_domain_signs_in_on_its_own_host() {
         let p = "https://auth.lab.test:8443/";
         let d = ["lab.test", "other.test", "example.org", "lab.example.org"];
-        let none = |_: &str| false;
-        let base = |p: &str, dom: &str, port| login_base(p, dom, &d, none, port);
+        let base = |p: &str, dom: &str, port| login_base(p, dom, &d, port);
         assert_eq!(base(p, "lab.test", None), "https://auth.lab.test:8443");
         assert_eq!(base(p, "other.test", None), "https://auth.other.test");
         assert_eq!(
@@ -235,12 +224,6 @@ mod tests {
         assert_eq!(
             base(nested, "example.org", None),
             "https://auth.example.org"
-        );
-        // A service already called `auth`: the next free name.
-        let taken = |h: &str| h == "auth.other.test" || h == "login.other.test";
-        assert_eq!(
-            login_base(p, "other.test", &d, taken, None),
-            "https://signin.other.test"
         );
     }
 }

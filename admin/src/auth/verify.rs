@@ -253,7 +253,6 @@ fn unauthorized(s: &AdminState, snap: &Snapshot, headers: &HeaderMap) -> Respons
             &s.public_url,
             d,
             &domains,
-            |h| snap.naming.http_service_by_host.contains_key(h),
             // The edge serves that host on the port the browser used for the service.
             target_url.as_ref().and_then(url::Url::port),
         ),
