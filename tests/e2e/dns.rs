@@ -1608,16 +1608,9 @@ async fn a_flood_of_misses_keeps_upstream_queries_bounded_per_client_and_in_tota
         per_client.iter().all(|&n| n <= 5),
         "per-client bound: {per_client:?}"
     );
-    let metrics = reqwest::get(server.metrics_url("/metrics"))
-        .await?
-        .text()
-        .await?;
-    let dropped: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("siteward_dns_forward_dropped_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    assert!(dropped > 1000, "dropped {dropped}:\n{metrics}");
+    let (dropped, metrics) = server.metric("siteward_dns_forward_dropped_total").await?;
+    let dropped = dropped.unwrap_or(0.0);
+    assert!(dropped > 1000.0, "dropped {dropped}:\n{metrics}");
 
     // Once those time out, forwarding works again for everyone.
     upstream.set(Upstream::Answer([192, 0, 2, 9]));
@@ -1676,16 +1669,11 @@ async fn spoofed_upstream_answers_are_ignored_and_sites_never_share_cached_answe
     )
     .await?;
     assert_eq!(lines(&m.answers), ["www.example.test. 60 A 192.0.2.1"]);
-    let metrics = reqwest::get(server.metrics_url("/metrics"))
-        .await?
-        .text()
+    let (mismatched, _) = server
+        .metric("siteward_dns_forward_mismatched_total")
         .await?;
-    let mismatched: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("siteward_dns_forward_mismatched_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    assert!(mismatched >= 3, "mismatched {mismatched}");
+    let mismatched = mismatched.unwrap_or(0.0);
+    assert!(mismatched >= 3.0, "mismatched {mismatched}");
     // A client of site b asks the same name: its own forwarder answers, not a's cache.
     let m = recursive_a(
         addr,

@@ -354,6 +354,21 @@ impl Server {
         format!("http://{addr}{path}")
     }
 
+    /// The value of the sample `name` (with its labels, if any) on the metrics listener's
+    /// `/metrics`, `None` when it is not there; and the whole text, for messages.
+    pub async fn metric(&self, name: &str) -> TestResult<(Option<f64>, String)> {
+        let text = reqwest::get(self.metrics_url("/metrics"))
+            .await?
+            .text()
+            .await?;
+        let prefix = format!("{name} ");
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok());
+        Ok((value, text))
+    }
+
     /// `http://<http listener>`.
     pub fn url(&self, path: &str) -> String {
         let addr = self.addrs.http.map(|a| a.to_string()).unwrap_or_default();

@@ -465,17 +465,9 @@ async fn wrong_current_passwords_lock_put_me_password() -> TestResult {
 }
 
 /// The open-streams gauge from `/metrics`.
-async fn open_streams(b: &Client, server: &Server) -> TestResult<i64> {
-    let m = b
-        .get(server.metrics_url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    m.lines()
-        .find_map(|l| l.strip_prefix("siteward_http_event_streams "))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| format!("no stream gauge in\n{m}").into())
+async fn open_streams(server: &Server) -> TestResult<f64> {
+    let (value, text) = server.metric("siteward_http_event_streams").await?;
+    value.ok_or_else(|| format!("no stream gauge in\n{text}").into())
 }
 
 #[tokio::test]
@@ -503,7 +495,7 @@ async fn event_streams_are_bounded_per_user_and_end_with_their_client() -> TestR
         assert!(String::from_utf8_lossy(&first).contains("step 1"));
         streams.push(res);
     }
-    assert_eq!(open_streams(&b, &server).await?, 8);
+    assert_eq!(open_streams(&server).await?, 8.0);
     let res = b.get(&url).bearer_auth(&key).send().await?;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     let v: Value = res.json().await?;
@@ -512,7 +504,7 @@ async fn event_streams_are_bounded_per_user_and_end_with_their_client() -> TestR
     // The clients leave while the job still runs: the server stops polling for them.
     drop(streams);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while open_streams(&b, &server).await? != 0 {
+    while open_streams(&server).await? != 0.0 {
         assert!(
             Instant::now() < deadline,
             "streams kept polling after their clients left"
