@@ -2,6 +2,7 @@
 //! served without being documented. Schemas come from the request and response types
 //! (`schemars`, JSON Schema 2020-12, which OpenAPI 3.1 uses as is).
 
+use axum::handler::Handler;
 use axum::routing::MethodRouter;
 use axum::Router;
 use schemars::generate::SchemaSettings;
@@ -49,6 +50,54 @@ pub struct Api {
     generator: SchemaGenerator,
 }
 
+/// A handler bound to its HTTP method, made by [`get`], [`post`], [`put`], [`patch`] or
+/// [`delete`]: the method is written once per route, and both the router and the document take it
+/// from here.
+pub(crate) struct Route {
+    method: &'static str,
+    router: MethodRouter<AdminState>,
+}
+
+/// A `GET` route (axum also answers `HEAD` with it).
+pub(crate) fn get<H: Handler<T, AdminState>, T: 'static>(handler: H) -> Route {
+    Route {
+        method: "GET",
+        router: axum::routing::get(handler),
+    }
+}
+
+/// A `POST` route.
+pub(crate) fn post<H: Handler<T, AdminState>, T: 'static>(handler: H) -> Route {
+    Route {
+        method: "POST",
+        router: axum::routing::post(handler),
+    }
+}
+
+/// A `PUT` route.
+pub(crate) fn put<H: Handler<T, AdminState>, T: 'static>(handler: H) -> Route {
+    Route {
+        method: "PUT",
+        router: axum::routing::put(handler),
+    }
+}
+
+/// A `PATCH` route.
+pub(crate) fn patch<H: Handler<T, AdminState>, T: 'static>(handler: H) -> Route {
+    Route {
+        method: "PATCH",
+        router: axum::routing::patch(handler),
+    }
+}
+
+/// A `DELETE` route.
+pub(crate) fn delete<H: Handler<T, AdminState>, T: 'static>(handler: H) -> Route {
+    Route {
+        method: "DELETE",
+        router: axum::routing::delete(handler),
+    }
+}
+
 fn is_unit<T: JsonSchema>() -> bool {
     T::schema_name() == "null"
 }
@@ -65,11 +114,9 @@ impl Api {
     }
 
     /// Adds a route and its documentation.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn op<Req: JsonSchema, Resp: JsonSchema>(
         &mut self,
-        handler: MethodRouter<AdminState>,
-        method: &'static str,
+        route: Route,
         path: &'static str,
         summary: &'static str,
         tag: &'static str,
@@ -79,8 +126,8 @@ impl Api {
         let request = (!is_unit::<Req>()).then(|| self.generator.subschema_for::<Req>().to_value());
         let response =
             (!is_unit::<Resp>()).then(|| self.generator.subschema_for::<Resp>().to_value());
-        let router = std::mem::take(&mut self.router);
-        self.router = router.route(path, handler);
+        let Route { method, router } = route;
+        self.router = std::mem::take(&mut self.router).route(path, router);
         self.operations.push(Operation {
             method,
             path,

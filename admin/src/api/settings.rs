@@ -1,0 +1,134 @@
+//! Settings: `/settings`, `/settings/{key}`.
+
+use axum::extract::State;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::common::{audit, check_len, no_content, ApiResult};
+use super::error::ApiError;
+use super::extract::{Admin, Json, Path};
+use super::openapi::{delete, get, put, Access, Api};
+use crate::AdminState;
+
+/// A setting's value.
+#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingValue {
+    /// The value.
+    pub value: String,
+}
+
+/// A setting.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Setting {
+    /// Key.
+    pub key: String,
+    /// Value.
+    pub value: String,
+}
+
+fn check_key(key: &str) -> ApiResult<()> {
+    let ok = key.len() <= 128
+        && key.starts_with(|c: char| c.is_ascii_lowercase())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
+    if !ok {
+        return Err(ApiError::invalid(
+            "key",
+            "key must be lower-case letters, digits, _ and .",
+        ));
+    }
+    Ok(())
+}
+
+async fn list_settings(
+    State(s): State<AdminState>,
+    _: Admin,
+) -> ApiResult<axum::Json<Vec<Setting>>> {
+    Ok(axum::Json(
+        s.store
+            .list_settings()
+            .await?
+            .into_iter()
+            .map(|(key, value)| Setting { key, value })
+            .collect(),
+    ))
+}
+
+async fn get_setting(
+    State(s): State<AdminState>,
+    _: Admin,
+    Path(key): Path<String>,
+) -> ApiResult<axum::Json<Setting>> {
+    let value = s
+        .store
+        .setting(&key)
+        .await?
+        .ok_or_else(|| ApiError::not_found("setting"))?;
+    Ok(axum::Json(Setting { key, value }))
+}
+
+async fn put_setting(
+    State(s): State<AdminState>,
+    Admin(p): Admin,
+    Path(key): Path<String>,
+    Json(b): Json<SettingValue>,
+) -> ApiResult<axum::Json<Setting>> {
+    check_key(&key)?;
+    check_len("value", &b.value, 0, 65536)?;
+    s.store.set_setting(&key, &b.value).await?;
+    audit(&s, &p.actor(), "update", "setting", &key, json!({})).await;
+    Ok(axum::Json(Setting {
+        key,
+        value: b.value,
+    }))
+}
+
+async fn delete_setting(
+    State(s): State<AdminState>,
+    Admin(p): Admin,
+    Path(key): Path<String>,
+) -> ApiResult<Response> {
+    s.store.delete_setting(&key).await?;
+    audit(&s, &p.actor(), "delete", "setting", &key, json!({})).await;
+    Ok(no_content())
+}
+
+/// Registers the routes above in the route table (router and OpenAPI document).
+pub(super) fn routes(a: &mut Api) {
+    use Access::*;
+    a.op::<(), Vec<Setting>>(
+        get(list_settings),
+        "/settings",
+        "List settings",
+        "settings",
+        Admin,
+        200,
+    );
+    a.op::<(), Setting>(
+        get(get_setting),
+        "/settings/{key}",
+        "Get a setting",
+        "settings",
+        Admin,
+        200,
+    );
+    a.op::<SettingValue, Setting>(
+        put(put_setting),
+        "/settings/{key}",
+        "Set a setting",
+        "settings",
+        Admin,
+        200,
+    );
+    a.op::<(), ()>(
+        delete(delete_setting),
+        "/settings/{key}",
+        "Remove a setting",
+        "settings",
+        Admin,
+        204,
+    );
+}
