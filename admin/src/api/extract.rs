@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
@@ -190,40 +190,31 @@ impl Principal {
 #[derive(Debug, Clone)]
 pub struct Admin(pub Principal);
 
-/// Failed-authentication throttle per client address.
-#[derive(Debug, Default, Clone)]
-pub struct Throttle {
-    inner: Arc<Mutex<HashMap<IpAddr, (u32, Instant)>>>,
-}
+/// Failed-authentication throttle per client address (bad API keys, invite and reset tokens):
+/// 20 failures a minute. The same [`Limiter`](crate::auth::Limiter) as the sign-in throttles.
+#[derive(Debug, Clone)]
+pub struct Throttle(crate::auth::Limiter<IpAddr>);
 
 const WINDOW: Duration = Duration::from_secs(60);
 const MAX_FAILURES: u32 = 20;
 
+impl Default for Throttle {
+    fn default() -> Self {
+        Self(crate::auth::Limiter::new(MAX_FAILURES, WINDOW))
+    }
+}
+
 impl Throttle {
-    /// Whether `addr` is over the limit.
+    /// Whether `addr` is over the limit (a request without an address never is).
     pub fn blocked(&self, addr: Option<IpAddr>) -> bool {
-        let Some(addr) = addr else { return false };
-        let Ok(map) = self.inner.lock() else {
-            return false;
-        };
-        map.get(&addr)
-            .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < WINDOW)
+        addr.is_some_and(|a| self.0.blocked(&a))
     }
 
     /// Counts a failure.
     pub fn fail(&self, addr: Option<IpAddr>) {
-        let Some(addr) = addr else { return };
-        let Ok(mut map) = self.inner.lock() else {
-            return;
-        };
-        if map.len() > 100_000 {
-            map.retain(|_, (_, since)| since.elapsed() < WINDOW);
+        if let Some(a) = addr {
+            self.0.fail(a);
         }
-        let entry = map.entry(addr).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= WINDOW {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
     }
 }
 
