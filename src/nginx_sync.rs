@@ -81,7 +81,7 @@ pub async fn run(args: NginxSync) -> anyhow::Result<()> {
     if let Some(p) = &previous {
         req = req.header(
             reqwest::header::IF_NONE_MATCH,
-            siteward_admin::auth::nginx::etag(p),
+            siteward_admin::edge::nginx::etag(p),
         );
     }
     let res = req

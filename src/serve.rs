@@ -445,7 +445,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .ok()
             .map(|p| p.display().to_string())
             .filter(|p| {
-                config.acme.enabled && siteward_admin::auth::nginx::safe_path("cert_dir", p).is_ok()
+                config.acme.enabled && siteward_admin::edge::nginx::safe_path("cert_dir", p).is_ok()
             });
         state.jobs = jobs.clone();
         state.session_ttl =
@@ -478,7 +478,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     _ = shutdown.cancelled() => return,
                     _ = migrated.cancelled() => {}
                 }
-                let r = siteward_admin::auth::reserved::reservations(
+                let r = siteward_admin::edge::reserved::reservations(
                     &state.public_url,
                     &state.edge_ports,
                 );

@@ -1,8 +1,8 @@
 //! # siteward-admin
 //!
 //! The HTTP side of siteward on axum: health (`/healthz`), readiness (`/readyz`), Prometheus
-//! metrics (`/metrics`), the admin API ([`api`]), and the login pages and the NGINX
-//! `auth_request` endpoint ([`auth`]).
+//! metrics (`/metrics`), the admin API ([`api`]), the login pages and the NGINX
+//! `auth_request` endpoint ([`auth`]), and the edge NGINX's configuration ([`edge`]).
 //!
 //! [`app`] builds the router from an [`AdminState`] with no socket, so tests drive it with
 //! `tower::ServiceExt::oneshot`; [`serve`] runs it on a listener the binary bound.
@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod api;
 pub mod auth;
+pub mod edge;
 mod health;
 pub mod https;
 pub mod jobs;
@@ -100,7 +101,7 @@ pub struct Shared {
     pub streams: api::streams::StreamLimit,
     /// Further ports the edge NGINX listens on for HTTP(S) (`http.edge_ports`; 80, 443 and
     /// the public URL's port always count): no transport service may use them (see
-    /// [`auth::reserved`]).
+    /// [`edge::reserved`]).
     pub edge_ports: Vec<u16>,
 }
 

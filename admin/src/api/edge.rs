@@ -18,7 +18,7 @@ async fn site_nginx_conf(
     State(s): State<AdminState>,
     _: Admin,
     Path(id): Path<i64>,
-    Q(mut o): Q<crate::auth::nginx::RenderOptions>,
+    Q(mut o): Q<crate::edge::nginx::RenderOptions>,
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
     // With no cert_dir given, the files are where this server's ACME side writes them: on this
@@ -61,9 +61,9 @@ async fn site_nginx_conf(
         })
         .map(|d| d.id)
         .collect();
-    let text = crate::auth::nginx::render(site, &snap.naming, &s.public_url, &o, &pending)
+    let text = crate::edge::nginx::render(site, &snap.naming, &s.public_url, &o, &pending)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let tag = crate::auth::nginx::etag(&text);
+    let tag = crate::edge::nginx::etag(&text);
     let matches = headers
         .get(axum::http::header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())

@@ -107,7 +107,7 @@ async fn create_service(
         } => {
             check_port("container_port", container_port)?;
             check_label("external_hostname", &external_hostname)?;
-            crate::auth::reserved::check_http(&s, &external_hostname)?;
+            crate::edge::reserved::check_http(&s, &external_hostname)?;
             let backend_protocol = backend_protocol.unwrap_or_else(|| "http".into());
             if backend_protocol != "http" && backend_protocol != "https" {
                 return Err(ApiError::invalid(
@@ -142,7 +142,7 @@ async fn create_service(
                     "use_tls is only possible over tcp",
                 ));
             }
-            crate::auth::reserved::check_transport(&s, external_port, use_tls)?;
+            crate::edge::reserved::check_transport(&s, external_port, use_tls)?;
             ServiceInput::Transport {
                 container_port,
                 protocol,

@@ -12,14 +12,12 @@
 //! anonymous forms (login, registration, reset) use a double-submit token in a host-only
 //! `SameSite=Strict` cookie.
 //!
-//! What does not live here: the JSON API ([`crate::api`]) and the NGINX configuration
-//! ([`nginx`]), which the API serves.
+//! What does not live here: the JSON API ([`crate::api`]), the NGINX configuration and what
+//! the edge reserves ([`crate::edge`]).
 
 mod html;
-pub mod nginx;
 mod pages;
 pub mod redirect;
-pub mod reserved;
 mod verify;
 
 use std::collections::HashMap;
@@ -45,25 +43,37 @@ pub const CSRF_COOKIE: &str = "siteward_csrf";
 pub fn routes(state: &AdminState) -> Router<AdminState> {
     Router::new()
         .route("/auth/verify", get(verify::verify))
-        .route("/login", get(pages::login_form).post(pages::login))
-        .route("/logout", get(pages::logout_form).post(pages::logout))
-        .route("/register", get(pages::register_form).post(pages::register))
+        .route(
+            "/login",
+            get(pages::login::login_form).post(pages::login::login),
+        )
+        .route(
+            "/logout",
+            get(pages::login::logout_form).post(pages::login::logout),
+        )
+        .route(
+            "/register",
+            get(pages::register::register_form).post(pages::register::register),
+        )
         .route(
             "/reset-password",
-            get(pages::reset_form).post(pages::reset_with_field),
+            get(pages::reset::reset_form).post(pages::reset::reset_with_field),
         )
-        .route("/reset-password/request", post(pages::reset_request))
+        .route("/reset-password/request", post(pages::reset::reset_request))
         .route(
             "/reset-password/{token}",
-            get(pages::reset_form_token).post(pages::reset_with_path),
+            get(pages::reset::reset_form_token).post(pages::reset::reset_with_path),
         )
-        .route("/account", get(pages::account))
-        .route("/account/profile", post(pages::account_profile))
-        .route("/account/password", post(pages::account_password))
-        .route("/account/api-keys", post(pages::account_create_key))
+        .route("/account", get(pages::account::account))
+        .route("/account/profile", post(pages::account::account_profile))
+        .route("/account/password", post(pages::account::account_password))
+        .route(
+            "/account/api-keys",
+            post(pages::account::account_create_key),
+        )
         .route(
             "/account/api-keys/{id}/revoke",
-            post(pages::account_revoke_key),
+            post(pages::account::account_revoke_key),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

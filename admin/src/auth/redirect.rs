@@ -95,7 +95,7 @@ pub fn domain_of<'a>(host: &str, domains: &[&'a str]) -> Option<&'a str> {
 /// - the public URL as it is when it names an IP address or cannot be read.
 ///
 /// The name never depends on services: that label is reserved under every domain (see
-/// [`super::reserved`]), so no service can take or move the sign-in host.
+/// [`crate::edge::reserved`]), so no service can take or move the sign-in host.
 ///
 /// No trailing slash.
 pub fn login_base(public_url: &str, domain: &str, domains: &[&str], port: Option<u16>) -> String {

@@ -13,12 +13,22 @@
 //! edge's HTTP(S) ports, are left out (with a comment and a warning), whatever the database
 //! holds; the API and migration 0014 refuse them in the first place (see [`super::reserved`]).
 //! Transport services are never TLS-terminated by the edge (see `reserved`).
+//!
+//! Here: the options, the errors, [`render`] (the frame, the upstreams, the per-domain servers and
+//! the `stream` section) and [`etag`]; the sign-in host's and the HTTP services' `server` blocks
+//! are in `servers.rs`, the tests in `tests.rs`.
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
 use serde::Deserialize;
 use siteward_store::{ExternalDomain, HttpService, Naming, SiteView, TransportService};
+
+use servers::{login_server, service_server};
+
+mod servers;
+#[cfg(test)]
+mod tests;
 
 /// Identity headers `/auth/verify` returns and the backend receives; client-sent copies are
 /// always overwritten (empty for unprotected services, which NGINX then drops).
@@ -160,10 +170,6 @@ impl Ctx<'_> {
     }
 }
 
-fn var(header: &str) -> String {
-    header.to_ascii_lowercase().replace('-', "_")
-}
-
 /// Renders the complete `nginx.conf` of `site`.
 ///
 /// `pending` names the domains whose certificate siteward is to obtain and has not yet: they get
@@ -228,7 +234,7 @@ pub fn render(
         .map(|d| d.domain.as_str())
         .collect();
     let login_host = |domain: &str| {
-        let base = super::redirect::login_base(public_url, domain, &all_domains, None);
+        let base = crate::auth::redirect::login_base(public_url, domain, &all_domains, None);
         url::Url::parse(&base).ok().and_then(|u| {
             let tls = u.scheme() == "https";
             u.host_str().map(|h| (h.to_ascii_lowercase(), tls))
@@ -465,409 +471,10 @@ session cookie to the container); left out",
     }
     Ok(out)
 }
-
-/// The server of a sign-in host `h`: over TLS with `tls_domain`'s certificate, else plain HTTP;
-/// everything goes to siteward.
-fn login_server(out: &mut String, cx: &Ctx<'_>, h: &str, tls_domain: Option<&str>, up: &str) {
-    let listen = match tls_domain {
-        Some(_) => format!("{} ssl", cx.addr(cx.o.https_port)),
-        None => cx.addr(cx.o.http_port),
-    };
-    let _ = writeln!(
-        out,
-        "    server {{\n        listen {listen};\n        server_name {h};"
-    );
-    if let Some(domain) = tls_domain {
-        cx.certs(out, domain, "        ");
-        // HSTS applies to every port of the host: a certificate warning there (a TCP service
-        // passing TLS through to a container) becomes a hard failure, not a click away from
-        // handing over the cookie.
-        out.push_str("        add_header Strict-Transport-Security \"max-age=31536000\" always;\n");
-    }
-    out.push_str("        location / {\n");
-    siteward_proxy(out, up, "            ");
-    out.push_str("        }\n    }\n");
-}
-
-fn siteward_proxy(out: &mut String, up: &str, i: &str) {
-    let _ = write!(
-        out,
-        "{i}proxy_pass {up};\n{i}proxy_set_header Host $host;\n{i}proxy_set_header X-Forwarded-Host $http_host;\n\
-{i}proxy_set_header X-Forwarded-Proto $scheme;\n{i}proxy_set_header X-Real-IP $remote_addr;\n\
-{i}proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n{i}proxy_set_header Connection \"\";\n"
-    );
-}
-
-fn service_server(
-    out: &mut String,
-    cx: &Ctx<'_>,
-    s: &HttpService,
-    domain: &str,
-    auth_up: &str,
-    has_backend: bool,
-) {
-    let label = s.external_hostname.to_ascii_lowercase();
-    if !safe_name(&label) {
-        return;
-    }
-    let fqdn = format!("{label}.{domain}");
-    let _ = writeln!(
-        out,
-        "    # service {} -> container {}:{}{}",
-        s.service_id.0,
-        s.container_id.0,
-        s.container_port,
-        if s.auth_required {
-            " (sign-in required)"
-        } else {
-            ""
-        }
-    );
-    let _ = writeln!(
-        out,
-        "    server {{\n        listen {} ssl;\n        server_name {fqdn};",
-        cx.addr(cx.o.https_port)
-    );
-    cx.certs(out, domain, "        ");
-    if s.auth_required {
-        let _ = write!(
-            out,
-            "        location = /.siteward/verify {{\n            internal;\n            \
-proxy_pass {auth_up}/auth/verify;\n            proxy_pass_request_body off;\n            \
-# Only what /auth/verify reads: fewer bytes to build, send and parse per request.\n            \
-proxy_pass_request_headers off;\n            proxy_set_header Cookie $http_cookie;\n            \
-proxy_set_header Authorization $http_authorization;\n            \
-proxy_set_header Content-Length \"\";\n            proxy_set_header Host $host;\n            \
-proxy_set_header X-Siteward-Service {sid};\n            \
-proxy_set_header X-Original-URL $scheme://$host{port}$request_uri;\n            \
-proxy_set_header X-Forwarded-Proto $scheme;\n            proxy_set_header X-Forwarded-Host $host{port};\n            \
-proxy_set_header X-Forwarded-Uri $request_uri;\n            proxy_set_header X-Real-IP $remote_addr;\n            \
-proxy_set_header Connection \"\";\n        }}\n",
-            sid = s.service_id.0,
-            port = cx.https_suffix()
-        );
-    }
-    out.push_str("        location / {\n");
-    if !has_backend {
-        out.push_str("            # The container has no IPv4 address yet.\n            return 502;\n        }\n    }\n");
-        return;
-    }
-    if s.auth_required {
-        out.push_str(
-            "            auth_request /.siteward/verify;\n            \
-auth_request_set $sw_location $upstream_http_location;\n            \
-error_page 401 =302 $sw_location;\n",
-        );
-        for h in IDENTITY_HEADERS {
-            let v = var(h);
-            let _ = writeln!(
-                out,
-                "            auth_request_set $sw_{v} $upstream_http_{v};"
-            );
-        }
-    }
-    for h in IDENTITY_HEADERS {
-        if s.auth_required {
-            let _ = writeln!(out, "            proxy_set_header {h} $sw_{};", var(h));
-        } else {
-            let _ = writeln!(out, "            proxy_set_header {h} \"\";");
-        }
-    }
-    if s.auth_required {
-        // The credentials were siteward's (an API key or a password), not the backend's.
-        out.push_str("            proxy_set_header Authorization \"\";\n");
-    }
-    let scheme = if s.backend_protocol == "https" {
-        "https"
-    } else {
-        "http"
-    };
-    let _ = write!(
-        out,
-        "            proxy_pass {scheme}://backend_{sid};\n            proxy_set_header Host $host;\n            \
-proxy_set_header X-Real-IP $remote_addr;\n            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n            \
-proxy_set_header X-Forwarded-Proto $scheme;\n            proxy_set_header X-Forwarded-Host $host;\n            \
-proxy_set_header Upgrade $http_upgrade;\n            proxy_set_header Connection $sw_connection;\n            \
-proxy_set_header Cookie $sw_backend_cookie;\n        }}\n    }}\n",
-        sid = s.service_id.0
-    );
-}
-
 /// The `ETag` of a rendered configuration.
 pub fn etag(text: &str) -> String {
     use sha2::Digest;
     let d = sha2::Sha256::digest(text.as_bytes());
     let hex: String = d.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!("\"{hex}\"")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unsafe_options_are_refused() {
-        for bad in ["/etc/x; include /evil", "/a b", "/x{}", "", "/x\"y", "$x"] {
-            assert!(safe_path("cert_dir", bad).is_err(), "{bad}");
-        }
-        assert!(safe_path("cert_dir", "/etc/siteward/certs").is_ok());
-        assert!(upstream_of("u", "javascript:x").is_err());
-        assert_eq!(
-            upstream_of("u", "http://127.0.0.1:8080/x").ok(),
-            Some(("http".into(), "127.0.0.1:8080".into()))
-        );
-        assert_eq!(
-            upstream_of("u", "https://auth.example.org").ok(),
-            Some(("https".into(), "auth.example.org:443".into()))
-        );
-    }
-
-    use siteward_store::{
-        Container, ContainerId, ExternalDomainId, ServiceId, Site, SiteId, TransportService,
-    };
-    use std::sync::Arc;
-
-    /// One site, one container at 10.0.0.5, the given domains (all of the site) and services
-    /// (`label`, domain id, sign-in required).
-    fn world(domains: &[(i64, &str)], services: &[(&str, i64, bool)]) -> (SiteView, Naming) {
-        let now = chrono::Utc::now();
-        let container = Arc::new(Container {
-            id: ContainerId(1),
-            hostname: "web".into(),
-            username: None,
-            status: "running".into(),
-            template: None,
-            creation_job_id: None,
-            node_id: siteward_store::NodeId(1),
-            site_id: SiteId(1),
-            container_id: Some(100),
-            mac_address: None,
-            ipv4_address: Some(std::net::Ipv4Addr::new(10, 0, 0, 5)),
-            ai_container: None,
-            nvidia_requested: false,
-            created_at: now,
-            updated_at: now,
-        });
-        let site = SiteView {
-            site: Site {
-                id: SiteId(1),
-                name: "lab".into(),
-                internal_domain: "lab.internal".into(),
-                dhcp_range: None,
-                subnet_mask: None,
-                gateway: None,
-                dns_forwarders: Vec::new(),
-                external_ip: None,
-                dns_serial: 1,
-                created_at: now,
-                updated_at: now,
-            },
-            nodes: Vec::new(),
-            containers: vec![container.clone()],
-            dns_services: Vec::new(),
-            records: Vec::new(),
-        };
-        let external_domains: Vec<ExternalDomain> = domains
-            .iter()
-            .map(|(id, name)| ExternalDomain {
-                id: ExternalDomainId(*id),
-                domain: (*name).into(),
-                acme_email: None,
-                acme_directory: None,
-                cloudflare_api_email: None,
-                has_cloudflare_api_key: false,
-                site_id: Some(SiteId(1)),
-                auth_server: Some("http://127.0.0.1:8080".into()),
-            })
-            .collect();
-        let http_services: Vec<HttpService> = services
-            .iter()
-            .enumerate()
-            .map(|(i, (label, domain, auth))| HttpService {
-                service_id: ServiceId(i as i64 + 1),
-                container_id: ContainerId(1),
-                container_port: 8000,
-                external_hostname: (*label).into(),
-                external_domain_id: ExternalDomainId(*domain),
-                backend_protocol: "http".into(),
-                auth_required: *auth,
-                allowed_groups: Vec::new(),
-            })
-            .collect();
-        let http_service_by_host = http_services
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| {
-                let d = domains
-                    .iter()
-                    .find(|(id, _)| *id == s.external_domain_id.0)?;
-                Some((format!("{}.{}", s.external_hostname, d.1), i))
-            })
-            .collect();
-        let naming = Naming {
-            containers: [(ContainerId(1), container)].into_iter().collect(),
-            http_services,
-            http_service_by_host,
-            transport_services: vec![TransportService {
-                service_id: ServiceId(99),
-                container_id: ContainerId(1),
-                container_port: 5432,
-                protocol: "tcp".into(),
-                external_port: 5432,
-                use_tls: true,
-            }],
-            external_domains,
-            ..Naming::default()
-        };
-        (site, naming)
-    }
-
-    fn count(text: &str, what: &str) -> usize {
-        text.matches(what).count()
-    }
-
-    #[test]
-    fn plain_http_sign_in_and_a_domain_waiting_for_its_certificate() {
-        let (site, naming) = world(
-            &[(1, "lab.test"), (2, "other.test")],
-            &[("app", 1, true), ("wiki", 2, true)],
-        );
-        let pending = [ExternalDomainId(2)].into_iter().collect();
-        let o = RenderOptions::default();
-        let text = render(&site, &naming, "http://auth.lab.test", &o, &pending)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(count(&text, "{"), count(&text, "}"), "{text}");
-        // Only the sign-in hosts go to siteward over plain HTTP; the rest of each domain is
-        // redirected (or, waiting for its certificate, answered 503).
-        assert_eq!(
-            count(&text, "listen 80;\n        server_name auth.lab.test;"),
-            1,
-            "{text}"
-        );
-        assert_eq!(
-            count(&text, "listen 80;\n        server_name auth.other.test;"),
-            1,
-            "{text}"
-        );
-        assert_eq!(
-            count(&text, "return 301 https://$host$request_uri;"),
-            1,
-            "{text}"
-        );
-        assert_eq!(count(&text, "return 503;"), 1, "{text}");
-        // No TLS server and no certificate for the waiting domain; its service comes later.
-        assert!(!text.contains("other.test/fullchain.pem"), "{text}");
-        assert!(!text.contains("server_name wiki.other.test;"), "{text}");
-        assert!(text.contains("server_name app.lab.test;"), "{text}");
-        // The edge never terminates TLS for a transport service.
-        assert!(!text.contains("listen 5432"), "{text}");
-        assert!(text.contains("service 99: TLS termination by the edge is not offered"));
-    }
-
-    #[test]
-    fn nested_domains_each_get_their_own_sign_in_host() {
-        let (site, naming) = world(
-            &[(1, "example.org"), (2, "lab.example.org")],
-            &[("app", 1, true), ("auth", 1, false)],
-        );
-        let text = render(
-            &site,
-            &naming,
-            "https://auth.lab.example.org",
-            &RenderOptions::default(),
-            &BTreeSet::new(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(count(&text, "{"), count(&text, "}"), "{text}");
-        assert_eq!(
-            count(&text, "server_name auth.lab.example.org;"),
-            1,
-            "{text}"
-        );
-        // A service named `auth` (from before the name was reserved) never takes
-        // example.org's sign-in host, nor moves it elsewhere.
-        assert_eq!(count(&text, "server_name auth.example.org;"), 1, "{text}");
-        assert!(!text.contains("login.example.org"), "{text}");
-        assert!(
-            text.contains("service 2: auth.example.org is served by the edge itself"),
-            "{text}"
-        );
-        assert!(text.contains("server_name app.example.org;"), "{text}");
-    }
-
-    #[test]
-    fn services_never_replace_the_edges_own_servers() {
-        // `auth` is lab.test's sign-in host; `lab` under example.org is another domain's apex.
-        let (site, mut naming) = world(
-            &[(1, "lab.test"), (2, "example.org"), (3, "lab.example.org")],
-            &[("auth", 1, false), ("lab", 2, false), ("app", 1, true)],
-        );
-        naming.transport_services = [(1, 443), (2, 80), (3, 8443), (4, 5000)]
-            .into_iter()
-            .map(|(id, port)| TransportService {
-                service_id: ServiceId(100 + id),
-                container_id: ContainerId(1),
-                container_port: 22,
-                protocol: "tcp".into(),
-                external_port: port,
-                use_tls: false,
-            })
-            .collect();
-        let o = RenderOptions {
-            https_port: 8443,
-            ..RenderOptions::default()
-        };
-        let text = render(
-            &site,
-            &naming,
-            "https://auth.lab.test:8443",
-            &o,
-            &BTreeSet::new(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(count(&text, "{"), count(&text, "}"), "{text}");
-        // siteward's sign-in host stays siteward's (with HSTS); the service is left out.
-        assert_eq!(count(&text, "server_name auth.lab.test;"), 1, "{text}");
-        assert_eq!(count(&text, "Strict-Transport-Security"), 3, "{text}");
-        assert!(text.contains("service 1: auth.lab.test is served by the edge"));
-        assert!(!text.contains("server_name lab.example.org;"), "{text}");
-        assert!(text.contains("service 2: lab.example.org is served by the edge"));
-        assert!(text.contains("server_name app.lab.test;"), "{text}");
-        // Transport services on the edge's own ports are left out; others are served. (443
-        // is not an HTTP(S) port of this edge, so only the API and database refuse it.)
-        assert!(
-            text.contains("service 102: port 80 is the edge's own"),
-            "{text}"
-        );
-        assert!(
-            text.contains("service 103: port 8443 is the edge's own"),
-            "{text}"
-        );
-        assert!(text.contains("listen 5000;"), "{text}");
-        assert!(text.contains("listen 443;"), "{text}");
-        assert_eq!(count(&text, "listen 8443;"), 0, "{text}");
-    }
-
-    #[test]
-    fn a_tls_transport_service_is_never_served_in_the_clear() {
-        let (site, naming) = world(&[(1, "lab.test")], &[]);
-        let pending = [ExternalDomainId(1)].into_iter().collect();
-        let text = render(
-            &site,
-            &naming,
-            "https://auth.lab.test",
-            &RenderOptions::default(),
-            &pending,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert!(!text.contains("listen 5432"), "{text}");
-        assert!(text.contains("service 99: TLS termination"), "{text}");
-    }
-
-    #[test]
-    fn etags_follow_the_text() {
-        assert_eq!(etag("a"), etag("a"));
-        assert_ne!(etag("a"), etag("b"));
-        assert!(etag("a").starts_with('"'));
-    }
 }

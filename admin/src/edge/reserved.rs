@@ -1,5 +1,5 @@
 //! What the edge NGINX itself serves and no service may take: the sign-in host of every
-//! external domain (see [`super::redirect::login_base`]) and the ports the edge listens on for
+//! external domain (see [`crate::auth::redirect::login_base`]) and the ports the edge listens on for
 //! HTTP(S). The API refuses such services with 409 naming the field, migration 0014 refuses
 //! them in the database (from the reservations each process registers at start, see
 //! [`reservations`]), and the renderer ([`super::nginx`]) skips any that still exist.
