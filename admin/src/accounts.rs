@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde_json::json;
 use siteward_store::resources::Actor;
-use siteward_store::{User, UserStatus};
+use siteward_store::User;
 
 use crate::api::error::ApiError;
 use crate::api::{audit, CreateUser};
@@ -60,25 +60,18 @@ pub async fn register(
         name: Some(user.username.clone()),
         remote_addr: addr,
     };
-    let details = json!({ "status": user.status });
-    if user.status == UserStatus::Active {
-        // An active account can sign in at once: the snapshot has to know it now.
-        audit(s, &actor, "register", "user", user.uid_number, details).await;
-    } else if let Err(e) = s
-        .store
-        .audit(
-            &actor,
-            "register",
-            "user",
-            Some(user.uid_number.to_string()),
-            details,
-        )
-        .await
-    {
-        // A pending account serves nobody until it is approved; the change feed brings it
-        // into the snapshot without this request waiting for a rebuild.
-        tracing::error!(error = %e, "writing the audit log failed");
-    }
+    // Read your writes: the sign-in page must know the account (active, or pending with its
+    // "awaits approval" answer) on the very next request. The registration budget bounds what
+    // these reloads cost.
+    audit(
+        s,
+        &actor,
+        "register",
+        "user",
+        user.uid_number,
+        json!({ "status": user.status }),
+    )
+    .await;
     Ok(user)
 }
 
