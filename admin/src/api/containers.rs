@@ -35,7 +35,8 @@ pub struct CreateContainer {
     pub ipv4_address: Option<std::net::Ipv4Addr>,
     /// Owner's login name.
     pub username: Option<String>,
-    /// `pending`, `creating`, `running` or `failed`.
+    /// State (default `pending`). A bad value is a 422 naming the field.
+    #[schemars(with = "Option<ContainerStatus>")]
     pub status: Option<String>,
     /// Template.
     pub template: Option<String>,
@@ -66,20 +67,13 @@ pub struct UpdateContainer {
     /// Owner (admin).
     #[serde(default, deserialize_with = "nullable")]
     pub username: Option<Option<String>>,
-    /// Status (admin).
+    /// Status (admin). A bad value is a 422 naming the field.
+    #[schemars(with = "Option<ContainerStatus>")]
     pub status: Option<String>,
 }
 
-fn check_status(s: &Option<String>) -> ApiResult<()> {
-    if let Some(v) = s {
-        if !["pending", "creating", "running", "failed"].contains(&v.as_str()) {
-            return Err(ApiError::invalid(
-                "status",
-                "status must be pending, creating, running or failed",
-            ));
-        }
-    }
-    Ok(())
+fn check_status(s: Option<&str>) -> ApiResult<Option<ContainerStatus>> {
+    Ok(s.map(str::parse).transpose()?)
 }
 
 async fn list_containers(
@@ -229,7 +223,7 @@ async fn create_container(
     Json(b): Json<CreateContainer>,
 ) -> ApiResult<Response> {
     check_label("hostname", &b.hostname)?;
-    check_status(&b.status)?;
+    let status = check_status(b.status.as_deref())?;
     if let Some(t) = &b.template {
         crate::templates::TemplateRef::parse(t)?;
     }
@@ -240,7 +234,7 @@ async fn create_container(
             hostname: Some(b.hostname),
             node_id: Some(NodeId(b.node_id)),
             username: Some(b.username.map(|u| u.to_ascii_lowercase())),
-            status: b.status,
+            status,
             template: Some(b.template),
             container_id: Some(b.container_id),
             mac_address: Some(b.mac_address),
@@ -261,7 +255,7 @@ async fn update_container(
     if let Some(h) = &b.hostname {
         check_label("hostname", h)?;
     }
-    check_status(&b.status)?;
+    let status = check_status(b.status.as_deref())?;
     if !p.is_admin {
         let admin_only = [
             ("node_id", b.node_id.is_some()),
@@ -297,7 +291,7 @@ async fn update_container(
                 hostname: b.hostname,
                 node_id: b.node_id.map(NodeId),
                 username: b.username.map(|u| u.map(|u| u.to_ascii_lowercase())),
-                status: b.status,
+                status,
                 template: b.template,
                 container_id: b.container_id,
                 mac_address: b.mac_address,

@@ -73,7 +73,7 @@ async fn job_events(
                         return;
                     }
                 };
-                if !matches!(status.as_str(), "pending" | "running") {
+                if !status.is_active() {
                     // Lines written just before the final status go out first.
                     if let Ok(rest) = store.job_lines_after(job, last).await {
                         if !rest.is_empty() {

@@ -35,8 +35,9 @@ pub enum CreateService {
         external_hostname: String,
         /// External domain.
         external_domain_id: i64,
-        /// `http` (default) or `https`.
+        /// Backend scheme (default `http`). A bad value is a 422 naming the field.
         #[serde(default)]
+        #[schemars(with = "Option<BackendProtocol>")]
         backend_protocol: Option<String>,
         /// Require sign-in (the domain needs an auth server).
         #[serde(default)]
@@ -46,7 +47,8 @@ pub enum CreateService {
     Transport {
         /// Port on the container.
         container_port: i32,
-        /// `tcp` or `udp`.
+        /// Protocol. A bad value is a 422 naming the field.
+        #[schemars(with = "TransportProtocol")]
         protocol: String,
         /// Edge port; the next free one in the range when absent.
         external_port: Option<i32>,
@@ -108,13 +110,10 @@ async fn create_service(
             check_port("container_port", container_port)?;
             check_label("external_hostname", &external_hostname)?;
             crate::auth::reserved::check_http(&s, &external_hostname)?;
-            let backend_protocol = backend_protocol.unwrap_or_else(|| "http".into());
-            if backend_protocol != "http" && backend_protocol != "https" {
-                return Err(ApiError::invalid(
-                    "backend_protocol",
-                    "backend_protocol must be http or https",
-                ));
-            }
+            let backend_protocol = match backend_protocol {
+                Some(v) => v.parse()?,
+                None => BackendProtocol::Http,
+            };
             ServiceInput::Http {
                 container_port,
                 external_hostname,
@@ -130,13 +129,11 @@ async fn create_service(
             use_tls,
         } => {
             check_port("container_port", container_port)?;
-            if protocol != "tcp" && protocol != "udp" {
-                return Err(ApiError::invalid("protocol", "protocol must be tcp or udp"));
-            }
+            let protocol: TransportProtocol = protocol.parse()?;
             if let Some(p) = external_port {
                 check_port("external_port", p)?;
             }
-            if use_tls && protocol == "udp" {
+            if use_tls && protocol == TransportProtocol::Udp {
                 return Err(ApiError::invalid(
                     "use_tls",
                     "use_tls is only possible over tcp",
