@@ -106,9 +106,9 @@ pub struct ContainerView {
 async fn get_container(
     State(s): State<AdminState>,
     p: Principal,
-    Path(id): Path<i64>,
+    Path(id): Path<ContainerId>,
 ) -> ApiResult<axum::Json<ContainerView>> {
-    let container = s.store.container(ContainerId(id), p.owner_filter()).await?;
+    let container = s.store.container(id, p.owner_filter()).await?;
     let live = s.jobs.live_status(&container).await;
     Ok(axum::Json(ContainerView { container, live }))
 }
@@ -249,7 +249,7 @@ async fn create_container(
 async fn update_container(
     State(s): State<AdminState>,
     p: Principal,
-    Path(id): Path<i64>,
+    Path(id): Path<ContainerId>,
     Json(b): Json<UpdateContainer>,
 ) -> ApiResult<axum::Json<Container>> {
     if let Some(h) = &b.hostname {
@@ -278,7 +278,7 @@ async fn update_container(
         crate::templates::TemplateRef::parse(t)?;
         if !p.is_admin {
             // An owner names only a template Proxmox has on the container's node.
-            let c = s.store.container(ContainerId(id), p.owner_filter()).await?;
+            let c = s.store.container(id, p.owner_filter()).await?;
             s.jobs.check_template_for(&c, t).await?;
         }
     }
@@ -286,7 +286,7 @@ async fn update_container(
     let c = s
         .store
         .update_container(
-            ContainerId(id),
+            id,
             ContainerInput {
                 hostname: b.hostname,
                 node_id: b.node_id.map(NodeId),
@@ -310,9 +310,9 @@ async fn update_container(
 async fn delete_container(
     State(s): State<AdminState>,
     p: Principal,
-    Path(id): Path<i64>,
+    Path(id): Path<ContainerId>,
 ) -> ApiResult<Response> {
-    let c = s.store.container(ContainerId(id), p.owner_filter()).await?;
+    let c = s.store.container(id, p.owner_filter()).await?;
     audit(&s, &p.actor(), "delete", "container", id, json!({})).await;
     let managed = s.store.node(c.node_id).await?.api_url.is_some();
     if c.container_id.is_none() || !managed {
@@ -335,7 +335,7 @@ async fn delete_container(
 async fn container_action(
     State(s): State<AdminState>,
     p: Principal,
-    Path(id): Path<i64>,
+    Path(id): Path<ContainerId>,
     Json(b): Json<crate::jobs::Lifecycle>,
 ) -> ApiResult<Response> {
     if let crate::jobs::Lifecycle::Reconfigure { cores, memory } = &b {
@@ -352,7 +352,7 @@ async fn container_action(
             ));
         }
     }
-    let c = s.store.container(ContainerId(id), p.owner_filter()).await?;
+    let c = s.store.container(id, p.owner_filter()).await?;
     let details = fields(&b);
     let job_id = s.jobs.lifecycle(p.uid, c, Some(b)).await?;
     audit(&s, &p.actor(), "action", "container", id, details).await;

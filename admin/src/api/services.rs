@@ -66,17 +66,14 @@ pub enum CreateService {
     },
 }
 
-async fn owned_container(s: &AdminState, p: &Principal, id: i64) -> ApiResult<ContainerId> {
-    Ok(s.store
-        .container(ContainerId(id), p.owner_filter())
-        .await?
-        .id)
+async fn owned_container(s: &AdminState, p: &Principal, id: ContainerId) -> ApiResult<ContainerId> {
+    Ok(s.store.container(id, p.owner_filter()).await?.id)
 }
 
 async fn list_services(
     State(s): State<AdminState>,
     p: Principal,
-    Path(id): Path<i64>,
+    Path(id): Path<ContainerId>,
 ) -> ApiResult<axum::Json<Vec<resources::ServiceView>>> {
     let c = owned_container(&s, &p, id).await?;
     Ok(axum::Json(s.store.list_services(c).await?))
@@ -85,16 +82,16 @@ async fn list_services(
 async fn get_service(
     State(s): State<AdminState>,
     p: Principal,
-    Path((id, sid)): Path<(i64, i64)>,
+    Path((id, sid)): Path<(ContainerId, ServiceId)>,
 ) -> ApiResult<axum::Json<resources::ServiceView>> {
     let c = owned_container(&s, &p, id).await?;
-    Ok(axum::Json(s.store.service(c, ServiceId(sid)).await?))
+    Ok(axum::Json(s.store.service(c, sid).await?))
 }
 
 async fn create_service(
     State(s): State<AdminState>,
     p: Principal,
-    Path(id): Path<i64>,
+    Path(id): Path<ContainerId>,
     Json(b): Json<CreateService>,
 ) -> ApiResult<Response> {
     let c = owned_container(&s, &p, id).await?;
@@ -177,10 +174,10 @@ async fn create_service(
 async fn delete_service(
     State(s): State<AdminState>,
     p: Principal,
-    Path((id, sid)): Path<(i64, i64)>,
+    Path((id, sid)): Path<(ContainerId, ServiceId)>,
 ) -> ApiResult<Response> {
     let c = owned_container(&s, &p, id).await?;
-    s.store.delete_service(c, ServiceId(sid)).await?;
+    s.store.delete_service(c, sid).await?;
     audit(
         &s,
         &p.actor(),
