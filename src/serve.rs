@@ -174,7 +174,10 @@ async fn certificate_job(
     job: siteward_store::JobId,
 ) {
     let store = acme.store().clone();
-    if let Err(e) = store.set_job_status(job, "running").await {
+    if let Err(e) = store
+        .set_job_status(job, siteward_store::JobState::Running)
+        .await
+    {
         tracing::error!(error = %e, "marking the certificate job running failed");
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -195,7 +198,7 @@ async fn certificate_job(
     drop(progress);
     let _ = writer.await;
     let status = match &result {
-        Ok(_) => "success",
+        Ok(_) => siteward_store::JobState::Success,
         Err(e) => {
             // Failures inside the order are already described; these happen before it.
             if matches!(
@@ -204,7 +207,7 @@ async fn certificate_job(
             ) {
                 let _ = store.job_log(job, &format!("failed: {e}")).await;
             }
-            "failure"
+            siteward_store::JobState::Failure
         }
     };
     if let Err(e) = store.set_job_status(job, status).await {

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use siteward_store::jobs::Reservation;
-use siteward_store::{Container, JobId, Node, NodeId, Site, SiteId, Store, Uid};
+use siteward_store::{
+    Container, ContainerStatus, JobId, JobState, Node, NodeId, Site, SiteId, Store, Uid,
+};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -224,7 +226,7 @@ impl Jobs {
             Ok(v) => v,
             Err(e) => {
                 let _ = self.store.job_log(job, &format!("failed: {e}")).await;
-                let _ = self.store.set_job_status(job, "failure").await;
+                let _ = self.store.set_job_status(job, JobState::Failure).await;
                 return Err(e.into());
             }
         };
@@ -254,20 +256,23 @@ impl Jobs {
         tokio::spawn(
             async move {
                 let _permit = this.permits.clone().acquire_owned().await;
-                let _ = this.store.set_job_status(job, "running").await;
+                let _ = this.store.set_job_status(job, JobState::Running).await;
                 let keys = this.owner_keys(owner.0, &req.ssh_keys);
                 match this.run_creation(job, &c, &node, &site, &req, keys).await {
                     Ok(()) => {
-                        let _ = this.store.set_container_status(c.id, "running").await;
+                        let _ = this
+                            .store
+                            .set_container_status(c.id, ContainerStatus::Running)
+                            .await;
                         let _ = this.store.job_log(job, "container is running").await;
-                        let _ = this.store.set_job_status(job, "success").await;
+                        let _ = this.store.set_job_status(job, JobState::Success).await;
                         tracing::info!("container created");
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "container creation failed");
                         let _ = this.store.release_container(c.id).await;
                         let _ = this.store.job_log(job, &format!("failed: {e}")).await;
-                        let _ = this.store.set_job_status(job, "failure").await;
+                        let _ = this.store.set_job_status(job, JobState::Failure).await;
                     }
                 }
             }
@@ -595,12 +600,12 @@ impl Jobs {
         for c in mine {
             let (status, container, line) = match self.reconcile_container(&c).await {
                 Ok(true) => (
-                    "success",
-                    Some("running"),
+                    JobState::Success,
+                    Some(ContainerStatus::Running),
                     "reconciled after a restart: the container runs on Proxmox",
                 ),
                 _ => (
-                    "failure",
+                    JobState::Failure,
                     None,
                     "failed: interrupted by a restart; what was made on Proxmox was removed",
                 ),
@@ -618,12 +623,12 @@ impl Jobs {
             }
         }
         if let Ok((j, _)) = self.store.job(job.id, None).await {
-            if j.status == "pending" || j.status == "running" {
+            if j.status.is_active() {
                 let done = async {
                     self.store
                         .job_log(job.id, "failed: interrupted by a restart")
                         .await?;
-                    self.store.set_job_status(job.id, "failure").await
+                    self.store.set_job_status(job.id, JobState::Failure).await
                 };
                 if let Err(e) = done.await {
                     tracing::error!(error = %e, "failing an interrupted job failed");
@@ -714,16 +719,16 @@ impl Jobs {
                 let lock = this.lock_for(c.id);
                 let _one_per_container = lock.lock().await;
                 let _permit = this.permits.clone().acquire_owned().await;
-                let _ = this.store.set_job_status(job, "running").await;
+                let _ = this.store.set_job_status(job, JobState::Running).await;
                 match this.run_lifecycle(job, &c, action.as_ref()).await {
                     Ok(()) => {
                         let _ = this.store.job_log(job, "done").await;
-                        let _ = this.store.set_job_status(job, "success").await;
+                        let _ = this.store.set_job_status(job, JobState::Success).await;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "container job failed");
                         let _ = this.store.job_log(job, &format!("failed: {e}")).await;
-                        let _ = this.store.set_job_status(job, "failure").await;
+                        let _ = this.store.set_job_status(job, JobState::Failure).await;
                     }
                 }
             }
@@ -772,10 +777,10 @@ impl Jobs {
             ) => {
                 // (Proxmox verb, what the log says, the status it leaves)
                 let (verb, doing, status) = match power {
-                    Lifecycle::Start => ("start", "starting", "running"),
-                    Lifecycle::Stop => ("stop", "stopping", "stopped"),
-                    Lifecycle::Shutdown => ("shutdown", "shutting down", "stopped"),
-                    _ => ("reboot", "restarting", "running"),
+                    Lifecycle::Start => ("start", "starting", ContainerStatus::Running),
+                    Lifecycle::Stop => ("stop", "stopping", ContainerStatus::Stopped),
+                    Lifecycle::Shutdown => ("shutdown", "shutting down", ContainerStatus::Stopped),
+                    _ => ("reboot", "restarting", ContainerStatus::Running),
                 };
                 self.log(job, &format!("{doing} CT {vmid}")).await;
                 wait(
@@ -802,7 +807,11 @@ impl Jobs {
                     .map_err(|e| e.to_string())?;
             }
             None => {
-                if let Err(e) = self.store.set_container_status(c.id, "deleting").await {
+                if let Err(e) = self
+                    .store
+                    .set_container_status(c.id, ContainerStatus::Deleting)
+                    .await
+                {
                     tracing::warn!(error = %e, container = c.id.0, "marking the container deleting failed");
                 }
                 if let Ok(s) = pve.status(&node.name, vmid).await {

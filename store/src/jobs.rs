@@ -63,7 +63,7 @@ impl Store {
     }
 
     /// Sets a job's state.
-    pub async fn set_job_status(&self, job: JobId, status: &str) -> Result<()> {
+    pub async fn set_job_status(&self, job: JobId, status: JobState) -> Result<()> {
         sqlx::query("UPDATE jobs SET status = $2 WHERE id = $1")
             .bind(job)
             .bind(status)
@@ -232,7 +232,11 @@ impl Store {
     }
 
     /// Sets a container's status.
-    pub async fn set_container_status(&self, id: ContainerId, status: &str) -> Result<()> {
+    pub async fn set_container_status(
+        &self,
+        id: ContainerId,
+        status: ContainerStatus,
+    ) -> Result<()> {
         sqlx::query("UPDATE containers SET status = $2 WHERE id = $1")
             .bind(id)
             .bind(status)
@@ -395,7 +399,11 @@ impl Store {
         .bind(hostname)
         .bind(node)
         .bind(if owner_exists { owner } else { None })
-        .bind(if running { "running" } else { "stopped" })
+        .bind(if running {
+            ContainerStatus::Running
+        } else {
+            ContainerStatus::Stopped
+        })
         .bind(vmid)
         .bind(mac)
         .bind(addr.map(|a| ipnetwork::IpNetwork::from(std::net::IpAddr::V4(a))))

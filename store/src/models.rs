@@ -99,6 +99,150 @@ impl From<PosixName> for String {
     }
 }
 
+/// A closed set of lower-case words stored in a `text` column under a CHECK constraint: serde and
+/// JSON Schema use the same spelling as the database, and sqlx reads and binds it as text.
+macro_rules! text_enum {
+    ($(#[$doc:meta] $name:ident($field:literal) { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)* })*) => {$(
+        #[$doc]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)*
+        }
+
+        impl $name {
+            /// Every value, in the database's order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),*];
+
+            /// The database (and wire) spelling.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)*
+                }
+            }
+
+            /// Every spelling, for error messages: `a, b or c`.
+            pub fn expected() -> String {
+                let words: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+                match words.split_last() {
+                    Some((last, [])) => (*last).to_owned(),
+                    Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                    None => String::new(),
+                }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = StoreError;
+
+            fn from_str(text: &str) -> Result<Self> {
+                match text {
+                    $($text => Ok(Self::$variant),)*
+                    _ => Err(StoreError::Invalid {
+                        field: $field.into(),
+                        message: format!("must be {}", Self::expected()),
+                    }),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl sqlx::Type<sqlx::Postgres> for $name {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl sqlx::Encode<'_, sqlx::Postgres> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut sqlx::postgres::PgArgumentBuffer,
+            ) -> std::result::Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<sqlx::Postgres>>::encode(self.as_str(), buf)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $name {
+            fn decode(
+                value: sqlx::postgres::PgValueRef<'r>,
+            ) -> std::result::Result<Self, sqlx::error::BoxDynError> {
+                let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                Ok(text.parse()?)
+            }
+        }
+    )*};
+}
+
+text_enum! {
+    /// A container record's state (`containers.status`).
+    ContainerStatus("status") {
+        /// Registered, not yet being created.
+        Pending = "pending",
+        /// A creation job is running.
+        Creating = "creating",
+        /// Running on its node.
+        Running = "running",
+        /// Stopped on its node.
+        Stopped = "stopped",
+        /// Creation failed.
+        Failed = "failed",
+        /// A deletion job is running.
+        Deleting = "deleting",
+    }
+    /// A job's state (`jobs.status`).
+    JobState("status") {
+        /// Queued.
+        Pending = "pending",
+        /// In progress.
+        Running = "running",
+        /// Finished successfully.
+        Success = "success",
+        /// Finished with an error.
+        Failure = "failure",
+        /// Stopped before it finished.
+        Cancelled = "cancelled",
+    }
+    /// A service's kind (`services.type`).
+    ServiceKind("type") {
+        /// HTTP(S) through the edge NGINX.
+        Http = "http",
+        /// TCP or UDP through the edge NGINX.
+        Transport = "transport",
+        /// An SRV record.
+        Dns = "dns",
+    }
+    /// How the edge speaks to an HTTP service's backend (`http_services.backend_protocol`).
+    BackendProtocol("backend_protocol") {
+        /// Plain HTTP.
+        Http = "http",
+        /// HTTPS.
+        Https = "https",
+    }
+    /// A transport service's protocol (`transport_services.protocol`).
+    TransportProtocol("protocol") {
+        /// TCP.
+        Tcp = "tcp",
+        /// UDP.
+        Udp = "udp",
+    }
+}
+
+impl JobState {
+    /// Still queued or in progress.
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Pending | Self::Running)
+    }
+}
+
 /// Account state. Only `Active` users authenticate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -385,7 +529,10 @@ pub struct Container {
     pub hostname: String,
     /// Owner's login name.
     pub username: Option<String>,
-    /// `pending`, `creating`, `running` or `failed`.
+    /// State.
+    // A `String` still, spelled by `ContainerStatus::as_str`: the NGINX renderer's tests build
+    // containers from text.
+    #[schemars(with = "ContainerStatus")]
     pub status: String,
     /// Template it was made from.
     pub template: Option<String>,
@@ -416,7 +563,7 @@ pub(crate) struct ContainerRow {
     pub id: i64,
     pub hostname: String,
     pub username: Option<String>,
-    pub status: String,
+    pub status: ContainerStatus,
     pub template: Option<String>,
     pub creation_job_id: Option<i64>,
     pub node_id: i64,
@@ -436,7 +583,7 @@ impl From<ContainerRow> for Container {
             id: ContainerId(r.id),
             hostname: r.hostname.to_ascii_lowercase(),
             username: r.username,
-            status: r.status,
+            status: r.status.as_str().to_owned(),
             template: r.template,
             creation_job_id: r.creation_job_id.map(JobId),
             node_id: NodeId(r.node_id),
@@ -564,4 +711,33 @@ pub struct ApiKey {
     pub expires_at: Option<DateTime<Utc>>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_enums_spell_the_same_in_serde_and_the_database() {
+        for v in ContainerStatus::ALL {
+            let json = serde_json::to_value(v).unwrap_or_default();
+            assert_eq!(json, v.as_str());
+            assert_eq!(v.as_str().parse::<ContainerStatus>().ok(), Some(*v));
+        }
+        for v in JobState::ALL {
+            assert_eq!(serde_json::to_value(v).unwrap_or_default(), v.as_str());
+        }
+        assert_eq!(
+            ContainerStatus::expected(),
+            "pending, creating, running, stopped, failed or deleting"
+        );
+        match "gopher".parse::<BackendProtocol>() {
+            Err(StoreError::Invalid { field, message }) => {
+                assert_eq!(field, "backend_protocol");
+                assert_eq!(message, "must be http or https");
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+        assert!(JobState::Running.is_active() && !JobState::Cancelled.is_active());
+    }
 }

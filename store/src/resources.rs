@@ -211,7 +211,7 @@ pub struct ContainerInput {
     /// Owner.
     pub username: Patch<String>,
     /// Status.
-    pub status: Option<String>,
+    pub status: Option<ContainerStatus>,
     /// Template.
     pub template: Patch<String>,
     /// VMID.
@@ -235,8 +235,8 @@ pub enum ServiceInput {
         external_hostname: String,
         /// Domain.
         external_domain_id: ExternalDomainId,
-        /// `http` or `https`.
-        backend_protocol: String,
+        /// Backend scheme.
+        backend_protocol: BackendProtocol,
         /// auth_request.
         auth_required: bool,
     },
@@ -244,8 +244,8 @@ pub enum ServiceInput {
     Transport {
         /// Port on the container.
         container_port: i32,
-        /// `tcp` or `udp`.
-        protocol: String,
+        /// Protocol.
+        protocol: TransportProtocol,
         /// Edge port; allocated from the range when `None`.
         external_port: Option<i32>,
         /// Terminate TLS.
@@ -267,10 +267,10 @@ pub struct ServiceView {
     pub id: ServiceId,
     /// Container.
     pub container_id: ContainerId,
-    /// `http`, `transport` or `dns`.
+    /// Kind.
     #[sqlx(rename = "type")]
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: ServiceKind,
     /// Port on the container.
     pub container_port: i32,
     /// HTTP: label.
@@ -281,13 +281,13 @@ pub struct ServiceView {
     pub external_domain_id: Option<ExternalDomainId>,
     /// HTTP: backend scheme.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub backend_protocol: Option<String>,
+    pub backend_protocol: Option<BackendProtocol>,
     /// HTTP: auth_request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_required: Option<bool>,
     /// Transport: protocol.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<String>,
+    pub protocol: Option<TransportProtocol>,
     /// Transport: edge port.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_port: Option<i32>,
@@ -353,7 +353,7 @@ pub struct Job {
     /// What it acts on.
     pub associated_resource: Option<String>,
     /// State.
-    pub status: String,
+    pub status: JobState,
     /// Who started it.
     pub owner_uid: Option<Uid>,
     /// Creation.
@@ -779,7 +779,7 @@ impl Store {
             u.set("username", v);
         }
         if let Some(v) = c.status {
-            u.set("status", v);
+            u.set("status", v.as_str());
         }
         if let Some(v) = c.template {
             u.set("template", v);
@@ -854,9 +854,11 @@ impl Store {
     ) -> Result<ServiceView> {
         let mut tx = self.pool().begin().await?;
         let (kind, port) = match &input {
-            ServiceInput::Http { container_port, .. } => ("http", *container_port),
-            ServiceInput::Transport { container_port, .. } => ("transport", *container_port),
-            ServiceInput::Dns { container_port, .. } => ("dns", *container_port),
+            ServiceInput::Http { container_port, .. } => (ServiceKind::Http, *container_port),
+            ServiceInput::Transport { container_port, .. } => {
+                (ServiceKind::Transport, *container_port)
+            }
+            ServiceInput::Dns { container_port, .. } => (ServiceKind::Dns, *container_port),
         };
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO services (container_id, type, container_port)
@@ -939,7 +941,7 @@ impl Store {
                         )
                         .bind(port_range.0)
                         .bind(port_range.1)
-                        .bind(&protocol)
+                        .bind(protocol)
                         .fetch_optional(&mut *tx)
                         .await?;
                         free.ok_or_else(|| {

@@ -482,7 +482,9 @@ async fn event_streams_are_bounded_per_user_and_end_with_their_client() -> TestR
     let job = store
         .create_job("long job", "container:1", Some(uid))
         .await?;
-    store.set_job_status(job, "running").await?;
+    store
+        .set_job_status(job, siteward_store::JobState::Running)
+        .await?;
     store.job_log(job, "step 1").await?;
     let url = server.url(&format!("/api/v1/jobs/{}/events", job.0));
     let mut streams = Vec::new();

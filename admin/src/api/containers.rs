@@ -35,7 +35,8 @@ pub struct CreateContainer {
     pub ipv4_address: Option<std::net::Ipv4Addr>,
     /// Owner's login name.
     pub username: Option<String>,
-    /// `pending`, `creating`, `running` or `failed`.
+    /// State (default `pending`). A bad value is a 422 naming the field.
+    #[schemars(with = "Option<ContainerStatus>")]
     pub status: Option<String>,
     /// Template.
     pub template: Option<String>,
@@ -66,20 +67,13 @@ pub struct UpdateContainer {
     /// Owner (admin).
     #[serde(default, deserialize_with = "nullable")]
     pub username: Option<Option<String>>,
-    /// Status (admin).
+    /// Status (admin). A bad value is a 422 naming the field.
+    #[schemars(with = "Option<ContainerStatus>")]
     pub status: Option<String>,
 }
 
-fn check_status(s: &Option<String>) -> ApiResult<()> {
-    if let Some(v) = s {
-        if !["pending", "creating", "running", "failed"].contains(&v.as_str()) {
-            return Err(ApiError::invalid(
-                "status",
-                "status must be pending, creating, running or failed",
-            ));
-        }
-    }
-    Ok(())
+fn check_status(s: Option<&str>) -> ApiResult<Option<ContainerStatus>> {
+    Ok(s.map(str::parse).transpose()?)
 }
 
 async fn list_containers(
@@ -112,9 +106,9 @@ pub struct ContainerView {
 async fn get_container(
     State(s): State<AdminState>,
     p: Principal,
-    Path(id): Path<i64>,
+    Path(id): Path<ContainerId>,
 ) -> ApiResult<axum::Json<ContainerView>> {
-    let container = s.store.container(ContainerId(id), p.owner_filter()).await?;
+    let container = s.store.container(id, p.owner_filter()).await?;
     let live = s.jobs.live_status(&container).await;
     Ok(axum::Json(ContainerView { container, live }))
 }
@@ -229,7 +223,7 @@ async fn create_container(
     Json(b): Json<CreateContainer>,
 ) -> ApiResult<Response> {
     check_label("hostname", &b.hostname)?;
-    check_status(&b.status)?;
+    let status = check_status(b.status.as_deref())?;
     if let Some(t) = &b.template {
         crate::templates::TemplateRef::parse(t)?;
     }
@@ -240,7 +234,7 @@ async fn create_container(
             hostname: Some(b.hostname),
             node_id: Some(NodeId(b.node_id)),
             username: Some(b.username.map(|u| u.to_ascii_lowercase())),
-            status: b.status,
+            status,
             template: Some(b.template),
             container_id: Some(b.container_id),
             mac_address: Some(b.mac_address),
@@ -255,13 +249,13 @@ async fn create_container(
 async fn update_container(
     State(s): State<AdminState>,
     p: Principal,
-    Path(id): Path<i64>,
+    Path(id): Path<ContainerId>,
     Json(b): Json<UpdateContainer>,
 ) -> ApiResult<axum::Json<Container>> {
     if let Some(h) = &b.hostname {
         check_label("hostname", h)?;
     }
-    check_status(&b.status)?;
+    let status = check_status(b.status.as_deref())?;
     if !p.is_admin {
         let admin_only = [
             ("node_id", b.node_id.is_some()),
@@ -284,7 +278,7 @@ async fn update_container(
         crate::templates::TemplateRef::parse(t)?;
         if !p.is_admin {
             // An owner names only a template Proxmox has on the container's node.
-            let c = s.store.container(ContainerId(id), p.owner_filter()).await?;
+            let c = s.store.container(id, p.owner_filter()).await?;
             s.jobs.check_template_for(&c, t).await?;
         }
     }
@@ -292,12 +286,12 @@ async fn update_container(
     let c = s
         .store
         .update_container(
-            ContainerId(id),
+            id,
             ContainerInput {
                 hostname: b.hostname,
                 node_id: b.node_id.map(NodeId),
                 username: b.username.map(|u| u.map(|u| u.to_ascii_lowercase())),
-                status: b.status,
+                status,
                 template: b.template,
                 container_id: b.container_id,
                 mac_address: b.mac_address,
@@ -316,9 +310,9 @@ async fn update_container(
 async fn delete_container(
     State(s): State<AdminState>,
     p: Principal,
-    Path(id): Path<i64>,
+    Path(id): Path<ContainerId>,
 ) -> ApiResult<Response> {
-    let c = s.store.container(ContainerId(id), p.owner_filter()).await?;
+    let c = s.store.container(id, p.owner_filter()).await?;
     audit(&s, &p.actor(), "delete", "container", id, json!({})).await;
     let managed = s.store.node(c.node_id).await?.api_url.is_some();
     if c.container_id.is_none() || !managed {
@@ -341,7 +335,7 @@ async fn delete_container(
 async fn container_action(
     State(s): State<AdminState>,
     p: Principal,
-    Path(id): Path<i64>,
+    Path(id): Path<ContainerId>,
     Json(b): Json<crate::jobs::Lifecycle>,
 ) -> ApiResult<Response> {
     if let crate::jobs::Lifecycle::Reconfigure { cores, memory } = &b {
@@ -358,7 +352,7 @@ async fn container_action(
             ));
         }
     }
-    let c = s.store.container(ContainerId(id), p.owner_filter()).await?;
+    let c = s.store.container(id, p.owner_filter()).await?;
     let details = fields(&b);
     let job_id = s.jobs.lifecycle(p.uid, c, Some(b)).await?;
     audit(&s, &p.actor(), "action", "container", id, details).await;

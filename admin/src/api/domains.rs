@@ -85,18 +85,18 @@ async fn list_domains(
 async fn get_domain(
     State(s): State<AdminState>,
     _: Admin,
-    Path(id): Path<i64>,
+    Path(id): Path<ExternalDomainId>,
 ) -> ApiResult<axum::Json<ExternalDomain>> {
-    Ok(axum::Json(s.store.domain(ExternalDomainId(id)).await?))
+    Ok(axum::Json(s.store.domain(id).await?))
 }
 
 /// Starts a certificate order for the domain as a job (202; follow `/api/v1/jobs/{id}/events`).
 async fn order_certificate(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path(id): Path<i64>,
+    Path(id): Path<ExternalDomainId>,
 ) -> ApiResult<Response> {
-    let domain = s.store.domain(ExternalDomainId(id)).await?;
+    let domain = s.store.domain(id).await?;
     let Some(orders) = s.certificates.clone() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -125,9 +125,9 @@ async fn order_certificate(
 async fn get_certificate(
     State(s): State<AdminState>,
     _: Admin,
-    Path(id): Path<i64>,
+    Path(id): Path<ExternalDomainId>,
 ) -> ApiResult<axum::Json<siteward_store::acme::CertificateInfo>> {
-    Ok(axum::Json(s.store.certificate(ExternalDomainId(id)).await?))
+    Ok(axum::Json(s.store.certificate(id).await?))
 }
 
 async fn create_domain(
@@ -155,15 +155,12 @@ async fn create_domain(
 async fn update_domain(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path(id): Path<i64>,
+    Path(id): Path<ExternalDomainId>,
     Json(b): Json<DomainBody>,
 ) -> ApiResult<axum::Json<ExternalDomain>> {
     b.check()?;
     let key_changed = b.cloudflare_api_key.is_some();
-    let d = s
-        .store
-        .update_domain(ExternalDomainId(id), b.input())
-        .await?;
+    let d = s.store.update_domain(id, b.input()).await?;
     audit(
         &s,
         &p.actor(),
@@ -179,9 +176,9 @@ async fn update_domain(
 async fn delete_domain(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path(id): Path<i64>,
+    Path(id): Path<ExternalDomainId>,
 ) -> ApiResult<Response> {
-    s.store.delete_domain(ExternalDomainId(id)).await?;
+    s.store.delete_domain(id).await?;
     audit(&s, &p.actor(), "delete", "external_domain", id, json!({})).await;
     Ok(no_content())
 }

@@ -18,11 +18,10 @@ use crate::AdminState;
 async fn job_events(
     State(s): State<AdminState>,
     p: Principal,
-    Path(id): Path<i64>,
+    Path(job): Path<JobId>,
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    let job = JobId(id);
     s.store.job(job, p.uid_filter()).await?;
     let Some(slot) = s.streams.open(p.uid) else {
         return Err(ApiError::new(
@@ -41,7 +40,7 @@ async fn job_events(
         .unwrap_or(0);
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
     let store = s.store.clone();
-    let span = tracing::debug_span!("job_events", job = id, uid = p.uid.0);
+    let span = tracing::debug_span!("job_events", job = job.0, uid = p.uid.0);
     tokio::spawn(
         async move {
             // The slot is held for as long as this task polls.
@@ -73,7 +72,7 @@ async fn job_events(
                         return;
                     }
                 };
-                if !matches!(status.as_str(), "pending" | "running") {
+                if !status.is_active() {
                     // Lines written just before the final status go out first.
                     if let Ok(rest) = store.job_lines_after(job, last).await {
                         if !rest.is_empty() {
@@ -139,9 +138,9 @@ async fn list_jobs(
 async fn get_job(
     State(s): State<AdminState>,
     p: Principal,
-    Path(id): Path<i64>,
+    Path(id): Path<JobId>,
 ) -> ApiResult<axum::Json<JobView>> {
-    let (job, statuses) = s.store.job(JobId(id), p.uid_filter()).await?;
+    let (job, statuses) = s.store.job(id, p.uid_filter()).await?;
     Ok(axum::Json(JobView { job, statuses }))
 }
 

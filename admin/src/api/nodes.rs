@@ -92,9 +92,9 @@ async fn list_nodes(
 async fn get_node(
     State(s): State<AdminState>,
     _: Admin,
-    Path(id): Path<i64>,
+    Path(id): Path<NodeId>,
 ) -> ApiResult<axum::Json<Node>> {
-    Ok(axum::Json(s.store.node(NodeId(id)).await?))
+    Ok(axum::Json(s.store.node(id).await?))
 }
 
 async fn create_node(
@@ -134,7 +134,7 @@ async fn create_node(
 async fn update_node(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path(id): Path<i64>,
+    Path(id): Path<NodeId>,
     Json(b): Json<UpdateNode>,
 ) -> ApiResult<axum::Json<Node>> {
     if let Some(n) = &b.name {
@@ -156,7 +156,7 @@ async fn update_node(
     let node = s
         .store
         .update_node(
-            NodeId(id),
+            id,
             NodePatch {
                 name: b.name,
                 ipv4_address: b.ipv4_address,
@@ -186,9 +186,9 @@ async fn update_node(
 async fn delete_node(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path(id): Path<i64>,
+    Path(id): Path<NodeId>,
 ) -> ApiResult<Response> {
-    s.store.delete_node(NodeId(id)).await?;
+    s.store.delete_node(id).await?;
     audit(&s, &p.actor(), "delete", "node", id, json!({})).await;
     Ok(no_content())
 }
@@ -196,9 +196,9 @@ async fn delete_node(
 async fn import_node(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path(id): Path<i64>,
+    Path(id): Path<NodeId>,
 ) -> ApiResult<axum::Json<Vec<Container>>> {
-    let imported = s.jobs.import(NodeId(id)).await.map_err(|e| {
+    let imported = s.jobs.import(id).await.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
             "proxmox_error",

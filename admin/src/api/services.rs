@@ -35,8 +35,9 @@ pub enum CreateService {
         external_hostname: String,
         /// External domain.
         external_domain_id: i64,
-        /// `http` (default) or `https`.
+        /// Backend scheme (default `http`). A bad value is a 422 naming the field.
         #[serde(default)]
+        #[schemars(with = "Option<BackendProtocol>")]
         backend_protocol: Option<String>,
         /// Require sign-in (the domain needs an auth server).
         #[serde(default)]
@@ -46,7 +47,8 @@ pub enum CreateService {
     Transport {
         /// Port on the container.
         container_port: i32,
-        /// `tcp` or `udp`.
+        /// Protocol. A bad value is a 422 naming the field.
+        #[schemars(with = "TransportProtocol")]
         protocol: String,
         /// Edge port; the next free one in the range when absent.
         external_port: Option<i32>,
@@ -64,17 +66,14 @@ pub enum CreateService {
     },
 }
 
-async fn owned_container(s: &AdminState, p: &Principal, id: i64) -> ApiResult<ContainerId> {
-    Ok(s.store
-        .container(ContainerId(id), p.owner_filter())
-        .await?
-        .id)
+async fn owned_container(s: &AdminState, p: &Principal, id: ContainerId) -> ApiResult<ContainerId> {
+    Ok(s.store.container(id, p.owner_filter()).await?.id)
 }
 
 async fn list_services(
     State(s): State<AdminState>,
     p: Principal,
-    Path(id): Path<i64>,
+    Path(id): Path<ContainerId>,
 ) -> ApiResult<axum::Json<Vec<resources::ServiceView>>> {
     let c = owned_container(&s, &p, id).await?;
     Ok(axum::Json(s.store.list_services(c).await?))
@@ -83,16 +82,16 @@ async fn list_services(
 async fn get_service(
     State(s): State<AdminState>,
     p: Principal,
-    Path((id, sid)): Path<(i64, i64)>,
+    Path((id, sid)): Path<(ContainerId, ServiceId)>,
 ) -> ApiResult<axum::Json<resources::ServiceView>> {
     let c = owned_container(&s, &p, id).await?;
-    Ok(axum::Json(s.store.service(c, ServiceId(sid)).await?))
+    Ok(axum::Json(s.store.service(c, sid).await?))
 }
 
 async fn create_service(
     State(s): State<AdminState>,
     p: Principal,
-    Path(id): Path<i64>,
+    Path(id): Path<ContainerId>,
     Json(b): Json<CreateService>,
 ) -> ApiResult<Response> {
     let c = owned_container(&s, &p, id).await?;
@@ -108,13 +107,10 @@ async fn create_service(
             check_port("container_port", container_port)?;
             check_label("external_hostname", &external_hostname)?;
             crate::edge::reserved::check_http(&s, &external_hostname)?;
-            let backend_protocol = backend_protocol.unwrap_or_else(|| "http".into());
-            if backend_protocol != "http" && backend_protocol != "https" {
-                return Err(ApiError::invalid(
-                    "backend_protocol",
-                    "backend_protocol must be http or https",
-                ));
-            }
+            let backend_protocol = match backend_protocol {
+                Some(v) => v.parse()?,
+                None => BackendProtocol::Http,
+            };
             ServiceInput::Http {
                 container_port,
                 external_hostname,
@@ -130,13 +126,11 @@ async fn create_service(
             use_tls,
         } => {
             check_port("container_port", container_port)?;
-            if protocol != "tcp" && protocol != "udp" {
-                return Err(ApiError::invalid("protocol", "protocol must be tcp or udp"));
-            }
+            let protocol: TransportProtocol = protocol.parse()?;
             if let Some(p) = external_port {
                 check_port("external_port", p)?;
             }
-            if use_tls && protocol == "udp" {
+            if use_tls && protocol == TransportProtocol::Udp {
                 return Err(ApiError::invalid(
                     "use_tls",
                     "use_tls is only possible over tcp",
@@ -180,10 +174,10 @@ async fn create_service(
 async fn delete_service(
     State(s): State<AdminState>,
     p: Principal,
-    Path((id, sid)): Path<(i64, i64)>,
+    Path((id, sid)): Path<(ContainerId, ServiceId)>,
 ) -> ApiResult<Response> {
     let c = owned_container(&s, &p, id).await?;
-    s.store.delete_service(c, ServiceId(sid)).await?;
+    s.store.delete_service(c, sid).await?;
     audit(
         &s,
         &p.actor(),

@@ -83,9 +83,9 @@ async fn list_sites(
 async fn get_site(
     State(s): State<AdminState>,
     _: Admin,
-    Path(id): Path<i64>,
+    Path(id): Path<SiteId>,
 ) -> ApiResult<axum::Json<Site>> {
-    Ok(axum::Json(s.store.site(SiteId(id)).await?))
+    Ok(axum::Json(s.store.site(id).await?))
 }
 
 async fn create_site(
@@ -117,7 +117,7 @@ async fn create_site(
 async fn update_site(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path(id): Path<i64>,
+    Path(id): Path<SiteId>,
     Json(b): Json<UpdateSite>,
 ) -> ApiResult<axum::Json<Site>> {
     if let Some(n) = &b.name {
@@ -133,7 +133,7 @@ async fn update_site(
     let site = s
         .store
         .update_site(
-            SiteId(id),
+            id,
             SitePatch {
                 name: b.name,
                 internal_domain: b.internal_domain,
@@ -152,9 +152,9 @@ async fn update_site(
 async fn delete_site(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path(id): Path<i64>,
+    Path(id): Path<SiteId>,
 ) -> ApiResult<Response> {
-    s.store.delete_site(SiteId(id)).await?;
+    s.store.delete_site(id).await?;
     audit(&s, &p.actor(), "delete", "site", id, json!({})).await;
     Ok(no_content())
 }
