@@ -111,7 +111,12 @@ impl CfSim {
             email: email.into(),
             key: key.into(),
             challtestsrv,
-            http: reqwest::Client::new(),
+            // A fresh connection per call: pebble-challtestsrv closes idle keep-alive
+            // connections, and a request sent on one it just closed fails with a reset.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .map_err(|e| format!("HTTP client: {e}"))?,
             url: format!("http://{addr}/client/v4"),
         };
         let app = Router::new()
@@ -203,21 +208,35 @@ impl CfSim {
             .map(|r| r.content.trim_matches('"').to_owned())
             .collect();
         let host = format!("{name}.");
-        self.http
-            .post(format!("{mgmt}/clear-txt"))
-            .json(&json!({ "host": host }))
-            .send()
-            .await?
-            .error_for_status()?;
+        self.challtestsrv_post(&format!("{mgmt}/clear-txt"), json!({ "host": host }))
+            .await?;
         for v in values {
-            self.http
-                .post(format!("{mgmt}/set-txt"))
-                .json(&json!({ "host": host, "value": v }))
-                .send()
-                .await?
-                .error_for_status()?;
+            self.challtestsrv_post(
+                &format!("{mgmt}/set-txt"),
+                json!({ "host": host, "value": v }),
+            )
+            .await?;
         }
         Ok(())
+    }
+
+    /// One call to pebble-challtestsrv's management API (idempotent), tried again when the
+    /// connection itself fails: it has been seen to reset a connection under load.
+    async fn challtestsrv_post(&self, url: &str, body: serde_json::Value) -> TestResult {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.http.post(url).json(&body).send().await {
+                Ok(res) => {
+                    res.error_for_status()?;
+                    return Ok(());
+                }
+                Err(e) if tries < 4 && (e.is_request() || e.is_connect()) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * tries)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Checks credentials and injected failures; logs the request.
