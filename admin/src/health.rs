@@ -62,31 +62,28 @@ async fn healthz() -> impl IntoResponse {
 
 /// 200 when ready, else 503 with no reason: the reasons are on the metrics listener.
 async fn readyz_brief(State(state): State<AdminState>) -> Response {
-    let reasons = not_ready_because(&state).await;
-    if reasons.is_empty() {
-        (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()
-    } else {
-        tracing::debug!(reason = %reasons.join("; "), "readiness: not ready");
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not ready" })),
-        )
-            .into_response()
-    }
+    readiness(&state, false).await
 }
 
 /// 200 when the database answers and the snapshot is current; 503 with the reason otherwise.
 async fn readyz_full(State(state): State<AdminState>) -> Response {
-    let reasons = not_ready_because(&state).await;
+    readiness(&state, true).await
+}
+
+/// The readiness answer, with the reasons for not being ready only when `with_reason`.
+async fn readiness(state: &AdminState, with_reason: bool) -> Response {
+    let reasons = not_ready_because(state).await;
     if reasons.is_empty() {
-        (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not ready", "reason": reasons.join("; ") })),
-        )
-            .into_response()
+        return (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response();
     }
+    let reason = reasons.join("; ");
+    let body = if with_reason {
+        json!({ "status": "not ready", "reason": reason })
+    } else {
+        tracing::debug!(%reason, "readiness: not ready");
+        json!({ "status": "not ready" })
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 /// Why the server is not ready; empty when it is.

@@ -192,14 +192,7 @@ fn parse_addr(v: &serde_json::Value) -> Option<SocketAddr> {
 impl Server {
     /// A server on a fresh test database with every listener on port 0.
     pub async fn start() -> TestResult<Self> {
-        let db = TestDb::new().await?;
-        let mut server = Self::start_with(ServerOptions {
-            database_url: Some(db.url.clone()),
-            ..Default::default()
-        })
-        .await?;
-        server.db = Some(db);
-        Ok(server)
+        Self::start_on_fresh_db(Vec::new(), Vec::new()).await
     }
 
     /// A server on a fresh test database with extra `args` and `env`.
