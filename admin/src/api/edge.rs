@@ -5,10 +5,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use siteward_store::*;
 
-use super::common::{audit, ApiResult};
+use super::common::ApiResult;
 use super::error::ApiError;
 use super::extract::{Admin, Json, Path, Q};
 use super::openapi::{get, put, Access, Api};
@@ -103,20 +102,14 @@ async fn put_allowed_groups(
     Path((id, sid)): Path<(i64, i64)>,
     Json(b): Json<AllowedGroups>,
 ) -> ApiResult<axum::Json<AllowedGroups>> {
-    let c = s.store.container(ContainerId(id), None).await?.id;
-    s.store.service(c, ServiceId(sid)).await?;
-    s.store
-        .set_allowed_groups(ServiceId(sid), &b.groups)
-        .await?;
-    audit(
+    crate::service::services::set_allowed_groups(
         &s,
-        &p.actor(),
-        "update",
-        "service",
-        sid,
-        json!({ "allowed_groups": b.groups }),
+        &p,
+        ContainerId(id),
+        ServiceId(sid),
+        &b.groups,
     )
-    .await;
+    .await?;
     Ok(axum::Json(b))
 }
 
