@@ -29,9 +29,9 @@ async fn create_api_key(
 async fn delete_api_key(
     State(s): State<AdminState>,
     p: Principal,
-    Path(id): Path<i64>,
+    Path(id): Path<ApiKeyId>,
 ) -> ApiResult<Response> {
-    service::delete(&s.store, &p, ApiKeyId(id)).await?;
+    service::delete(&s.store, &p, id).await?;
     Ok(no_content())
 }
 

@@ -14,13 +14,13 @@ use crate::AdminState;
 async fn list_records(
     State(s): State<AdminState>,
     _: Admin,
-    Path(site): Path<i64>,
+    Path(site): Path<SiteId>,
     Q(q): Q<PageQuery>,
 ) -> ApiResult<axum::Json<ListResponse<DnsRecord>>> {
-    s.store.site(SiteId(site)).await?;
+    s.store.site(site).await?;
     Ok(axum::Json(
         s.store
-            .list_dns_records(SiteId(site), q.page()?)
+            .list_dns_records(site, q.page()?)
             .await?
             .into(),
     ))
@@ -29,20 +29,20 @@ async fn list_records(
 async fn create_record(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path(site): Path<i64>,
+    Path(site): Path<SiteId>,
     Json(b): Json<CreateRecord>,
 ) -> ApiResult<Response> {
     Ok(created(
-        service::create(&s.store, &p.actor(), SiteId(site), b).await?,
+        service::create(&s.store, &p.actor(), site, b).await?,
     ))
 }
 
 async fn delete_record(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path((site, id)): Path<(i64, i64)>,
+    Path((site, id)): Path<(SiteId, DnsRecordId)>,
 ) -> ApiResult<Response> {
-    service::delete(&s.store, &p.actor(), SiteId(site), DnsRecordId(id)).await?;
+    service::delete(&s.store, &p.actor(), site, id).await?;
     Ok(no_content())
 }
 

@@ -16,7 +16,7 @@ use crate::AdminState;
 async fn site_nginx_conf(
     State(s): State<AdminState>,
     _: Admin,
-    Path(id): Path<i64>,
+    Path(id): Path<SiteId>,
     Q(mut o): Q<crate::edge::nginx::RenderOptions>,
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
@@ -30,7 +30,7 @@ async fn site_nginx_conf(
     let site = snap
         .naming
         .sites
-        .get(&SiteId(id))
+        .get(&id)
         .ok_or_else(|| ApiError::not_found("site"))?;
     // Domains without usable certificate files yet get no TLS server (nginx -t would refuse
     // the whole configuration). Known for certain when the files are ours; otherwise: domains
@@ -99,14 +99,14 @@ pub struct AllowedGroups {
 async fn put_allowed_groups(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path((id, sid)): Path<(i64, i64)>,
+    Path((id, sid)): Path<(ContainerId, ServiceId)>,
     Json(b): Json<AllowedGroups>,
 ) -> ApiResult<axum::Json<AllowedGroups>> {
     crate::service::services::set_allowed_groups(
         &s,
         &p,
-        ContainerId(id),
-        ServiceId(sid),
+        id,
+        sid,
         &b.groups,
     )
     .await?;

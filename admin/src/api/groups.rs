@@ -23,9 +23,9 @@ async fn list_groups(
 async fn get_group(
     State(s): State<AdminState>,
     _: Admin,
-    Path(gid): Path<i32>,
+    Path(gid): Path<Gid>,
 ) -> ApiResult<axum::Json<Group>> {
-    Ok(axum::Json(s.store.group(Gid(gid)).await?))
+    Ok(axum::Json(s.store.group(gid).await?))
 }
 
 async fn create_group(
@@ -39,39 +39,39 @@ async fn create_group(
 async fn update_group(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path(gid): Path<i32>,
+    Path(gid): Path<Gid>,
     Json(b): Json<UpdateGroup>,
 ) -> ApiResult<axum::Json<Group>> {
     Ok(axum::Json(
-        service::update(&s.store, &p.actor(), Gid(gid), b).await?,
+        service::update(&s.store, &p.actor(), gid, b).await?,
     ))
 }
 
 async fn delete_group(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path(gid): Path<i32>,
+    Path(gid): Path<Gid>,
 ) -> ApiResult<Response> {
-    service::delete(&s.store, &p.actor(), Gid(gid)).await?;
+    service::delete(&s.store, &p.actor(), gid).await?;
     Ok(no_content())
 }
 
 async fn list_members(
     State(s): State<AdminState>,
     _: Admin,
-    Path(gid): Path<i32>,
+    Path(gid): Path<Gid>,
 ) -> ApiResult<axum::Json<Vec<UserView>>> {
-    let users = s.store.group_members(Gid(gid)).await?;
+    let users = s.store.group_members(gid).await?;
     Ok(axum::Json(users.into_iter().map(|u| view(&s, u)).collect()))
 }
 
 async fn add_member(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path(gid): Path<i32>,
+    Path(gid): Path<Gid>,
     Json(b): Json<AddMember>,
 ) -> ApiResult<Response> {
-    let g = s.store.group(Gid(gid)).await?;
+    let g = s.store.group(gid).await?;
     service::add_member(&s.store, &p.actor(), &g.cn, &b.username).await?;
     Ok(no_content())
 }
@@ -79,9 +79,9 @@ async fn add_member(
 async fn remove_member(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path((gid, uid)): Path<(i32, i32)>,
+    Path((gid, uid)): Path<(Gid, Uid)>,
 ) -> ApiResult<Response> {
-    service::remove_member(&s.store, &p.actor(), Gid(gid), Uid(uid)).await?;
+    service::remove_member(&s.store, &p.actor(), gid, uid).await?;
     Ok(no_content())
 }
 

@@ -104,12 +104,12 @@ async fn list_users(
 async fn get_user(
     State(s): State<AdminState>,
     p: Principal,
-    Path(uid): Path<i32>,
+    Path(uid): Path<Uid>,
 ) -> ApiResult<axum::Json<UserView>> {
-    if !p.is_admin && p.uid != Uid(uid) {
+    if !p.is_admin && p.uid != uid {
         return Err(ApiError::not_found("user"));
     }
-    Ok(axum::Json(view(&s, s.store.user_by_uid(Uid(uid)).await?)))
+    Ok(axum::Json(view(&s, s.store.user_by_uid(uid).await?)))
 }
 
 async fn create_user(
@@ -124,20 +124,20 @@ async fn create_user(
 async fn update_user(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path(uid): Path<i32>,
+    Path(uid): Path<Uid>,
     Json(b): Json<UpdateUser>,
 ) -> ApiResult<axum::Json<UserView>> {
-    let user = service::update(&s.store, &p.actor(), Uid(uid), b).await?;
+    let user = service::update(&s.store, &p.actor(), uid, b).await?;
     Ok(axum::Json(view(&s, user)))
 }
 
 async fn set_user_password(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path(uid): Path<i32>,
+    Path(uid): Path<Uid>,
     Json(b): Json<SetPassword>,
 ) -> ApiResult<Response> {
-    let user = s.store.user_by_uid(Uid(uid)).await?;
+    let user = s.store.user_by_uid(uid).await?;
     service::set_password(&s.store, &p.actor(), &user.username, b.password).await?;
     Ok(no_content())
 }
@@ -145,9 +145,9 @@ async fn set_user_password(
 async fn delete_user(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path(uid): Path<i32>,
+    Path(uid): Path<Uid>,
 ) -> ApiResult<Response> {
-    service::delete(&s.store, &p.actor(), Uid(uid)).await?;
+    service::delete(&s.store, &p.actor(), uid).await?;
     Ok(no_content())
 }
 

@@ -219,7 +219,7 @@ pub(in crate::auth) async fn account_create_key(
 pub(in crate::auth) async fn account_revoke_key(
     State(s): State<AdminState>,
     headers: HeaderMap,
-    Path(id): Path<i64>,
+    Path(id): Path<ApiKeyId>,
     Form(f): Form<KeyForm>,
 ) -> Response {
     let Some((_, info, user)) = signed_in(&s, &headers).await else {
@@ -231,7 +231,7 @@ pub(in crate::auth) async fn account_revoke_key(
     // Always the own keys only, administrator or not: this is the account page.
     let mut who = super::principal_of(&s, &user, &headers);
     who.is_admin = false;
-    match crate::service::api_keys::delete(&s.store, &who, ApiKeyId(id)).await {
+    match crate::service::api_keys::delete(&s.store, &who, id).await {
         Ok(()) => account_page(&s, &info.csrf_token, &user, &[], Some("API key revoked.")).await,
         Err(e) => account_page(&s, &info.csrf_token, &user, &[e.message], None).await,
     }
