@@ -452,7 +452,7 @@ pub async fn node(config: &Config, cmd: NodeCommand) -> anyhow::Result<()> {
             with_db(config, async |db| {
                 let body = service::nodes::CreateNode {
                     name,
-                    site_id: site,
+                    site_id: siteward_store::SiteId(site),
                     ipv4_address: ip,
                     api_url,
                     api_token_id_or_username: token_id,

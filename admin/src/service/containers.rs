@@ -18,7 +18,7 @@ pub struct CreateContainer {
     /// Host name (DNS label).
     pub hostname: String,
     /// Node.
-    pub node_id: i64,
+    pub node_id: NodeId,
     /// Proxmox VMID.
     pub container_id: Option<i32>,
     /// MAC of net0.
@@ -46,7 +46,7 @@ pub struct UpdateContainer {
     #[serde(default, deserialize_with = "nullable")]
     pub template: Option<Option<String>>,
     /// Node (admin).
-    pub node_id: Option<i64>,
+    pub node_id: Option<NodeId>,
     /// VMID (admin).
     #[serde(default, deserialize_with = "nullable")]
     pub container_id: Option<Option<i32>>,
@@ -120,7 +120,7 @@ pub async fn register(s: &AdminState, who: &Principal, b: CreateContainer) -> Re
     }
     let input = ContainerInput {
         hostname: Some(b.hostname),
-        node_id: Some(NodeId(b.node_id)),
+        node_id: Some(b.node_id),
         username: Some(b.username.map(|u| u.to_ascii_lowercase())),
         status,
         template: Some(b.template),
@@ -171,7 +171,7 @@ pub async fn update(
     }
     let input = ContainerInput {
         hostname: b.hostname,
-        node_id: b.node_id.map(NodeId),
+        node_id: b.node_id,
         username: b.username.map(|u| u.map(|u| u.to_ascii_lowercase())),
         status,
         template: b.template,

@@ -28,7 +28,7 @@ pub struct DomainBody {
     pub cloudflare_api_key: Option<Option<String>>,
     /// Default site.
     #[serde(default, deserialize_with = "nullable")]
-    pub site_id: Option<Option<i64>>,
+    pub site_id: Option<Option<SiteId>>,
     /// auth_request server URL.
     #[serde(default, deserialize_with = "nullable")]
     pub auth_server: Option<Option<String>>,
@@ -57,7 +57,7 @@ impl DomainBody {
             acme_directory: self.acme_directory,
             cloudflare_api_email: self.cloudflare_api_email,
             cloudflare_api_key: self.cloudflare_api_key,
-            site_id: self.site_id.map(|v| v.map(SiteId)),
+            site_id: self.site_id,
             auth_server: self.auth_server,
         }
     }

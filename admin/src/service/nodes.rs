@@ -15,7 +15,7 @@ pub struct CreateNode {
     /// Proxmox host name.
     pub name: String,
     /// Site.
-    pub site_id: i64,
+    pub site_id: SiteId,
     /// Address.
     pub ipv4_address: Option<std::net::Ipv4Addr>,
     /// API URL, e.g. https://pve1:8006/api2/json.
@@ -70,7 +70,7 @@ pub async fn create(store: &Store, by: &Actor, b: CreateNode) -> Result<Node> {
     }
     let new = NewNode {
         name: b.name,
-        site_id: Some(SiteId(b.site_id)),
+        site_id: Some(b.site_id),
         ipv4_address: b.ipv4_address,
         api_url: b.api_url,
         api_token_id_or_username: b.api_token_id_or_username,

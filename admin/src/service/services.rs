@@ -23,7 +23,7 @@ pub enum CreateService {
         /// Label under the external domain.
         external_hostname: String,
         /// External domain.
-        external_domain_id: i64,
+        external_domain_id: ExternalDomainId,
         /// Backend scheme (default `http`). A bad value is a 422 naming the field.
         #[serde(default)]
         #[schemars(with = "Option<BackendProtocol>")]
@@ -82,7 +82,7 @@ pub async fn create(
             ServiceInput::Http {
                 container_port,
                 external_hostname,
-                external_domain_id: ExternalDomainId(external_domain_id),
+                external_domain_id,
                 backend_protocol,
                 auth_required,
             }
