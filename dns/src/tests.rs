@@ -59,7 +59,7 @@ fn container(id: i64, host: &str, ip: Option<Ipv4Addr>) -> Arc<Container> {
         id: ContainerId(id),
         hostname: host.into(),
         username: None,
-        status: "running".into(),
+        status: siteward_store::ContainerStatus::Running,
         template: None,
         creation_job_id: None,
         node_id: NodeId(1),

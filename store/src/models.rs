@@ -530,10 +530,7 @@ pub struct Container {
     /// Owner's login name.
     pub username: Option<String>,
     /// State.
-    // A `String` still, spelled by `ContainerStatus::as_str`: the NGINX renderer's tests build
-    // containers from text.
-    #[schemars(with = "ContainerStatus")]
-    pub status: String,
+    pub status: ContainerStatus,
     /// Template it was made from.
     pub template: Option<String>,
     /// The job that created it.
@@ -583,7 +580,7 @@ impl From<ContainerRow> for Container {
             id: ContainerId(r.id),
             hostname: r.hostname.to_ascii_lowercase(),
             username: r.username,
-            status: r.status.as_str().to_owned(),
+            status: r.status,
             template: r.template,
             creation_job_id: r.creation_job_id.map(JobId),
             node_id: NodeId(r.node_id),
@@ -626,7 +623,7 @@ pub struct HttpService {
     /// The external domain.
     pub external_domain_id: ExternalDomainId,
     /// `http` or `https`.
-    pub backend_protocol: String,
+    pub backend_protocol: BackendProtocol,
     /// NGINX must call auth_request.
     pub auth_required: bool,
     /// Groups (by name) whose members may pass auth_request; empty: every active user.
@@ -644,7 +641,7 @@ pub struct TransportService {
     /// Port on the container.
     pub container_port: i32,
     /// `tcp` or `udp`.
-    pub protocol: String,
+    pub protocol: TransportProtocol,
     /// Port on the edge.
     pub external_port: i32,
     /// NGINX terminates TLS.

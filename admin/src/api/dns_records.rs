@@ -19,10 +19,7 @@ async fn list_records(
 ) -> ApiResult<axum::Json<ListResponse<DnsRecord>>> {
     s.store.site(site).await?;
     Ok(axum::Json(
-        s.store
-            .list_dns_records(site, q.page()?)
-            .await?
-            .into(),
+        s.store.list_dns_records(site, q.page()?).await?.into(),
     ))
 }
 

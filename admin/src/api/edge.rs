@@ -102,14 +102,7 @@ async fn put_allowed_groups(
     Path((id, sid)): Path<(ContainerId, ServiceId)>,
     Json(b): Json<AllowedGroups>,
 ) -> ApiResult<axum::Json<AllowedGroups>> {
-    crate::service::services::set_allowed_groups(
-        &s,
-        &p,
-        id,
-        sid,
-        &b.groups,
-    )
-    .await?;
+    crate::service::services::set_allowed_groups(&s, &p, id, sid, &b.groups).await?;
     Ok(axum::Json(b))
 }
 

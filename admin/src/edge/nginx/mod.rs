@@ -419,7 +419,7 @@ proxy_set_header Host $host;\n            proxy_set_header Connection \"\";\n   
                 );
                 continue;
             };
-            let udp = t.protocol == "udp";
+            let udp = t.protocol == siteward_store::TransportProtocol::Udp;
             let Some(port) = u16::try_from(t.external_port).ok().filter(|p| *p != 0) else {
                 continue;
             };

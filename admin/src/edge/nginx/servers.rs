@@ -127,7 +127,7 @@ error_page 401 =302 $sw_location;\n",
         // The credentials were siteward's (an API key or a password), not the backend's.
         out.push_str("            proxy_set_header Authorization \"\";\n");
     }
-    let scheme = if s.backend_protocol == "https" {
+    let scheme = if s.backend_protocol == siteward_store::BackendProtocol::Https {
         "https"
     } else {
         "http"
