@@ -1,0 +1,55 @@
+//! Deleting a container: stopped and destroyed on Proxmox, then its record, address and DNS
+//! records removed.
+
+use siteward_store::{Container, ContainerStatus, JobId, Node};
+
+use super::{JobError, Jobs};
+use crate::proxmox::PveClient;
+
+impl Jobs {
+    /// Deletes CT `vmid` (the container `c`) on its node, then the record.
+    pub(super) async fn delete(
+        &self,
+        job: JobId,
+        c: &Container,
+        pve: &PveClient,
+        node: &Node,
+        vmid: u32,
+    ) -> Result<(), JobError> {
+        self.store
+            .set_container_status(c.id, ContainerStatus::Deleting)
+            .await
+            .map_err(|e| JobError::store("marking the container deleting", e))?;
+        match pve.status(&node.name, vmid).await {
+            Ok(s) => {
+                if s.status == "running" {
+                    let doing = format!("stopping CT {vmid}");
+                    self.log(job, &doing).await;
+                    self.run_task(pve, &doing, || pve.action(&node.name, vmid, "stop"))
+                        .await?;
+                }
+                let doing = format!("destroying CT {vmid}");
+                self.log(job, &doing).await;
+                self.run_task(pve, &doing, || pve.destroy(&node.name, vmid))
+                    .await?;
+            }
+            Err(e) => {
+                tracing::info!(error = %e, vmid, "the CT is not on its node; only the record goes");
+                self.log(job, &format!("CT {vmid} is not on {} any more", node.name))
+                    .await;
+            }
+        }
+        self.purge(c).await?;
+        self.log(job, "record, address and DNS records removed")
+            .await;
+        Ok(())
+    }
+
+    /// Removes the container's record (its address and DNS records go with it).
+    pub(super) async fn purge(&self, c: &Container) -> Result<(), JobError> {
+        self.store
+            .purge_container(c.id)
+            .await
+            .map_err(|e| JobError::store("removing the container's record", e))
+    }
+}
