@@ -755,6 +755,57 @@ async fn a_stop_mid_job_waits_for_it_or_leaves_it_for_the_next_start() -> TestRe
     Ok(())
 }
 
+#[tokio::test]
+async fn a_delete_proxmox_cannot_answer_keeps_the_record() -> TestResult {
+    let c = Cluster::start().await?;
+    let (s, v) = c
+        .post(
+            "/containers",
+            json!({ "site_id": 1, "hostname": "kept", "template": DEBIAN_TEMPLATE }),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let (id, vmid) = c.created(&v).await?;
+    let delete = || async {
+        let r = c
+            .http
+            .delete(c.server.url(&format!("/api/v1/containers/{id}")))
+            .bearer_auth(&c.admin)
+            .send()
+            .await?;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let v: Value = r.json().await?;
+        c.follow(v["job_id"].as_i64().ok_or("job")?).await
+    };
+    // Every try of the status request fails: not "gone", so nothing is removed.
+    c.sim.with(|s| s.transient_500s = 3);
+    let (lines, end) = delete().await?;
+    assert_eq!(end, "failure", "{lines:?}");
+    assert!(
+        lines.last().is_some_and(|l| l.starts_with(&format!(
+            "failed: reading CT {vmid}'s status: Proxmox answered 500"
+        ))),
+        "{lines:?}"
+    );
+    assert!(c.sim.with(|s| s.containers.contains_key(&vmid)));
+    let (s, ct) = c.get(&format!("/containers/{id}")).await?;
+    assert_eq!(
+        (s, ct["status"].as_str()),
+        (StatusCode::OK, Some("running")),
+        "{ct}"
+    );
+    // Asked again once Proxmox answers: deleted.
+    c.sim.with(|s| s.transient_500s = 0);
+    let (lines, end) = delete().await?;
+    assert_eq!(end, "success", "{lines:?}");
+    assert!(c.sim.with(|s| !s.containers.contains_key(&vmid)));
+    assert_eq!(
+        c.get(&format!("/containers/{id}")).await?.0,
+        StatusCode::NOT_FOUND
+    );
+    c.server.stop().await
+}
+
 /// `bench/containers`: 100 creations against the simulator with a fixed task latency. Prints
 /// creations per second and siteward's overhead per creation above the simulator's own time.
 #[tokio::test]
