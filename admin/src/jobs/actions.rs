@@ -13,6 +13,7 @@ impl Jobs {
         owner: Uid,
         c: Container,
         action: Option<Lifecycle>,
+        by: &siteward_store::Actor,
     ) -> Result<JobId, siteward_store::StoreError> {
         let (name, kind) = match &action {
             Some(Lifecycle::Start) => ("start container", "start_container"),
@@ -24,9 +25,23 @@ impl Jobs {
             }
             None => ("delete container", "delete_container"),
         };
+        // The request's audit row commits with its job: `action` (with what it asks) or `delete`.
+        let (verb, details) = match &action {
+            Some(a) => ("action", siteward_store::audit::fields(a)),
+            None => ("delete", serde_json::json!({})),
+        };
         let job = self
             .store
-            .create_job(name, &format!("container:{}", c.id), Some(owner))
+            .request_job(
+                name,
+                &format!("container:{}", c.id),
+                Some(owner),
+                by,
+                verb,
+                "container",
+                c.id,
+                details,
+            )
             .await?;
         let spec = Job {
             exclusive: Some(self.lock_for(c.id)),

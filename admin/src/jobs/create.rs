@@ -25,6 +25,7 @@ impl Jobs {
         &self,
         owner: (Uid, String),
         req: CreateContainerRequest,
+        by: &siteward_store::Actor,
     ) -> Result<(Container, JobId), CreateError> {
         let among = self
             .template_nodes(
@@ -44,16 +45,19 @@ impl Jobs {
             .await?;
         let reserved = self
             .store
-            .reserve_container(Reservation {
-                site_id: SiteId(req.site_id),
-                hostname: req.hostname.clone(),
-                username: owner.1.clone(),
-                template: req.template.clone(),
-                node_id: req.node_id.map(NodeId),
-                among: Some(among),
-                nvidia: req.nvidia,
-                job_id: job,
-            })
+            .reserve_container(
+                Reservation {
+                    site_id: SiteId(req.site_id),
+                    hostname: req.hostname.clone(),
+                    username: owner.1.clone(),
+                    template: req.template.clone(),
+                    node_id: req.node_id.map(NodeId),
+                    among: Some(among),
+                    nvidia: req.nvidia,
+                    job_id: job,
+                },
+                by,
+            )
             .await;
         let (container, node, site) = match reserved {
             Ok(v) => v,

@@ -8,7 +8,11 @@ use super::{JobError, Jobs};
 
 impl Jobs {
     /// Registers a node's containers that siteward does not know yet.
-    pub async fn import(&self, node_id: NodeId) -> Result<Vec<Container>, JobError> {
+    pub async fn import(
+        &self,
+        node_id: NodeId,
+        by: &siteward_store::Actor,
+    ) -> Result<Vec<Container>, JobError> {
         let node = self
             .store
             .node(node_id)
@@ -64,7 +68,7 @@ impl Jobs {
             };
             if let Some(c) = self
                 .store
-                .import_container(node_id, found)
+                .import_container(node_id, found, by)
                 .await
                 .map_err(|e| JobError::store(format!("registering CT {vmid}"), e))?
             {
