@@ -9,13 +9,19 @@ use anyhow::Context;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use crate::config::{Config, Listen};
 use crate::db::{self, Role};
 
 /// How long in-flight work may take to drain after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(6);
+/// How long a running job may still take after a shutdown signal: less than [`DRAIN`], so what
+/// is left of it is recorded before the pool closes.
+const JOB_GRACE: Duration = Duration::from_secs(4);
+/// Container jobs at a time.
+const CONTAINER_JOBS: usize = 2;
+/// Certificate orders at a time (each domain's orders are one at a time anyway).
+const CERTIFICATE_JOBS: usize = 4;
 
 async fn bind_tcp(listen: Listen, name: &str) -> anyhow::Result<Option<TcpListener>> {
     match listen.addr() {
@@ -156,63 +162,65 @@ pub fn acme_settings(config: &Config) -> siteward_acme::Settings {
     }
 }
 
-/// Certificate orders from the API, run as jobs.
-struct AcmeOrders(siteward_acme::Acme);
+/// Certificate orders from the API, run as jobs on the process's job runner.
+struct AcmeOrders {
+    acme: siteward_acme::Acme,
+    runner: siteward_admin::jobs::Runner,
+}
 
 impl siteward_admin::CertificateOrders for AcmeOrders {
     fn start(&self, domain: siteward_store::ExternalDomainId, job: siteward_store::JobId) {
-        let acme = self.0.clone();
-        let span = tracing::info_span!("job", job = job.0, kind = "certificate");
-        tokio::spawn(certificate_job(acme, domain, job).instrument(span));
+        let spec = siteward_admin::jobs::Job::new(job, "certificate");
+        self.runner
+            .spawn(spec, certificate_job(self.acme.clone(), domain, job));
     }
 }
 
-/// One certificate order as a job: progress lines in order, then the final status.
+/// One certificate order as a job: its progress lines in order (written while the order runs),
+/// then its outcome for the runner. Dropped by a shutdown, the order leaves its challenge
+/// records noted, and the domain's next order withdraws them.
 async fn certificate_job(
     acme: siteward_acme::Acme,
     domain: siteward_store::ExternalDomainId,
     job: siteward_store::JobId,
-) {
+) -> Result<(), siteward_admin::jobs::JobError> {
     let store = acme.store().clone();
-    if let Err(e) = store
-        .set_job_status(job, siteward_store::JobState::Running)
-        .await
-    {
-        tracing::error!(error = %e, "marking the certificate job running failed");
-    }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let writer = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            while let Some(line) = rx.recv().await {
-                if let Err(e) = store.job_log(job, &line).await {
-                    tracing::error!(error = %e, "recording job progress failed");
-                }
-            }
-        })
-    };
     let progress = move |line: &str| {
-        let _ = tx.send(line.to_owned());
-    };
-    let result = acme.issue(domain, chrono::Utc::now(), &progress).await;
-    drop(progress);
-    let _ = writer.await;
-    let status = match &result {
-        Ok(_) => siteward_store::JobState::Success,
-        Err(e) => {
-            // Failures inside the order are already described; these happen before it.
-            if matches!(
-                e,
-                siteward_acme::Error::Busy(_) | siteward_acme::Error::Invalid(_)
-            ) {
-                let _ = store.job_log(job, &format!("failed: {e}")).await;
-            }
-            siteward_store::JobState::Failure
+        if tx.send(line.to_owned()).is_err() {
+            tracing::error!(
+                line,
+                "a progress line arrived after the job's writer stopped"
+            );
         }
     };
-    if let Err(e) = store.set_job_status(job, status).await {
-        tracing::error!(error = %e, "recording the certificate job's result failed");
-    }
+    let order = async move {
+        let result = acme.issue(domain, chrono::Utc::now(), &progress).await;
+        drop(progress);
+        result
+    };
+    let writer = async {
+        while let Some(line) = rx.recv().await {
+            if let Err(e) = store.job_log(job, &line).await {
+                tracing::error!(error = %e, "recording job progress failed");
+            }
+        }
+    };
+    let (result, ()) = tokio::join!(order, writer);
+    result.map(drop).map_err(|e| {
+        // Failures inside the order are already in its progress lines; these happen before
+        // it or after it.
+        let reported = !matches!(
+            e,
+            siteward_acme::Error::Busy(_)
+                | siteward_acme::Error::Invalid(_)
+                | siteward_acme::Error::Store(_)
+        );
+        siteward_admin::jobs::JobError::Certificate {
+            message: e.to_string(),
+            reported,
+        }
+    })
 }
 
 /// The HTTPS listener's certificate: configured, or self-signed in the data directory.
@@ -324,7 +332,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
 
-    let jobs = siteward_admin::jobs::Jobs::new(store.clone(), 2);
+    // Every job (containers, certificates) runs on this runner, on the process's tracker:
+    // shutdown waits for them (see `siteward_admin::jobs::runner`).
+    let runner = siteward_admin::jobs::Runner::new(
+        store.clone(),
+        CONTAINER_JOBS,
+        tracker.clone(),
+        shutdown.clone(),
+        JOB_GRACE,
+    );
+    let jobs = siteward_admin::jobs::Jobs::on(runner.clone());
     // Cancelled once the migrations ran: background work on tables waits for it.
     let migrated = CancellationToken::new();
 
@@ -469,7 +486,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 ),
                 None => "http://localhost".into(),
             });
-        state.certificates = Some(Arc::new(AcmeOrders(acme.clone())));
+        state.certificates = Some(Arc::new(AcmeOrders {
+            acme: acme.clone(),
+            // Their own permits: an order may wait minutes for DNS propagation.
+            runner: runner.with_concurrency(CERTIFICATE_JOBS),
+        }));
         state.edge_ports = config.http.edge_ports.clone();
         let state: siteward_admin::AdminState = state.into();
         // The sign-in host's label and the edge's ports go into the database, whose triggers

@@ -108,8 +108,9 @@ pub struct Shared {
 /// Starts certificate orders. The binary implements it with the ACME crate (protocol crates do
 /// not depend on each other).
 pub trait CertificateOrders: Send + Sync {
-    /// Runs an order for `domain` in the background as job `job`: progress lines go to the job,
-    /// whose status ends `success` or `failure`.
+    /// Runs an order for `domain` in the background as job `job`, on the process's
+    /// [`jobs::Runner`]: progress lines go to the job, whose status ends `success` or `failure`
+    /// (`cancelled` when a shutdown interrupts it).
     fn start(&self, domain: siteward_store::ExternalDomainId, job: siteward_store::JobId);
 }
 

@@ -69,6 +69,12 @@ impl PveError {
         }
     }
 
+    /// The error says the container does not exist on the node (PVE answers 500 with
+    /// "Configuration file 'nodes/<node>/lxc/<vmid>.conf' does not exist").
+    pub fn ct_missing(&self) -> bool {
+        matches!(self, PveError::Api { message, .. } if message.contains("does not exist"))
+    }
+
     /// The error says a VMID is taken.
     pub fn vmid_taken(&self) -> bool {
         match self {

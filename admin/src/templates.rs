@@ -336,7 +336,7 @@ impl Jobs {
             .await
             .map_err(|e| TemplateError::Proxmox {
                 node: node.name.clone(),
-                error: e,
+                error: e.to_string(),
             })?;
         tokio::time::timeout(CHECK_TIMEOUT, ask(pve))
             .await

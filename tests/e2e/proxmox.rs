@@ -653,6 +653,163 @@ async fn restart_mid_create(task: Duration, down: Duration) -> TestResult {
     c.server.stop().await
 }
 
+#[tokio::test]
+async fn a_stop_mid_job_waits_for_it_or_leaves_it_for_the_next_start() -> TestResult {
+    let c = Cluster::start().await?;
+    let creates = |c: &Cluster| {
+        c.sim.with(|s| {
+            s.requests
+                .iter()
+                .filter(|r| r.starts_with("POST /nodes/") && r.ends_with("/lxc"))
+                .count()
+        })
+    };
+    async fn wait_for_create(c: &Cluster, n: usize, creates: impl Fn(&Cluster) -> usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while creates(c) < n {
+            assert!(tokio::time::Instant::now() < deadline, "no create request");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Stops with SIGTERM (exit 0) and starts again on the same database.
+    async fn restart(c: Cluster, db: &TestDb) -> TestResult<Cluster> {
+        let Cluster {
+            server,
+            sim,
+            http,
+            admin,
+        } = c;
+        let data_dir = server.data_dir.clone();
+        server.stop().await?;
+        let server = Server::start_with(ServerOptions {
+            database_url: Some(db.url.clone()),
+            data_dir: Some(data_dir),
+            ..Default::default()
+        })
+        .await?;
+        let c = Cluster {
+            server,
+            sim,
+            http,
+            admin,
+        };
+        c.wait_auth().await?;
+        Ok(c)
+    }
+    let mut c = c;
+    let db = c.server.db.take().ok_or("db")?;
+    let store = db.store().await?;
+    let job_state = |job: i64| {
+        let store = store.clone();
+        async move {
+            let (j, lines) = store.job(siteward_store::JobId(job), None).await?;
+            TestResult::Ok((
+                j.status,
+                lines.into_iter().map(|l| l.message).collect::<Vec<_>>(),
+            ))
+        }
+    };
+
+    // 1. A job that can finish within the grace: the stop waits for it.
+    c.sim.with(|s| s.task_duration = Duration::from_millis(800));
+    let (first, job) = c.create("finished").await?;
+    wait_for_create(&c, 1, creates).await;
+    let c = restart(c, &db).await?;
+    let (status, lines) = job_state(job).await?;
+    assert_eq!(status, siteward_store::JobState::Success, "{lines:?}");
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("container is running")
+    );
+    let (_, ct) = c.get(&format!("/containers/{first}")).await?;
+    assert_eq!(ct["status"], "running", "{ct}");
+
+    // 2. One that cannot: recorded as interrupted, not dropped, and finished by the next start
+    //    without creating the container twice.
+    c.sim.with(|s| s.task_duration = Duration::from_secs(12));
+    let (second, job) = c.create("interrupted").await?;
+    wait_for_create(&c, 2, creates).await;
+    let begun = tokio::time::Instant::now();
+    let c = restart(c, &db).await?;
+    assert!(
+        begun.elapsed() < Duration::from_secs(12),
+        "the stop waited for Proxmox's task"
+    );
+    let (status, lines) = job_state(job).await?;
+    assert_eq!(status, siteward_store::JobState::Running, "{lines:?}");
+    assert!(
+        lines.last().is_some_and(
+            |l| l.starts_with("interrupted: the server stopped before the job finished")
+        ),
+        "{lines:?}"
+    );
+    let (lines, end) = c.follow(job).await?;
+    assert_eq!(end, "success", "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("reconciled after a restart")),
+        "{lines:?}"
+    );
+    assert_eq!(creates(&c), 2, "a job ran twice");
+    let (_, ct) = c.get(&format!("/containers/{second}")).await?;
+    assert_eq!(ct["status"], "running", "{ct}");
+    c.server.stop().await?;
+    drop(db);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_delete_proxmox_cannot_answer_keeps_the_record() -> TestResult {
+    let c = Cluster::start().await?;
+    let (s, v) = c
+        .post(
+            "/containers",
+            json!({ "site_id": 1, "hostname": "kept", "template": DEBIAN_TEMPLATE }),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let (id, vmid) = c.created(&v).await?;
+    let delete = || async {
+        let r = c
+            .http
+            .delete(c.server.url(&format!("/api/v1/containers/{id}")))
+            .bearer_auth(&c.admin)
+            .send()
+            .await?;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let v: Value = r.json().await?;
+        c.follow(v["job_id"].as_i64().ok_or("job")?).await
+    };
+    // Every try of the status request fails: not "gone", so nothing is removed.
+    c.sim.with(|s| s.transient_500s = 3);
+    let (lines, end) = delete().await?;
+    assert_eq!(end, "failure", "{lines:?}");
+    assert!(
+        lines.last().is_some_and(|l| l.starts_with(&format!(
+            "failed: reading CT {vmid}'s status: Proxmox answered 500"
+        ))),
+        "{lines:?}"
+    );
+    assert!(c.sim.with(|s| s.containers.contains_key(&vmid)));
+    let (s, ct) = c.get(&format!("/containers/{id}")).await?;
+    assert_eq!(
+        (s, ct["status"].as_str()),
+        (StatusCode::OK, Some("running")),
+        "{ct}"
+    );
+    // Asked again once Proxmox answers: deleted.
+    c.sim.with(|s| s.transient_500s = 0);
+    let (lines, end) = delete().await?;
+    assert_eq!(end, "success", "{lines:?}");
+    assert!(c.sim.with(|s| !s.containers.contains_key(&vmid)));
+    assert_eq!(
+        c.get(&format!("/containers/{id}")).await?.0,
+        StatusCode::NOT_FOUND
+    );
+    c.server.stop().await
+}
+
 /// `bench/containers`: 100 creations against the simulator with a fixed task latency. Prints
 /// creations per second and siteward's overhead per creation above the simulator's own time.
 #[tokio::test]
