@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::extract::encode_cursor;
 use crate::AdminState;
 
-pub(super) type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// `Some(None)` for an explicit `null`, `None` when absent.
 pub(super) fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
@@ -103,7 +103,7 @@ pub(super) fn check_len(field: &str, value: &str, min: usize, max: usize) -> Api
     Ok(())
 }
 
-pub(super) fn check_label(field: &str, value: &str) -> ApiResult<()> {
+pub(crate) fn check_label(field: &str, value: &str) -> ApiResult<()> {
     let ok = !value.is_empty()
         && value.len() <= 63
         && value

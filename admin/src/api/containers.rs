@@ -179,6 +179,21 @@ async fn create_container_inner(
     p: &Principal,
     b: crate::jobs::CreateContainerRequest,
 ) -> ApiResult<Response> {
+    let (container, job_id) = start_creation(s, p, b).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(CreationAccepted { container, job_id }),
+    )
+        .into_response())
+}
+
+/// Validates a creation request, reserves the container and starts its job, audited: what
+/// the API and the console both call.
+pub(crate) async fn start_creation(
+    s: &AdminState,
+    p: &Principal,
+    b: crate::jobs::CreateContainerRequest,
+) -> ApiResult<(Container, JobId)> {
     check_label("hostname", &b.hostname)?;
     // Its shape here; whether Proxmox has it as a template in `Jobs::create_container`.
     crate::templates::TemplateRef::parse(&b.template)?;
@@ -210,11 +225,7 @@ async fn create_container_inner(
         .create_container((p.uid, p.username.clone()), b)
         .await?;
     audit(s, &p.actor(), "create", "container", container.id, details).await;
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(CreationAccepted { container, job_id }),
-    )
-        .into_response())
+    Ok((container, job_id))
 }
 
 async fn create_container(
@@ -312,13 +323,26 @@ async fn delete_container(
     p: Principal,
     Path(id): Path<ContainerId>,
 ) -> ApiResult<Response> {
+    Ok(match remove(&s, &p, id).await? {
+        Some(job_id) => (StatusCode::ACCEPTED, axum::Json(JobAccepted { job_id })).into_response(),
+        None => no_content(),
+    })
+}
+
+/// Deletes a container, audited: the job destroying it on Proxmox, or `None` when only the
+/// record was removed.
+pub(crate) async fn remove(
+    s: &AdminState,
+    p: &Principal,
+    id: ContainerId,
+) -> ApiResult<Option<JobId>> {
     let c = s.store.container(id, p.owner_filter()).await?;
-    audit(&s, &p.actor(), "delete", "container", id, json!({})).await;
+    audit(s, &p.actor(), "delete", "container", id, json!({})).await;
     let managed = s.store.node(c.node_id).await?.api_url.is_some();
     if c.container_id.is_none() || !managed {
         s.store.delete_container(c.id, p.owner_filter()).await?;
         audit(
-            &s,
+            s,
             &p.actor(),
             "delete",
             "container",
@@ -326,10 +350,9 @@ async fn delete_container(
             json!({ "record_only": true }),
         )
         .await;
-        return Ok(no_content());
+        return Ok(None);
     }
-    let job_id = s.jobs.lifecycle(p.uid, c, None).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(JobAccepted { job_id })).into_response())
+    Ok(Some(s.jobs.lifecycle(p.uid, c, None).await?))
 }
 
 async fn container_action(
@@ -338,6 +361,17 @@ async fn container_action(
     Path(id): Path<ContainerId>,
     Json(b): Json<crate::jobs::Lifecycle>,
 ) -> ApiResult<Response> {
+    let job_id = act(&s, &p, id, b).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(JobAccepted { job_id })).into_response())
+}
+
+/// Validates a lifecycle operation and starts its job, audited.
+pub(crate) async fn act(
+    s: &AdminState,
+    p: &Principal,
+    id: ContainerId,
+    b: crate::jobs::Lifecycle,
+) -> ApiResult<JobId> {
     if let crate::jobs::Lifecycle::Reconfigure { cores, memory } = &b {
         if cores.is_none() && memory.is_none() {
             return Err(ApiError::invalid("cores", "give cores, memory or both"));
@@ -355,8 +389,8 @@ async fn container_action(
     let c = s.store.container(id, p.owner_filter()).await?;
     let details = fields(&b);
     let job_id = s.jobs.lifecycle(p.uid, c, Some(b)).await?;
-    audit(&s, &p.actor(), "action", "container", id, details).await;
-    Ok((StatusCode::ACCEPTED, axum::Json(JobAccepted { job_id })).into_response())
+    audit(s, &p.actor(), "action", "container", id, details).await;
+    Ok(job_id)
 }
 
 /// Registers the routes above in the route table (router and OpenAPI document).

@@ -26,8 +26,8 @@ pub mod streams;
 
 mod api_keys;
 mod audit;
-mod common;
-mod containers;
+pub(crate) mod common;
+pub(crate) mod containers;
 mod dns_records;
 mod domains;
 mod edge;
@@ -36,11 +36,11 @@ mod invites;
 mod jobs;
 mod nodes;
 mod resets;
-mod services;
+pub(crate) mod services;
 mod settings;
 mod sites;
 mod templates;
-mod users;
+pub(crate) mod users;
 
 use axum::routing::get;
 use axum::Router;

@@ -94,7 +94,17 @@ async fn create_service(
     Path(id): Path<ContainerId>,
     Json(b): Json<CreateService>,
 ) -> ApiResult<Response> {
-    let c = owned_container(&s, &p, id).await?;
+    Ok(created(add(&s, &p, id, b).await?))
+}
+
+/// Validates and adds a service to a container of the caller's, audited.
+pub(crate) async fn add(
+    s: &AdminState,
+    p: &Principal,
+    id: ContainerId,
+    b: CreateService,
+) -> ApiResult<resources::ServiceView> {
+    let c = owned_container(s, p, id).await?;
     let details = fields(&b);
     let input = match b {
         CreateService::Http {
@@ -106,7 +116,7 @@ async fn create_service(
         } => {
             check_port("container_port", container_port)?;
             check_label("external_hostname", &external_hostname)?;
-            crate::edge::reserved::check_http(&s, &external_hostname)?;
+            crate::edge::reserved::check_http(s, &external_hostname)?;
             let backend_protocol = match backend_protocol {
                 Some(v) => v.parse()?,
                 None => BackendProtocol::Http,
@@ -136,7 +146,7 @@ async fn create_service(
                     "use_tls is only possible over tcp",
                 ));
             }
-            crate::edge::reserved::check_transport(&s, external_port, use_tls)?;
+            crate::edge::reserved::check_transport(s, external_port, use_tls)?;
             ServiceInput::Transport {
                 container_port,
                 protocol,
@@ -167,8 +177,8 @@ async fn create_service(
         }
     };
     let svc = s.store.create_service(c, input, s.port_range).await?;
-    audit(&s, &p.actor(), "create", "service", svc.id, details).await;
-    Ok(created(svc))
+    audit(s, &p.actor(), "create", "service", svc.id, details).await;
+    Ok(svc)
 }
 
 async fn delete_service(
@@ -176,10 +186,21 @@ async fn delete_service(
     p: Principal,
     Path((id, sid)): Path<(ContainerId, ServiceId)>,
 ) -> ApiResult<Response> {
-    let c = owned_container(&s, &p, id).await?;
+    remove(&s, &p, id, sid).await?;
+    Ok(no_content())
+}
+
+/// Removes a service of a container of the caller's, audited.
+pub(crate) async fn remove(
+    s: &AdminState,
+    p: &Principal,
+    id: ContainerId,
+    sid: ServiceId,
+) -> ApiResult<()> {
+    let c = owned_container(s, p, id).await?;
     s.store.delete_service(c, sid).await?;
     audit(
-        &s,
+        s,
         &p.actor(),
         "delete",
         "service",
@@ -187,7 +208,7 @@ async fn delete_service(
         json!({ "container_id": id }),
     )
     .await;
-    Ok(no_content())
+    Ok(())
 }
 
 /// Registers the routes above in the route table (router and OpenAPI document).

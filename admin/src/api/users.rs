@@ -277,15 +277,27 @@ async fn update_user(
     Path(uid): Path<i32>,
     Json(b): Json<UpdateUser>,
 ) -> ApiResult<axum::Json<UserView>> {
+    let user = update(&s, &p, Uid(uid), b).await?;
+    Ok(axum::Json(view(&s, user)))
+}
+
+/// An administrator's change to an account (approval, suspension, profile), audited; a
+/// suspended or pending account is signed out everywhere.
+pub(crate) async fn update(
+    s: &AdminState,
+    p: &Principal,
+    uid: Uid,
+    b: UpdateUser,
+) -> ApiResult<User> {
     b.check()?;
     let suspend = matches!(b.status, Some(UserStatus::Suspended | UserStatus::Pending));
     let details = fields(&b);
-    let user = s.store.update_user(Uid(uid), b.patch()).await?;
+    let user = s.store.update_user(uid, b.patch()).await?;
     if suspend {
-        s.store.delete_sessions_of(Uid(uid)).await?;
+        s.store.delete_sessions_of(uid).await?;
     }
-    audit(&s, &p.actor(), "update", "user", uid, details).await;
-    Ok(axum::Json(view(&s, user)))
+    audit(s, &p.actor(), "update", "user", uid.0, details).await;
+    Ok(user)
 }
 
 async fn set_user_password(
