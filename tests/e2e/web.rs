@@ -279,3 +279,183 @@ async fn console_in_a_browser() -> TestResult {
     assert!(left.is_empty(), "{v}");
     Ok(())
 }
+
+/// Timings of one page: the server's own (`Server-Timing`) and the round trip, in ms.
+struct Timings {
+    server: Vec<f64>,
+    round_trip: Vec<f64>,
+    body: String,
+}
+
+/// The median and the 99th percentile of sorted `v`.
+fn p50_p99(v: &mut [f64]) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+/// Times `rounds` GETs of `path` with the session cookie (after a warm-up).
+async fn time_page(
+    http: &Client,
+    server: &Server,
+    cookie: &str,
+    path: &str,
+    rounds: usize,
+) -> TestResult<Timings> {
+    let get = || {
+        http.get(server.url(path))
+            .header(
+                reqwest::header::COOKIE,
+                format!("siteward_session={cookie}"),
+            )
+            .send()
+    };
+    for _ in 0..10 {
+        get().await?.bytes().await?;
+    }
+    let mut t = Timings {
+        server: Vec::with_capacity(rounds),
+        round_trip: Vec::with_capacity(rounds),
+        body: String::new(),
+    };
+    for _ in 0..rounds {
+        let start = std::time::Instant::now();
+        let res = get().await?;
+        let status = res.status();
+        let own = res
+            .headers()
+            .get("server-timing")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("app;dur="))
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or("no Server-Timing header")?;
+        t.body = res.text().await?;
+        t.round_trip.push(start.elapsed().as_secs_f64() * 1000.0);
+        t.server.push(own);
+        assert_eq!(status, StatusCode::OK, "{path}: {}", t.body);
+    }
+    Ok(t)
+}
+
+/// `bench/console`: the console's pages with 1,000 containers (each with an HTTP service) of
+/// the signed-in user: the server's time (`Server-Timing`, target: a median under 20 ms) and
+/// the round trip over loopback, p50 and p99 of 200 requests. Run with `bench/console`.
+#[tokio::test]
+#[ignore = "benchmark: run bench/console"]
+async fn bench_console() -> TestResult {
+    use futures::StreamExt;
+    const CONTAINERS: usize = 1000;
+    let server = Server::start().await?;
+    let http = Client::new();
+    let (s, v) = call(
+        &http,
+        &server,
+        None,
+        Method::POST,
+        "/register",
+        Some(json!({ "username": "root", "password": PASSWORD })),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let uid = v["uid_number"].as_i64().ok_or("uid_number")?;
+    let store = server.db.as_ref().ok_or("db")?.store().await?;
+    let (_, key) = store.create_api_key("root", "bench", None).await?;
+    wait_key(&http, &server, &key).await?;
+    let k = Some(key.as_str());
+    let (s, v) = call(&http, &server, k, Method::POST, "/sites",
+        Some(json!({ "name": "lab", "internal_domain": "lab.internal", "gateway": "10.0.0.1", "subnet_mask": "255.255.0.0", "dhcp_range": "10.0.200.1-10.0.250.250" }))).await?;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let site_id = id(&v)?;
+    // A node siteward does not manage (no API URL): pages show the stored status.
+    let (s, v) = call(
+        &http,
+        &server,
+        k,
+        Method::POST,
+        "/nodes",
+        Some(json!({ "name": "pve1", "site_id": site_id, "ipv4_address": "10.0.0.2" })),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let node_id = id(&v)?;
+    let (s, v) = call(
+        &http,
+        &server,
+        k,
+        Method::POST,
+        "/external-domains",
+        Some(json!({ "domain": "lab.test", "site_id": site_id })),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let domain_id = id(&v)?;
+    let started = std::time::Instant::now();
+    let made: Vec<TestResult<i64>> = futures::stream::iter(0..CONTAINERS)
+        .map(|i| {
+            let (http, server) = (&http, &server);
+            async move {
+                let (s, c) = call(http, server, k, Method::POST, "/containers/register",
+                    Some(json!({ "hostname": format!("ct{i:04}"), "node_id": node_id, "username": "root", "status": "running", "container_id": 1000 + i, "ipv4_address": format!("10.0.{}.{}", 1 + i / 250, 1 + i % 250) }))).await?;
+                assert_eq!(s, StatusCode::CREATED, "{c}");
+                let cid = id(&c)?;
+                let (s, v) = call(http, server, k, Method::POST, &format!("/containers/{cid}/services"),
+                    Some(json!({ "type": "http", "container_port": 80, "external_hostname": format!("ct{i:04}"), "external_domain_id": domain_id }))).await?;
+                assert_eq!(s, StatusCode::CREATED, "{v}");
+                Ok(cid)
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let ids: Vec<i64> = made.into_iter().collect::<TestResult<_>>()?;
+    println!(
+        "made {} containers with a service each in {:.1} s",
+        ids.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let (cookie, _) = store
+        .create_session(
+            siteward_store::Uid(i32::try_from(uid)?),
+            chrono::Duration::hours(1),
+            None,
+            None,
+            chrono::Utc::now(),
+        )
+        .await?;
+    // The snapshot has every container before timing starts.
+    let mut listed = 0;
+    for _ in 0..200 {
+        let t = time_page(&http, &server, &cookie, "/", 1).await?;
+        listed = t.body.matches("<tr>").count().saturating_sub(1);
+        if listed == CONTAINERS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed, CONTAINERS);
+    let first = ids.first().ok_or("no container")?;
+    let mut worst: f64 = 0.0;
+    for path in [
+        "/".to_owned(),
+        format!("/containers/{first}"),
+        "/containers/new".to_owned(),
+        "/jobs".to_owned(),
+        "/admin".to_owned(),
+        "/admin/users".to_owned(),
+    ] {
+        let mut t = time_page(&http, &server, &cookie, &path, 200).await?;
+        let (s50, s99) = p50_p99(&mut t.server);
+        let (r50, r99) = p50_p99(&mut t.round_trip);
+        worst = worst.max(s50);
+        println!(
+            "GET {path:<18} {:>7} bytes  server p50 {s50:.2} ms p99 {s99:.2} ms  round trip p50 {r50:.2} ms p99 {r99:.2} ms",
+            t.body.len()
+        );
+    }
+    println!("worst server-time median {worst:.2} ms (target: under 20 ms)");
+    assert!(
+        worst < 20.0,
+        "a page took {worst:.2} ms of server time at the median"
+    );
+    Ok(())
+}

@@ -62,6 +62,20 @@ pub fn routes(state: &AdminState) -> Router<AdminState> {
             state.clone(),
             crate::auth::same_origin_posts,
         ))
+        .route_layer(axum::middleware::from_fn(server_timing))
+}
+
+/// `Server-Timing: app;dur=<ms>`: how long the page took to build (the pages' bodies are
+/// complete strings, so this includes rendering); shown by browsers' developer tools and read
+/// by `bench/console`.
+async fn server_timing(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let start = std::time::Instant::now();
+    let mut res = next.run(req).await;
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(v) = HeaderValue::from_str(&format!("app;dur={ms:.2}")) {
+        res.headers_mut().insert("server-timing", v);
+    }
+    res
 }
 
 /// The console's script, compiled into the binary.
