@@ -61,30 +61,41 @@ async fn wait_key(http: &Client, server: &Server, key: &str) -> TestResult {
     Err("api key never became valid".into())
 }
 
-#[tokio::test]
-async fn console_in_a_browser() -> TestResult {
-    let server = Server::start().await?;
-    let sim = PveSim::start(&["pve1"]).await?;
-    let http = Client::new();
+/// What [`lab`] made.
+struct Lab {
+    /// root's API key.
+    key: String,
+    uid: i64,
+    node_id: i64,
+    domain_id: i64,
+}
 
-    // root (the first account, the administrator), a site, a node on the simulator, a domain.
-    let (s, v) = call(&http, &server, None, Method::POST, "/register",
+/// root (the first account, the administrator) with an API key, site `lab` (a /16, so a
+/// thousand containers fit), node `pve1` (with `node` merged into its body) and the external
+/// domain `lab.test`.
+async fn lab(http: &Client, server: &Server, node: Value) -> TestResult<Lab> {
+    let (s, v) = call(http, server, None, Method::POST, "/register",
         Some(json!({ "username": "root", "password": PASSWORD, "ssh_public_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 root@admin"] }))).await?;
     assert_eq!(s, StatusCode::CREATED, "{v}");
+    let uid = v["uid_number"].as_i64().ok_or("uid_number")?;
     let store = server.db.as_ref().ok_or("db")?.store().await?;
     let (_, key) = store.create_api_key("root", "test", None).await?;
-    wait_key(&http, &server, &key).await?;
+    wait_key(http, server, &key).await?;
     let k = Some(key.as_str());
-    let (s, v) = call(&http, &server, k, Method::POST, "/sites",
-        Some(json!({ "name": "lab", "internal_domain": "lab.internal", "gateway": "10.0.0.1", "subnet_mask": "255.255.255.0", "dhcp_range": "10.0.0.100-10.0.0.250" }))).await?;
+    let (s, v) = call(http, server, k, Method::POST, "/sites",
+        Some(json!({ "name": "lab", "internal_domain": "lab.internal", "gateway": "10.0.0.1", "subnet_mask": "255.255.0.0", "dhcp_range": "10.0.200.1-10.0.250.250" }))).await?;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let site_id = id(&v)?;
-    let (s, v) = call(&http, &server, k, Method::POST, "/nodes",
-        Some(json!({ "name": "pve1", "site_id": site_id, "ipv4_address": "10.0.0.2", "api_url": sim.url(), "api_token_id_or_username": "root@pam!siteward", "api_token_secret_or_password": "4b1d6e0e-0000-4000-8000-000000000001" }))).await?;
+    let mut body = json!({ "name": "pve1", "site_id": site_id, "ipv4_address": "10.0.0.2" });
+    if let (Some(b), Some(extra)) = (body.as_object_mut(), node.as_object()) {
+        b.extend(extra.clone());
+    }
+    let (s, v) = call(http, server, k, Method::POST, "/nodes", Some(body)).await?;
     assert_eq!(s, StatusCode::CREATED, "{v}");
+    let node_id = id(&v)?;
     let (s, v) = call(
-        &http,
-        &server,
+        http,
+        server,
         k,
         Method::POST,
         "/external-domains",
@@ -92,6 +103,27 @@ async fn console_in_a_browser() -> TestResult {
     )
     .await?;
     assert_eq!(s, StatusCode::CREATED, "{v}");
+    Ok(Lab {
+        key,
+        uid,
+        node_id,
+        domain_id: id(&v)?,
+    })
+}
+
+#[tokio::test]
+async fn console_in_a_browser() -> TestResult {
+    let server = Server::start().await?;
+    let sim = PveSim::start(&["pve1"]).await?;
+    let http = Client::new();
+
+    let lab = lab(
+        &http,
+        &server,
+        json!({ "api_url": sim.url(), "api_token_id_or_username": "root@pam!siteward", "api_token_secret_or_password": "4b1d6e0e-0000-4000-8000-000000000001" }),
+    )
+    .await?;
+    let k = Some(lab.key.as_str());
     // alice registers and waits for approval.
     let (s, v) = call(
         &http,
@@ -347,48 +379,10 @@ async fn bench_console() -> TestResult {
     const CONTAINERS: usize = 1000;
     let server = Server::start().await?;
     let http = Client::new();
-    let (s, v) = call(
-        &http,
-        &server,
-        None,
-        Method::POST,
-        "/register",
-        Some(json!({ "username": "root", "password": PASSWORD })),
-    )
-    .await?;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let uid = v["uid_number"].as_i64().ok_or("uid_number")?;
-    let store = server.db.as_ref().ok_or("db")?.store().await?;
-    let (_, key) = store.create_api_key("root", "bench", None).await?;
-    wait_key(&http, &server, &key).await?;
-    let k = Some(key.as_str());
-    let (s, v) = call(&http, &server, k, Method::POST, "/sites",
-        Some(json!({ "name": "lab", "internal_domain": "lab.internal", "gateway": "10.0.0.1", "subnet_mask": "255.255.0.0", "dhcp_range": "10.0.200.1-10.0.250.250" }))).await?;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let site_id = id(&v)?;
     // A node siteward does not manage (no API URL): pages show the stored status.
-    let (s, v) = call(
-        &http,
-        &server,
-        k,
-        Method::POST,
-        "/nodes",
-        Some(json!({ "name": "pve1", "site_id": site_id, "ipv4_address": "10.0.0.2" })),
-    )
-    .await?;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let node_id = id(&v)?;
-    let (s, v) = call(
-        &http,
-        &server,
-        k,
-        Method::POST,
-        "/external-domains",
-        Some(json!({ "domain": "lab.test", "site_id": site_id })),
-    )
-    .await?;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let domain_id = id(&v)?;
+    let lab = lab(&http, &server, json!({})).await?;
+    let (k, node_id, domain_id) = (Some(lab.key.as_str()), lab.node_id, lab.domain_id);
+    let store = server.db.as_ref().ok_or("db")?.store().await?;
     let started = std::time::Instant::now();
     let made: Vec<TestResult<i64>> = futures::stream::iter(0..CONTAINERS)
         .map(|i| {
@@ -415,7 +409,7 @@ async fn bench_console() -> TestResult {
     );
     let (cookie, _) = store
         .create_session(
-            siteward_store::Uid(i32::try_from(uid)?),
+            siteward_store::Uid(i32::try_from(lab.uid)?),
             chrono::Duration::hours(1),
             None,
             None,
