@@ -96,6 +96,16 @@ async fn order_certificate(
     Admin(p): Admin,
     Path(id): Path<ExternalDomainId>,
 ) -> ApiResult<Response> {
+    let job_id = order(&s, &p, id).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(JobAccepted { job_id })).into_response())
+}
+
+/// Starts a certificate order for a domain as a job, audited.
+pub(crate) async fn order(
+    s: &AdminState,
+    p: &super::extract::Principal,
+    id: ExternalDomainId,
+) -> ApiResult<JobId> {
     let domain = s.store.domain(id).await?;
     let Some(orders) = s.certificates.clone() else {
         return Err(ApiError::new(
@@ -109,7 +119,7 @@ async fn order_certificate(
         .create_job("certificate", &format!("external_domain:{id}"), Some(p.uid))
         .await?;
     audit(
-        &s,
+        s,
         &p.actor(),
         "order_certificate",
         "external_domain",
@@ -118,7 +128,7 @@ async fn order_certificate(
     )
     .await;
     orders.start(domain.id, job_id);
-    Ok((StatusCode::ACCEPTED, axum::Json(JobAccepted { job_id })).into_response())
+    Ok(job_id)
 }
 
 /// The domain's certificate: names, issuer, serial, validity, renewal and last error.

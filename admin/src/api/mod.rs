@@ -29,7 +29,7 @@ mod audit;
 pub(crate) mod common;
 pub(crate) mod containers;
 mod dns_records;
-mod domains;
+pub(crate) mod domains;
 mod edge;
 mod groups;
 mod invites;

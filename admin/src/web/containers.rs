@@ -612,7 +612,7 @@ pub(crate) async fn add_service(
 #[derive(Debug, Deserialize, Default)]
 #[serde(default)]
 pub(crate) struct TokenForm {
-    csrf: String,
+    pub(crate) csrf: String,
 }
 
 /// `POST /containers/{id}/services/{service_id}/delete`.

@@ -16,7 +16,7 @@
 //! and cookies ([`crate::auth`]).
 
 mod admin;
-mod containers;
+pub(crate) mod containers;
 mod jobs;
 
 use std::collections::BTreeMap;

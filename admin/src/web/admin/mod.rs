@@ -1,8 +1,15 @@
 //! The administrators' pages under `/admin`: an index, users (approve pending accounts, suspend,
-//! re-enable) in [`users`], and everyone's jobs. Every handler starts with [`admin`], which
+//! re-enable) in [`users`], sites and nodes ([`sites`]), external domains with their
+//! certificates ([`domains`]), groups and invites ([`groups`]), the audit log ([`audit`]) and
+//! everyone's jobs; plain lists share one template ([`table`]). Every handler starts with [`admin`], which
 //! answers 404 to anyone who is not an administrator, as the API does, so the pages do not
 //! reveal what exists.
 
+mod audit;
+mod domains;
+mod groups;
+mod sites;
+mod table;
 mod users;
 
 use askama::Template;
@@ -24,6 +31,13 @@ pub(super) fn routes() -> Router<AdminState> {
         .route("/admin/users", get(users::list))
         .route("/admin/users/{uid}/status", post(users::set_status))
         .route("/admin/jobs", get(jobs))
+        .route("/admin/sites", get(sites::sites))
+        .route("/admin/nodes", get(sites::nodes))
+        .route("/admin/domains", get(domains::list))
+        .route("/admin/domains/{id}/certificate", post(domains::issue))
+        .route("/admin/groups", get(groups::groups))
+        .route("/admin/invites", get(groups::invites))
+        .route("/admin/audit", get(audit::list))
 }
 
 /// The signed-in administrator, or the answer for anyone else: the login page for a visitor,
