@@ -1,10 +1,13 @@
-//! One-shot administrative commands. They call the same store functions as the API.
+//! One-shot administrative commands. Writes go through the same use cases as the API
+//! (`siteward_admin::service`), so the same rules hold and each leaves one audit row naming the
+//! operating-system user who ran the command (`via: cli`).
 
 use std::io::BufRead;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use siteward_store::NewUser;
+use siteward_admin::service;
+use siteward_store::{Actor, NewUser};
 
 use crate::config::Config;
 use crate::db::{self, Database, Role};
@@ -198,6 +201,15 @@ async fn with_db<T>(
     result
 }
 
+/// Who runs the command, as the audit log names them.
+fn cli_actor() -> Actor {
+    let os_user = ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|u| !u.is_empty());
+    Actor::cli(os_user)
+}
+
 /// `siteward user ...`
 pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
     match cmd {
@@ -216,9 +228,10 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
                 None
             };
             with_db(config, async |db| {
-                let user = db
-                    .store
-                    .create_user(NewUser {
+                let user = service::users::create_new(
+                    &db.store,
+                    &cli_actor(),
+                    NewUser {
                         username: name,
                         given_name,
                         sn: surname,
@@ -227,8 +240,9 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
                         password,
                         admin,
                         ..Default::default()
-                    })
-                    .await?;
+                    },
+                )
+                .await?;
                 println!("created user {} (uid {})", user.username, user.uid_number);
                 Ok(())
             })
@@ -237,7 +251,7 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::Passwd { name, .. } => {
             let password = read_password()?;
             with_db(config, async |db| {
-                db.store.set_password(&name, password).await?;
+                service::users::set_password(&db.store, &cli_actor(), &name, password).await?;
                 println!("password of {} changed", name.to_ascii_lowercase());
                 Ok(())
             })
@@ -251,11 +265,16 @@ pub async fn group(config: &Config, cmd: GroupCommand) -> anyhow::Result<()> {
     with_db(config, async |db| {
         match cmd {
             GroupCommand::Add { name } => {
-                let group = db.store.create_group(&name, None).await?;
+                let body = service::groups::CreateGroup {
+                    cn: name,
+                    description: None,
+                    is_administrator: false,
+                };
+                let group = service::groups::create(&db.store, &cli_actor(), body).await?;
                 println!("created group {} (gid {})", group.cn, group.gid_number);
             }
             GroupCommand::AddMember { group, user } => {
-                db.store.add_group_member(&group, &user).await?;
+                service::groups::add_member(&db.store, &cli_actor(), &group, &user).await?;
                 println!(
                     "{} is a member of {}",
                     user.to_ascii_lowercase(),
@@ -272,7 +291,9 @@ pub async fn group(config: &Config, cmd: GroupCommand) -> anyhow::Result<()> {
 pub async fn api_key(config: &Config, cmd: ApiKeyCommand) -> anyhow::Result<()> {
     let ApiKeyCommand::Create { user, name } = cmd;
     with_db(config, async |db| {
-        let (key, secret) = db.store.create_api_key(&user, &name, None).await?;
+        let created =
+            service::api_keys::create_for(&db.store, &cli_actor(), &user, &name, None).await?;
+        let (key, secret) = (created.key, created.secret);
         eprintln!(
             "API key {} created for {}; it is shown only once:",
             key.prefix, user
@@ -377,18 +398,16 @@ pub async fn site(config: &Config, cmd: SiteCommand) -> anyhow::Result<()> {
                 dhcp_range,
                 forwarders,
             } => {
-                let site = db
-                    .store
-                    .create_site_checked(siteward_store::NewSite {
-                        name,
-                        internal_domain: domain,
-                        dhcp_range,
-                        subnet_mask: netmask,
-                        gateway,
-                        dns_forwarders: forwarders,
-                        external_ip: None,
-                    })
-                    .await?;
+                let body = service::sites::CreateSite {
+                    name,
+                    internal_domain: domain,
+                    dhcp_range,
+                    subnet_mask: netmask,
+                    gateway,
+                    dns_forwarders: forwarders,
+                    external_ip: None,
+                };
+                let site = service::sites::create(&db.store, &cli_actor(), body).await?;
                 println!(
                     "created site {} ({}) with id {}",
                     site.name, site.internal_domain, site.id
@@ -431,19 +450,17 @@ pub async fn node(config: &Config, cmd: NodeCommand) -> anyhow::Result<()> {
                 None
             };
             with_db(config, async |db| {
-                let node = db
-                    .store
-                    .create_node(siteward_store::NewNode {
-                        name,
-                        site_id: Some(siteward_store::SiteId(site)),
-                        ipv4_address: ip,
-                        api_url,
-                        api_token_id_or_username: token_id,
-                        api_token_secret_or_password: secret,
-                        disable_tls_verification: insecure,
-                        nvidia_available: false,
-                    })
-                    .await?;
+                let body = service::nodes::CreateNode {
+                    name,
+                    site_id: siteward_store::SiteId(site),
+                    ipv4_address: ip,
+                    api_url,
+                    api_token_id_or_username: token_id,
+                    api_token_secret_or_password: secret,
+                    disable_tls_verification: insecure,
+                    nvidia_available: false,
+                };
+                let node = service::nodes::create(&db.store, &cli_actor(), body).await?;
                 println!("added node {} with id {}", node.name, node.id);
                 Ok(())
             })

@@ -192,6 +192,7 @@ impl Jobs {
         &self,
         owner: (Uid, String),
         req: CreateContainerRequest,
+        by: &siteward_store::Actor,
     ) -> Result<(Container, JobId), CreateError> {
         let among = self
             .template_nodes(
@@ -211,16 +212,19 @@ impl Jobs {
             .await?;
         let reserved = self
             .store
-            .reserve_container(Reservation {
-                site_id: SiteId(req.site_id),
-                hostname: req.hostname.clone(),
-                username: owner.1.clone(),
-                template: req.template.clone(),
-                node_id: req.node_id.map(NodeId),
-                among: Some(among),
-                nvidia: req.nvidia,
-                job_id: job,
-            })
+            .reserve_container(
+                Reservation {
+                    site_id: SiteId(req.site_id),
+                    hostname: req.hostname.clone(),
+                    username: owner.1.clone(),
+                    template: req.template.clone(),
+                    node_id: req.node_id.map(NodeId),
+                    among: Some(among),
+                    nvidia: req.nvidia,
+                    job_id: job,
+                },
+                by,
+            )
             .await;
         let (container, node, site) = match reserved {
             Ok(v) => v,
@@ -699,6 +703,7 @@ impl Jobs {
         owner: Uid,
         c: Container,
         action: Option<Lifecycle>,
+        by: &siteward_store::Actor,
     ) -> Result<JobId, siteward_store::StoreError> {
         let name = match &action {
             Some(Lifecycle::Start) => "start container",
@@ -708,9 +713,23 @@ impl Jobs {
             Some(Lifecycle::Reconfigure { .. }) => "reconfigure container",
             None => "delete container",
         };
+        // The request's audit row commits with its job: `action` (with what it asks) or `delete`.
+        let (verb, details) = match &action {
+            Some(a) => ("action", siteward_store::audit::fields(a)),
+            None => ("delete", serde_json::json!({})),
+        };
         let job = self
             .store
-            .create_job(name, &format!("container:{}", c.id), Some(owner))
+            .request_job(
+                name,
+                &format!("container:{}", c.id),
+                Some(owner),
+                by,
+                verb,
+                "container",
+                c.id,
+                details,
+            )
             .await?;
         let this = self.clone();
         let span = tracing::info_span!("job", job = job.0, kind = name, container = c.id.0);
@@ -847,7 +866,11 @@ impl Jobs {
     }
 
     /// Registers a node's containers that siteward does not know yet.
-    pub async fn import(&self, node_id: NodeId) -> Result<Vec<Container>, StepError> {
+    pub async fn import(
+        &self,
+        node_id: NodeId,
+        by: &siteward_store::Actor,
+    ) -> Result<Vec<Container>, StepError> {
         let node = self.store.node(node_id).await.map_err(|e| e.to_string())?;
         let pve = self.client(node_id).await?;
         let list = pve.list_lxc(&node.name).await.map_err(|e| e.to_string())?;
@@ -899,6 +922,7 @@ impl Jobs {
                         owner,
                         running,
                     },
+                    by,
                 )
                 .await
                 .map_err(|e| e.to_string())?

@@ -7,7 +7,6 @@
 //! [`app`] builds the router from an [`AdminState`] with no socket, so tests drive it with
 //! `tower::ServiceExt::oneshot`; [`serve`] runs it on a listener the binary bound.
 
-pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod edge;
@@ -17,6 +16,7 @@ pub mod jobs;
 pub mod mail;
 pub mod metrics;
 pub mod proxmox;
+pub mod service;
 pub mod templates;
 pub mod web;
 

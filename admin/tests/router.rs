@@ -24,17 +24,20 @@ async fn state(pool: PgPool) -> (AdminState, String, String, String) {
     let store = Store::from_pool(pool, SecretBox::from_key(&[7; 32]), CHEAP);
     for (name, admin) in [("root", true), ("bob", false)] {
         store
-            .create_user(NewUser {
-                username: name.into(),
-                password: Some("a long enough password".into()),
-                admin,
-                ..Default::default()
-            })
+            .create_user(
+                NewUser {
+                    username: name.into(),
+                    password: Some("a long enough password".into()),
+                    admin,
+                    ..Default::default()
+                },
+                &siteward_store::Actor::system(),
+            )
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }
     let (_, key) = store
-        .create_api_key("root", "test", None)
+        .create_api_key("root", "test", None, &siteward_store::Actor::system())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     store

@@ -739,7 +739,18 @@ impl Session {
                 (p.clone(), Some(p))
             }
         };
-        match self.server.store.set_password(&target.username, new).await {
+        let by = siteward_store::Actor::user(
+            me,
+            &me_user.username,
+            Some(self.peer),
+            siteward_store::Via::Ldap,
+        );
+        match self
+            .server
+            .store
+            .set_password(&target.username, new, &by)
+            .await
+        {
             Ok(()) => {
                 tracing::info!(user = %target.username, by = %me_user.username, "password changed");
                 respond(LdapResultCode::Success, "", generated)

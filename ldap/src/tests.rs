@@ -42,39 +42,59 @@ async fn store(pool: PgPool) -> Store {
         ..Default::default()
     };
     store
-        .create_user(user("alice", "alice-pw-1", false, "alice@example.org"))
+        .create_user(
+            user("alice", "alice-pw-1", false, "alice@example.org"),
+            &siteward_store::Actor::system(),
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     store
-        .create_user(user("bob", "bob-pw-123", false, "bob@example.org"))
+        .create_user(
+            user("bob", "bob-pw-123", false, "bob@example.org"),
+            &siteward_store::Actor::system(),
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     store
-        .create_user(user("root", "root-pw-12", true, "root@example.org"))
+        .create_user(
+            user("root", "root-pw-12", true, "root@example.org"),
+            &siteward_store::Actor::system(),
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     store
-        .create_user(user("svc", "svc-pw-123", false, "svc@example.org"))
+        .create_user(
+            user("svc", "svc-pw-123", false, "svc@example.org"),
+            &siteward_store::Actor::system(),
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     store
-        .create_user(NewUser {
-            status: Some(UserStatus::Suspended),
-            ..user("carol", "carol-pw-1", false, "carol@example.org")
-        })
+        .create_user(
+            NewUser {
+                status: Some(UserStatus::Suspended),
+                ..user("carol", "carol-pw-1", false, "carol@example.org")
+            },
+            &siteward_store::Actor::system(),
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     store
-        .create_group("devs", Some("Developers"))
+        .create_group(
+            "devs",
+            Some("Developers"),
+            false,
+            &siteward_store::Actor::system(),
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     store
-        .create_group("readers", None)
+        .create_group("readers", None, false, &siteward_store::Actor::system())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     for (g, u) in [("devs", "alice"), ("devs", "bob"), ("readers", "svc")] {
         store
-            .add_group_member(g, u)
+            .add_group_member(g, u, &siteward_store::Actor::system())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }
@@ -89,7 +109,7 @@ async fn store(pool: PgPool) -> Store {
 async fn with_users(store: Store, users: impl IntoIterator<Item = NewUser>) -> Store {
     for user in users {
         store
-            .create_user(user)
+            .create_user(user, &siteward_store::Actor::system())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }
@@ -812,7 +832,11 @@ async fn binds(pool: PgPool) {
         LdapResultCode::Success
     );
     srv.store
-        .set_user_status("root", UserStatus::Suspended)
+        .set_user_status(
+            "root",
+            UserStatus::Suspended,
+            &siteward_store::Actor::system(),
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     srv.store

@@ -382,7 +382,12 @@ impl Store {
 
     /// Sets the groups (by name) allowed through auth_request for an HTTP service. Unknown
     /// group names are refused, so a typo cannot silently lock everyone out.
-    pub async fn set_allowed_groups(&self, service: ServiceId, groups: &[String]) -> Result<()> {
+    pub async fn set_allowed_groups(
+        &self,
+        service: ServiceId,
+        groups: &[String],
+        by: &crate::audit::Actor,
+    ) -> Result<()> {
         let mut names: Vec<String> = groups.iter().map(|g| g.to_ascii_lowercase()).collect();
         names.sort();
         names.dedup();
@@ -397,17 +402,22 @@ impl Store {
                 message: "names a group that does not exist".into(),
             });
         }
+        let mut tx = self.pool().begin().await?;
         let done =
             sqlx::query("UPDATE http_services SET allowed_groups = $2 WHERE service_id = $1")
                 .bind(service)
                 .bind(&names)
-                .execute(self.pool())
+                .execute(&mut *tx)
                 .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound {
                 entity: "http service",
             });
         }
+        let details = serde_json::json!({ "allowed_groups": names });
+        crate::audit::record(&mut tx, by, "update", "service", service, details).await?;
+        tx.commit().await?;
+        self.refreshed(&["http_services"]).await;
         Ok(())
     }
 }

@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 
 use rand::RngCore;
 
+use crate::audit::Actor;
 use crate::error::{Result, StoreError};
 use crate::models::*;
 use crate::resources::parse_range;
@@ -50,6 +51,39 @@ impl Store {
             .fetch_one(self.pool())
             .await?,
         ))
+    }
+
+    /// Creates a job that a person asked for, with its audit row in the same transaction:
+    /// `action` on `resource` `resource_id` (for example `action` on `container` 7).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn request_job(
+        &self,
+        name: &str,
+        associated: &str,
+        owner: Option<Uid>,
+        by: &Actor,
+        action: &str,
+        resource: &str,
+        resource_id: impl ToString,
+        details: serde_json::Value,
+    ) -> Result<JobId> {
+        let mut tx = self.pool().begin().await?;
+        let id: JobId = sqlx::query_scalar(
+            "INSERT INTO jobs (name, associated_resource, status, owner_uid) VALUES ($1, $2, 'pending', $3) RETURNING id",
+        )
+        .bind(name)
+        .bind(associated)
+        .bind(owner)
+        .fetch_one(&mut *tx)
+        .await
+        .map(JobId)?;
+        let mut details = details;
+        if let serde_json::Value::Object(m) = &mut details {
+            m.insert("job_id".into(), serde_json::json!(id));
+        }
+        crate::audit::record(&mut tx, by, action, resource, resource_id, details).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     /// Appends a progress line.
@@ -110,7 +144,12 @@ impl Store {
     }
 
     /// Picks the node, an address and a MAC, and inserts the container as `creating`.
-    pub async fn reserve_container(&self, r: Reservation) -> Result<(Container, Node, Site)> {
+    /// The audit row (`create` of the container, by `by`) commits with it.
+    pub async fn reserve_container(
+        &self,
+        r: Reservation,
+        by: &Actor,
+    ) -> Result<(Container, Node, Site)> {
         let mut tx = self.pool().begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('siteward.site'), $1::int)")
             .bind(r.site_id.0 as i32)
@@ -217,8 +256,17 @@ impl Store {
         .bind(r.nvidia)
         .fetch_one(&mut *tx)
         .await?;
+        let container = Container::from(row);
+        let details = serde_json::json!({
+            "hostname": container.hostname,
+            "template": container.template,
+            "node_id": container.node_id,
+            "job_id": r.job_id,
+        });
+        crate::audit::record(&mut tx, by, "create", "container", container.id, details).await?;
         tx.commit().await?;
-        Ok((Container::from(row), node, site))
+        self.refreshed(&["containers"]).await;
+        Ok((container, node, site))
     }
 
     /// Records the VMID Proxmox gave the container.
@@ -371,6 +419,7 @@ impl Store {
         &self,
         node: NodeId,
         found: FoundContainer,
+        by: &Actor,
     ) -> Result<Option<Container>> {
         let FoundContainer {
             vmid,
@@ -390,6 +439,7 @@ impl Store {
                 .is_some(),
             None => false,
         };
+        let mut tx = self.pool().begin().await?;
         let row: Option<ContainerRow> = sqlx::query_as(&format!(
             "INSERT INTO containers (hostname, node_id, username, status, container_id, mac_address, ipv4_address)
              VALUES (lower($1), $2, $3, $4, $5, $6, $7)
@@ -407,8 +457,16 @@ impl Store {
         .bind(vmid)
         .bind(mac)
         .bind(addr.map(|a| ipnetwork::IpNetwork::from(std::net::IpAddr::V4(a))))
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(row.map(Container::from))
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let container = Container::from(row);
+        let details = serde_json::json!({ "node_id": node, "vmid": vmid });
+        crate::audit::record(&mut tx, by, "import", "container", container.id, details).await?;
+        tx.commit().await?;
+        self.refreshed(&["containers"]).await;
+        Ok(Some(container))
     }
 }

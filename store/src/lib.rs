@@ -14,6 +14,7 @@
 //! Nothing here binds a socket or knows about LDAP, DNS or HTTP.
 
 pub mod acme;
+pub mod audit;
 pub mod auth;
 pub mod crypto;
 pub mod embedded;
@@ -37,6 +38,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use audit::{Actor, Via};
 pub use crypto::SecretBox;
 pub use error::{Result, StoreError};
 pub use feed::CHANNEL;

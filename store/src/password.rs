@@ -145,6 +145,24 @@ async fn run_limited<T: Send + 'static>(
     permits().run(lane, f).await
 }
 
+/// Fewest characters a password may have.
+pub const MIN_CHARS: usize = 8;
+/// Most characters a password may have (argon2 hashes whatever it gets; this bounds the work).
+pub const MAX_CHARS: usize = 1024;
+
+/// The password rule, the one every path that sets a password applies (API, pages, CLI, LDAP
+/// Password Modify): 8 to 1024 characters.
+pub fn check_rule(password: &str) -> Result<()> {
+    let chars = password.chars().count();
+    if !(MIN_CHARS..=MAX_CHARS).contains(&chars) {
+        return Err(crate::StoreError::Invalid {
+            field: "password".into(),
+            message: format!("must be {MIN_CHARS} to {MAX_CHARS} characters"),
+        });
+    }
+    Ok(())
+}
+
 /// Hashes `password` off the async runtime.
 pub async fn hash_password(password: String, cost: HashCost) -> Result<String> {
     run_limited(Lane::Normal, move || {

@@ -5,6 +5,9 @@
 use chrono::{DateTime, Utc};
 use rand::distributions::{Alphanumeric, DistString};
 
+use serde_json::json;
+
+use crate::audit::{fields, record, Actor};
 use crate::error::{Result, StoreError};
 use crate::models::*;
 use crate::password::hash_password;
@@ -53,7 +56,7 @@ pub struct NewUser {
 }
 
 /// A site to create.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct NewSite {
     /// Display name.
     pub name: String,
@@ -72,7 +75,7 @@ pub struct NewSite {
 }
 
 /// A Proxmox node to create.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct NewNode {
     /// Proxmox host name.
     pub name: String,
@@ -152,13 +155,16 @@ pub(crate) async fn insert_user(conn: &mut sqlx::PgConnection, new: &PreparedUse
 
 impl Store {
     /// Creates a user with membership of `ldapusers` (and `sysadmins` when `admin`).
-    pub async fn create_user(&self, new: NewUser) -> Result<User> {
+    pub async fn create_user(&self, new: NewUser, by: &Actor) -> Result<User> {
         let new = self.prepare_user(new).await?;
         let mut tx = self.pool().begin().await?;
         // The registration lock: a registration deciding "the first user" waits for this one.
         sqlx::query(REGISTER_LOCK).execute(&mut *tx).await?;
         let user = insert_user(&mut tx, &new).await?;
+        let details = json!({ "admin": new.admin, "status": user.status });
+        record(&mut tx, by, "create", "user", user.uid_number, details).await?;
         tx.commit().await?;
+        self.refreshed(&["users"]).await;
         Ok(user)
     }
 
@@ -205,8 +211,9 @@ impl Store {
     }
 
     /// Replaces a user's password.
-    pub async fn set_password(&self, username: &str, password: String) -> Result<()> {
-        self.set_password_keeping(username, password, None).await
+    pub async fn set_password(&self, username: &str, password: String, by: &Actor) -> Result<()> {
+        self.set_password_keeping(username, password, None, by)
+            .await
     }
 
     /// Sets a password and, in the same transaction, ends every browser session of the user
@@ -218,58 +225,94 @@ impl Store {
         username: &str,
         password: String,
         keep: Option<&str>,
+        by: &Actor,
     ) -> Result<()> {
         let hash = check_and_hash(password, self.hash_cost()).await?;
         let mut tx = self.pool().begin().await?;
         let uid = replace_password(&mut tx, username, hash, keep).await?;
+        // Own change, or someone else's reset of it.
+        let action = if by.uid == Some(uid) {
+            "change_password"
+        } else {
+            "set_password"
+        };
+        record(&mut tx, by, action, "user", uid, json!({})).await?;
         tx.commit().await?;
         self.forget_sessions_of(uid);
+        self.refreshed(&["users"]).await;
         Ok(())
     }
 
     /// Sets a user's account state.
-    pub async fn set_user_status(&self, username: &str, status: UserStatus) -> Result<()> {
-        let done = sqlx::query("UPDATE users SET status = $2 WHERE username = $1")
-            .bind(username.to_ascii_lowercase())
-            .bind(status.as_str())
-            .execute(self.pool())
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { entity: "user" });
-        }
+    pub async fn set_user_status(
+        &self,
+        username: &str,
+        status: UserStatus,
+        by: &Actor,
+    ) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        let uid: Option<Uid> = sqlx::query_scalar(
+            "UPDATE users SET status = $2 WHERE username = $1 RETURNING uid_number",
+        )
+        .bind(username.to_ascii_lowercase())
+        .bind(status.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let uid = uid.ok_or(StoreError::NotFound { entity: "user" })?;
+        let details = json!({ "fields": ["status"], "status": status.as_str() });
+        record(&mut tx, by, "update", "user", uid, details).await?;
+        tx.commit().await?;
+        self.refreshed(&["users"]).await;
         Ok(())
     }
 
     /// Deletes a user (memberships, keys and tokens go with it).
-    pub async fn delete_user(&self, username: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM users WHERE username = $1")
-            .bind(username.to_ascii_lowercase())
-            .execute(self.pool())
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { entity: "user" });
-        }
+    pub async fn delete_user(&self, username: &str, by: &Actor) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        let uid: Option<Uid> =
+            sqlx::query_scalar("DELETE FROM users WHERE username = $1 RETURNING uid_number")
+                .bind(username.to_ascii_lowercase())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let uid = uid.ok_or(StoreError::NotFound { entity: "user" })?;
+        record(&mut tx, by, "delete", "user", uid, json!({})).await?;
+        tx.commit().await?;
+        self.forget_sessions_of(uid);
+        self.refreshed(&["users"]).await;
         Ok(())
     }
 
     /// Creates a group with the next free gid.
-    pub async fn create_group(&self, cn: &str, description: Option<&str>) -> Result<Group> {
+    pub async fn create_group(
+        &self,
+        cn: &str,
+        description: Option<&str>,
+        is_administrator: bool,
+        by: &Actor,
+    ) -> Result<Group> {
         let cn = PosixName::parse(cn).map_err(|_| StoreError::Invalid {
             field: "cn".into(),
             message: "must be a POSIX group name".into(),
         })?;
-        Ok(sqlx::query_as(
-            "INSERT INTO groups (cn, description) VALUES ($1, $2)
+        let mut tx = self.pool().begin().await?;
+        let group: Group = sqlx::query_as(
+            "INSERT INTO groups (cn, description, is_administrator) VALUES ($1, $2, $3)
              RETURNING gid_number, cn, description, is_administrator, created_at, updated_at",
         )
         .bind(cn.as_str())
         .bind(description)
-        .fetch_one(self.pool())
-        .await?)
+        .bind(is_administrator)
+        .fetch_one(&mut *tx)
+        .await?;
+        let details = json!({ "cn": group.cn, "is_administrator": is_administrator });
+        record(&mut tx, by, "create", "group", group.gid_number, details).await?;
+        tx.commit().await?;
+        self.refreshed(&["groups"]).await;
+        Ok(group)
     }
 
     /// Adds `username` to group `cn`. Adding an existing member is not an error.
-    pub async fn add_group_member(&self, cn: &str, username: &str) -> Result<()> {
+    pub async fn add_group_member(&self, cn: &str, username: &str, by: &Actor) -> Result<()> {
         let mut tx = self.pool().begin().await?;
         let gid: Option<i32> = sqlx::query_scalar("SELECT gid_number FROM groups WHERE cn = $1")
             .bind(cn.to_ascii_lowercase())
@@ -289,26 +332,33 @@ impl Store {
         .bind(gid)
         .execute(&mut *tx)
         .await?;
+        let details = json!({ "uid_number": uid });
+        record(&mut tx, by, "add_member", "group", gid, details).await?;
         tx.commit().await?;
+        self.refreshed(&["user_groups"]).await;
         Ok(())
     }
 
     /// Removes `username` from group `cn`.
-    pub async fn remove_group_member(&self, cn: &str, username: &str) -> Result<()> {
-        let done = sqlx::query(
+    pub async fn remove_group_member(&self, cn: &str, username: &str, by: &Actor) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        let done: Option<(Uid, Gid)> = sqlx::query_as(
             "DELETE FROM user_groups ug USING users u, groups g
              WHERE ug.uid_number = u.uid_number AND ug.gid_number = g.gid_number
-               AND u.username = $2 AND g.cn = $1",
+               AND u.username = $2 AND g.cn = $1
+             RETURNING ug.uid_number, ug.gid_number",
         )
         .bind(cn.to_ascii_lowercase())
         .bind(username.to_ascii_lowercase())
-        .execute(self.pool())
+        .fetch_optional(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                entity: "membership",
-            });
-        }
+        let (uid, gid) = done.ok_or(StoreError::NotFound {
+            entity: "membership",
+        })?;
+        let details = json!({ "uid_number": uid });
+        record(&mut tx, by, "remove_member", "group", gid, details).await?;
+        tx.commit().await?;
+        self.refreshed(&["user_groups"]).await;
         Ok(())
     }
 
@@ -319,11 +369,13 @@ impl Store {
         username: &str,
         name: &str,
         expires_at: Option<DateTime<Utc>>,
+        by: &Actor,
     ) -> Result<(ApiKey, String)> {
         let prefix = Alphanumeric.sample_string(&mut rand::rngs::OsRng, 12);
         let secret = Alphanumeric.sample_string(&mut rand::rngs::OsRng, 40);
         let full = format!("sw_{prefix}_{secret}");
         let hash = hash_password(full.clone(), self.hash_cost()).await?;
+        let mut tx = self.pool().begin().await?;
         let key: ApiKey = sqlx::query_as(
             "INSERT INTO api_keys (prefix, key_hash, uid_number, name, expires_at)
              SELECT $1, $2, uid_number, $4, $5 FROM users WHERE username = $3
@@ -334,14 +386,19 @@ impl Store {
         .bind(username.to_ascii_lowercase())
         .bind(name)
         .bind(expires_at)
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound { entity: "user" })?;
+        let details = json!({ "name": key.name, "uid_number": key.uid_number });
+        record(&mut tx, by, "create", "api_key", key.id, details).await?;
+        tx.commit().await?;
+        self.refreshed(&["api_keys"]).await;
         Ok((key, full))
     }
 
     /// Creates a site.
-    pub async fn create_site(&self, new: NewSite) -> Result<Site> {
+    pub async fn create_site(&self, new: NewSite, by: &Actor) -> Result<Site> {
+        let mut tx = self.pool().begin().await?;
         let row: SiteRow = sqlx::query_as(&format!(
             "INSERT INTO sites (name, internal_domain, dhcp_range, subnet_mask, gateway,
                                 dns_forwarders, external_ip)
@@ -354,13 +411,18 @@ impl Store {
         .bind(net4(new.gateway))
         .bind(&new.dns_forwarders)
         .bind(net(new.external_ip))
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(Site::from(row))
+        let site = Site::from(row);
+        crate::resources::check_site_network(&site)?;
+        record(&mut tx, by, "create", "site", site.id, fields(&new)).await?;
+        tx.commit().await?;
+        self.refreshed(&["sites"]).await;
+        Ok(site)
     }
 
     /// Creates a node; its secret is sealed before it reaches the database.
-    pub async fn create_node(&self, new: NewNode) -> Result<Node> {
+    pub async fn create_node(&self, new: NewNode, by: &Actor) -> Result<Node> {
         let site_id = new.site_id.ok_or(StoreError::Invalid {
             field: "site_id".into(),
             message: "is required".into(),
@@ -370,6 +432,7 @@ impl Store {
             .as_deref()
             .map(|s| self.secrets().seal(NODE_SECRET_CONTEXT, s.as_bytes()))
             .transpose()?;
+        let mut tx = self.pool().begin().await?;
         let row: NodeRow = sqlx::query_as(&format!(
             "INSERT INTO nodes (name, site_id, ipv4_address, api_url, api_token_id_or_username,
                                 api_token_secret_or_password, disable_tls_verification,
@@ -384,9 +447,13 @@ impl Store {
         .bind(sealed)
         .bind(new.disable_tls_verification)
         .bind(new.nvidia_available)
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(Node::from(row))
+        let node = Node::from(row);
+        record(&mut tx, by, "create", "node", node.id, fields(&new)).await?;
+        tx.commit().await?;
+        self.refreshed(&["nodes"]).await;
+        Ok(node)
     }
 
     /// The decrypted API token secret or password of a node. Only the Proxmox client calls this.
@@ -454,15 +521,19 @@ impl Store {
     }
 
     /// Sets a setting.
-    pub async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+    pub async fn set_setting(&self, key: &str, value: &str, by: &Actor) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES ($1, $2)
              ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
         )
         .bind(key)
         .bind(value)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        // Never the value: settings hold SMTP passwords.
+        record(&mut tx, by, "update", "setting", key, json!({})).await?;
+        tx.commit().await?;
         Ok(())
     }
 }
@@ -499,12 +570,6 @@ pub(crate) async fn check_and_hash(
     password: String,
     cost: crate::password::HashCost,
 ) -> Result<String> {
-    let chars = password.chars().count();
-    if !(8..=1024).contains(&chars) {
-        return Err(StoreError::Invalid {
-            field: "password".into(),
-            message: "must be 8 to 1024 characters".into(),
-        });
-    }
+    crate::password::check_rule(&password)?;
     hash_password(password, cost).await
 }

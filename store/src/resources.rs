@@ -9,6 +9,9 @@ use rand::RngCore;
 use serde::Serialize;
 use sqlx::{Postgres, QueryBuilder};
 
+use serde_json::json;
+
+use crate::audit::{fields, record};
 use crate::error::{Result, StoreError};
 use crate::models::*;
 use crate::queries::{CLOUDFLARE_KEY_CONTEXT, NODE_SECRET_CONTEXT};
@@ -42,7 +45,7 @@ pub struct Listing<T> {
     pub next_after: Option<i64>,
 }
 
-fn listing<T>(mut items: Vec<T>, page: Page, id: impl Fn(&T) -> i64) -> Listing<T> {
+pub(crate) fn listing<T>(mut items: Vec<T>, page: Page, id: impl Fn(&T) -> i64) -> Listing<T> {
     let more = items.len() as i64 > page.limit;
     items.truncate(page.limit as usize);
     let next_after = if more { items.last().map(id) } else { None };
@@ -67,6 +70,8 @@ pub type Patch<T> = Option<Option<T>>;
 struct Update<'a> {
     qb: QueryBuilder<'a, Postgres>,
     any: bool,
+    /// The columns set, for the audit row (names only, never values).
+    columns: Vec<String>,
 }
 
 impl<'a> Update<'a> {
@@ -74,6 +79,7 @@ impl<'a> Update<'a> {
         Self {
             qb: QueryBuilder::new(format!("UPDATE {table} SET ")),
             any: false,
+            columns: Vec::new(),
         }
     }
     fn set<T>(&mut self, column: &str, value: T)
@@ -84,7 +90,12 @@ impl<'a> Update<'a> {
             self.qb.push(", ");
         }
         self.any = true;
+        self.columns.push(column.to_owned());
         self.qb.push(column).push(" = ").push_bind(value);
+    }
+    /// `{"fields": [...]}`: what the update changes.
+    fn details(&self) -> serde_json::Value {
+        serde_json::json!({ "fields": self.columns })
     }
     fn finish(mut self, key: &str, id: i64, returning: &str) -> QueryBuilder<'a, Postgres> {
         if !self.any {
@@ -111,7 +122,7 @@ pub fn parse_range(text: &str) -> Option<(Ipv4Addr, Ipv4Addr)> {
 }
 
 /// Checks a site's network fields against each other.
-fn check_site_network(site: &Site) -> Result<()> {
+pub(crate) fn check_site_network(site: &Site) -> Result<()> {
     if let Some(mask) = site.subnet_mask {
         let bits = u32::from(mask);
         if bits.leading_ones() + bits.trailing_zeros() != 32 {
@@ -308,7 +319,7 @@ const SERVICE_SELECT: &str = "SELECT s.id, s.container_id, s.type::text AS type,
     LEFT JOIN dns_services d ON d.service_id = s.id";
 
 /// External domain fields.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct DomainInput {
     /// Domain name.
     pub domain: Option<String>,
@@ -373,39 +384,7 @@ pub struct JobStatus {
     pub created_at: DateTime<Utc>,
 }
 
-/// An audit entry.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
-pub struct AuditEntry {
-    /// Id.
-    pub id: i64,
-    /// When.
-    pub at: DateTime<Utc>,
-    /// Acting user.
-    pub actor_uid: Option<Uid>,
-    /// Acting user's name.
-    pub actor_name: Option<String>,
-    /// `create`, `update`, `delete`, ...
-    pub action: String,
-    /// Resource kind.
-    pub resource: String,
-    /// Resource id.
-    pub resource_id: Option<String>,
-    /// Client address.
-    pub remote_addr: Option<String>,
-    /// Changed fields (names only for secrets).
-    pub details: serde_json::Value,
-}
-
-/// Who did something, for the audit log.
-#[derive(Debug, Clone, Default)]
-pub struct Actor {
-    /// User.
-    pub uid: Option<Uid>,
-    /// Name.
-    pub name: Option<String>,
-    /// Address.
-    pub remote_addr: Option<std::net::IpAddr>,
-}
+pub use crate::audit::{Actor, AuditEntry, Via};
 
 /// A token handed out once (invite or password reset).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
@@ -461,47 +440,6 @@ const USER_COLS: &str = "uid_number, username, cn, sn, given_name, mail, ssh_pub
 const GROUP_COLS: &str = "gid_number, cn, description, is_administrator, created_at, updated_at";
 
 impl Store {
-    // ------------------------------------------------------------------ audit
-
-    /// Appends to the audit log.
-    pub async fn audit(
-        &self,
-        actor: &Actor,
-        action: &str,
-        resource: &str,
-        resource_id: Option<String>,
-        details: serde_json::Value,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO audit_log (actor_uid, actor_name, action, resource, resource_id, remote_addr, details)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(actor.uid)
-        .bind(&actor.name)
-        .bind(action)
-        .bind(resource)
-        .bind(resource_id)
-        .bind(actor.remote_addr.map(ipnetwork::IpNetwork::from))
-        .bind(details)
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
-    /// Reads the audit log, newest first.
-    pub async fn audit_log(&self, page: Page) -> Result<Listing<AuditEntry>> {
-        let rows: Vec<AuditEntry> = sqlx::query_as(
-            "SELECT id, at, actor_uid, actor_name, action, resource, resource_id,
-                    host(remote_addr) AS remote_addr, details
-             FROM audit_log WHERE ($1::bigint IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
-        )
-        .bind(page.after)
-        .bind(page.limit + 1)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(listing(rows, page, |e| e.id))
-    }
-
     // ------------------------------------------------------------------ sites
 
     /// Lists sites.
@@ -530,27 +468,8 @@ impl Store {
         row.map(Site::from).ok_or(not_found("site"))
     }
 
-    /// Creates a site after checking its network fields.
-    pub async fn create_site_checked(&self, new: crate::NewSite) -> Result<Site> {
-        let probe = Site {
-            id: SiteId(0),
-            name: new.name.clone(),
-            internal_domain: new.internal_domain.clone(),
-            dhcp_range: new.dhcp_range.clone(),
-            subnet_mask: new.subnet_mask,
-            gateway: new.gateway,
-            dns_forwarders: Vec::new(),
-            external_ip: new.external_ip,
-            dns_serial: 0,
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
-        };
-        check_site_network(&probe)?;
-        self.create_site(new).await
-    }
-
     /// Changes a site.
-    pub async fn update_site(&self, id: SiteId, p: SitePatch) -> Result<Site> {
+    pub async fn update_site(&self, id: SiteId, p: SitePatch, by: &Actor) -> Result<Site> {
         let mut tx = self.pool().begin().await?;
         let mut u = Update::new("sites");
         if let Some(v) = p.name {
@@ -577,6 +496,7 @@ impl Store {
         if let Some(v) = p.external_ip {
             u.set("external_ip", v.map(ipnetwork::IpNetwork::from));
         }
+        let details = u.details();
         let row: Option<SiteRow> = u
             .finish("id", id.0, SITE_COLS)
             .build_query_as()
@@ -584,13 +504,15 @@ impl Store {
             .await?;
         let site = Site::from(row.ok_or(not_found("site"))?);
         check_site_network(&site)?;
+        record(&mut tx, by, "update", "site", id, details).await?;
         tx.commit().await?;
+        self.refreshed(&["sites"]).await;
         Ok(site)
     }
 
     /// Deletes a site (refused while it has nodes).
-    pub async fn delete_site(&self, id: SiteId) -> Result<()> {
-        delete_by_id(self, "sites", id.0, "site").await
+    pub async fn delete_site(&self, id: SiteId, by: &Actor) -> Result<()> {
+        delete_by_id(self, "sites", id.0, "site", "site", by).await
     }
 
     // ------------------------------------------------------------------ nodes
@@ -624,7 +546,7 @@ impl Store {
     }
 
     /// Changes a node; a new secret is sealed.
-    pub async fn update_node(&self, id: NodeId, p: NodePatch) -> Result<Node> {
+    pub async fn update_node(&self, id: NodeId, p: NodePatch, by: &Actor) -> Result<Node> {
         let mut u = Update::new("nodes");
         if let Some(v) = p.name {
             u.set("name", v.to_ascii_lowercase());
@@ -659,17 +581,23 @@ impl Store {
         if let Some(v) = p.nvidia_available {
             u.set("nvidia_available", v);
         }
+        let details = u.details();
+        let mut tx = self.pool().begin().await?;
         let row: Option<NodeRow> = u
             .finish("id", id.0, NODE_COLS)
             .build_query_as()
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *tx)
             .await?;
-        row.map(Node::from).ok_or(not_found("node"))
+        let node = row.map(Node::from).ok_or(not_found("node"))?;
+        record(&mut tx, by, "update", "node", id, details).await?;
+        tx.commit().await?;
+        self.refreshed(&["nodes"]).await;
+        Ok(node)
     }
 
     /// Deletes a node (refused while it hosts containers).
-    pub async fn delete_node(&self, id: NodeId) -> Result<()> {
-        delete_by_id(self, "nodes", id.0, "node").await
+    pub async fn delete_node(&self, id: NodeId, by: &Actor) -> Result<()> {
+        delete_by_id(self, "nodes", id.0, "node", "node", by).await
     }
 
     // ------------------------------------------------------------------ containers
@@ -726,7 +654,7 @@ impl Store {
     }
 
     /// Registers a container record.
-    pub async fn create_container(&self, c: ContainerInput) -> Result<Container> {
+    pub async fn create_container(&self, c: ContainerInput, by: &Actor) -> Result<Container> {
         let hostname = c
             .hostname
             .ok_or_else(|| invalid("hostname", "is required"))?;
@@ -734,6 +662,7 @@ impl Store {
         let addr = c.ipv4_address.flatten();
         self.check_container_address(node, addr).await?;
         let mac = parse_mac(c.mac_address.flatten())?;
+        let mut tx = self.pool().begin().await?;
         let row: ContainerRow = sqlx::query_as(&format!(
             "INSERT INTO containers (hostname, node_id, username, status, template, container_id,
                                      mac_address, ipv4_address, nvidia_requested)
@@ -749,9 +678,14 @@ impl Store {
         .bind(mac)
         .bind(ip(addr))
         .bind(c.nvidia_requested.unwrap_or(false))
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(Container::from(row))
+        let container = Container::from(row);
+        let details = json!({ "record_only": true, "node_id": node });
+        record(&mut tx, by, "create", "container", container.id, details).await?;
+        tx.commit().await?;
+        self.refreshed(&["containers"]).await;
+        Ok(container)
     }
 
     /// Changes a container record.
@@ -760,6 +694,7 @@ impl Store {
         id: ContainerId,
         c: ContainerInput,
         owner: Option<&str>,
+        by: &Actor,
     ) -> Result<Container> {
         let current = self.container(id, owner).await?;
         let node = c.node_id.unwrap_or(current.node_id);
@@ -796,26 +731,41 @@ impl Store {
         if let Some(v) = c.nvidia_requested {
             u.set("nvidia_requested", v);
         }
+        let details = u.details();
+        let mut tx = self.pool().begin().await?;
         let row: Option<ContainerRow> = u
             .finish("id", id.0, CONTAINER_COLS)
             .build_query_as()
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *tx)
             .await?;
-        row.map(Container::from).ok_or(not_found("container"))
+        let container = row.map(Container::from).ok_or(not_found("container"))?;
+        record(&mut tx, by, "update", "container", id, details).await?;
+        tx.commit().await?;
+        self.refreshed(&["containers"]).await;
+        Ok(container)
     }
 
     /// Deletes a container record (its services go with it).
-    pub async fn delete_container(&self, id: ContainerId, owner: Option<&str>) -> Result<()> {
+    pub async fn delete_container(
+        &self,
+        id: ContainerId,
+        owner: Option<&str>,
+        by: &Actor,
+    ) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
         let done = sqlx::query(
             "DELETE FROM containers WHERE id = $1 AND ($2::text IS NULL OR username = $2)",
         )
         .bind(id)
         .bind(owner)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(not_found("container"));
         }
+        record(&mut tx, by, "delete", "container", id, json!({})).await?;
+        tx.commit().await?;
+        self.refreshed(&["containers"]).await;
         Ok(())
     }
 
@@ -851,6 +801,7 @@ impl Store {
         container: ContainerId,
         input: ServiceInput,
         port_range: (i32, i32),
+        by: &Actor,
     ) -> Result<ServiceView> {
         let mut tx = self.pool().begin().await?;
         let (kind, port) = match &input {
@@ -970,7 +921,10 @@ impl Store {
                 .await?;
             }
         }
+        let details = json!({ "container_id": container, "type": kind.as_str() });
+        record(&mut tx, by, "create", "service", id, details).await?;
         tx.commit().await?;
+        self.refreshed(&["services"]).await;
         self.service(container, ServiceId(id)).await
     }
 
@@ -1009,15 +963,25 @@ impl Store {
     }
 
     /// Removes a service of a container.
-    pub async fn delete_service(&self, container: ContainerId, id: ServiceId) -> Result<()> {
+    pub async fn delete_service(
+        &self,
+        container: ContainerId,
+        id: ServiceId,
+        by: &Actor,
+    ) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
         let done = sqlx::query("DELETE FROM services WHERE id = $1 AND container_id = $2")
             .bind(id)
             .bind(container)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(not_found("service"));
         }
+        let details = json!({ "container_id": container });
+        record(&mut tx, by, "delete", "service", id, details).await?;
+        tx.commit().await?;
+        self.refreshed(&["services"]).await;
         Ok(())
     }
 
@@ -1047,13 +1011,15 @@ impl Store {
     }
 
     /// Creates an external domain.
-    pub async fn create_domain(&self, d: DomainInput) -> Result<ExternalDomain> {
+    pub async fn create_domain(&self, d: DomainInput, by: &Actor) -> Result<ExternalDomain> {
+        let details = fields(&d);
         let domain = d.domain.ok_or_else(|| invalid("domain", "is required"))?;
         let key = d
             .cloudflare_api_key
             .flatten()
             .map(|k| self.secrets().seal(CLOUDFLARE_KEY_CONTEXT, k.as_bytes()))
             .transpose()?;
+        let mut tx = self.pool().begin().await?;
         let row: ExternalDomain = sqlx::query_as(&format!(
             "INSERT INTO external_domains (domain, acme_email, acme_directory, cloudflare_api_email,
                                            cloudflare_api_key, site_id, auth_server)
@@ -1066,8 +1032,11 @@ impl Store {
         .bind(key)
         .bind(d.site_id.flatten())
         .bind(d.auth_server.flatten())
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await?;
+        record(&mut tx, by, "create", "external_domain", row.id, details).await?;
+        tx.commit().await?;
+        self.refreshed(&["external_domains"]).await;
         Ok(row)
     }
 
@@ -1076,6 +1045,7 @@ impl Store {
         &self,
         id: ExternalDomainId,
         d: DomainInput,
+        by: &Actor,
     ) -> Result<ExternalDomain> {
         let mut u = Update::new("external_domains");
         if let Some(v) = d.domain {
@@ -1102,17 +1072,31 @@ impl Store {
         if let Some(v) = d.auth_server {
             u.set("auth_server", v);
         }
+        let details = u.details();
+        let mut tx = self.pool().begin().await?;
         let row: Option<ExternalDomain> = u
             .finish("id", id.0, DOMAIN_COLS)
             .build_query_as()
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *tx)
             .await?;
-        row.ok_or(not_found("external domain"))
+        let domain = row.ok_or(not_found("external domain"))?;
+        record(&mut tx, by, "update", "external_domain", id, details).await?;
+        tx.commit().await?;
+        self.refreshed(&["external_domains"]).await;
+        Ok(domain)
     }
 
     /// Deletes an external domain (refused while HTTP services use it).
-    pub async fn delete_domain(&self, id: ExternalDomainId) -> Result<()> {
-        delete_by_id(self, "external_domains", id.0, "external domain").await
+    pub async fn delete_domain(&self, id: ExternalDomainId, by: &Actor) -> Result<()> {
+        delete_by_id(
+            self,
+            "external_domains",
+            id.0,
+            "external domain",
+            "external_domain",
+            by,
+        )
+        .await
     }
 
     // ------------------------------------------------------------------ dns records
@@ -1139,9 +1123,11 @@ impl Store {
         rtype: &str,
         value: &str,
         ttl: i32,
+        by: &Actor,
     ) -> Result<DnsRecord> {
         self.site(site).await?;
-        Ok(sqlx::query_as(
+        let mut tx = self.pool().begin().await?;
+        let record_row: DnsRecord = sqlx::query_as(
             "INSERT INTO dns_records (site_id, name, type, value, ttl)
              VALUES ($1, lower($2), upper($3), $4, $5)
              RETURNING id, site_id, name, type, value, ttl",
@@ -1151,20 +1137,37 @@ impl Store {
         .bind(rtype)
         .bind(value)
         .bind(ttl)
-        .fetch_one(self.pool())
-        .await?)
+        .fetch_one(&mut *tx)
+        .await?;
+        let details = json!({ "site_id": site, "name": record_row.name, "type": record_row.rtype });
+        record(&mut tx, by, "create", "dns_record", record_row.id, details).await?;
+        tx.commit().await?;
+        self.refreshed(&["dns_records"]).await;
+        Ok(record_row)
     }
 
     /// Removes a static record.
-    pub async fn delete_dns_record(&self, site: SiteId, id: DnsRecordId) -> Result<()> {
+    pub async fn delete_dns_record(&self, site: SiteId, id: DnsRecordId, by: &Actor) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
         let done = sqlx::query("DELETE FROM dns_records WHERE id = $1 AND site_id = $2")
             .bind(id)
             .bind(site)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(not_found("dns record"));
         }
+        record(
+            &mut tx,
+            by,
+            "delete",
+            "dns_record",
+            id,
+            json!({ "site_id": site }),
+        )
+        .await?;
+        tx.commit().await?;
+        self.refreshed(&["dns_records"]).await;
         Ok(())
     }
 
@@ -1244,7 +1247,7 @@ impl Store {
     }
 
     /// Changes a user's profile fields.
-    pub async fn update_user(&self, uid: Uid, p: UserPatch) -> Result<User> {
+    pub async fn update_user(&self, uid: Uid, p: UserPatch, by: &Actor) -> Result<User> {
         let mut u = Update::new("users");
         if let Some(v) = p.cn {
             u.set("cn", v);
@@ -1265,12 +1268,18 @@ impl Store {
         if let Some(v) = p.status {
             u.set("status", v.as_str());
         }
+        let details = u.details();
+        let mut tx = self.pool().begin().await?;
         let row: Option<UserRow> = u
             .finish("uid_number", i64::from(uid.0), USER_COLS)
             .build_query_as()
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *tx)
             .await?;
-        row.map(User::from).ok_or(not_found("user"))
+        let user = row.map(User::from).ok_or(not_found("user"))?;
+        record(&mut tx, by, "update", "user", uid, details).await?;
+        tx.commit().await?;
+        self.refreshed(&["users"]).await;
+        Ok(user)
     }
 
     /// Lists groups.
@@ -1302,6 +1311,7 @@ impl Store {
         gid: Gid,
         description: Patch<String>,
         is_administrator: Option<bool>,
+        by: &Actor,
     ) -> Result<Group> {
         let mut u = Update::new("groups");
         if let Some(v) = description {
@@ -1310,29 +1320,39 @@ impl Store {
         if let Some(v) = is_administrator {
             u.set("is_administrator", v);
         }
+        let details = u.details();
+        let mut tx = self.pool().begin().await?;
         let row: Option<Group> = u
             .finish("gid_number", i64::from(gid.0), GROUP_COLS)
             .build_query_as()
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *tx)
             .await?;
-        row.ok_or(not_found("group"))
+        let group = row.ok_or(not_found("group"))?;
+        record(&mut tx, by, "update", "group", gid, details).await?;
+        tx.commit().await?;
+        self.refreshed(&["groups"]).await;
+        Ok(group)
     }
 
     /// Deletes a group (the seeded ones stay).
-    pub async fn delete_group(&self, gid: Gid) -> Result<()> {
+    pub async fn delete_group(&self, gid: Gid, by: &Actor) -> Result<()> {
         if gid == LDAPUSERS_GID || gid == SYSADMINS_GID {
             return Err(invalid(
                 "gid_number",
                 "the built-in groups cannot be deleted",
             ));
         }
+        let mut tx = self.pool().begin().await?;
         let done = sqlx::query("DELETE FROM groups WHERE gid_number = $1")
             .bind(gid)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(not_found("group"));
         }
+        record(&mut tx, by, "delete", "group", gid, json!({})).await?;
+        tx.commit().await?;
+        self.refreshed(&["groups"]).await;
         Ok(())
     }
 
@@ -1350,12 +1370,14 @@ impl Store {
     }
 
     /// Registers a user: the very first becomes an active administrator; later ones are pending
-    /// unless `invite` is a valid, unused, unexpired invite token (whose e-mail they get).
+    /// unless `invite` is a valid, unused, unexpired invite token (whose e-mail they get). The
+    /// audit row names the new user as the actor, from `remote_addr`.
     pub async fn register(
         &self,
         new: crate::NewUser,
         invite: Option<&str>,
         now: DateTime<Utc>,
+        remote_addr: Option<std::net::IpAddr>,
     ) -> Result<User> {
         // Argon2 first: the lock below is held only for the few statements that decide.
         let mut prepared = self.prepare_user(new).await?;
@@ -1399,7 +1421,13 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        let by = Actor::user(user.uid_number, &user.username, remote_addr, Via::Public);
+        let details = json!({ "status": user.status, "invited": invite_id.is_some() });
+        record(&mut tx, &by, "register", "user", user.uid_number, details).await?;
         tx.commit().await?;
+        // Read your writes: the sign-in page must know the account (active, or pending with
+        // its "awaits approval" answer) on the very next request.
+        self.refreshed(&["users"]).await;
         Ok(user)
     }
 
@@ -1410,8 +1438,10 @@ impl Store {
         &self,
         email: &str,
         now: DateTime<Utc>,
+        by: &Actor,
     ) -> Result<(TokenInfo, String)> {
         let (token, hash) = new_token();
+        let mut tx = self.pool().begin().await?;
         let info: TokenInfo = sqlx::query_as(
             "INSERT INTO invite_tokens (id, email, token, expires_at) VALUES ($1, $2, $3, $4)
              RETURNING id, email, NULL::int AS uid_number, expires_at, used, created_at",
@@ -1420,8 +1450,18 @@ impl Store {
         .bind(email)
         .bind(hash)
         .bind(now + Duration::hours(24))
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await?;
+        record(
+            &mut tx,
+            by,
+            "create",
+            "invite",
+            info.id,
+            json!({ "email": email }),
+        )
+        .await?;
+        tx.commit().await?;
         Ok((info, token))
     }
 
@@ -1435,14 +1475,17 @@ impl Store {
     }
 
     /// Revokes an invite.
-    pub async fn delete_invite(&self, id: uuid::Uuid) -> Result<()> {
+    pub async fn delete_invite(&self, id: uuid::Uuid, by: &Actor) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
         let done = sqlx::query("DELETE FROM invite_tokens WHERE id = $1")
             .bind(id)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(not_found("invite"));
         }
+        record(&mut tx, by, "delete", "invite", id, json!({})).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1451,8 +1494,10 @@ impl Store {
         &self,
         uid: Uid,
         now: DateTime<Utc>,
+        by: &Actor,
     ) -> Result<(TokenInfo, String)> {
         let (token, hash) = new_token();
+        let mut tx = self.pool().begin().await?;
         let info: Option<TokenInfo> = sqlx::query_as(
             "INSERT INTO password_reset_tokens (id, uid_number, token, expires_at)
              SELECT $1, uid_number, $3, $4 FROM users WHERE uid_number = $2
@@ -1462,9 +1507,15 @@ impl Store {
         .bind(uid)
         .bind(hash)
         .bind(now + Duration::hours(1))
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok((info.ok_or(not_found("user"))?, token))
+        let info = info.ok_or(not_found("user"))?;
+        // Asked for by someone else (an admin) or by the account's own "forgot password".
+        let details =
+            json!({ "uid_number": uid, "self_service": by.uid != Some(uid) && by.uid.is_none() });
+        record(&mut tx, by, "create", "password_reset", info.id, details).await?;
+        tx.commit().await?;
+        Ok((info, token))
     }
 
     /// Uses a reset token: sets the password, marks the token used (once), and ends every
@@ -1474,6 +1525,7 @@ impl Store {
         token: &str,
         password: String,
         now: DateTime<Utc>,
+        remote_addr: Option<std::net::IpAddr>,
     ) -> Result<Uid> {
         let mut tx = self.pool().begin().await?;
         let uid: Option<i32> = sqlx::query_scalar(
@@ -1494,8 +1546,11 @@ impl Store {
         // with it, like on any password change.
         let hash = crate::queries::check_and_hash(password, self.hash_cost()).await?;
         let uid = crate::queries::replace_password(&mut tx, &username, hash, None).await?;
+        let by = Actor::user(uid, &username, remote_addr, Via::Public);
+        record(&mut tx, &by, "reset_password", "user", uid, json!({})).await?;
         tx.commit().await?;
         self.forget_sessions_of(uid);
+        self.refreshed(&["users"]).await;
         Ok(uid)
     }
 
@@ -1522,14 +1577,25 @@ impl Store {
     /// Deletes self-registered accounts still pending approval that were created before
     /// `before` and own nothing; returns their names.
     pub async fn expire_pending_accounts(&self, before: DateTime<Utc>) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
+        let mut tx = self.pool().begin().await?;
+        let gone: Vec<(Uid, String)> = sqlx::query_as(
             "DELETE FROM users u WHERE u.status = 'pending' AND u.created_at < $1
                AND NOT EXISTS (SELECT 1 FROM containers c WHERE c.username = u.username)
-             RETURNING u.username",
+             RETURNING u.uid_number, u.username",
         )
         .bind(before)
-        .fetch_all(self.pool())
-        .await?)
+        .fetch_all(&mut *tx)
+        .await?;
+        let by = Actor::system();
+        for (uid, name) in &gone {
+            let details = json!({ "username": name, "reason": "pending too long" });
+            record(&mut tx, &by, "delete", "user", uid, details).await?;
+        }
+        tx.commit().await?;
+        if !gone.is_empty() {
+            self.refreshed(&["users"]).await;
+        }
+        Ok(gone.into_iter().map(|(_, name)| name).collect())
     }
 
     // ------------------------------------------------------------------ api keys, settings, jobs
@@ -1546,17 +1612,21 @@ impl Store {
     }
 
     /// Deletes an API key (of `owner` when given).
-    pub async fn delete_api_key(&self, id: ApiKeyId, owner: Option<Uid>) -> Result<()> {
+    pub async fn delete_api_key(&self, id: ApiKeyId, owner: Option<Uid>, by: &Actor) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
         let done = sqlx::query(
             "DELETE FROM api_keys WHERE id = $1 AND ($2::int IS NULL OR uid_number = $2)",
         )
         .bind(id)
         .bind(owner)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(not_found("api key"));
         }
+        record(&mut tx, by, "delete", "api_key", id, json!({})).await?;
+        tx.commit().await?;
+        self.refreshed(&["api_keys"]).await;
         Ok(())
     }
 
@@ -1583,14 +1653,17 @@ impl Store {
     }
 
     /// Removes a setting.
-    pub async fn delete_setting(&self, key: &str) -> Result<()> {
+    pub async fn delete_setting(&self, key: &str, by: &Actor) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
         let done = sqlx::query("DELETE FROM settings WHERE key = $1")
             .bind(key)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(not_found("setting"));
         }
+        record(&mut tx, by, "delete", "setting", key, json!({})).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1630,14 +1703,26 @@ impl Store {
     }
 }
 
-async fn delete_by_id(store: &Store, table: &str, id: i64, entity: &'static str) -> Result<()> {
+/// Deletes one row by id, audited as `delete` of `resource`.
+async fn delete_by_id(
+    store: &Store,
+    table: &str,
+    id: i64,
+    entity: &'static str,
+    resource: &str,
+    by: &Actor,
+) -> Result<()> {
+    let mut tx = store.pool().begin().await?;
     let done = sqlx::query(&format!("DELETE FROM {table} WHERE id = $1"))
         .bind(id)
-        .execute(store.pool())
+        .execute(&mut *tx)
         .await?;
     if done.rows_affected() == 0 {
         return Err(not_found(entity));
     }
+    record(&mut tx, by, "delete", resource, id, json!({})).await?;
+    tx.commit().await?;
+    store.refreshed(&[table]).await;
     Ok(())
 }
 
@@ -1650,7 +1735,8 @@ fn parse_mac(mac: Option<String>) -> Result<Option<mac_address::MacAddress>> {
 }
 
 impl Store {
-    /// Starts a browser session for `uid`; returns the signed cookie value and the CSRF token.
+    /// Starts a browser session for `uid` (a sign-in, audited as `login`); returns the signed
+    /// cookie value and the CSRF token.
     /// Only the id's SHA-256 is stored (see [`crate::auth`]).
     pub async fn create_session(
         &self,
@@ -1663,6 +1749,7 @@ impl Store {
         let (id, hash) = new_token();
         let (csrf, _) = new_token();
         let cookie = self.sign_session(&id).await?;
+        let mut tx = self.pool().begin().await?;
         sqlx::query(
             "INSERT INTO sessions (id_hash, uid_number, csrf_token, expires_at, remote_addr, user_agent)
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -1673,8 +1760,16 @@ impl Store {
         .bind(now + ttl)
         .bind(remote_addr.map(ipnetwork::IpNetwork::from))
         .bind(user_agent.map(|s| s.chars().take(256).collect::<String>()))
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        // The sign-in is audited with the session it opens.
+        let name: String = sqlx::query_scalar("SELECT username FROM users WHERE uid_number = $1")
+            .bind(uid)
+            .fetch_one(&mut *tx)
+            .await?;
+        let by = Actor::user(uid, &name, remote_addr, Via::Public);
+        record(&mut tx, &by, "login", "session", uid, json!({})).await?;
+        tx.commit().await?;
         Ok((cookie, csrf))
     }
 

@@ -66,22 +66,30 @@ async fn seeded_groups_and_uid_sequence(pool: PgPool) -> TestResult {
         ]
     );
     let a = s
-        .create_user(NewUser {
-            username: "Alice".into(),
-            password: Some("correct horse".into()),
-            admin: true,
-            ..Default::default()
-        })
+        .create_user(
+            NewUser {
+                username: "Alice".into(),
+                password: Some("correct horse".into()),
+                admin: true,
+                ..Default::default()
+            },
+            &siteward_store::Actor::system(),
+        )
         .await?;
     let b = s
-        .create_user(NewUser {
-            username: "bob".into(),
-            ..Default::default()
-        })
+        .create_user(
+            NewUser {
+                username: "bob".into(),
+                ..Default::default()
+            },
+            &siteward_store::Actor::system(),
+        )
         .await?;
     assert_eq!((a.uid_number.0, b.uid_number.0), (2000, 2001));
     assert_eq!(a.username, "alice");
-    let g = s.create_group("devs", None).await?;
+    let g = s
+        .create_group("devs", None, false, &siteward_store::Actor::system())
+        .await?;
     assert_eq!(g.gid_number.0, 2002);
     s.reload(Dirty::ALL).await?;
     let snap = s.snapshot();
@@ -393,55 +401,81 @@ async fn every_constraint_rejects_a_violating_row(pool: PgPool) -> TestResult {
 #[sqlx::test(migrations = "../migrations")]
 async fn store_errors_are_typed(pool: PgPool) -> TestResult {
     let s = store(pool);
-    s.create_user(NewUser {
-        username: "carol".into(),
-        mail: Some("c@x.org".into()),
-        ..Default::default()
-    })
+    s.create_user(
+        NewUser {
+            username: "carol".into(),
+            mail: Some("c@x.org".into()),
+            ..Default::default()
+        },
+        &siteward_store::Actor::system(),
+    )
     .await?;
     let dup = s
-        .create_user(NewUser {
-            username: "CAROL".into(),
-            ..Default::default()
-        })
+        .create_user(
+            NewUser {
+                username: "CAROL".into(),
+                ..Default::default()
+            },
+            &siteward_store::Actor::system(),
+        )
         .await;
     assert!(
         matches!(dup, Err(StoreError::Conflict { ref what }) if what == "username"),
         "{dup:?}"
     );
     let dup = s
-        .create_user(NewUser {
-            username: "dave".into(),
-            mail: Some("C@X.org".into()),
-            ..Default::default()
-        })
+        .create_user(
+            NewUser {
+                username: "dave".into(),
+                mail: Some("C@X.org".into()),
+                ..Default::default()
+            },
+            &siteward_store::Actor::system(),
+        )
         .await;
     assert!(
         matches!(dup, Err(StoreError::Conflict { ref what }) if what == "mail"),
         "{dup:?}"
     );
     let bad = s
-        .create_user(NewUser {
-            username: "'; DROP TABLE users; --".into(),
-            ..Default::default()
-        })
+        .create_user(
+            NewUser {
+                username: "'; DROP TABLE users; --".into(),
+                ..Default::default()
+            },
+            &siteward_store::Actor::system(),
+        )
         .await;
     assert!(matches!(bad, Err(StoreError::Invalid { .. })), "{bad:?}");
-    let short = s.set_password("carol", "short".into()).await;
+    let short = s
+        .set_password("carol", "short".into(), &siteward_store::Actor::system())
+        .await;
     assert!(matches!(short, Err(StoreError::Invalid { .. })));
     assert!(matches!(
-        s.set_password("nobody", "long enough".into()).await,
+        s.set_password(
+            "nobody",
+            "long enough".into(),
+            &siteward_store::Actor::system()
+        )
+        .await,
         Err(StoreError::NotFound { .. })
     ));
     assert!(matches!(
-        s.add_group_member("nogroup", "carol").await,
+        s.add_group_member("nogroup", "carol", &siteward_store::Actor::system())
+            .await,
         Err(StoreError::NotFound { .. })
     ));
     assert!(matches!(
-        s.create_api_key("nobody", "k", None).await,
+        s.create_api_key("nobody", "k", None, &siteward_store::Actor::system())
+            .await,
         Err(StoreError::NotFound { .. })
     ));
-    s.set_user_status("carol", UserStatus::Suspended).await?;
+    s.set_user_status(
+        "carol",
+        UserStatus::Suspended,
+        &siteward_store::Actor::system(),
+    )
+    .await?;
     assert_eq!(s.user("carol").await?.status, UserStatus::Suspended);
     Ok(())
 }
@@ -450,20 +484,26 @@ async fn store_errors_are_typed(pool: PgPool) -> TestResult {
 async fn secrets_are_encrypted_at_rest(pool: PgPool) -> TestResult {
     let s = store(pool.clone());
     let site = s
-        .create_site(NewSite {
-            name: "lab".into(),
-            internal_domain: "lab.internal".into(),
-            ..Default::default()
-        })
+        .create_site(
+            NewSite {
+                name: "lab".into(),
+                internal_domain: "lab.internal".into(),
+                ..Default::default()
+            },
+            &siteward_store::Actor::system(),
+        )
         .await?;
     let node = s
-        .create_node(NewNode {
-            name: "pve1".into(),
-            site_id: Some(site.id),
-            api_token_id_or_username: Some("root@pam!siteward".into()),
-            api_token_secret_or_password: Some("0d9a6a3c-super-secret-token".into()),
-            ..Default::default()
-        })
+        .create_node(
+            NewNode {
+                name: "pve1".into(),
+                site_id: Some(site.id),
+                api_token_id_or_username: Some("root@pam!siteward".into()),
+                api_token_secret_or_password: Some("0d9a6a3c-super-secret-token".into()),
+                ..Default::default()
+            },
+            &siteward_store::Actor::system(),
+        )
         .await?;
     assert!(node.has_secret);
     let raw: Vec<u8> =
@@ -703,10 +743,13 @@ async fn a_password_change_ends_the_other_sessions(pool: PgPool) -> TestResult {
     let s = store(pool);
     s.load_session_secrets().await?;
     let user = s
-        .create_user(NewUser {
-            username: "erin".into(),
-            ..Default::default()
-        })
+        .create_user(
+            NewUser {
+                username: "erin".into(),
+                ..Default::default()
+            },
+            &siteward_store::Actor::system(),
+        )
         .await?;
     let uid = user.uid_number;
     let now = chrono::Utc::now();
@@ -718,27 +761,44 @@ async fn a_password_change_ends_the_other_sessions(pool: PgPool) -> TestResult {
         async move { s.session(&c, now).await.map(|i| i.is_some()) }
     };
     assert!(live(here.clone()).await? && live(there.clone()).await?);
-    s.set_password_keeping("erin", "a long enough password".into(), Some(&here))
-        .await?;
+    s.set_password_keeping(
+        "erin",
+        "a long enough password".into(),
+        Some(&here),
+        &siteward_store::Actor::system(),
+    )
+    .await?;
     assert!(live(here.clone()).await?, "the changing session must stay");
     assert!(!live(there.clone()).await?, "the other session must end");
-    s.set_password("ERIN", "another long password".into())
-        .await?;
+    s.set_password(
+        "ERIN",
+        "another long password".into(),
+        &siteward_store::Actor::system(),
+    )
+    .await?;
     assert!(!live(here).await?, "a plain change ends every session");
     // A refused password changes nothing and ends nothing.
     let (kept, _) = s.create_session(uid, ttl, None, None, now).await?;
-    let short = s.set_password("erin", "short".into()).await;
+    let short = s
+        .set_password("erin", "short".into(), &siteward_store::Actor::system())
+        .await;
     assert!(short.is_err(), "{short:?}");
     assert!(live(kept).await?);
     assert!(matches!(
-        s.set_password("nobody", "a long enough password".into())
-            .await,
+        s.set_password(
+            "nobody",
+            "a long enough password".into(),
+            &siteward_store::Actor::system()
+        )
+        .await,
         Err(StoreError::NotFound { .. })
     ));
     // A reset token's use ends every session too.
     let (last, _) = s.create_session(uid, ttl, None, None, now).await?;
-    let (_, token) = s.create_password_reset(uid, now).await?;
-    s.consume_password_reset(&token, "a third long password".into(), now)
+    let (_, token) = s
+        .create_password_reset(uid, now, &siteward_store::Actor::system())
+        .await?;
+    s.consume_password_reset(&token, "a third long password".into(), now, None)
         .await?;
     assert!(!live(last).await?, "a reset ends every session");
     Ok(())
@@ -888,7 +948,14 @@ async fn a_name_in_a_zone_has_one_owner_even_for_plain_sql(pool: PgPool) -> Test
     // Through the store, a conflict is a Conflict naming the field.
     let s = store(pool.clone());
     let dup = s
-        .create_dns_record(siteward_store::SiteId(1), "WEB", "A", "10.0.0.9", 60)
+        .create_dns_record(
+            siteward_store::SiteId(1),
+            "WEB",
+            "A",
+            "10.0.0.9",
+            60,
+            &siteward_store::Actor::system(),
+        )
         .await;
     assert!(
         matches!(dup, Err(StoreError::Conflict { ref what }) if what == "name"),

@@ -326,14 +326,19 @@ async fn issues_for_an_internal_zone_through_the_api() -> TestResult {
     let http = Client::new();
     let store = server.db.as_ref().ok_or("db")?.store().await?;
     store
-        .create_user(siteward_store::NewUser {
-            username: "root".into(),
-            password: Some("a long enough password".into()),
-            admin: true,
-            ..Default::default()
-        })
+        .create_user(
+            siteward_store::NewUser {
+                username: "root".into(),
+                password: Some("a long enough password".into()),
+                admin: true,
+                ..Default::default()
+            },
+            &siteward_store::Actor::system(),
+        )
         .await?;
-    let (_, key) = store.create_api_key("root", "acme", None).await?;
+    let (_, key) = store
+        .create_api_key("root", "acme", None, &siteward_store::Actor::system())
+        .await?;
     // The key reaches the server's snapshot through the change feed.
     let t = Instant::now();
     while api(&http, &server, &key, Method::GET, "/me", None).await?.0 != StatusCode::OK {
@@ -518,23 +523,29 @@ async fn zone_with_dns(
     let db = TestDb::new().await?;
     let store = db.store().await?;
     let site = store
-        .create_site_checked(siteward_store::NewSite {
-            name: "lab".into(),
-            internal_domain: "lab.test".into(),
-            gateway: Some("10.9.0.1".parse()?),
-            subnet_mask: Some("255.255.255.0".parse()?),
-            dhcp_range: Some("10.9.0.100-10.9.0.200".into()),
-            ..Default::default()
-        })
+        .create_site(
+            siteward_store::NewSite {
+                name: "lab".into(),
+                internal_domain: "lab.test".into(),
+                gateway: Some("10.9.0.1".parse()?),
+                subnet_mask: Some("255.255.255.0".parse()?),
+                dhcp_range: Some("10.9.0.100-10.9.0.200".into()),
+                ..Default::default()
+            },
+            &siteward_store::Actor::system(),
+        )
         .await?;
     let domain = store
-        .create_domain(siteward_store::resources::DomainInput {
-            domain: Some("lab.test".into()),
-            acme_email: Some(Some("admin@lab.test".into())),
-            acme_directory: Some(Some(directory.into())),
-            site_id: Some(Some(site.id)),
-            ..Default::default()
-        })
+        .create_domain(
+            siteward_store::resources::DomainInput {
+                domain: Some("lab.test".into()),
+                acme_email: Some(Some("admin@lab.test".into())),
+                acme_directory: Some(Some(directory.into())),
+                site_id: Some(Some(site.id)),
+                ..Default::default()
+            },
+            &siteward_store::Actor::system(),
+        )
         .await?;
     store.reload(siteward_store::Dirty::ALL).await?;
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
@@ -583,6 +594,7 @@ async fn renews_on_time_once_and_backs_off_after_failures() -> TestResult {
                 acme_directory: Some(Some(pebble.directory.clone())),
                 ..Default::default()
             },
+            &siteward_store::Actor::system(),
         )
         .await?;
     store.reload(siteward_store::Dirty::ALL).await?;
@@ -603,10 +615,13 @@ async fn renews_on_time_once_and_backs_off_after_failures() -> TestResult {
         .await?;
     // And what one left for a domain deleted since: withdrawn by the scheduler's next pass.
     let gone = store
-        .create_domain(siteward_store::resources::DomainInput {
-            domain: Some("gone.example".into()),
-            ..Default::default()
-        })
+        .create_domain(
+            siteward_store::resources::DomainInput {
+                domain: Some("gone.example".into()),
+                ..Default::default()
+            },
+            &siteward_store::Actor::system(),
+        )
         .await?;
     let orphan = store
         .put_challenge_txt(site, "_acme-challenge.gone", "left for a deleted domain")
@@ -624,7 +639,9 @@ async fn renews_on_time_once_and_backs_off_after_failures() -> TestResult {
     store
         .challenge_published(gone.id, "http", "orphan-token", None)
         .await?;
-    store.delete_domain(gone.id).await?;
+    store
+        .delete_domain(gone.id, &siteward_store::Actor::system())
+        .await?;
     store.reload(siteward_store::Dirty::ALL).await?;
 
     // Never issued: due at once.
@@ -754,6 +771,7 @@ async fn renews_on_time_once_and_backs_off_after_failures() -> TestResult {
                 acme_directory: Some(Some(blind.directory.clone())),
                 ..Default::default()
             },
+            &siteward_store::Actor::system(),
         )
         .await?;
     store.reload(siteward_store::Dirty::ALL).await?;
@@ -849,17 +867,22 @@ async fn issues_through_cloudflare() -> TestResult {
             ..Default::default()
         };
     let org = store
-        .create_domain(domain("example.org", None, "tok-good"))
+        .create_domain(
+            domain("example.org", None, "tok-good"),
+            &siteward_store::Actor::system(),
+        )
         .await?;
     let net = store
-        .create_domain(domain(
-            "team.example.net",
-            Some("ops@example.net"),
-            "key-good",
-        ))
+        .create_domain(
+            domain("team.example.net", Some("ops@example.net"), "key-good"),
+            &siteward_store::Actor::system(),
+        )
         .await?;
     let bad = store
-        .create_domain(domain("www.example.org", None, "tok-wrong"))
+        .create_domain(
+            domain("www.example.org", None, "tok-wrong"),
+            &siteward_store::Actor::system(),
+        )
         .await?;
     store.reload(siteward_store::Dirty::ALL).await?;
     let certs = tempfile::tempdir()?;
@@ -1045,12 +1068,15 @@ async fn issues_with_http01_from_our_http_listener() -> TestResult {
     let pebble = Pebble::start_with(tmp, listener_ca, chall.dns, http_port).await?;
     let store = server.db.as_ref().ok_or("db")?.store().await?;
     let domain = store
-        .create_domain(siteward_store::resources::DomainInput {
-            domain: Some("web.example.com".into()),
-            acme_email: Some(Some("admin@example.com".into())),
-            acme_directory: Some(Some(pebble.directory.clone())),
-            ..Default::default()
-        })
+        .create_domain(
+            siteward_store::resources::DomainInput {
+                domain: Some("web.example.com".into()),
+                acme_email: Some(Some("admin@example.com".into())),
+                acme_directory: Some(Some(pebble.directory.clone())),
+                ..Default::default()
+            },
+            &siteward_store::Actor::system(),
+        )
         .await?;
     // Unknown tokens are 404; path tricks never reach the store.
     let http = Client::new();
@@ -1132,12 +1158,15 @@ async fn bench_acme() -> TestResult {
     let store = server.db.as_ref().ok_or("db")?.store().await?;
     for i in 0..n {
         store
-            .create_domain(siteward_store::resources::DomainInput {
-                domain: Some(format!("s{i}.bench.test")),
-                acme_email: Some(Some("admin@bench.test".into())),
-                acme_directory: Some(Some(pebble.directory.clone())),
-                ..Default::default()
-            })
+            .create_domain(
+                siteward_store::resources::DomainInput {
+                    domain: Some(format!("s{i}.bench.test")),
+                    acme_email: Some(Some("admin@bench.test".into())),
+                    acme_directory: Some(Some(pebble.directory.clone())),
+                    ..Default::default()
+                },
+                &siteward_store::Actor::system(),
+            )
             .await?;
     }
     let data = tempfile::tempdir()?;
@@ -1257,12 +1286,15 @@ async fn two_processes_on_one_database_place_one_order() -> TestResult {
     let http_port = a.addrs.http.ok_or("no HTTP address")?.port();
     let pebble = Pebble::start_with(tmp, listener_ca.clone(), chall.dns, http_port).await?;
     let domain = store
-        .create_domain(siteward_store::resources::DomainInput {
-            domain: Some("race.example.com".into()),
-            acme_email: Some(Some("admin@example.com".into())),
-            acme_directory: Some(Some(pebble.directory.clone())),
-            ..Default::default()
-        })
+        .create_domain(
+            siteward_store::resources::DomainInput {
+                domain: Some("race.example.com".into()),
+                acme_email: Some(Some("admin@example.com".into())),
+                acme_directory: Some(Some(pebble.directory.clone())),
+                ..Default::default()
+            },
+            &siteward_store::Actor::system(),
+        )
         .await?;
     // Both schedulers see the domain within a second; one of them orders.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -56,7 +56,9 @@ impl Api {
 
     async fn key_for(&self, name: &str) -> TestResult<String> {
         let store = self.server.db.as_ref().ok_or("no db")?.store().await?;
-        let (_, key) = store.create_api_key(name, "test", None).await?;
+        let (_, key) = store
+            .create_api_key(name, "test", None, &siteward_store::Actor::system())
+            .await?;
         // The key reaches the server's snapshot through the change feed.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         loop {

@@ -226,7 +226,9 @@ async fn root_server(db: TestDb, env: Vec<(String, String)>) -> TestResult<(Serv
     .await?;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let store = server.db.as_ref().ok_or("db")?.store().await?;
-    let (_, key) = store.create_api_key("root", "tests", None).await?;
+    let (_, key) = store
+        .create_api_key("root", "tests", None, &siteward_store::Actor::system())
+        .await?;
     // The key reaches the server's snapshot through the change feed.
     let deadline = Instant::now() + Duration::from_secs(10);
     while call(&api, &server, Some(&key), Method::GET, "/me", None)
@@ -1819,11 +1821,14 @@ async fn sessions_are_signed_cached_and_invalidated_across_processes() -> TestRe
     .await?;
     let store = db.store().await?;
     let carol = store
-        .create_user(siteward_store::NewUser {
-            username: "carol".into(),
-            password: Some(PASSWORD.into()),
-            ..Default::default()
-        })
+        .create_user(
+            siteward_store::NewUser {
+                username: "carol".into(),
+                password: Some(PASSWORD.into()),
+                ..Default::default()
+            },
+            &siteward_store::Actor::system(),
+        )
         .await?;
     let now = chrono::Utc::now();
     let session = |store: siteward_store::Store| async move {

@@ -42,7 +42,9 @@ async fn api_changes_are_seen_by_ldap_and_dns() -> TestResult {
         .await?;
     assert_eq!(r.status(), 201);
     let store = server.db.as_ref().ok_or("db")?.store().await?;
-    let (_, key) = store.create_api_key("root", "t", None).await?;
+    let (_, key) = store
+        .create_api_key("root", "t", None, &siteward_store::Actor::system())
+        .await?;
     eventually("api key", async || {
         Ok(http
             .get(api("/me"))

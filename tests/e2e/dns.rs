@@ -1255,7 +1255,9 @@ async fn a_container_node_or_record_cannot_take_a_name_that_is_already_in_the_zo
         .status();
     assert_eq!(s, reqwest::StatusCode::CREATED);
     let store = server.db.as_ref().ok_or("db")?.store().await?;
-    let (_, key) = store.create_api_key("root", "test", None).await?;
+    let (_, key) = store
+        .create_api_key("root", "test", None, &siteward_store::Actor::system())
+        .await?;
     let call = |path: &str, body: serde_json::Value| {
         let req = http
             .post(server.url(&format!("/api/v1{path}")))

@@ -30,7 +30,14 @@ async fn alice_owns_web(edge: &Edge) -> TestResult<String> {
     .await?;
     assert_eq!(s, StatusCode::OK, "{v}");
     let store = edge.server.db.as_ref().ok_or("db")?.store().await?;
-    let (_, key) = store.create_api_key("alice", "edge tests", None).await?;
+    let (_, key) = store
+        .create_api_key(
+            "alice",
+            "edge tests",
+            None,
+            &siteward_store::Actor::system(),
+        )
+        .await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (s, me) = call(

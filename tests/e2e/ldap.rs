@@ -106,20 +106,34 @@ async fn users(store: &Store) -> TestResult {
         ("root", "root-pw-12", true),
     ] {
         store
-            .create_user(NewUser {
-                username: name.into(),
-                password: Some(pw.into()),
-                mail: Some(format!("{name}@example.org")),
-                given_name: Some(name.to_uppercase()),
-                admin,
-                ssh_public_keys: vec![format!("ssh-ed25519 AAAAC3{name} {name}@laptop")],
-                ..Default::default()
-            })
+            .create_user(
+                NewUser {
+                    username: name.into(),
+                    password: Some(pw.into()),
+                    mail: Some(format!("{name}@example.org")),
+                    given_name: Some(name.to_uppercase()),
+                    admin,
+                    ssh_public_keys: vec![format!("ssh-ed25519 AAAAC3{name} {name}@laptop")],
+                    ..Default::default()
+                },
+                &siteward_store::Actor::system(),
+            )
             .await?;
     }
-    store.create_group("devs", Some("Developers")).await?;
-    store.add_group_member("devs", "alice").await?;
-    store.add_group_member("devs", "bob").await?;
+    store
+        .create_group(
+            "devs",
+            Some("Developers"),
+            false,
+            &siteward_store::Actor::system(),
+        )
+        .await?;
+    store
+        .add_group_member("devs", "alice", &siteward_store::Actor::system())
+        .await?;
+    store
+        .add_group_member("devs", "bob", &siteward_store::Actor::system())
+        .await?;
     Ok(())
 }
 
@@ -423,10 +437,13 @@ async fn ldapsearch_filters_scopes_selection_paging_and_root_dse() -> TestResult
     // Paging: 6 users and page size 2 make three pages with real cookies.
     for name in ["p1", "p2", "p3"] {
         store
-            .create_user(NewUser {
-                username: name.into(),
-                ..Default::default()
-            })
+            .create_user(
+                NewUser {
+                    username: name.into(),
+                    ..Default::default()
+                },
+                &siteward_store::Actor::system(),
+            )
             .await?;
     }
     wait_for_user(&server, "p3").await?;
@@ -474,7 +491,9 @@ async fn ldapsearch_filters_scopes_selection_paging_and_root_dse() -> TestResult
     assert_eq!(limited.uids().len(), 2);
 
     // A user removed through the store disappears.
-    store.delete_user("p3").await?;
+    store
+        .delete_user("p3", &siteward_store::Actor::system())
+        .await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !search(&server, None, "(uid=p3)", &["uid"])
         .await?
@@ -751,7 +770,11 @@ async fn binds_whoami_passwd_compare_writes_over_plain_starttls_and_ldaps() -> T
     assert_ne!(out.code, 0);
     // Suspended users cannot bind.
     store
-        .set_user_status("bob", siteward_store::UserStatus::Suspended)
+        .set_user_status(
+            "bob",
+            siteward_store::UserStatus::Suspended,
+            &siteward_store::Actor::system(),
+        )
         .await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tool(
@@ -949,12 +972,15 @@ async fn nss_prelude(bins: &[&str], packages: &str) -> TestResult<(Server, Store
     }
     let (server, store) = started().await?;
     store
-        .create_user(NewUser {
-            username: "carol".into(),
-            password: Some("carol-pw-1".into()),
-            status: Some(siteward_store::UserStatus::Suspended),
-            ..Default::default()
-        })
+        .create_user(
+            NewUser {
+                username: "carol".into(),
+                password: Some("carol-pw-1".into()),
+                status: Some(siteward_store::UserStatus::Suspended),
+                ..Default::default()
+            },
+            &siteward_store::Actor::system(),
+        )
         .await?;
     wait_for_user(&server, "carol").await?;
     Ok((server, store))
@@ -1064,13 +1090,18 @@ async fn check_nss_and_pam(ns: &mut Namespace, server: &Server, store: &Store) -
     // Users added and removed through the store are seen by the next lookup (nslcd has no
     // cache; SSSD's entries expire after `entry_cache_timeout`, 1 s here, so it is polled).
     store
-        .create_user(NewUser {
-            username: "dave".into(),
-            password: Some("dave-pw-12".into()),
-            ..Default::default()
-        })
+        .create_user(
+            NewUser {
+                username: "dave".into(),
+                password: Some("dave-pw-12".into()),
+                ..Default::default()
+            },
+            &siteward_store::Actor::system(),
+        )
         .await?;
-    store.add_group_member("devs", "dave").await?;
+    store
+        .add_group_member("devs", "dave", &siteward_store::Actor::system())
+        .await?;
     wait_for_user(server, "dave").await?;
     let (rc, out) = ns.run("getent passwd dave").await?;
     assert_eq!(rc, 0, "{out}");
@@ -1092,7 +1123,9 @@ async fn check_nss_and_pam(ns: &mut Namespace, server: &Server, store: &Store) -
         .run("echo dave-pw-12 | pamtester siteward-test dave authenticate")
         .await?;
     assert_eq!(rc, 0, "{out}");
-    store.delete_user("dave").await?;
+    store
+        .delete_user("dave", &siteward_store::Actor::system())
+        .await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (rc, _) = ns.run("getent passwd dave").await?;

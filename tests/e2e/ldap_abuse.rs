@@ -144,19 +144,25 @@ async fn pathological_filters_do_not_stall_other_protocols() -> TestResult {
     let users = 300;
     for i in 0..users {
         store
-            .create_user(NewUser {
-                username: format!("user{i:04}"),
-                given_name: Some(format!("Given{i}")),
-                ..Default::default()
-            })
+            .create_user(
+                NewUser {
+                    username: format!("user{i:04}"),
+                    given_name: Some(format!("Given{i}")),
+                    ..Default::default()
+                },
+                &siteward_store::Actor::system(),
+            )
             .await?;
     }
     let carol = store
-        .create_user(NewUser {
-            username: "carol".into(),
-            password: Some("carol-password-1".into()),
-            ..Default::default()
-        })
+        .create_user(
+            NewUser {
+                username: "carol".into(),
+                password: Some("carol-password-1".into()),
+                ..Default::default()
+            },
+            &siteward_store::Actor::system(),
+        )
         .await?;
     let (cookie, _) = store
         .create_session(
@@ -286,11 +292,14 @@ async fn real_cost_store(server: &Server) -> TestResult<Store> {
 
 async fn create(store: &Store, name: &str, password: &str) -> TestResult {
     store
-        .create_user(NewUser {
-            username: name.into(),
-            password: Some(password.into()),
-            ..Default::default()
-        })
+        .create_user(
+            NewUser {
+                username: name.into(),
+                password: Some(password.into()),
+                ..Default::default()
+            },
+            &siteward_store::Actor::system(),
+        )
         .await?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod acme;
 mod api;
+mod audit;
 mod auth;
 mod cf_sim;
 mod cross;

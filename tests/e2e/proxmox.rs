@@ -31,7 +31,9 @@ impl Cluster {
             .await?;
         assert_eq!(r.status(), 201);
         let store = server.db.as_ref().ok_or("db")?.store().await?;
-        let (_, admin) = store.create_api_key("root", "test", None).await?;
+        let (_, admin) = store
+            .create_api_key("root", "test", None, &siteward_store::Actor::system())
+            .await?;
         let c = Self {
             server,
             sim,
@@ -118,7 +120,9 @@ impl Cluster {
             .await?;
         assert_eq!(r.status(), 200);
         let store = self.server.db.as_ref().ok_or("db")?.store().await?;
-        let (_, key) = store.create_api_key(name, "test", None).await?;
+        let (_, key) = store
+            .create_api_key(name, "test", None, &siteward_store::Actor::system())
+            .await?;
         for _ in 0..100 {
             let (s, me) = self
                 .call_as(&key, reqwest::Method::GET, "/me", None)

@@ -81,7 +81,9 @@ async fn sign_in(b: &Client, server: &Server, user: &str) -> TestResult<String> 
 /// An API key for `name`, made through the store, once the server's snapshot knows it.
 async fn key_for(b: &Client, server: &Server, name: &str) -> TestResult<String> {
     let store = server.db.as_ref().ok_or("no db")?.store().await?;
-    let (_, key) = store.create_api_key(name, "test", None).await?;
+    let (_, key) = store
+        .create_api_key(name, "test", None, &siteward_store::Actor::system())
+        .await?;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let s = b
@@ -344,15 +346,18 @@ async fn registrations_are_throttled_per_address_and_pending_accounts_expire() -
     store.migrate().await?;
     for name in ["stale", "fresh", "settled"] {
         store
-            .create_user(siteward_store::NewUser {
-                username: name.into(),
-                status: Some(if name == "settled" {
-                    siteward_store::UserStatus::Active
-                } else {
-                    siteward_store::UserStatus::Pending
-                }),
-                ..Default::default()
-            })
+            .create_user(
+                siteward_store::NewUser {
+                    username: name.into(),
+                    status: Some(if name == "settled" {
+                        siteward_store::UserStatus::Active
+                    } else {
+                        siteward_store::UserStatus::Pending
+                    }),
+                    ..Default::default()
+                },
+                &siteward_store::Actor::system(),
+            )
             .await?;
     }
     let pool = db.pool().await?;

@@ -79,7 +79,9 @@ async fn lab(http: &Client, server: &Server, node: Value) -> TestResult<Lab> {
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let uid = v["uid_number"].as_i64().ok_or("uid_number")?;
     let store = server.db.as_ref().ok_or("db")?.store().await?;
-    let (_, key) = store.create_api_key("root", "test", None).await?;
+    let (_, key) = store
+        .create_api_key("root", "test", None, &siteward_store::Actor::system())
+        .await?;
     wait_key(http, server, &key).await?;
     let k = Some(key.as_str());
     let (s, v) = call(http, server, k, Method::POST, "/sites",

@@ -5,10 +5,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use siteward_store::*;
 
-use super::common::{audit, ApiResult};
+use super::common::ApiResult;
 use super::error::ApiError;
 use super::extract::{Admin, Json, Path, Q};
 use super::openapi::{get, put, Access, Api};
@@ -17,7 +16,7 @@ use crate::AdminState;
 async fn site_nginx_conf(
     State(s): State<AdminState>,
     _: Admin,
-    Path(id): Path<i64>,
+    Path(id): Path<SiteId>,
     Q(mut o): Q<crate::edge::nginx::RenderOptions>,
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
@@ -31,7 +30,7 @@ async fn site_nginx_conf(
     let site = snap
         .naming
         .sites
-        .get(&SiteId(id))
+        .get(&id)
         .ok_or_else(|| ApiError::not_found("site"))?;
     // Domains without usable certificate files yet get no TLS server (nginx -t would refuse
     // the whole configuration). Known for certain when the files are ours; otherwise: domains
@@ -100,23 +99,10 @@ pub struct AllowedGroups {
 async fn put_allowed_groups(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path((id, sid)): Path<(i64, i64)>,
+    Path((id, sid)): Path<(ContainerId, ServiceId)>,
     Json(b): Json<AllowedGroups>,
 ) -> ApiResult<axum::Json<AllowedGroups>> {
-    let c = s.store.container(ContainerId(id), None).await?.id;
-    s.store.service(c, ServiceId(sid)).await?;
-    s.store
-        .set_allowed_groups(ServiceId(sid), &b.groups)
-        .await?;
-    audit(
-        &s,
-        &p.actor(),
-        "update",
-        "service",
-        sid,
-        json!({ "allowed_groups": b.groups }),
-    )
-    .await;
+    crate::service::services::set_allowed_groups(&s, &p, id, sid, &b.groups).await?;
     Ok(axum::Json(b))
 }
 

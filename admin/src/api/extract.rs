@@ -12,7 +12,7 @@ use axum::http::{header, StatusCode};
 use base64::Engine;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use siteward_store::resources::{Actor, Page};
+use siteward_store::resources::{Actor, Page, Via};
 use siteward_store::Uid;
 
 use super::error::ApiError;
@@ -163,16 +163,14 @@ pub struct Principal {
     pub is_admin: bool,
     /// Client address.
     pub remote_addr: Option<IpAddr>,
+    /// Signed in by a session cookie or an API key.
+    pub via: Via,
 }
 
 impl Principal {
     /// For the audit log.
     pub fn actor(&self) -> Actor {
-        Actor {
-            uid: Some(self.uid),
-            name: Some(self.username.clone()),
-            remote_addr: self.remote_addr,
-        }
+        Actor::user(self.uid, &self.username, self.remote_addr, self.via)
     }
 
     /// `None` for admins (see everything), the own name otherwise.
@@ -293,9 +291,9 @@ impl FromRequestParts<AdminState> for Principal {
             })
             .map(str::trim)
             .map(str::to_owned);
-        let uid = if let Some(key) = bearer {
+        let (uid, via) = if let Some(key) = bearer {
             match api_key_uid(state, &key, addr).await {
-                KeyCheck::Valid(uid) => uid,
+                KeyCheck::Valid(uid) => (uid, Via::ApiKey),
                 KeyCheck::Throttled => return Err(ApiError::rate_limited()),
                 KeyCheck::Invalid => return Err(ApiError::unauthorized()),
             }
@@ -309,7 +307,7 @@ impl FromRequestParts<AdminState> for Principal {
                 return Err(ApiError::cross_origin());
             }
             match live_session(state, &parts.headers).await? {
-                Some((_, info)) => info.uid,
+                Some((_, info)) => (info.uid, Via::Session),
                 None => return Err(ApiError::unauthorized()),
             }
         } else {
@@ -327,6 +325,7 @@ impl FromRequestParts<AdminState> for Principal {
             username: user.username.clone(),
             is_admin: snap.identity.is_admin(uid),
             remote_addr: addr,
+            via,
         })
     }
 }

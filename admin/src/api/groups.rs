@@ -2,48 +2,15 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 use siteward_store::*;
 
-use super::common::{audit, created, fields, no_content, nullable, ApiResult, ListResponse};
-use super::error::ApiError;
+use super::common::{created, no_content, ApiResult, ListResponse};
 use super::extract::{Admin, Json, PageQuery, Path, Q};
 use super::openapi::{delete, get, patch, post, Access, Api};
 use super::users::{view, UserView};
+use crate::service::groups as service;
+pub use crate::service::groups::{AddMember, CreateGroup, UpdateGroup};
 use crate::AdminState;
-
-/// A group to create.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateGroup {
-    /// POSIX group name.
-    pub cn: String,
-    /// Free text.
-    pub description: Option<String>,
-    /// Members are administrators.
-    #[serde(default)]
-    pub is_administrator: bool,
-}
-
-/// Changes to a group.
-#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateGroup {
-    /// Free text.
-    #[serde(default, deserialize_with = "nullable")]
-    pub description: Option<Option<String>>,
-    /// Members are administrators.
-    pub is_administrator: Option<bool>,
-}
-
-/// A member to add.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AddMember {
-    /// Login name.
-    pub username: String,
-}
 
 async fn list_groups(
     State(s): State<AdminState>,
@@ -56,9 +23,9 @@ async fn list_groups(
 async fn get_group(
     State(s): State<AdminState>,
     _: Admin,
-    Path(gid): Path<i32>,
+    Path(gid): Path<Gid>,
 ) -> ApiResult<axum::Json<Group>> {
-    Ok(axum::Json(s.store.group(Gid(gid)).await?))
+    Ok(axum::Json(s.store.group(gid).await?))
 }
 
 async fn create_group(
@@ -66,98 +33,55 @@ async fn create_group(
     Admin(p): Admin,
     Json(b): Json<CreateGroup>,
 ) -> ApiResult<Response> {
-    PosixName::parse(&b.cn)
-        .map_err(|_| ApiError::invalid("cn", "cn must be a POSIX group name"))?;
-    let mut g = s
-        .store
-        .create_group(&b.cn, b.description.as_deref())
-        .await?;
-    if b.is_administrator {
-        g = s.store.update_group(g.gid_number, None, Some(true)).await?;
-    }
-    audit(
-        &s,
-        &p.actor(),
-        "create",
-        "group",
-        g.gid_number,
-        json!({ "cn": g.cn }),
-    )
-    .await;
-    Ok(created(g))
+    Ok(created(service::create(&s.store, &p.actor(), b).await?))
 }
 
 async fn update_group(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path(gid): Path<i32>,
+    Path(gid): Path<Gid>,
     Json(b): Json<UpdateGroup>,
 ) -> ApiResult<axum::Json<Group>> {
-    let details = fields(&b);
-    let g = s
-        .store
-        .update_group(Gid(gid), b.description, b.is_administrator)
-        .await?;
-    audit(&s, &p.actor(), "update", "group", gid, details).await;
-    Ok(axum::Json(g))
+    Ok(axum::Json(
+        service::update(&s.store, &p.actor(), gid, b).await?,
+    ))
 }
 
 async fn delete_group(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path(gid): Path<i32>,
+    Path(gid): Path<Gid>,
 ) -> ApiResult<Response> {
-    s.store.delete_group(Gid(gid)).await?;
-    audit(&s, &p.actor(), "delete", "group", gid, json!({})).await;
+    service::delete(&s.store, &p.actor(), gid).await?;
     Ok(no_content())
 }
 
 async fn list_members(
     State(s): State<AdminState>,
     _: Admin,
-    Path(gid): Path<i32>,
+    Path(gid): Path<Gid>,
 ) -> ApiResult<axum::Json<Vec<UserView>>> {
-    let users = s.store.group_members(Gid(gid)).await?;
+    let users = s.store.group_members(gid).await?;
     Ok(axum::Json(users.into_iter().map(|u| view(&s, u)).collect()))
 }
 
 async fn add_member(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path(gid): Path<i32>,
+    Path(gid): Path<Gid>,
     Json(b): Json<AddMember>,
 ) -> ApiResult<Response> {
-    let g = s.store.group(Gid(gid)).await?;
-    s.store.add_group_member(&g.cn, &b.username).await?;
-    audit(
-        &s,
-        &p.actor(),
-        "add_member",
-        "group",
-        gid,
-        json!({ "username": b.username.to_ascii_lowercase() }),
-    )
-    .await;
+    let g = s.store.group(gid).await?;
+    service::add_member(&s.store, &p.actor(), &g.cn, &b.username).await?;
     Ok(no_content())
 }
 
 async fn remove_member(
     State(s): State<AdminState>,
     Admin(p): Admin,
-    Path((gid, uid)): Path<(i32, i32)>,
+    Path((gid, uid)): Path<(Gid, Uid)>,
 ) -> ApiResult<Response> {
-    let g = s.store.group(Gid(gid)).await?;
-    let u = s.store.user_by_uid(Uid(uid)).await?;
-    s.store.remove_group_member(&g.cn, &u.username).await?;
-    audit(
-        &s,
-        &p.actor(),
-        "remove_member",
-        "group",
-        gid,
-        json!({ "username": u.username }),
-    )
-    .await;
+    service::remove_member(&s.store, &p.actor(), gid, uid).await?;
     Ok(no_content())
 }
 

@@ -6,8 +6,9 @@
 //!
 //! # Layout
 //!
-//! One file per resource, each with its request and response types, the validation only it uses,
-//! its handlers and a `routes` function that registers them in the table below:
+//! One file per resource, each with its handlers and a `routes` function that registers them in
+//! the table below. Handlers only translate: the request types, validation, the write and its
+//! audit row belong to the use case in `crate::service` with the same file name. Files:
 //! `sites`, `nodes`, `containers`, `services`, `domains` (external domains and certificates),
 //! `dns_records`, `users` (also `/register` and `/me`), `groups`, `invites`, `resets` (password
 //! resets), `settings`, `api_keys`, `jobs` (also the event stream), `audit`, `edge` (the NGINX
@@ -26,31 +27,30 @@ pub mod streams;
 
 mod api_keys;
 mod audit;
-pub(crate) mod common;
-pub(crate) mod containers;
+mod common;
+mod containers;
 mod dns_records;
-pub(crate) mod domains;
+mod domains;
 mod edge;
 mod groups;
 mod invites;
 mod jobs;
 mod nodes;
 mod resets;
-pub(crate) mod services;
+mod services;
 mod settings;
 mod sites;
 mod templates;
-pub(crate) mod users;
+mod users;
 
 use axum::routing::get;
 use axum::Router;
 
+pub use crate::service::users::{CreateUser, UpdateUser};
 use crate::AdminState;
-pub(crate) use common::audit;
 pub use common::ListResponse;
 use error::ApiError;
 pub use openapi::Access;
-pub use users::{CreateUser, UpdateUser};
 
 /// Every route of the API, registered in the router and the OpenAPI document together.
 pub fn api() -> openapi::Api {

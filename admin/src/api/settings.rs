@@ -3,12 +3,12 @@
 use axum::extract::State;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use super::common::{audit, check_len, no_content, ApiResult};
+use super::common::{no_content, ApiResult};
 use super::error::ApiError;
 use super::extract::{Admin, Json, Path};
 use super::openapi::{delete, get, put, Access, Api};
+use crate::service::settings as service;
 use crate::AdminState;
 
 /// A setting's value.
@@ -26,21 +26,6 @@ pub struct Setting {
     pub key: String,
     /// Value.
     pub value: String,
-}
-
-fn check_key(key: &str) -> ApiResult<()> {
-    let ok = key.len() <= 128
-        && key.starts_with(|c: char| c.is_ascii_lowercase())
-        && key
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
-    if !ok {
-        return Err(ApiError::invalid(
-            "key",
-            "key must be lower-case letters, digits, _ and .",
-        ));
-    }
-    Ok(())
 }
 
 async fn list_settings(
@@ -76,10 +61,7 @@ async fn put_setting(
     Path(key): Path<String>,
     Json(b): Json<SettingValue>,
 ) -> ApiResult<axum::Json<Setting>> {
-    check_key(&key)?;
-    check_len("value", &b.value, 0, 65536)?;
-    s.store.set_setting(&key, &b.value).await?;
-    audit(&s, &p.actor(), "update", "setting", &key, json!({})).await;
+    service::set(&s.store, &p.actor(), &key, &b.value).await?;
     Ok(axum::Json(Setting {
         key,
         value: b.value,
@@ -91,8 +73,7 @@ async fn delete_setting(
     Admin(p): Admin,
     Path(key): Path<String>,
 ) -> ApiResult<Response> {
-    s.store.delete_setting(&key).await?;
-    audit(&s, &p.actor(), "delete", "setting", &key, json!({})).await;
+    service::delete(&s.store, &p.actor(), &key).await?;
     Ok(no_content())
 }
 

@@ -1,6 +1,6 @@
 //! The user's containers: the list at `/` (from the snapshot, so it costs no query), one
 //! container's page (live state from Proxmox, power, resources, services, delete with a typed
-//! hostname), and the new-container form. Each form post calls one API use case and shows its
+//! hostname), and the new-container form. Each form post calls one `service` use case and shows its
 //! error next to the field, keeping what was typed.
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,12 +16,13 @@ use siteward_store::{
 };
 
 use super::{not_found, posted, render, signed, Nav, Problems, Signed};
-use crate::api::containers as api;
 use crate::api::error::ApiError;
 use crate::api::extract::{ClientAddr, Path};
-use crate::api::services::CreateService;
 use crate::auth::see_other;
 use crate::jobs::{CreateContainerRequest, Lifecycle};
+use crate::service::containers as api;
+use crate::service::containers::Deletion;
+use crate::service::services::CreateService;
 use crate::AdminState;
 
 // ------------------------------------------------------------------ the list
@@ -497,9 +498,9 @@ pub(crate) async fn delete(
         };
         return container_page(&s, &who, id, shown).await;
     }
-    match api::remove(&s, &who.principal, id).await {
-        Ok(Some(job)) => see_other(&format!("/jobs/{}", job.0), vec![]),
-        Ok(None) => see_other(
+    match api::delete(&s, &who.principal, id).await {
+        Ok(Deletion::Job(job)) => see_other(&format!("/jobs/{}", job.0), vec![]),
+        Ok(Deletion::RecordOnly) => see_other(
             &format!(
                 "/?deleted={}",
                 percent_encoding::utf8_percent_encode(
@@ -529,14 +530,14 @@ fn service_request(f: &ServiceForm) -> Result<CreateService, ApiError> {
         "http" => CreateService::Http {
             container_port: port,
             external_hostname: f.external_hostname.trim().to_owned(),
-            external_domain_id: number("external_domain_id", &f.external_domain_id)?.ok_or_else(
-                || {
+            external_domain_id: number("external_domain_id", &f.external_domain_id)?
+                .map(ExternalDomainId)
+                .ok_or_else(|| {
                     ApiError::invalid(
                         "external_domain_id",
                         "choose a domain (an administrator adds them)",
                     )
-                },
-            )?,
+                })?,
             backend_protocol: None,
             auth_required: !f.auth_required.is_empty(),
         },
@@ -584,7 +585,7 @@ pub(crate) async fn add_service(
         Err(r) => return r,
     };
     let done = match service_request(&f) {
-        Ok(req) => crate::api::services::add(&s, &who.principal, id, req).await,
+        Ok(req) => crate::service::services::create(&s, &who.principal, id, req).await,
         Err(e) => Err(e),
     };
     match done {
@@ -635,7 +636,7 @@ pub(crate) async fn remove_service(
         Ok(w) => w,
         Err(r) => return r,
     };
-    let shown = match crate::api::services::remove(&s, &who.principal, id, sid).await {
+    let shown = match crate::service::services::delete(&s, &who.principal, id, sid).await {
         Ok(()) => Shown {
             notice: Some("Service removed.".into()),
             ..Shown::default()
@@ -842,7 +843,7 @@ pub(crate) async fn create(
         Err(r) => return r,
     };
     let done = match creation_request(&f) {
-        Ok(req) => api::start_creation(&s, &who.principal, req).await,
+        Ok(req) => api::create(&s, &who.principal, req).await,
         Err(e) => Err(e),
     };
     match done {
@@ -872,7 +873,7 @@ pub(crate) async fn check_hostname(
     if signed_in_quietly(&s, &headers).await.is_none() {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    let body = match crate::api::common::check_label("hostname", q.hostname.trim()) {
+    let body = match crate::service::rules::check_label("hostname", q.hostname.trim()) {
         Ok(()) => serde_json::json!({ "ok": true }),
         Err(e) => serde_json::json!({ "ok": false, "message": e.message }),
     };

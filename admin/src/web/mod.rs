@@ -12,7 +12,7 @@
 //!
 //! Here: the route table, the signed-in context of a request ([`Signed`]), rendering with the
 //! console's headers, field-error lists. What does not live here: validation and writes (the
-//! handlers call one API use-case function each and show its error next to the field), sessions
+//! handlers call one [`crate::service`] function each and show its error next to the field), sessions
 //! and cookies ([`crate::auth`]).
 
 mod admin;
@@ -155,6 +155,7 @@ pub(crate) async fn signed(
         username: user.username.clone(),
         is_admin,
         remote_addr: client_ip(headers, peer),
+        via: siteward_store::Via::Session,
     };
     Ok(Signed {
         csrf: info.csrf_token,

@@ -6,12 +6,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Form;
 use serde::Deserialize;
-use serde_json::json;
 use siteward_store::ApiKeyId;
 
 use super::{actor_of, csrf_refused, opt, to_login};
 use crate::api::extract::Path;
-use crate::api::{audit, UpdateUser};
+use crate::api::UpdateUser;
 use crate::auth::html::{errors, esc, hidden, input, note, page};
 use crate::auth::{respond, same_token, signed_in};
 use crate::AdminState;
@@ -138,26 +137,12 @@ pub(in crate::auth) async fn account_profile(
         ),
         status: None,
     };
-    if let Err(e) = patch.check() {
-        return account_page(&s, &info.csrf_token, &user, &[e.message], None).await;
-    }
-    match s.store.update_user(user.uid_number, patch.patch()).await {
+    let by = actor_of(&user, &headers);
+    match crate::service::users::update_own(&s.store, &by, user.uid_number, patch).await {
         Ok(updated) => {
-            audit(
-                &s,
-                &actor_of(&user, &headers),
-                "update",
-                "user",
-                user.uid_number,
-                json!({ "fields": ["profile"] }),
-            )
-            .await;
             account_page(&s, &info.csrf_token, &updated, &[], Some("Profile saved.")).await
         }
-        Err(e) => {
-            let e = crate::api::error::ApiError::from(e);
-            account_page(&s, &info.csrf_token, &user, &[e.message], None).await
-        }
+        Err(e) => account_page(&s, &info.csrf_token, &user, &[e.message], None).await,
     }
 }
 
@@ -172,7 +157,7 @@ pub(in crate::auth) async fn account_password(
     if !same_token(&info.csrf_token, &f.csrf) {
         return csrf_refused();
     }
-    let done = crate::accounts::change_own_password(
+    let done = crate::service::accounts::change_own_password(
         &s,
         &user,
         f.old_password.clone(),
@@ -216,42 +201,25 @@ pub(in crate::auth) async fn account_create_key(
     if !same_token(&info.csrf_token, &f.csrf) {
         return csrf_refused();
     }
-    let name = f.name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return account_page(
-            &s,
-            &info.csrf_token,
-            &user,
-            &["The key name must be 1 to 200 characters.".into()],
-            None,
-        )
-        .await;
-    }
-    match s.store.create_api_key(&user.username, name, None).await {
-        Ok((key, secret)) => {
-            audit(
-                &s,
-                &actor_of(&user, &headers),
-                "create",
-                "api_key",
-                key.id,
-                json!({ "prefix": key.prefix }),
-            )
-            .await;
-            let text = format!("New API key (shown only now): {secret}");
+    let body = crate::service::api_keys::CreateApiKey {
+        name: f.name.trim().to_owned(),
+        expires_at: None,
+        username: None,
+    };
+    let who = super::principal_of(&s, &user, &headers);
+    match crate::service::api_keys::create(&s.store, &who, body).await {
+        Ok(created) => {
+            let text = format!("New API key (shown only now): {}", created.secret);
             account_page(&s, &info.csrf_token, &user, &[], Some(&text)).await
         }
-        Err(e) => {
-            let e = crate::api::error::ApiError::from(e);
-            account_page(&s, &info.csrf_token, &user, &[e.message], None).await
-        }
+        Err(e) => account_page(&s, &info.csrf_token, &user, &[e.message], None).await,
     }
 }
 
 pub(in crate::auth) async fn account_revoke_key(
     State(s): State<AdminState>,
     headers: HeaderMap,
-    Path(id): Path<i64>,
+    Path(id): Path<ApiKeyId>,
     Form(f): Form<KeyForm>,
 ) -> Response {
     let Some((_, info, user)) = signed_in(&s, &headers).await else {
@@ -260,26 +228,11 @@ pub(in crate::auth) async fn account_revoke_key(
     if !same_token(&info.csrf_token, &f.csrf) {
         return csrf_refused();
     }
-    match s
-        .store
-        .delete_api_key(ApiKeyId(id), Some(user.uid_number))
-        .await
-    {
-        Ok(()) => {
-            audit(
-                &s,
-                &actor_of(&user, &headers),
-                "delete",
-                "api_key",
-                id,
-                json!({}),
-            )
-            .await;
-            account_page(&s, &info.csrf_token, &user, &[], Some("API key revoked.")).await
-        }
-        Err(e) => {
-            let e = crate::api::error::ApiError::from(e);
-            account_page(&s, &info.csrf_token, &user, &[e.message], None).await
-        }
+    // Always the own keys only, administrator or not: this is the account page.
+    let mut who = super::principal_of(&s, &user, &headers);
+    who.is_admin = false;
+    match crate::service::api_keys::delete(&s.store, &who, id).await {
+        Ok(()) => account_page(&s, &info.csrf_token, &user, &[], Some("API key revoked.")).await,
+        Err(e) => account_page(&s, &info.csrf_token, &user, &[e.message], None).await,
     }
 }

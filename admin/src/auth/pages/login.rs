@@ -5,12 +5,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Form;
 use serde::Deserialize;
-use serde_json::json;
-use siteward_store::resources::Actor;
 use siteward_store::UserStatus;
 
 use super::{anon_ok, anon_token, cookies, csrf_refused};
-use crate::api::audit;
 use crate::api::extract::ClientAddr;
 use crate::auth::html::{errors, esc, hidden, input, note, page};
 use crate::auth::{
@@ -143,12 +140,6 @@ pub(in crate::auth) async fn login(
             );
         }
     };
-    let actor = Actor {
-        uid: Some(user.uid_number),
-        name: Some(user.username.clone()),
-        remote_addr: addr,
-    };
-    audit(&s, &actor, "login", "session", user.uid_number, json!({})).await;
     let cookie = session_cookie(&headers, &snap, Some(&id), ttl.num_seconds());
     see_other(&target, vec![cookie])
 }

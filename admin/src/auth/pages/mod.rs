@@ -72,11 +72,27 @@ fn to_login() -> Response {
     see_other("/login?redirect=%2Faccount", vec![])
 }
 
+/// The signed-in user as the use cases in `crate::service` take them.
+fn principal_of(
+    s: &crate::AdminState,
+    user: &siteward_store::User,
+    headers: &HeaderMap,
+) -> crate::api::extract::Principal {
+    crate::api::extract::Principal {
+        uid: user.uid_number,
+        username: user.username.clone(),
+        is_admin: s.store.snapshot().identity.is_admin(user.uid_number),
+        remote_addr: client_ip(headers, None),
+        via: siteward_store::Via::Session,
+    }
+}
+
 /// The signed-in user as the audit log names them.
 fn actor_of(user: &siteward_store::User, headers: &HeaderMap) -> Actor {
-    Actor {
-        uid: Some(user.uid_number),
-        name: Some(user.username.clone()),
-        remote_addr: client_ip(headers, None),
-    }
+    Actor::user(
+        user.uid_number,
+        &user.username,
+        client_ip(headers, None),
+        siteward_store::Via::Session,
+    )
 }

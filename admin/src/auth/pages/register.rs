@@ -96,7 +96,7 @@ pub(in crate::auth) async fn register(
         invite: opt(&f.invite),
         admin: false,
     };
-    match crate::accounts::register(&s, body, addr).await {
+    match crate::service::accounts::register(&s, body, addr).await {
         Ok(user) => {
             let text = if user.status == UserStatus::Active {
                 "Your account is ready. You can sign in now."

@@ -6,13 +6,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Form;
 use serde::Deserialize;
-use serde_json::json;
-use siteward_store::resources::Actor;
 use siteward_store::UserStatus;
 use tracing::Instrument;
 
 use super::{anon_ok, anon_token, cookies, csrf_refused};
-use crate::api::audit;
 use crate::api::extract::{ClientAddr, Path};
 use crate::auth::html::{errors, esc, hidden, input, note, page};
 use crate::auth::{client_ip, respond};
@@ -156,7 +153,7 @@ pub(in crate::auth) async fn reset_request(
         let s = s.clone();
         tokio::spawn(
             async move {
-                if let Err(e) = mail_reset(&s, &user, addr).await {
+                if let Err(e) = crate::service::resets::mail_own(&s, &user, addr).await {
                     tracing::warn!(error = %e, "self-service reset mail not sent");
                 }
             }
@@ -171,51 +168,6 @@ pub(in crate::auth) async fn reset_request(
             &note("If an account with that name or address exists and has an e-mail address, a reset link is on its way. It works once, for one hour."),
         ),
     )
-}
-
-async fn mail_reset(
-    s: &AdminState,
-    user: &siteward_store::User,
-    addr: Option<std::net::IpAddr>,
-) -> Result<(), String> {
-    let Some(to) = user.mail.as_deref() else {
-        return Ok(());
-    };
-    let account = user.username.to_string();
-    if s.login_throttle.reset_mail.blocked(&account) {
-        return Ok(());
-    }
-    s.login_throttle.reset_mail.fail(account);
-    let now = chrono::Utc::now();
-    let (info, token) = s
-        .store
-        .create_password_reset(user.uid_number, now)
-        .await
-        .map_err(|e| e.to_string())?;
-    let actor = Actor {
-        uid: None,
-        name: None,
-        remote_addr: addr,
-    };
-    audit(
-        s,
-        &actor,
-        "create",
-        "password_reset",
-        info.id,
-        json!({ "username": user.username, "self_service": true }),
-    )
-    .await;
-    let link = format!("{}/reset-password/{token}", s.public_url);
-    let body = format!(
-        "Someone (hopefully you) asked to reset the password of {} at {}.\n\n{link}\n\n\
-         The link works once and expires at {}. If it was not you, ignore this mail.\n",
-        user.username, s.public_url, info.expires_at
-    );
-    crate::mail::send(&s.store, to, "Reset your siteward password", body)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }
 
 pub(in crate::auth) async fn reset_form_token(
@@ -269,49 +221,24 @@ async fn reset(
             reset_page(&f.csrf, shown, false, &[problem.to_owned()]),
         )
     };
-    if addr.is_some_and(|a| s.login_throttle.address.blocked(&a)) {
-        return fail(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many attempts. Wait a few minutes.",
-        );
-    }
-    let n = f.password.chars().count();
-    if !(8..=1024).contains(&n) {
-        return fail(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "The password must be 8 to 1024 characters.",
-        );
-    }
-    match s
-        .store
-        .consume_password_reset(&token, f.password.clone(), chrono::Utc::now())
-        .await
-    {
-        Ok(uid) => {
-            let actor = Actor {
-                uid: Some(uid),
-                name: None,
-                remote_addr: addr,
-            };
-            audit(&s, &actor, "reset_password", "user", uid, json!({})).await;
-            respond(
-                StatusCode::OK,
-                vec![],
-                page(
-                    "Password changed",
-                    &format!(
-                        "{}<p><a href=\"/login\">Sign in</a></p>",
-                        note("Your password was changed and every session of your account ended.")
-                    ),
+    match crate::service::resets::confirm(&s, &token, f.password.clone(), addr).await {
+        Ok(_) => respond(
+            StatusCode::OK,
+            vec![],
+            page(
+                "Password changed",
+                &format!(
+                    "{}<p><a href=\"/login\">Sign in</a></p>",
+                    note("Your password was changed and every session of your account ended.")
                 ),
-            )
-        }
+            ),
+        ),
         Err(e) => {
-            if let Some(a) = addr {
-                s.login_throttle.address.fail(a);
-            }
-            let e = crate::api::error::ApiError::from(e);
-            let msg = if e.status == StatusCode::UNPROCESSABLE_ENTITY {
+            let msg = if e.status == StatusCode::TOO_MANY_REQUESTS {
+                "Too many attempts. Wait a few minutes."
+            } else if e.field.as_deref() == Some("password") {
+                "The password must be 8 to 1024 characters."
+            } else if e.status == StatusCode::UNPROCESSABLE_ENTITY {
                 "This reset link or code is invalid, used or expired, or the password is not acceptable."
             } else {
                 "The password could not be changed."

@@ -88,7 +88,14 @@ pub(super) async fn issue(
         Ok(_) => return crate::web::csrf_refused(),
         Err(r) => return r,
     };
-    match crate::api::domains::order(&s, &who.principal, id).await {
+    match crate::service::domains::order_certificate(
+        &s,
+        &who.principal.actor(),
+        who.principal.uid,
+        id,
+    )
+    .await
+    {
         Ok(job) => see_other(&format!("/jobs/{}", job.0), vec![]),
         Err(e) => {
             let status = e.status;

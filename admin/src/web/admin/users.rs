@@ -137,7 +137,7 @@ pub(super) async fn set_status(
         ssh_public_keys: None,
         status: Some(status),
     };
-    match crate::api::users::update(&s, &who.principal, Uid(uid), patch).await {
+    match crate::service::users::update(&s.store, &who.principal.actor(), Uid(uid), patch).await {
         Ok(user) => {
             let what = match status {
                 UserStatus::Active => "is active",

@@ -1,15 +1,15 @@
-//! Account use cases that the JSON API and the sign-in pages share: each function throttles,
-//! validates, writes, audits and refreshes the snapshot, so the two front ends only translate
-//! requests and answers. (The rest of the account flows move here with the service layer.)
+//! Account use cases of the person signing up or signed in, shared by the JSON API and the
+//! pages: registration and one's own password change, with their throttles. (Profile changes
+//! are [`super::users::update_own`]; API keys are [`super::api_keys`]; resets are
+//! [`super::resets`].)
 
 use std::net::IpAddr;
 
-use serde_json::json;
 use siteward_store::resources::Actor;
 use siteward_store::User;
 
-use crate::api::error::ApiError;
-use crate::api::{audit, CreateUser};
+use super::users::CreateUser;
+use super::ApiError;
 use crate::AdminState;
 
 /// Self-registration from `addr`: the very first account becomes an administrator, one with a
@@ -44,7 +44,7 @@ pub async fn register(
     let invite = body.invite.clone();
     let user = match s
         .store
-        .register(body.new_user(), invite.as_deref(), chrono::Utc::now())
+        .register(body.new_user(), invite.as_deref(), chrono::Utc::now(), addr)
         .await
     {
         Ok(user) => user,
@@ -55,23 +55,6 @@ pub async fn register(
             return Err(e.into());
         }
     };
-    let actor = Actor {
-        uid: Some(user.uid_number),
-        name: Some(user.username.clone()),
-        remote_addr: addr,
-    };
-    // Read your writes: the sign-in page must know the account (active, or pending with its
-    // "awaits approval" answer) on the very next request. The registration budget bounds what
-    // these reloads cost.
-    audit(
-        s,
-        &actor,
-        "register",
-        "user",
-        user.uid_number,
-        json!({ "status": user.status }),
-    )
-    .await;
     Ok(user)
 }
 
@@ -112,16 +95,7 @@ pub async fn change_own_password(
         ));
     }
     s.store
-        .set_password_keeping(&user.username, new_password, keep)
+        .set_password_keeping(&user.username, new_password, keep, actor)
         .await?;
-    audit(
-        s,
-        actor,
-        "change_password",
-        "user",
-        user.uid_number,
-        json!({}),
-    )
-    .await;
     Ok(())
 }
