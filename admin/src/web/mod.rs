@@ -2,7 +2,7 @@
 //! session cookie, CSRF token and same-origin rule as the sign-in pages ([`crate::auth`]).
 //!
 //! Pages by area: the user's containers, their services and the new-container form
-//! ([`containers`]), jobs with their live log ([`jobs`]), and the administrators' pages
+//! ([`containers`], [`new_container`]), jobs with their live log ([`jobs`]), and the administrators' pages
 //! ([`admin`]: `/admin/...`, 404 to everyone else). Templates live in `admin/templates/` and are
 //! compiled with askama, so a page that names a missing field does not build; `layout.html` is
 //! the layout of every page, the sign-in pages' included ([`crate::auth::html::page`]).
@@ -18,6 +18,7 @@
 mod admin;
 pub(crate) mod containers;
 mod jobs;
+mod new_container;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,11 +41,11 @@ pub fn routes(state: &AdminState) -> Router<AdminState> {
         .route("/", get(containers::list))
         .route(
             "/containers/new",
-            get(containers::new_form).post(containers::create),
+            get(new_container::new_form).post(new_container::create),
         )
         .route(
             "/containers/check-hostname",
-            get(containers::check_hostname),
+            get(new_container::check_hostname),
         )
         .route("/containers/{id}", get(containers::show))
         .route("/containers/{id}/actions", post(containers::action))
