@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod proxmox;
 pub mod service;
 pub mod templates;
+pub mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,6 +204,7 @@ pub fn app(state: AdminState) -> Router {
         .merge(health::routes())
         .merge(api::router())
         .merge(auth::routes(&state))
+        .merge(web::routes(&state))
         // Per-route metrics (the matched path is known inside the route layer).
         .route_layer(axum::middleware::from_fn_with_state(
             metrics,

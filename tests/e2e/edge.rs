@@ -12,8 +12,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::auth::{call, free_port, id, Chromium, Edge};
+use crate::auth::{call, free_port, id, Edge};
 use crate::harness::*;
+use crate::support::Chromium;
 
 /// Makes alice (not an administrator) the owner of the edge's container `web` and returns an
 /// API key of hers that the server accepts.

@@ -16,3 +16,5 @@ mod ldap_abuse;
 mod proxmox;
 mod pve_sim;
 mod security;
+mod support;
+mod web;

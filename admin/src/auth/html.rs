@@ -1,5 +1,6 @@
 //! The sign-in pages' HTML: small, server-rendered, accessible (labels, one `main`, error
-//! summaries with `role="alert"`), no JavaScript. Every value is escaped here.
+//! summaries with `role="alert"`), no JavaScript, in the console's layout. Every value is
+//! escaped here.
 
 use std::fmt::Write;
 
@@ -19,21 +20,32 @@ pub fn esc(text: &str) -> String {
     out
 }
 
-const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:34rem;margin:2rem auto;padding:0 1rem;line-height:1.5;color:#111}\
-label{display:block;margin-top:.8rem;font-weight:600}input,textarea{width:100%;padding:.4rem;font:inherit;box-sizing:border-box}\
-button{margin-top:1rem;padding:.5rem 1.2rem;font:inherit}.error{border:2px solid #b00020;padding:.5rem;color:#b00020}\
-.note{border:2px solid #1a5e20;padding:.5rem}table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ccc;text-align:left;padding:.3rem}\
-form.inline{display:inline}code{word-break:break-all}";
+/// A sign-in page: the console's layout (`admin/templates/layout.html`) without the navigation,
+/// around HTML built here.
+#[derive(askama::Template)]
+#[template(path = "plain.html")]
+struct Plain<'a> {
+    title: &'a str,
+    nav: Option<crate::web::Nav>,
+    script: bool,
+    body: &'a str,
+}
 
 /// A whole page.
 pub fn page(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<title>{t} · siteward</title><style>{CSS}</style></head>\
-<body><main><h1>{t}</h1>\n{body}\n</main></body></html>\n",
-        t = esc(title)
-    )
+    let plain = Plain {
+        title,
+        nav: None,
+        script: false,
+        body,
+    };
+    askama::Template::render(&plain).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "rendering a page failed");
+        format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title></head><body><main><h1>{t}</h1>{body}</main></body></html>\n",
+            t = esc(title)
+        )
+    })
 }
 
 /// An error summary, or nothing.

@@ -15,7 +15,7 @@
 //! What does not live here: the JSON API ([`crate::api`]), the NGINX configuration and what
 //! the edge reserves ([`crate::edge`]).
 
-mod html;
+pub(crate) mod html;
 mod pages;
 pub mod redirect;
 mod verify;
@@ -35,6 +35,7 @@ use siteward_store::{Snapshot, User, UserStatus};
 
 use crate::api::extract::SESSION_COOKIE;
 use crate::AdminState;
+pub(crate) use pages::csrf_refused;
 
 /// The anonymous forms' double-submit cookie.
 pub const CSRF_COOKIE: &str = "siteward_csrf";
@@ -85,7 +86,7 @@ pub fn routes(state: &AdminState) -> Router<AdminState> {
 /// alone cannot stop a sibling host of the external domain (a service's backend) from planting
 /// its own `siteward_csrf` cookie for the whole domain and signing a visitor into an account of
 /// its choosing; the browser's `Origin` (or `Sec-Fetch-Site`) names the real sender.
-async fn same_origin_posts(
+pub(crate) async fn same_origin_posts(
     axum::extract::State(s): axum::extract::State<AdminState>,
     req: axum::extract::Request,
     next: axum::middleware::Next,

@@ -43,7 +43,7 @@ fn anon_ok(headers: &HeaderMap, sent: &str) -> bool {
 }
 
 /// The answer to a form post without a valid token (or from another origin).
-pub(super) fn csrf_refused() -> Response {
+pub(crate) fn csrf_refused() -> Response {
     respond(
         StatusCode::FORBIDDEN,
         vec![],

@@ -1,0 +1,120 @@
+//! The administrators' pages under `/admin`: an index, users (approve pending accounts, suspend,
+//! re-enable) in [`users`], sites and nodes ([`sites`]), external domains with their
+//! certificates ([`domains`]), groups and invites ([`groups`]), the audit log ([`audit`]) and
+//! everyone's jobs; plain lists share one template ([`table`]). Every handler starts with [`admin`], which
+//! answers 404 to anyone who is not an administrator, as the API does, so the pages do not
+//! reveal what exists.
+
+mod audit;
+mod domains;
+mod groups;
+mod sites;
+mod table;
+mod users;
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+
+use super::jobs::{all_jobs, job_rows, JobsPage};
+use super::{not_found, render, signed, Nav, Signed};
+use crate::api::extract::ClientAddr;
+use crate::AdminState;
+
+/// The `/admin` routes.
+pub(super) fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/admin", get(index))
+        .route("/admin/users", get(users::list))
+        .route("/admin/users/{uid}/status", post(users::set_status))
+        .route("/admin/jobs", get(jobs))
+        .route("/admin/sites", get(sites::sites))
+        .route("/admin/nodes", get(sites::nodes))
+        .route("/admin/domains", get(domains::list))
+        .route("/admin/domains/{id}/certificate", post(domains::issue))
+        .route("/admin/groups", get(groups::groups))
+        .route("/admin/invites", get(groups::invites))
+        .route("/admin/audit", get(audit::list))
+}
+
+/// The signed-in administrator, or the answer for anyone else: the login page for a visitor,
+/// 404 for a user who is not an administrator.
+pub(super) async fn admin(
+    s: &AdminState,
+    headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
+    here: &str,
+) -> Result<Signed, Response> {
+    let who = signed(s, headers, peer, here).await?;
+    if !who.principal.is_admin {
+        return Err(not_found(Some(&who)));
+    }
+    Ok(who)
+}
+
+#[derive(Template)]
+#[template(path = "admin/index.html")]
+struct IndexPage {
+    title: &'static str,
+    nav: Option<Nav>,
+    script: bool,
+    pending: usize,
+    users: usize,
+    containers: usize,
+    sites: usize,
+}
+
+/// `GET /admin`.
+async fn index(
+    State(s): State<AdminState>,
+    ClientAddr(peer): ClientAddr,
+    headers: HeaderMap,
+) -> Response {
+    let who = match admin(&s, &headers, peer, "/admin").await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let snap = s.store.snapshot();
+    let page = IndexPage {
+        title: "Administration",
+        nav: who.nav("admin"),
+        script: false,
+        pending: snap
+            .identity
+            .users
+            .values()
+            .filter(|u| u.status == siteward_store::UserStatus::Pending)
+            .count(),
+        users: snap.identity.users.len(),
+        containers: snap.naming.containers.len(),
+        sites: snap.naming.sites.len(),
+    };
+    render(StatusCode::OK, &page)
+}
+
+/// `GET /admin/jobs`: everyone's jobs.
+async fn jobs(
+    State(s): State<AdminState>,
+    ClientAddr(peer): ClientAddr,
+    headers: HeaderMap,
+) -> Response {
+    let who = match admin(&s, &headers, peer, "/admin/jobs").await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let jobs = all_jobs(&s, None).await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "listing jobs failed");
+        Vec::new()
+    });
+    let page = JobsPage {
+        title: "Everyone's jobs",
+        nav: who.nav("admin"),
+        script: false,
+        rows: job_rows(&s.store.snapshot(), jobs),
+        show_owner: true,
+    };
+    render(StatusCode::OK, &page)
+}

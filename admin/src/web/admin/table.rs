@@ -1,0 +1,68 @@
+//! One template for the administrators' plain lists (sites, nodes, domains, groups, invites,
+//! the audit log): column headers and rows of [`Cell`]s.
+
+use askama::Template;
+
+use crate::web::{Nav, Problems};
+
+/// A table cell.
+pub(crate) enum Cell {
+    /// Plain text.
+    Text(String),
+    /// Monospace text (names, addresses).
+    Code(String),
+    /// A link: text and target.
+    Link(String, String),
+    /// A one-button form posting the session's token: label and action.
+    Post(String, String),
+}
+
+/// The audit log's filter form.
+pub(crate) struct Filter {
+    pub actor: String,
+    pub resource: String,
+}
+
+/// A list page.
+#[derive(Template)]
+#[template(path = "admin/table.html")]
+pub(crate) struct TablePage {
+    pub title: &'static str,
+    pub nav: Option<Nav>,
+    pub script: bool,
+    pub csrf: String,
+    pub notice: Option<String>,
+    pub problems: Problems,
+    pub intro: Option<String>,
+    pub filter: Option<Filter>,
+    pub headers: Vec<&'static str>,
+    pub rows: Vec<Vec<Cell>>,
+    /// Shown instead of an empty table.
+    pub empty: &'static str,
+}
+
+impl TablePage {
+    /// A page with `headers` and `rows`, nothing else.
+    pub fn new(
+        title: &'static str,
+        nav: Option<Nav>,
+        csrf: String,
+        headers: Vec<&'static str>,
+        rows: Vec<Vec<Cell>>,
+        empty: &'static str,
+    ) -> Self {
+        Self {
+            title,
+            nav,
+            script: false,
+            csrf,
+            notice: None,
+            problems: Problems::default(),
+            intro: None,
+            filter: None,
+            headers,
+            rows,
+            empty,
+        }
+    }
+}
