@@ -23,11 +23,7 @@ impl Jobs {
         if let Err(e) = self.remove_from_proxmox(job, pve, node, vmid).await {
             // Still there (or unknown): the record stays, with the status it had, so the
             // delete can be asked for again.
-            let restored = match c.status.parse::<ContainerStatus>() {
-                Ok(before) => self.store.set_container_status(c.id, before).await,
-                Err(e) => Err(e),
-            };
-            if let Err(restore) = restored {
+            if let Err(restore) = self.store.set_container_status(c.id, c.status).await {
                 tracing::error!(error = %restore, container = c.id.0, "restoring the status after a failed delete failed");
             }
             return Err(e);

@@ -87,7 +87,7 @@ fn links_by_container(naming: &Naming, edge: &str) -> HashMap<ContainerId, Vec<L
     }
     for t in &naming.transport_services {
         out.entry(t.container_id).or_default().push(transport_link(
-            &t.protocol,
+            t.protocol.as_str(),
             t.container_port,
             t.external_port,
             edge,
@@ -125,7 +125,7 @@ pub(crate) fn rows(snap: &Snapshot, owner: Option<&str>, edge: &str) -> Vec<Row>
                 id: c.id.0,
                 dns_name: format!("{}.{domain}", c.hostname),
                 hostname: c.hostname.clone(),
-                status: c.status.clone(),
+                status: c.status.as_str().to_owned(),
                 node,
                 address: c
                     .ipv4_address
