@@ -45,7 +45,7 @@ pub use feed::CHANNEL;
 pub use models::*;
 pub use password::HashCost;
 pub use queries::{NewNode, NewSite, NewUser};
-pub use snapshot::{Dirty, Identity, Naming, SiteView, Snapshot};
+pub use snapshot::{Dirty, Identity, Naming, NamingDelta, SiteView, Snapshot};
 
 /// The embedded migrations (`migrations/` at the workspace root).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -6,7 +6,7 @@
 //! memberships, API keys) and [`Naming`] (sites, nodes, containers, services, external domains,
 //! static DNS records), so that a change to a user does not rebuild zones and the other way round.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -189,6 +189,32 @@ pub struct Naming {
     pub external_domains: Vec<ExternalDomain>,
     /// When this half was loaded.
     pub loaded_at: Option<DateTime<Utc>>,
+    /// Counts the naming halves made since start: a full load or a patch each make one.
+    pub version: u64,
+    /// What differs from the naming half with version `delta.base`, when this one was patched
+    /// from it; `None` after a full load (a consumer then rebuilds whatever it derives).
+    pub delta: Option<Arc<NamingDelta>>,
+}
+
+/// The rows a patched [`Naming`] changed (inserted, updated or deleted) relative to the naming
+/// half it was patched from. A consumer holding that earlier half (`version == base`) finds a
+/// deleted row's old contents there; one holding any other half must rebuild.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct NamingDelta {
+    /// `version` of the naming half this one was patched from.
+    pub base: u64,
+    /// Sites whose own row changed (domain, network, zone settings).
+    pub sites: BTreeSet<SiteId>,
+    /// Nodes that changed.
+    pub nodes: BTreeSet<NodeId>,
+    /// Containers that changed.
+    pub containers: BTreeSet<ContainerId>,
+    /// Services (of any kind) that changed.
+    pub services: BTreeSet<ServiceId>,
+    /// Static DNS records that changed.
+    pub dns_records: BTreeSet<DnsRecordId>,
+    /// External domains that changed.
+    pub external_domains: BTreeSet<ExternalDomainId>,
 }
 
 impl Naming {
@@ -325,6 +351,8 @@ impl Naming {
             transport_services,
             external_domains,
             loaded_at: Some(Utc::now()),
+            version: 0,
+            delta: None,
         })
     }
 }
@@ -365,19 +393,22 @@ impl Dirty {
 
 /// Builds the next snapshot from `previous`, reloading the halves `dirty` names.
 pub(crate) async fn rebuild(pool: &PgPool, previous: &Snapshot, dirty: Dirty) -> Result<Snapshot> {
+    // A full load of the naming half follows the previous half's version and carries no delta.
+    let load_naming = || async {
+        let mut naming = Naming::load(pool).await?;
+        naming.version = previous.naming.version + 1;
+        Ok::<_, crate::error::StoreError>(Arc::new(naming))
+    };
     let (identity, naming) = match (dirty.identity, dirty.naming) {
         (true, true) => {
-            let (i, n) = tokio::try_join!(Identity::load(pool), Naming::load(pool))?;
-            (Arc::new(i), Arc::new(n))
+            let (i, n) = tokio::try_join!(Identity::load(pool), load_naming())?;
+            (Arc::new(i), n)
         }
         (true, false) => (
             Arc::new(Identity::load(pool).await?),
             previous.naming.clone(),
         ),
-        (false, true) => (
-            previous.identity.clone(),
-            Arc::new(Naming::load(pool).await?),
-        ),
+        (false, true) => (previous.identity.clone(), load_naming().await?),
         (false, false) => (previous.identity.clone(), previous.naming.clone()),
     };
     Ok(Snapshot {
