@@ -212,9 +212,34 @@ pub struct NodePatch {
     pub nvidia_available: Option<bool>,
 }
 
-/// A container to register (or the fields of one to change).
+/// A container record to register. `hostname` and `node_id` are required; the rest may be left
+/// out (status defaults to `pending`).
+#[derive(Debug, Clone)]
+pub struct NewContainer {
+    /// Host name.
+    pub hostname: String,
+    /// Node.
+    pub node_id: NodeId,
+    /// Owner.
+    pub username: Option<String>,
+    /// Status (`pending` when `None`).
+    pub status: Option<ContainerStatus>,
+    /// Template.
+    pub template: Option<String>,
+    /// VMID.
+    pub container_id: Option<i32>,
+    /// MAC.
+    pub mac_address: Option<String>,
+    /// Static IPv4.
+    pub ipv4_address: Option<Ipv4Addr>,
+    /// GPU.
+    pub nvidia_requested: bool,
+}
+
+/// The fields of a container record to change: `None` leaves a field as it is; for a nullable
+/// field, `Some(None)` clears it.
 #[derive(Debug, Clone, Default)]
-pub struct ContainerInput {
+pub struct ContainerPatch {
     /// Host name.
     pub hostname: Option<String>,
     /// Node.
@@ -318,9 +343,44 @@ const SERVICE_SELECT: &str = "SELECT s.id, s.container_id, s.type::text AS type,
     LEFT JOIN transport_services t ON t.service_id = s.id
     LEFT JOIN dns_services d ON d.service_id = s.id";
 
-/// External domain fields.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct DomainInput {
+/// An external domain to add. `domain` is required.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewDomain {
+    /// Domain name.
+    pub domain: String,
+    /// ACME e-mail.
+    pub acme_email: Option<String>,
+    /// ACME directory.
+    pub acme_directory: Option<String>,
+    /// Cloudflare e-mail.
+    pub cloudflare_api_email: Option<String>,
+    /// Cloudflare key or token (sealed before it is stored; the audit row names fields only).
+    pub cloudflare_api_key: Option<String>,
+    /// Default site.
+    pub site_id: Option<SiteId>,
+    /// auth_request server.
+    pub auth_server: Option<String>,
+}
+
+impl NewDomain {
+    /// A domain with nothing else set.
+    pub fn named(domain: impl Into<String>) -> Self {
+        Self {
+            domain: domain.into(),
+            acme_email: None,
+            acme_directory: None,
+            cloudflare_api_email: None,
+            cloudflare_api_key: None,
+            site_id: None,
+            auth_server: None,
+        }
+    }
+}
+
+/// The fields of an external domain to change: `None` leaves a field as it is; for a nullable
+/// field, `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct DomainPatch {
     /// Domain name.
     pub domain: Option<String>,
     /// ACME e-mail.
@@ -654,14 +714,12 @@ impl Store {
     }
 
     /// Registers a container record.
-    pub async fn create_container(&self, c: ContainerInput, by: &Actor) -> Result<Container> {
-        let hostname = c
-            .hostname
-            .ok_or_else(|| invalid("hostname", "is required"))?;
-        let node = c.node_id.ok_or_else(|| invalid("node_id", "is required"))?;
-        let addr = c.ipv4_address.flatten();
+    pub async fn create_container(&self, c: NewContainer, by: &Actor) -> Result<Container> {
+        let hostname = c.hostname;
+        let node = c.node_id;
+        let addr = c.ipv4_address;
         self.check_container_address(node, addr).await?;
-        let mac = parse_mac(c.mac_address.flatten())?;
+        let mac = parse_mac(c.mac_address)?;
         let mut tx = self.pool().begin().await?;
         let row: ContainerRow = sqlx::query_as(&format!(
             "INSERT INTO containers (hostname, node_id, username, status, template, container_id,
@@ -671,13 +729,13 @@ impl Store {
         ))
         .bind(hostname)
         .bind(node)
-        .bind(c.username.flatten())
+        .bind(c.username)
         .bind(c.status)
-        .bind(c.template.flatten())
-        .bind(c.container_id.flatten())
+        .bind(c.template)
+        .bind(c.container_id)
         .bind(mac)
         .bind(ip(addr))
-        .bind(c.nvidia_requested.unwrap_or(false))
+        .bind(c.nvidia_requested)
         .fetch_one(&mut *tx)
         .await?;
         let container = Container::from(row);
@@ -692,7 +750,7 @@ impl Store {
     pub async fn update_container(
         &self,
         id: ContainerId,
-        c: ContainerInput,
+        c: ContainerPatch,
         owner: Option<&str>,
         by: &Actor,
     ) -> Result<Container> {
@@ -1011,12 +1069,11 @@ impl Store {
     }
 
     /// Creates an external domain.
-    pub async fn create_domain(&self, d: DomainInput, by: &Actor) -> Result<ExternalDomain> {
+    pub async fn create_domain(&self, d: NewDomain, by: &Actor) -> Result<ExternalDomain> {
         let details = fields(&d);
-        let domain = d.domain.ok_or_else(|| invalid("domain", "is required"))?;
+        let domain = d.domain;
         let key = d
             .cloudflare_api_key
-            .flatten()
             .map(|k| self.secrets().seal(CLOUDFLARE_KEY_CONTEXT, k.as_bytes()))
             .transpose()?;
         let mut tx = self.pool().begin().await?;
@@ -1026,12 +1083,12 @@ impl Store {
              VALUES (lower($1), $2, $3, $4, $5, $6, $7) RETURNING {DOMAIN_COLS}"
         ))
         .bind(domain.trim_end_matches('.'))
-        .bind(d.acme_email.flatten())
-        .bind(d.acme_directory.flatten())
-        .bind(d.cloudflare_api_email.flatten())
+        .bind(d.acme_email)
+        .bind(d.acme_directory)
+        .bind(d.cloudflare_api_email)
         .bind(key)
-        .bind(d.site_id.flatten())
-        .bind(d.auth_server.flatten())
+        .bind(d.site_id)
+        .bind(d.auth_server)
         .fetch_one(&mut *tx)
         .await?;
         record(&mut tx, by, "create", "external_domain", row.id, details).await?;
@@ -1044,7 +1101,7 @@ impl Store {
     pub async fn update_domain(
         &self,
         id: ExternalDomainId,
-        d: DomainInput,
+        d: DomainPatch,
         by: &Actor,
     ) -> Result<ExternalDomain> {
         let mut u = Update::new("external_domains");

@@ -537,12 +537,11 @@ async fn zone_with_dns(
         .await?;
     let domain = store
         .create_domain(
-            siteward_store::resources::DomainInput {
-                domain: Some("lab.test".into()),
-                acme_email: Some(Some("admin@lab.test".into())),
-                acme_directory: Some(Some(directory.into())),
-                site_id: Some(Some(site.id)),
-                ..Default::default()
+            siteward_store::resources::NewDomain {
+                acme_email: Some("admin@lab.test".into()),
+                acme_directory: Some(directory.into()),
+                site_id: Some(site.id),
+                ..siteward_store::resources::NewDomain::named("lab.test")
             },
             &siteward_store::Actor::system(),
         )
@@ -590,7 +589,7 @@ async fn renews_on_time_once_and_backs_off_after_failures() -> TestResult {
     store
         .update_domain(
             id,
-            siteward_store::resources::DomainInput {
+            siteward_store::resources::DomainPatch {
                 acme_directory: Some(Some(pebble.directory.clone())),
                 ..Default::default()
             },
@@ -616,10 +615,7 @@ async fn renews_on_time_once_and_backs_off_after_failures() -> TestResult {
     // And what one left for a domain deleted since: withdrawn by the scheduler's next pass.
     let gone = store
         .create_domain(
-            siteward_store::resources::DomainInput {
-                domain: Some("gone.example".into()),
-                ..Default::default()
-            },
+            siteward_store::resources::NewDomain::named("gone.example"),
             &siteward_store::Actor::system(),
         )
         .await?;
@@ -767,7 +763,7 @@ async fn renews_on_time_once_and_backs_off_after_failures() -> TestResult {
     store
         .update_domain(
             id,
-            siteward_store::resources::DomainInput {
+            siteward_store::resources::DomainPatch {
                 acme_directory: Some(Some(blind.directory.clone())),
                 ..Default::default()
             },
@@ -858,13 +854,12 @@ async fn issues_through_cloudflare() -> TestResult {
     let db = TestDb::new().await?;
     let store = db.store().await?;
     let domain =
-        |name: &str, email: Option<&str>, key: &str| siteward_store::resources::DomainInput {
-            domain: Some(name.into()),
+        |name: &str, email: Option<&str>, key: &str| siteward_store::resources::NewDomain {
             // The global-key domain's own contact gets an ACME account of its own.
-            acme_email: Some(Some(email.unwrap_or("admin@example.org").into())),
-            cloudflare_api_email: Some(email.map(str::to_owned)),
-            cloudflare_api_key: Some(Some(key.into())),
-            ..Default::default()
+            acme_email: Some(email.unwrap_or("admin@example.org").into()),
+            cloudflare_api_email: email.map(str::to_owned),
+            cloudflare_api_key: Some(key.into()),
+            ..siteward_store::resources::NewDomain::named(name)
         };
     let org = store
         .create_domain(
@@ -1069,11 +1064,10 @@ async fn issues_with_http01_from_our_http_listener() -> TestResult {
     let store = server.db.as_ref().ok_or("db")?.store().await?;
     let domain = store
         .create_domain(
-            siteward_store::resources::DomainInput {
-                domain: Some("web.example.com".into()),
-                acme_email: Some(Some("admin@example.com".into())),
-                acme_directory: Some(Some(pebble.directory.clone())),
-                ..Default::default()
+            siteward_store::resources::NewDomain {
+                acme_email: Some("admin@example.com".into()),
+                acme_directory: Some(pebble.directory.clone()),
+                ..siteward_store::resources::NewDomain::named("web.example.com")
             },
             &siteward_store::Actor::system(),
         )
@@ -1159,11 +1153,10 @@ async fn bench_acme() -> TestResult {
     for i in 0..n {
         store
             .create_domain(
-                siteward_store::resources::DomainInput {
-                    domain: Some(format!("s{i}.bench.test")),
-                    acme_email: Some(Some("admin@bench.test".into())),
-                    acme_directory: Some(Some(pebble.directory.clone())),
-                    ..Default::default()
+                siteward_store::resources::NewDomain {
+                    acme_email: Some("admin@bench.test".into()),
+                    acme_directory: Some(pebble.directory.clone()),
+                    ..siteward_store::resources::NewDomain::named(format!("s{i}.bench.test"))
                 },
                 &siteward_store::Actor::system(),
             )
@@ -1287,11 +1280,10 @@ async fn two_processes_on_one_database_place_one_order() -> TestResult {
     let pebble = Pebble::start_with(tmp, listener_ca.clone(), chall.dns, http_port).await?;
     let domain = store
         .create_domain(
-            siteward_store::resources::DomainInput {
-                domain: Some("race.example.com".into()),
-                acme_email: Some(Some("admin@example.com".into())),
-                acme_directory: Some(Some(pebble.directory.clone())),
-                ..Default::default()
+            siteward_store::resources::NewDomain {
+                acme_email: Some("admin@example.com".into()),
+                acme_directory: Some(pebble.directory.clone()),
+                ..siteward_store::resources::NewDomain::named("race.example.com")
             },
             &siteward_store::Actor::system(),
         )

@@ -2,7 +2,7 @@
 //! restart/reconfigure. Owners act on their own containers; administrators on any.
 
 use serde::{Deserialize, Serialize};
-use siteward_store::resources::ContainerInput;
+use siteward_store::resources::{ContainerPatch, NewContainer};
 use siteward_store::{Container, ContainerId, ContainerStatus, JobId, NodeId};
 
 use super::rules::{check_label, check_ssh_keys};
@@ -118,16 +118,16 @@ pub async fn register(s: &AdminState, who: &Principal, b: CreateContainer) -> Re
     if let Some(t) = &b.template {
         crate::templates::TemplateRef::parse(t)?;
     }
-    let input = ContainerInput {
-        hostname: Some(b.hostname),
-        node_id: Some(b.node_id),
-        username: Some(b.username.map(|u| u.to_ascii_lowercase())),
+    let input = NewContainer {
+        hostname: b.hostname,
+        node_id: b.node_id,
+        username: b.username.map(|u| u.to_ascii_lowercase()),
         status,
-        template: Some(b.template),
-        container_id: Some(b.container_id),
-        mac_address: Some(b.mac_address),
-        ipv4_address: Some(b.ipv4_address),
-        nvidia_requested: b.nvidia_requested,
+        template: b.template,
+        container_id: b.container_id,
+        mac_address: b.mac_address,
+        ipv4_address: b.ipv4_address,
+        nvidia_requested: b.nvidia_requested.unwrap_or(false),
     };
     Ok(s.store.create_container(input, &who.actor()).await?)
 }
@@ -169,7 +169,7 @@ pub async fn update(
             s.jobs.check_template_for(&c, t).await?;
         }
     }
-    let input = ContainerInput {
+    let input = ContainerPatch {
         hostname: b.hostname,
         node_id: b.node_id,
         username: b.username.map(|u| u.map(|u| u.to_ascii_lowercase())),

@@ -1,7 +1,7 @@
 //! External domains: add, change, delete, and ordering a certificate (a job).
 
 use serde::Deserialize;
-use siteward_store::resources::DomainInput;
+use siteward_store::resources::{DomainPatch, NewDomain};
 use siteward_store::{Actor, ExternalDomain, ExternalDomainId, JobId, SiteId, Store};
 
 use super::rules::{check_domain, check_mail, check_url};
@@ -50,8 +50,8 @@ impl DomainBody {
         }
         Ok(())
     }
-    fn input(self) -> DomainInput {
-        DomainInput {
+    fn patch(self) -> DomainPatch {
+        DomainPatch {
             domain: self.domain,
             acme_email: self.acme_email,
             acme_directory: self.acme_directory,
@@ -65,11 +65,20 @@ impl DomainBody {
 
 /// Adds an external domain; a Cloudflare key is sealed before it reaches the database.
 pub async fn create(store: &Store, by: &Actor, b: DomainBody) -> Result<ExternalDomain> {
-    if b.domain.is_none() {
-        return Err(ApiError::invalid("domain", "domain is required"));
-    }
     b.check()?;
-    Ok(store.create_domain(b.input(), by).await?)
+    let Some(domain) = b.domain else {
+        return Err(ApiError::invalid("domain", "domain is required"));
+    };
+    let input = NewDomain {
+        domain,
+        acme_email: b.acme_email.flatten(),
+        acme_directory: b.acme_directory.flatten(),
+        cloudflare_api_email: b.cloudflare_api_email.flatten(),
+        cloudflare_api_key: b.cloudflare_api_key.flatten(),
+        site_id: b.site_id.flatten(),
+        auth_server: b.auth_server.flatten(),
+    };
+    Ok(store.create_domain(input, by).await?)
 }
 
 /// Changes an external domain.
@@ -80,7 +89,7 @@ pub async fn update(
     b: DomainBody,
 ) -> Result<ExternalDomain> {
     b.check()?;
-    Ok(store.update_domain(id, b.input(), by).await?)
+    Ok(store.update_domain(id, b.patch(), by).await?)
 }
 
 /// Deletes an external domain (refused while HTTP services use it).
