@@ -461,7 +461,7 @@ pub fn answer(index: &ZoneIndex, msg: &[u8], ctx: &Context, q: &mut Query) -> Ou
 /// The node that answers for `name`: the exact node, or the wildcard synthesizing it (RFC 4592:
 /// the source of synthesis is `*.` + the closest encloser, and only when `name` does not exist).
 fn find_node<'z>(zone: &'z Zone, name: &[u8], buf: &mut Vec<u8>) -> Option<&'z Node> {
-    if let Some(n) = zone.nodes.get(name) {
+    if let Some(n) = zone.node(name) {
         return Some(n);
     }
     if !zone.has_wildcards {
@@ -469,11 +469,11 @@ fn find_node<'z>(zone: &'z Zone, name: &[u8], buf: &mut Vec<u8>) -> Option<&'z N
     }
     let mut cur = name;
     while let Some(p) = name::parent(cur) {
-        if zone.nodes.contains_key(p) {
+        if zone.contains(p) {
             buf.clear();
             buf.extend_from_slice(b"\x01*");
             buf.extend_from_slice(p);
-            return zone.nodes.get(buf.as_slice());
+            return zone.node(buf.as_slice());
         }
         if p.len() <= zone.apex.len() {
             return None;
@@ -488,9 +488,9 @@ fn find_cut<'z>(zone: &'z Zone, name: &[u8]) -> Option<(&'z [u8], &'z Rrset)> {
     let mut found = None;
     let mut cur = name;
     while cur.len() > zone.apex.len() {
-        if let Some((k, node)) = zone.nodes.get_key_value(cur) {
+        if let Some((k, node)) = zone.node_with_name(cur) {
             if let Some(ns) = node.get(rtype::NS) {
-                found = Some((&k[..], ns));
+                found = Some((k, ns));
             }
         }
         match name::parent(cur) {
@@ -509,7 +509,7 @@ fn additional(b: &mut Builder<'_>, zone: &Zone, targets: &[&[u8]], below: Option
         if !name::is_within(t, below.unwrap_or(&zone.apex)) {
             continue;
         }
-        if let Some(node) = zone.nodes.get(*t) {
+        if let Some(node) = zone.node(t) {
             for ty in [rtype::A, rtype::AAAA] {
                 if let Some(set) = node.get(ty) {
                     b.rrset(t, set);

@@ -8,6 +8,7 @@
 //! - [`rdata`]: presentation-format RDATA of static records to wire format.
 //! - [`zone`]: the [`zone::ZoneIndex`] built per site from the snapshot (forward and reverse
 //!   zones, pre-encoded RRsets, empty non-terminals, wildcards, cuts).
+//! - [`patch`]: [`patch::Zones`], the zones kept current name by name from the snapshot's deltas.
 //! - [`engine`]: query bytes in, response bytes out ([`engine::answer`]); no sockets.
 //! - [`transfer`]: AXFR streams, NOTIFY to secondaries, zone-file export.
 //! - [`forward`]: names outside our zones, forwarded to the site's resolvers with a TTL cache.
@@ -20,11 +21,14 @@ pub mod engine;
 pub mod forward;
 pub mod metrics;
 pub mod name;
+pub mod patch;
 pub mod rdata;
 pub mod server;
 pub mod transfer;
 pub mod zone;
 
+#[cfg(test)]
+mod patch_tests;
 #[cfg(test)]
 mod tests;
 

@@ -24,6 +24,12 @@ pub struct Metrics {
     pub rebuilds: Counter,
     /// Number of zones served.
     pub zones: Gauge,
+    /// Zones patched name by name from a snapshot delta.
+    pub zones_patched: Counter,
+    /// Zones built whole.
+    pub zones_built: Counter,
+    /// Time to bring the zone index to a new snapshot, seconds.
+    pub apply_seconds: Histogram,
     /// Forwarded queries answered from the cache.
     pub cache_hits: Counter,
     /// Forwarded queries sent upstream.
@@ -66,6 +72,21 @@ impl Metrics {
             m.rebuilds.clone(),
         );
         registry.register("siteward_dns_zones", "Zones served", m.zones.clone());
+        registry.register(
+            "siteward_dns_zones_patched",
+            "Zones patched name by name from a snapshot delta",
+            m.zones_patched.clone(),
+        );
+        registry.register(
+            "siteward_dns_zones_built",
+            "Zones built whole",
+            m.zones_built.clone(),
+        );
+        registry.register(
+            "siteward_dns_zone_apply_duration_seconds",
+            "Time to bring the zone index to a new snapshot",
+            m.apply_seconds.clone(),
+        );
         registry.register(
             "siteward_dns_forward_cache_hits",
             "Forwarded queries answered from the cache",
@@ -111,6 +132,14 @@ impl Metrics {
             }),
             rebuilds: Counter::default(),
             zones: Gauge::default(),
+            zones_patched: Counter::default(),
+            zones_built: Counter::default(),
+            apply_seconds: Histogram::new(
+                [
+                    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5,
+                ]
+                .into_iter(),
+            ),
             cache_hits: Counter::default(),
             forwarded: Counter::default(),
             forward_dropped: Counter::default(),

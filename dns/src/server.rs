@@ -26,6 +26,7 @@ use tracing::Instrument;
 
 use crate::engine::{self, Context, Outcome, Query, Transport};
 use crate::forward;
+use crate::patch::Zones;
 use crate::transfer;
 use crate::zone::{ZoneIndex, ZoneSettings};
 use crate::{Error, Metrics};
@@ -100,6 +101,8 @@ struct Shared {
     cache: forward::Cache,
     limits: Arc<forward::Limits>,
     runtime: tokio::runtime::Handle,
+    /// The zones and what patching them needs; only the index updater takes it.
+    zones: std::sync::Mutex<Zones>,
 }
 
 impl Shared {
@@ -134,25 +137,35 @@ impl Shared {
             .collect()
     }
 
-    /// Rebuilds the index if the naming half of the snapshot changed. Returns the zones whose
-    /// serial changed (to NOTIFY).
-    fn refresh(&self, naming: &Naming) -> Vec<Arc<crate::zone::Zone>> {
-        let previous = self.live.index.load_full();
-        let next = ZoneIndex::build(naming, &self.state.settings.zone, Some(&previous));
-        let changed = next
-            .zones
-            .values()
-            .filter(|z| {
-                previous
-                    .zones
-                    .get(&z.apex)
-                    .is_none_or(|old| !Arc::ptr_eq(old, z))
-            })
-            .cloned()
-            .collect();
-        self.state.metrics.zones.set(next.zones.len() as i64);
-        self.state.metrics.rebuilds.inc();
-        self.live.index.store(Arc::new(next));
+    /// Brings the index to `naming` (patching the zones a delta touched, building the others)
+    /// and swaps it in. Returns the zones that changed (to NOTIFY).
+    fn refresh(&self, naming: &Arc<Naming>) -> Vec<Arc<crate::zone::Zone>> {
+        let mut zones = match self.zones.lock() {
+            Ok(z) => z,
+            Err(poisoned) => {
+                // A panic mid-update left the state unknown: start over from a full build.
+                let mut z = poisoned.into_inner();
+                *z = Zones::default();
+                z
+            }
+        };
+        let (changed, stats) = zones.update(naming, &self.state.settings.zone);
+        let next = zones.index().clone();
+        drop(zones);
+        let m = &self.state.metrics;
+        m.zones.set(next.zones.len() as i64);
+        m.rebuilds.inc();
+        m.zones_patched.inc_by(stats.patched as u64);
+        m.zones_built.inc_by(stats.built as u64);
+        m.apply_seconds.observe(stats.elapsed.as_secs_f64());
+        tracing::debug!(
+            patched = stats.patched,
+            built = stats.built,
+            names = stats.names,
+            elapsed_us = stats.elapsed.as_micros() as u64,
+            "zones updated"
+        );
+        self.live.index.store(next);
         self.live.generation.fetch_add(1, Ordering::Release);
         changed
     }
@@ -174,6 +187,7 @@ pub async fn serve(
             state.metrics.forward_inflight.clone(),
         ),
         runtime: tokio::runtime::Handle::current(),
+        zones: std::sync::Mutex::new(Zones::default()),
         state,
     });
     let tracker = TaskTracker::new();
@@ -207,10 +221,10 @@ pub async fn serve(
                         continue;
                     }
                 };
-                tracing::debug!(
+                tracing::trace!(
                     changed = changed.len(),
                     elapsed_us = started.elapsed().as_micros() as u64,
-                    "zones rebuilt"
+                    "zones swapped in"
                 );
                 for zone in changed {
                     for &target in &shared.state.settings.notify {

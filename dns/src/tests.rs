@@ -35,7 +35,7 @@ pub(crate) fn site(id: i64, domain: &str, serial: i64) -> Site {
     }
 }
 
-fn node(id: i64, name: &str, ip: Option<Ipv4Addr>) -> Arc<Node> {
+pub(crate) fn node(id: i64, name: &str, ip: Option<Ipv4Addr>) -> Arc<Node> {
     Arc::new(Node {
         id: NodeId(id),
         name: name.into(),
@@ -54,7 +54,7 @@ fn node(id: i64, name: &str, ip: Option<Ipv4Addr>) -> Arc<Node> {
     })
 }
 
-fn container(id: i64, host: &str, ip: Option<Ipv4Addr>) -> Arc<Container> {
+pub(crate) fn container(id: i64, host: &str, ip: Option<Ipv4Addr>) -> Arc<Container> {
     Arc::new(Container {
         id: ContainerId(id),
         hostname: host.into(),
@@ -74,7 +74,7 @@ fn container(id: i64, host: &str, ip: Option<Ipv4Addr>) -> Arc<Container> {
     })
 }
 
-fn rec(id: i64, name: &str, t: &str, value: &str, ttl: i32) -> DnsRecord {
+pub(crate) fn rec(id: i64, name: &str, t: &str, value: &str, ttl: i32) -> DnsRecord {
     DnsRecord {
         id: DnsRecordId(id),
         site_id: SiteId(1),

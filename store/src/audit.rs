@@ -172,10 +172,15 @@ impl Store {
         Ok(crate::resources::listing(rows, page, |e| e.id))
     }
 
-    /// After a committed write to `tables`: refreshes the snapshot halves they feed, so the next
-    /// request (LDAP, DNS, the API) reads the change even before the change feed's notification
-    /// arrives. A failure is logged; the feed catches up.
+    /// After a committed write to `tables`: returns once the snapshot shows it, so the next
+    /// request (LDAP, DNS, the API) reads the change. Normally the change feed has patched the
+    /// rows by then (see [`Store::catch_up`]); when the feed is down or slow, the halves the
+    /// tables feed are reloaded here. A failure is logged; the feed catches up.
     pub(crate) async fn refreshed(&self, tables: &[&str]) {
+        // The change feed patches the rows this write touched; wait for it (read-your-writes).
+        if self.catch_up(std::time::Duration::from_secs(2)).await {
+            return;
+        }
         let mut dirty = Dirty::default();
         for t in tables {
             dirty.mark(t);

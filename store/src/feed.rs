@@ -1,6 +1,8 @@
-//! The change feed: `LISTEN siteward_change` on a dedicated connection, and a reload of the
-//! snapshot half a notification names. Triggers fire per statement on every table the snapshot
-//! mirrors, so a change made with plain SQL arrives here like one made through the API.
+//! The change feed: `LISTEN siteward_change` on a dedicated connection, and a patch of the
+//! snapshot with the rows the notifications name (`crate::patch`). Triggers fire per statement on
+//! every table the snapshot mirrors, so a change made with plain SQL arrives here like one made
+//! through the API. Catch-up markers (`#sync <tag> <n>`, see `Store::catch_up`) travel on the
+//! same channel and are acknowledged once the batch holding them is applied.
 //!
 //! Invariant: LISTEN is in place before the snapshot is (re)loaded, so no commit can fall
 //! between the load and the first notification. When the connection drops, notifications may
@@ -12,11 +14,15 @@ use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::SESSION_CHANNEL;
+use crate::patch::Changes;
 use crate::snapshot::Dirty;
 use crate::Store;
 
 /// The notification channel the triggers use.
 pub const CHANNEL: &str = "siteward_change";
+
+/// Payload prefix of catch-up markers.
+pub(crate) const SYNC_PREFIX: &str = "#sync";
 
 /// How often an idle listener connection is probed, so a silently dead connection is noticed.
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
@@ -92,11 +98,16 @@ async fn session(store: &Store, shutdown: &CancellationToken) -> Result<(), Stri
             Ok(Ok(None)) => return Err("change feed connection lost".into()),
             Ok(Err(e)) => return Err(format!("change feed connection failed: {e}")),
         };
-        let mut dirty = Dirty::default();
+        let mut changes = Changes::default();
+        let mut markers: Vec<String> = Vec::new();
         let mut secrets = false;
         let mut note = |n: &sqlx::postgres::PgNotification| {
             if n.channel() != SESSION_CHANNEL {
-                dirty.mark(n.payload());
+                if n.payload().starts_with(SYNC_PREFIX) {
+                    markers.push(n.payload().to_owned());
+                } else {
+                    changes.note(n.payload());
+                }
             } else if n.payload() == "#secrets" {
                 secrets = true;
             } else if n.payload() == "*" {
@@ -106,9 +117,19 @@ async fn session(store: &Store, shutdown: &CancellationToken) -> Result<(), Stri
             }
         };
         note(&first);
-        // Coalesce everything that is already waiting into one reload.
-        while let Some(more) = listener.next_buffered() {
-            note(&more);
+        // Coalesce everything that is already waiting into one patch: what the connection has
+        // buffered, and what is already readable on its socket (a transaction's notifications
+        // are sent together at commit; taking them in one batch keeps its rows together).
+        loop {
+            while let Some(more) = listener.next_buffered() {
+                note(&more);
+            }
+            match tokio::time::timeout(Duration::ZERO, listener.try_recv()).await {
+                Ok(Ok(Some(more))) => note(&more),
+                Ok(Ok(None)) => return Err("change feed connection lost".into()),
+                Ok(Err(e)) => return Err(format!("change feed connection failed: {e}")),
+                Err(_nothing_ready) => break,
+            }
         }
         if secrets {
             store
@@ -116,11 +137,11 @@ async fn session(store: &Store, shutdown: &CancellationToken) -> Result<(), Stri
                 .await
                 .map_err(|e| format!("session secrets cannot be reloaded: {e}"))?;
         }
-        if dirty.is_clean() {
-            continue;
+        if let Err(e) = store.apply_changes(&changes).await {
+            return Err(format!("snapshot patch failed: {e}"));
         }
-        if let Err(e) = store.reload(dirty).await {
-            return Err(format!("snapshot reload failed: {e}"));
+        for marker in &markers {
+            store.marker_applied(marker);
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`queries`] (methods on [`Store`]): the write path and reads that must be current.
 //! - [`snapshot`]: the in-memory view, rebuilt per half (identity, naming).
 //! - `feed`: LISTEN/NOTIFY change feed that keeps the snapshot current.
+//! - [`patch`]: applies the rows a batch of notifications names to copies of the halves.
 //! - [`crypto`]: AES-256-GCM for secrets at rest.
 //! - [`password`]: argon2id off the async runtime.
 //!
@@ -23,6 +24,7 @@ mod feed;
 pub mod jobs;
 pub mod models;
 pub mod password;
+pub mod patch;
 pub mod queries;
 pub mod resources;
 pub mod snapshot;
@@ -44,6 +46,7 @@ pub use error::{Result, StoreError};
 pub use feed::CHANNEL;
 pub use models::*;
 pub use password::HashCost;
+pub use patch::Changes;
 pub use queries::{NewNode, NewSite, NewUser};
 pub use snapshot::{Dirty, Identity, Naming, NamingDelta, SiteView, Snapshot};
 
@@ -77,6 +80,14 @@ struct Inner {
     reload_lock: tokio::sync::Mutex<()>,
     /// Session signing keys and the cache of live sessions.
     sessions: auth::Sessions,
+    /// Marks this process's catch-up notifications (`#sync <tag> <n>`).
+    sync_tag: String,
+    /// The last catch-up number handed out.
+    sync_sent: AtomicU64,
+    /// The last catch-up number whose notification the feed has applied.
+    sync_applied: tokio::sync::watch::Sender<u64>,
+    /// Patches applied since start.
+    patches: AtomicU64,
 }
 
 /// How to reach the database.
@@ -119,6 +130,14 @@ impl Store {
                 reloads: AtomicU64::new(0),
                 reload_lock: tokio::sync::Mutex::new(()),
                 sessions: auth::Sessions::default(),
+                sync_tag: rand::distributions::DistString::sample_string(
+                    &rand::distributions::Alphanumeric,
+                    &mut rand::rngs::OsRng,
+                    16,
+                ),
+                sync_sent: AtomicU64::new(0),
+                sync_applied: tokio::sync::watch::Sender::new(0),
+                patches: AtomicU64::new(0),
             }),
         }
     }
@@ -209,6 +228,76 @@ impl Store {
             "snapshot reloaded"
         );
         Ok(())
+    }
+
+    /// Applies the rows `changes` names to the snapshot (halves marked whole are reloaded) and
+    /// swaps the result in.
+    pub async fn apply_changes(&self, changes: &Changes) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let _guard = self.inner.reload_lock.lock().await;
+        let previous = self.snapshot();
+        let started = std::time::Instant::now();
+        let next = patch::apply(self.pool(), &previous, changes).await?;
+        let generation = next.generation;
+        self.inner.snapshot.store(Arc::new(next));
+        self.inner.patches.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            generation,
+            identity_whole = changes.identity_all,
+            naming_whole = changes.naming_all,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "snapshot patched"
+        );
+        Ok(())
+    }
+
+    /// How many patches the change feed applied.
+    pub fn patch_count(&self) -> u64 {
+        self.inner.patches.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the snapshot reflects every transaction committed before this call: sends a
+    /// marker notification and waits for the change feed to apply the batch that holds it
+    /// (PostgreSQL delivers notifications in commit order). Returns false when the feed is not
+    /// connected or did not get there within `timeout`.
+    pub async fn catch_up(&self, timeout: Duration) -> bool {
+        if !self.feed_status().ready {
+            return false;
+        }
+        let n = self.inner.sync_sent.fetch_add(1, Ordering::Relaxed) + 1;
+        let marker = format!("{} {} {n}", feed::SYNC_PREFIX, self.inner.sync_tag);
+        let sent = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(&marker)
+            .execute(self.pool())
+            .await;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "catch-up marker not sent");
+            return false;
+        }
+        let mut applied = self.inner.sync_applied.subscribe();
+        tokio::time::timeout(timeout, applied.wait_for(|seen| *seen >= n))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Called by the feed after a batch holding catch-up marker `payload` was applied.
+    fn marker_applied(&self, payload: &str) {
+        let mut parts = payload.split(' ').skip(1);
+        if parts.next() != Some(self.inner.sync_tag.as_str()) {
+            return;
+        }
+        if let Some(n) = parts.next().and_then(|n| n.parse::<u64>().ok()) {
+            self.inner.sync_applied.send_if_modified(|seen| {
+                let newer = n > *seen;
+                if newer {
+                    *seen = n;
+                }
+                newer
+            });
+        }
     }
 
     /// Starts the change feed on `tracker`; it stops when `shutdown` is cancelled.

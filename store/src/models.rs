@@ -276,7 +276,7 @@ impl UserStatus {
 
 /// A user as the protocol servers see it. The password hash is here because binds verify it
 /// in-process; it is never serialized.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct User {
     /// POSIX uid.
     pub uid_number: Uid,
@@ -349,7 +349,7 @@ impl From<UserRow> for User {
 }
 
 /// A POSIX group.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct Group {
     /// POSIX gid.
     pub gid_number: Gid,
@@ -366,7 +366,7 @@ pub struct Group {
 }
 
 /// A site: one internal DNS zone and one subnet.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Site {
     /// Id.
     pub id: SiteId,
@@ -449,7 +449,7 @@ impl From<SiteRow> for Site {
 }
 
 /// A Proxmox node, without its credentials (those are read only by the Proxmox client).
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Node {
     /// Id.
     pub id: NodeId,
@@ -521,7 +521,7 @@ impl From<NodeRow> for Node {
 }
 
 /// An LXC container record.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Container {
     /// Id.
     pub id: ContainerId,
@@ -597,7 +597,7 @@ impl From<ContainerRow> for Container {
 }
 
 /// An SRV-publishing service of a container (`dns_services` joined with `services`).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct DnsService {
     /// The `services` id.
     pub service_id: ServiceId,
@@ -610,7 +610,7 @@ pub struct DnsService {
 }
 
 /// An HTTP service exposed through the edge NGINX.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct HttpService {
     /// The `services` id.
     pub service_id: ServiceId,
@@ -632,7 +632,7 @@ pub struct HttpService {
 }
 
 /// A TCP or UDP service exposed through the edge NGINX.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct TransportService {
     /// The `services` id.
     pub service_id: ServiceId,
@@ -649,7 +649,7 @@ pub struct TransportService {
 }
 
 /// An external domain, without its Cloudflare key.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct ExternalDomain {
     /// Id.
     pub id: ExternalDomainId,
@@ -670,7 +670,7 @@ pub struct ExternalDomain {
 }
 
 /// A static record of a site's zone.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct DnsRecord {
     /// Id.
     pub id: DnsRecordId,
@@ -689,7 +689,7 @@ pub struct DnsRecord {
 }
 
 /// An API key's public part, as the snapshot keeps it for authentication.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct ApiKey {
     /// Id.
     pub id: ApiKeyId,

@@ -83,7 +83,7 @@ impl Identity {
         })
     }
 
-    async fn load(pool: &PgPool) -> Result<Self> {
+    pub(crate) async fn load(pool: &PgPool) -> Result<Self> {
         let mut tx = pool.begin().await?;
         // One repeatable-read transaction: the three tables agree with each other.
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -153,8 +153,8 @@ impl Identity {
     }
 }
 
-/// One site and everything its zones are built from.
-#[derive(Debug, Clone)]
+/// One site and everything its zones are built from. Every list is in ascending id order.
+#[derive(Debug, Clone, PartialEq)]
 pub struct SiteView {
     /// The site.
     pub site: Site,
@@ -218,7 +218,7 @@ pub struct NamingDelta {
 }
 
 impl Naming {
-    async fn load(pool: &PgPool) -> Result<Self> {
+    pub(crate) async fn load(pool: &PgPool) -> Result<Self> {
         let mut tx = pool.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
@@ -230,13 +230,13 @@ impl Naming {
         .fetch_all(&mut *tx)
         .await?;
         let nodes: Vec<NodeRow> = sqlx::query_as(&format!(
-            "SELECT {} FROM nodes",
+            "SELECT {} FROM nodes ORDER BY id",
             crate::queries::NODE_COLUMNS
         ))
         .fetch_all(&mut *tx)
         .await?;
         let containers: Vec<ContainerRow> = sqlx::query_as(&format!(
-            "SELECT {} FROM containers",
+            "SELECT {} FROM containers ORDER BY id",
             crate::queries::CONTAINER_COLUMNS
         ))
         .fetch_all(&mut *tx)
@@ -319,30 +319,13 @@ impl Naming {
                 view.records.push(record);
             }
         }
-        let site_by_domain = views
-            .values()
-            .map(|v| (v.site.internal_domain.clone(), v.site.id))
-            .collect();
-        let http_service_by_host = http_services
-            .iter()
-            .enumerate()
-            .filter_map(|(i, svc)| {
-                let domain = external_domains
-                    .iter()
-                    .find(|d| d.id == svc.external_domain_id)?;
-                Some((
-                    format!("{}.{}", svc.external_hostname, domain.domain).to_ascii_lowercase(),
-                    i,
-                ))
-            })
-            .collect();
-        let http_service_by_id = http_services
-            .iter()
-            .enumerate()
-            .map(|(i, svc)| (svc.service_id, i))
-            .collect();
+        let sites: BTreeMap<SiteId, Arc<SiteView>> =
+            views.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        let site_by_domain = site_index(&sites);
+        let (http_service_by_host, http_service_by_id) =
+            http_indexes(&http_services, &external_domains);
         Ok(Naming {
-            sites: views.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
+            sites,
             site_by_domain,
             containers: by_id,
             http_services,
@@ -354,6 +337,70 @@ impl Naming {
             version: 0,
             delta: None,
         })
+    }
+}
+
+/// Site id by lower-case internal domain.
+pub(crate) fn site_index(sites: &BTreeMap<SiteId, Arc<SiteView>>) -> HashMap<String, SiteId> {
+    sites
+        .values()
+        .map(|v| (v.site.internal_domain.clone(), v.site.id))
+        .collect()
+}
+
+/// The HTTP services' indexes: by lower-case `<external_hostname>.<domain>` and by id.
+pub(crate) fn http_indexes(
+    http_services: &[HttpService],
+    external_domains: &[ExternalDomain],
+) -> (HashMap<String, usize>, HashMap<ServiceId, usize>) {
+    let domains: HashMap<ExternalDomainId, &str> = external_domains
+        .iter()
+        .map(|d| (d.id, d.domain.as_str()))
+        .collect();
+    let by_host = http_services
+        .iter()
+        .enumerate()
+        .filter_map(|(i, svc)| {
+            let domain = domains.get(&svc.external_domain_id)?;
+            Some((
+                format!("{}.{}", svc.external_hostname, domain).to_ascii_lowercase(),
+                i,
+            ))
+        })
+        .collect();
+    let by_id = http_services
+        .iter()
+        .enumerate()
+        .map(|(i, svc)| (svc.service_id, i))
+        .collect();
+    (by_host, by_id)
+}
+
+impl Identity {
+    /// Whether both hold the same rows and indexes (`loaded_at` aside): what a patched half
+    /// must have in common with a full load.
+    pub fn same_contents(&self, other: &Identity) -> bool {
+        self.users == other.users
+            && self.user_by_name == other.user_by_name
+            && self.groups == other.groups
+            && self.group_by_name == other.group_by_name
+            && self.groups_of == other.groups_of
+            && self.members_of == other.members_of
+            && self.api_keys == other.api_keys
+    }
+}
+
+impl Naming {
+    /// Whether both hold the same rows and indexes (`loaded_at`, `version` and `delta` aside).
+    pub fn same_contents(&self, other: &Naming) -> bool {
+        self.sites == other.sites
+            && self.site_by_domain == other.site_by_domain
+            && self.containers == other.containers
+            && self.http_services == other.http_services
+            && self.http_service_by_host == other.http_service_by_host
+            && self.http_service_by_id == other.http_service_by_id
+            && self.transport_services == other.transport_services
+            && self.external_domains == other.external_domains
     }
 }
 
