@@ -383,32 +383,67 @@ async fn read_naming(
     .bind(sites)
     .fetch_all(&mut *tx)
     .await?;
+    // Rows by key and the rows of whole sites are separate queries: `id = ANY($1) OR site_id =
+    // ANY($2)` is planned as a scan of the table, which is the cost this module exists to avoid.
+    let whole = !whole_sites.is_empty();
     let mut nodes: Vec<NodeRow> = sqlx::query_as(&format!(
-        "SELECT {NODE_COLUMNS} FROM nodes WHERE id = ANY($1) OR site_id = ANY($2)"
+        "SELECT {NODE_COLUMNS} FROM nodes WHERE id = ANY($1)"
     ))
     .bind(ids(&c.nodes))
-    .bind(whole_sites)
     .fetch_all(&mut *tx)
     .await?;
+    if whole {
+        nodes.extend(
+            sqlx::query_as::<_, NodeRow>(&format!(
+                "SELECT {NODE_COLUMNS} FROM nodes WHERE site_id = ANY($1)"
+            ))
+            .bind(whole_sites)
+            .fetch_all(&mut *tx)
+            .await?,
+        );
+        dedup_by_key(&mut nodes, |n| n.id);
+    }
     let mut containers: Vec<ContainerRow> = sqlx::query_as(&format!(
-        "SELECT {CONTAINER_COLUMNS} FROM containers WHERE id = ANY($1) OR site_id = ANY($2)"
+        "SELECT {CONTAINER_COLUMNS} FROM containers WHERE id = ANY($1)"
     ))
     .bind(ids(&c.containers))
-    .bind(whole_sites)
     .fetch_all(&mut *tx)
     .await?;
+    if whole {
+        containers.extend(
+            sqlx::query_as::<_, ContainerRow>(&format!(
+                "SELECT {CONTAINER_COLUMNS} FROM containers WHERE site_id = ANY($1)"
+            ))
+            .bind(whole_sites)
+            .fetch_all(&mut *tx)
+            .await?,
+        );
+        dedup_by_key(&mut containers, |c| c.id);
+    }
     // A container that changed takes its SRV services along (its site may have changed).
     let mut dns_services: Vec<DnsService> = sqlx::query_as(
         "SELECT s.id AS service_id, s.container_id, d.service_name, s.container_port
          FROM dns_services d JOIN services s ON s.id = d.service_id
-         JOIN containers c ON c.id = s.container_id
-         WHERE s.id = ANY($1) OR s.container_id = ANY($2) OR c.site_id = ANY($3)",
+         WHERE s.id = ANY($1) OR s.container_id = ANY($2)",
     )
     .bind(ids(&c.services))
     .bind(ids(&c.containers))
-    .bind(whole_sites)
     .fetch_all(&mut *tx)
     .await?;
+    if whole {
+        dns_services.extend(
+            sqlx::query_as::<_, DnsService>(
+                "SELECT s.id AS service_id, s.container_id, d.service_name, s.container_port
+                 FROM dns_services d JOIN services s ON s.id = d.service_id
+                 JOIN containers c ON c.id = s.container_id
+                 WHERE c.site_id = ANY($1)",
+            )
+            .bind(whole_sites)
+            .fetch_all(&mut *tx)
+            .await?,
+        );
+        dedup_by_key(&mut dns_services, |s| s.service_id);
+    }
     let mut http: Vec<HttpService> = sqlx::query_as(
         "SELECT s.id AS service_id, s.container_id, s.container_port, h.external_hostname,
                 h.external_domain_id, h.backend_protocol, h.auth_required, h.allowed_groups
@@ -428,13 +463,23 @@ async fn read_naming(
     .fetch_all(&mut *tx)
     .await?;
     let mut records: Vec<DnsRecord> = sqlx::query_as(
-        "SELECT id, site_id, name, type, value, ttl FROM dns_records
-         WHERE id = ANY($1) OR site_id = ANY($2)",
+        "SELECT id, site_id, name, type, value, ttl FROM dns_records WHERE id = ANY($1)",
     )
     .bind(ids(&c.dns_records))
-    .bind(whole_sites)
     .fetch_all(&mut *tx)
     .await?;
+    if whole {
+        records.extend(
+            sqlx::query_as::<_, DnsRecord>(
+                "SELECT id, site_id, name, type, value, ttl FROM dns_records
+                 WHERE site_id = ANY($1)",
+            )
+            .bind(whole_sites)
+            .fetch_all(&mut *tx)
+            .await?,
+        );
+        dedup_by_key(&mut records, |r| r.id);
+    }
     let mut domains: Vec<ExternalDomain> = sqlx::query_as(&format!(
         "SELECT {EXTERNAL_DOMAIN_COLUMNS} FROM external_domains WHERE id = ANY($1)"
     ))
@@ -450,6 +495,12 @@ async fn read_naming(
     out.records.append(&mut records);
     out.domains.append(&mut domains);
     Ok(())
+}
+
+/// Sorts by `key` and keeps one row per key.
+fn dedup_by_key<T, K: Ord>(v: &mut Vec<T>, key: impl Fn(&T) -> K) {
+    v.sort_by_key(&key);
+    v.dedup_by(|a, b| key(a) == key(b));
 }
 
 /// Inserts or replaces `item` in a vector kept sorted by `key`.
