@@ -197,6 +197,16 @@ async fn errors_name_the_field_and_non_admins_see_404(pool: PgPool) {
     let (status, body) = send(&state, req).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "malformed_json", "{body}");
+    // A valid value followed by anything but whitespace is malformed, and creates nothing.
+    let req = post("/api/v1/groups")
+        .header(header::AUTHORIZATION, &bearer)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"cn": "trailing"} {"cn": "second"}"#))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (status, body) = send(&state, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "malformed_json", "{body}");
+    assert!(state.store.snapshot().identity.group("trailing").is_none());
     // bob is signed in but no administrator: the user list does not exist for him.
     let req = Request::get("/api/v1/users")
         .header(header::COOKIE, &bob)
@@ -215,4 +225,122 @@ async fn errors_name_the_field_and_non_admins_see_404(pool: PgPool) {
         .body(Body::empty())
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(send(&state, req).await.0, StatusCode::NOT_FOUND);
+}
+
+/// Sends `req`; the status and the body as text.
+async fn send_text(state: &AdminState, req: Request<Body>) -> (StatusCode, String) {
+    let res = app(state.clone())
+        .oneshot(req)
+        .await
+        .unwrap_or_else(|e| match e {});
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 22)
+        .await
+        .unwrap_or_default();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A console form posted from the console's own origin with `cookie`.
+fn form(path: &str, cookie: &str, body: &str) -> Request<Body> {
+    post(path)
+        .header(header::COOKIE, cookie)
+        .header("origin", "https://auth.lab.test")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(body.to_owned()))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn page(path: &str, cookie: &str) -> Request<Body> {
+    Request::get(path)
+        .header(header::HOST, "auth.lab.test")
+        .header("x-forwarded-proto", "https")
+        .header(header::COOKIE, cookie)
+        .body(Body::empty())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no csrf field in {html}"));
+    let rest = &html[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').unwrap_or(0)].to_owned()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn admins_add_groups_members_and_invites_in_the_console(pool: PgPool) {
+    let (state, root, bob, _) = state(pool).await;
+    let (status, html) = send_text(&state, page("/admin/groups", &root)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("New group") && html.contains("Add a member"),
+        "{html}"
+    );
+    let csrf = csrf_of(&html);
+
+    // A new group, through the service layer (validated, audited, in the snapshot).
+    let body = format!("csrf={csrf}&cn=ops&description=Operations");
+    let (status, html) = send_text(&state, form("/admin/groups", &root, &body)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Group ops (gid"), "{html}");
+    let snap = state.store.snapshot();
+    let ops = snap
+        .identity
+        .group("ops")
+        .unwrap_or_else(|| panic!("no ops"));
+    assert!(!ops.is_administrator);
+    assert_eq!(ops.description.as_deref(), Some("Operations"));
+    let body = format!("csrf={csrf}&cn=wheel&is_administrator=on");
+    let (status, html) = send_text(&state, form("/admin/groups", &root, &body)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let snap = state.store.snapshot();
+    assert!(snap
+        .identity
+        .group("wheel")
+        .is_some_and(|g| g.is_administrator));
+
+    // A bad name comes back next to its field, with what was typed.
+    let body = format!("csrf={csrf}&cn=Bad+Name%21&description=kept");
+    let (status, html) = send_text(&state, form("/admin/groups", &root, &body)).await;
+    assert!(status.is_client_error(), "{status}");
+    assert!(html.contains("id=\"cn-error\""), "{html}");
+    assert!(
+        html.contains("value=\"Bad Name!\"") && html.contains("value=\"kept\""),
+        "{html}"
+    );
+    assert!(state.store.snapshot().identity.group("bad name!").is_none());
+
+    // A member; an unknown user is refused by name.
+    let body = format!("csrf={csrf}&group=ops&username=bob");
+    let (status, html) = send_text(&state, form("/admin/groups/members", &root, &body)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let snap = state.store.snapshot();
+    let bob_uid = snap.identity.user("bob").map(|u| u.uid_number);
+    let gid = snap.identity.group("ops").map(|g| g.gid_number);
+    assert!(bob_uid
+        .and_then(|u| snap.identity.groups_of.get(&u))
+        .is_some_and(|g| gid.is_some_and(|gid| g.contains(&gid))));
+    let body = format!("csrf={csrf}&group=ops&username=nobody");
+    let (status, _) = send_text(&state, form("/admin/groups/members", &root, &body)).await;
+    assert!(status.is_client_error(), "{status}");
+
+    // An invite without SMTP: the page shows the link to pass on.
+    let (_, html) = send_text(&state, page("/admin/invites", &root)).await;
+    let csrf = csrf_of(&html);
+    let body = format!("csrf={csrf}&email=carol%40example.org");
+    let (status, html) = send_text(&state, form("/admin/invites", &root, &body)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("/register?invite="), "{html}");
+    assert!(html.contains("carol@example.org"), "{html}");
+
+    // Without the token nothing happens; a non-admin sees no such page.
+    let (status, _) = send_text(&state, form("/admin/groups", &root, "csrf=x&cn=sneaky")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(state.store.snapshot().identity.group("sneaky").is_none());
+    let (status, _) = send_text(&state, page("/admin/groups", &bob)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let body = format!("csrf={csrf}&cn=bobs");
+    let (status, _) = send_text(&state, form("/admin/groups", &bob, &body)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(state.store.snapshot().identity.group("bobs").is_none());
 }

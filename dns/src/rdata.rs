@@ -202,15 +202,16 @@ pub fn parse(t: u16, value: &str, origin: &[u8]) -> Result<Parsed, Error> {
         rtype::CAA => {
             let flags: u8 = num("CAA", value, f.next())?;
             let tag = f.next().ok_or_else(|| bad("CAA", value, "no tag"))?;
-            if tag.is_empty() || tag.len() > 255 || !tag.bytes().all(|b| b.is_ascii_alphanumeric())
-            {
+            // RFC 8659 §4.1: a tag is 1 to 15 ASCII letters and digits.
+            if tag.is_empty() || tag.len() > 15 || !tag.bytes().all(|b| b.is_ascii_alphanumeric()) {
                 return Err(bad("CAA", value, "bad tag"));
             }
-            // The value is the rest of the text after the tag, quoted or not.
+            // The value is the rest of the text after the flags and the tag, quoted or not.
             let rest = value
-                .trim()
-                .split_once(tag)
-                .map(|(_, r)| r)
+                .trim_start()
+                .split_once(char::is_whitespace)
+                .map(|(_, r)| r.trim_start())
+                .and_then(|r| r.strip_prefix(tag))
                 .unwrap_or_default();
             let v = char_strings(rest)?.concat();
             let mut rdata = vec![flags, tag.len() as u8];
@@ -259,6 +260,11 @@ mod tests {
         assert_eq!(t.rdata, b"\x0bhello world\x03two\x03a\"b\x01A");
         let caa = parse(rtype::CAA, r#"0 issue "letsencrypt.org""#, &o)?;
         assert_eq!(caa.rdata, b"\x00\x05issueletsencrypt.org");
+        // The tag is found after the flags, even when the flags' digits could be a tag.
+        let caa = parse(rtype::CAA, r#"0 0 "x""#, &o)?;
+        assert_eq!(caa.rdata, b"\x00\x010x");
+        assert!(parse(rtype::CAA, r#"0 abcdefghijklmnop "x""#, &o).is_err());
+        assert!(parse(rtype::CAA, r#"0 abcdefghijklmno "x""#, &o).is_ok());
         assert!(parse(rtype::A, "300.1.1.1", &o).is_err());
         assert!(parse(rtype::MX, "x mail", &o).is_err());
         assert!(parse(rtype::TXT, "\"open", &o).is_err());

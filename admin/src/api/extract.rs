@@ -52,8 +52,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
                 }
             })?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        match serde_path_to_error::deserialize::<_, T>(de) {
-            Ok(v) => Ok(Json(v)),
+        match serde_path_to_error::deserialize::<_, T>(&mut *de) {
+            // One JSON value and nothing after it but whitespace.
+            Ok(v) => match de.end() {
+                Ok(()) => Ok(Json(v)),
+                Err(e) => Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_json",
+                    format!("malformed JSON: {e}"),
+                )),
+            },
             Err(e) => {
                 let path = e.path().to_string();
                 let inner = e.into_inner();

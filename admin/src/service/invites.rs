@@ -33,6 +33,18 @@ pub struct IssuedToken {
     sent_to: Option<String>,
 }
 
+impl IssuedToken {
+    /// The link to pass on, when it was not e-mailed.
+    pub fn link(&self) -> Option<&str> {
+        self.link.as_deref()
+    }
+
+    /// Where the link was e-mailed, if it was.
+    pub fn sent_to(&self) -> Option<&str> {
+        self.sent_to.as_deref()
+    }
+}
+
 /// E-mails the link when SMTP is configured and the recipient is known; else hands it back.
 pub async fn issue(
     s: &AdminState,

@@ -1,17 +1,39 @@
-//! `/admin/groups` (every group with its members, from the snapshot) and `/admin/invites`
-//! (open and used invitations).
+//! `/admin/groups` (every group with its members, from the snapshot; new groups and members)
+//! and `/admin/invites` (open and used invitations; new ones). Writes go through
+//! `crate::service`, which validates and audits; a problem comes back next to its field with
+//! what was typed kept.
 
 use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use axum::Form;
+use serde::Deserialize;
 
 use super::admin;
-use super::table::{Cell, TablePage};
+use super::table::{Cell, Field, NewForm, TablePage};
 use crate::api::extract::ClientAddr;
-use crate::web::{render, when, Problems};
+use crate::service::groups::CreateGroup;
+use crate::service::invites::CreateInvite;
+use crate::web::{render, when, Problems, Signed};
 use crate::AdminState;
+
+/// What the group forms hold (typed values come back with a problem).
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct GroupForm {
+    #[serde(default)]
+    cn: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    is_administrator: Option<String>,
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    username: String,
+    csrf: String,
+}
 
 /// `GET /admin/groups`.
 pub(super) async fn groups(
@@ -23,6 +45,110 @@ pub(super) async fn groups(
         Ok(w) => w,
         Err(r) => return r,
     };
+    groups_page(&s, &who, &GroupForm::default(), Reply::ok())
+}
+
+/// A page's notice, problems and status after a post.
+struct Reply {
+    notice: Option<String>,
+    problems: Problems,
+    status: StatusCode,
+}
+
+impl Reply {
+    fn ok() -> Self {
+        Self {
+            notice: None,
+            problems: Problems::default(),
+            status: StatusCode::OK,
+        }
+    }
+    fn done(notice: String) -> Self {
+        Self {
+            notice: Some(notice),
+            ..Self::ok()
+        }
+    }
+    fn failed(e: crate::api::error::ApiError, fields: &[&str]) -> Self {
+        Self {
+            notice: None,
+            status: e.status,
+            problems: Problems::from_api(e, fields),
+        }
+    }
+}
+
+/// `POST /admin/groups`: a new group.
+pub(super) async fn create_group(
+    State(s): State<AdminState>,
+    ClientAddr(peer): ClientAddr,
+    headers: HeaderMap,
+    Form(f): Form<GroupForm>,
+) -> Response {
+    let who = match admin(&s, &headers, peer, "/admin/groups").await {
+        Ok(w) if w.token_ok(&f.csrf) => w,
+        Ok(_) => return crate::web::csrf_refused(),
+        Err(r) => return r,
+    };
+    let b = CreateGroup {
+        cn: f.cn.trim().to_owned(),
+        description: Some(f.description.trim().to_owned()).filter(|d| !d.is_empty()),
+        is_administrator: f.is_administrator.is_some(),
+    };
+    let reply = match crate::service::groups::create(&s.store, &who.principal.actor(), b).await {
+        Ok(g) => Reply::done(format!("Group {} (gid {}) created.", g.cn, g.gid_number.0)),
+        Err(e) => Reply::failed(e, &["cn", "description"]),
+    };
+    let kept = if reply.notice.is_some() {
+        GroupForm::default()
+    } else {
+        f
+    };
+    groups_page(&s, &who, &kept, reply)
+}
+
+/// `POST /admin/groups/members`: a user joins a group.
+pub(super) async fn add_member(
+    State(s): State<AdminState>,
+    ClientAddr(peer): ClientAddr,
+    headers: HeaderMap,
+    Form(f): Form<GroupForm>,
+) -> Response {
+    let who = match admin(&s, &headers, peer, "/admin/groups").await {
+        Ok(w) if w.token_ok(&f.csrf) => w,
+        Ok(_) => return crate::web::csrf_refused(),
+        Err(r) => return r,
+    };
+    let (group, user) = (f.group.trim(), f.username.trim());
+    let reply = if group.is_empty() || user.is_empty() {
+        let mut p = Problems::default();
+        for (name, v) in [("group", group), ("username", user)] {
+            if v.is_empty() {
+                p.fields.insert(name.into(), "Required.".into());
+            }
+        }
+        Reply {
+            notice: None,
+            problems: p,
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+        }
+    } else {
+        match crate::service::groups::add_member(&s.store, &who.principal.actor(), group, user)
+            .await
+        {
+            Ok(()) => Reply::done(format!("{user} is a member of {group}.")),
+            Err(e) => Reply::failed(e, &["group", "username"]),
+        }
+    };
+    let kept = if reply.notice.is_some() {
+        GroupForm::default()
+    } else {
+        f
+    };
+    groups_page(&s, &who, &kept, reply)
+}
+
+fn groups_page(s: &AdminState, who: &Signed, f: &GroupForm, reply: Reply) -> Response {
     let snap = s.store.snapshot();
     let id = &snap.identity;
     let mut members: BTreeMap<_, Vec<&str>> = BTreeMap::new();
@@ -48,7 +174,7 @@ pub(super) async fn groups(
             ]
         })
         .collect();
-    let page = TablePage::new(
+    let mut page = TablePage::new(
         "Groups",
         who.nav("admin"),
         who.csrf.clone(),
@@ -56,7 +182,81 @@ pub(super) async fn groups(
         rows,
         "No groups.",
     );
-    render(StatusCode::OK, &page)
+    page.forms = vec![
+        NewForm {
+            id: "new-group",
+            heading: "New group",
+            action: "/admin/groups",
+            submit: "Create group",
+            fields: vec![
+                Field::text("cn", "Name", &f.cn),
+                Field {
+                    required: false,
+                    ..Field::text("description", "Description", &f.description)
+                },
+                Field {
+                    kind: "checkbox",
+                    required: false,
+                    ..Field::text(
+                        "is_administrator",
+                        "Members are administrators",
+                        f.is_administrator.as_deref().unwrap_or_default(),
+                    )
+                },
+            ],
+        },
+        NewForm {
+            id: "add-member",
+            heading: "Add a member",
+            action: "/admin/groups/members",
+            submit: "Add member",
+            fields: vec![
+                Field::text("group", "Group", &f.group),
+                Field::text("username", "Username", &f.username),
+            ],
+        },
+    ];
+    page.notice = reply.notice;
+    page.problems = reply.problems;
+    render(reply.status, &page)
+}
+
+/// `POST /admin/invites`: an invitation for an e-mail address.
+pub(super) async fn create_invite(
+    State(s): State<AdminState>,
+    ClientAddr(peer): ClientAddr,
+    headers: HeaderMap,
+    Form(f): Form<InviteForm>,
+) -> Response {
+    let who = match admin(&s, &headers, peer, "/admin/invites").await {
+        Ok(w) if w.token_ok(&f.csrf) => w,
+        Ok(_) => return crate::web::csrf_refused(),
+        Err(r) => return r,
+    };
+    let b = CreateInvite {
+        email: f.email.trim().to_owned(),
+    };
+    match crate::service::invites::create(&s, &who.principal.actor(), b).await {
+        Ok(issued) => {
+            let notice = match (issued.sent_to(), issued.link()) {
+                (Some(to), _) => format!("The invitation was e-mailed to {to}."),
+                (None, Some(link)) => {
+                    format!("Invitation created. Pass this link on (it works once): {link}")
+                }
+                (None, None) => "Invitation created.".to_owned(),
+            };
+            invites_page(&s, &who, "", Reply::done(notice)).await
+        }
+        Err(e) => invites_page(&s, &who, &f.email, Reply::failed(e, &["email"])).await,
+    }
+}
+
+/// What the invite form holds.
+#[derive(Debug, Deserialize)]
+pub(super) struct InviteForm {
+    #[serde(default)]
+    email: String,
+    csrf: String,
 }
 
 /// `GET /admin/invites`.
@@ -69,7 +269,11 @@ pub(super) async fn invites(
         Ok(w) => w,
         Err(r) => return r,
     };
-    let (list, problems) = match s.store.list_invites().await {
+    invites_page(&s, &who, "", Reply::ok()).await
+}
+
+async fn invites_page(s: &AdminState, who: &Signed, email: &str, reply: Reply) -> Response {
+    let (list, mut problems) = match s.store.list_invites().await {
         Ok(l) => (l, Problems::default()),
         Err(e) => {
             tracing::error!(error = %e, "listing invites failed");
@@ -96,8 +300,21 @@ pub(super) async fn invites(
         who.csrf.clone(),
         vec!["E-mail", "Created", "Expires", "State"],
         rows,
-        "No invites (POST /api/v1/invites sends one).",
+        "No invites yet.",
     );
+    page.forms = vec![NewForm {
+        id: "new-invite",
+        heading: "Invite someone",
+        action: "/admin/invites",
+        submit: "Invite",
+        fields: vec![Field {
+            kind: "email",
+            ..Field::text("email", "E-mail", email)
+        }],
+    }];
+    problems.fields.extend(reply.problems.fields);
+    problems.general.extend(reply.problems.general);
     page.problems = problems;
-    render(StatusCode::OK, &page)
+    page.notice = reply.notice;
+    render(reply.status, &page)
 }

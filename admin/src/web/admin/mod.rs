@@ -1,6 +1,6 @@
 //! The administrators' pages under `/admin`: an index, users (approve pending accounts, suspend,
 //! re-enable) in [`users`], sites and nodes ([`sites`]), external domains with their
-//! certificates ([`domains`]), groups and invites ([`groups`]), the audit log ([`audit`]) and
+//! certificates ([`domains`]), groups, members and invites, with forms that add them ([`groups`]), the audit log ([`audit`]) and
 //! everyone's jobs; plain lists share one template ([`table`]). Every handler starts with [`admin`], which
 //! answers 404 to anyone who is not an administrator, as the API does, so the pages do not
 //! reveal what exists.
@@ -35,8 +35,15 @@ pub(super) fn routes() -> Router<AdminState> {
         .route("/admin/nodes", get(sites::nodes))
         .route("/admin/domains", get(domains::list))
         .route("/admin/domains/{id}/certificate", post(domains::issue))
-        .route("/admin/groups", get(groups::groups))
-        .route("/admin/invites", get(groups::invites))
+        .route(
+            "/admin/groups",
+            get(groups::groups).post(groups::create_group),
+        )
+        .route("/admin/groups/members", post(groups::add_member))
+        .route(
+            "/admin/invites",
+            get(groups::invites).post(groups::create_invite),
+        )
         .route("/admin/audit", get(audit::list))
 }
 

@@ -1,5 +1,5 @@
 //! One template for the administrators' plain lists (sites, nodes, domains, groups, invites,
-//! the audit log): column headers and rows of [`Cell`]s.
+//! the audit log): column headers and rows of [`Cell`]s, optionally forms that add to the list.
 
 use askama::Template;
 
@@ -15,6 +15,39 @@ pub(crate) enum Cell {
     Link(String, String),
     /// A one-button form posting the session's token: label and action.
     Post(String, String),
+}
+
+/// One input of a [`NewForm`].
+pub(crate) struct Field {
+    pub name: &'static str,
+    pub label: &'static str,
+    /// `text`, `email` or `checkbox`.
+    pub kind: &'static str,
+    /// What the user typed (kept when the form comes back with a problem).
+    pub value: String,
+    pub required: bool,
+}
+
+impl Field {
+    pub fn text(name: &'static str, label: &'static str, value: &str) -> Self {
+        Self {
+            name,
+            label,
+            kind: "text",
+            value: value.to_owned(),
+            required: true,
+        }
+    }
+}
+
+/// A form above the list that adds to it (posted with the session's token).
+pub(crate) struct NewForm {
+    /// Unique on the page (the heading's id).
+    pub id: &'static str,
+    pub heading: &'static str,
+    pub action: &'static str,
+    pub submit: &'static str,
+    pub fields: Vec<Field>,
 }
 
 /// The audit log's filter form.
@@ -35,6 +68,7 @@ pub(crate) struct TablePage {
     pub problems: Problems,
     pub intro: Option<String>,
     pub filter: Option<Filter>,
+    pub forms: Vec<NewForm>,
     pub headers: Vec<&'static str>,
     pub rows: Vec<Vec<Cell>>,
     /// Shown instead of an empty table.
@@ -60,6 +94,7 @@ impl TablePage {
             problems: Problems::default(),
             intro: None,
             filter: None,
+            forms: Vec::new(),
             headers,
             rows,
             empty,
