@@ -332,6 +332,18 @@ async fn admins_add_groups_members_and_invites_in_the_console(pool: PgPool) {
     assert_eq!(status, StatusCode::OK, "{html}");
     assert!(html.contains("/register?invite="), "{html}");
     assert!(html.contains("carol@example.org"), "{html}");
+    // Revoked, the invitation is no longer open.
+    let at = html
+        .find("/admin/invites/")
+        .unwrap_or_else(|| panic!("no revoke button in {html}"));
+    let action = &html[at..at + html[at..].find('"').unwrap_or(0)];
+    assert!(action.ends_with("/revoke"), "{action}");
+    let (status, html) = send_text(&state, form(action, &root, &format!("csrf={csrf}"))).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("revoked") && !html.contains("/revoke\""),
+        "{html}"
+    );
 
     // Without the token nothing happens; a non-admin sees no such page.
     let (status, _) = send_text(&state, form("/admin/groups", &root, "csrf=x&cn=sneaky")).await;

@@ -65,12 +65,39 @@ impl Nginx {
             prefix: prefix.to_owned(),
             child: Some(child),
         };
+        let mut nginx = nginx;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", wait_for)).await.is_err() {
+        loop {
+            // A master that could not bind (a port another process took since it was picked)
+            // exits: say so rather than let the test talk to whoever holds the port.
+            if let Some(status) = nginx
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                return Err(format!("nginx exited ({status}): {}", nginx.error_log()).into());
+            }
+            if TcpStream::connect(("127.0.0.1", wait_for)).await.is_ok() {
+                break;
+            }
             if Instant::now() > deadline {
                 return Err(format!("nginx did not listen: {}", nginx.error_log()).into());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Listening is the master's doing; wait until a worker runs (its pid file is written
+        // once the configuration is applied) before the first request.
+        let pid_file = prefix.join("nginx.pid");
+        while !pid_file.exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(status) = nginx
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+        {
+            return Err(format!("nginx exited ({status}): {}", nginx.error_log()).into());
         }
         Ok(nginx)
     }

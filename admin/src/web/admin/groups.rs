@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Form;
@@ -99,12 +99,7 @@ pub(super) async fn create_group(
         Ok(g) => Reply::done(format!("Group {} (gid {}) created.", g.cn, g.gid_number.0)),
         Err(e) => Reply::failed(e, &["cn", "description"]),
     };
-    let kept = if reply.notice.is_some() {
-        GroupForm::default()
-    } else {
-        f
-    };
-    groups_page(&s, &who, &kept, reply)
+    groups_page(&s, &who, &f, reply)
 }
 
 /// `POST /admin/groups/members`: a user joins a group.
@@ -140,15 +135,17 @@ pub(super) async fn add_member(
             Err(e) => Reply::failed(e, &["group", "username"]),
         }
     };
-    let kept = if reply.notice.is_some() {
-        GroupForm::default()
-    } else {
-        f
-    };
-    groups_page(&s, &who, &kept, reply)
+    groups_page(&s, &who, &f, reply)
 }
 
-fn groups_page(s: &AdminState, who: &Signed, f: &GroupForm, reply: Reply) -> Response {
+/// The groups page; what was typed comes back only when the post failed.
+fn groups_page(s: &AdminState, who: &Signed, typed: &GroupForm, reply: Reply) -> Response {
+    let empty = GroupForm::default();
+    let f = if reply.notice.is_some() {
+        &empty
+    } else {
+        typed
+    };
     let snap = s.store.snapshot();
     let id = &snap.identity;
     let mut members: BTreeMap<_, Vec<&str>> = BTreeMap::new();
@@ -251,6 +248,32 @@ pub(super) async fn create_invite(
     }
 }
 
+/// `POST /admin/invites/{id}/revoke`: the link stops working.
+pub(super) async fn revoke_invite(
+    State(s): State<AdminState>,
+    ClientAddr(peer): ClientAddr,
+    headers: HeaderMap,
+    Path(id): Path<uuid::Uuid>,
+    Form(f): Form<TokenOnly>,
+) -> Response {
+    let who = match admin(&s, &headers, peer, "/admin/invites").await {
+        Ok(w) if w.token_ok(&f.csrf) => w,
+        Ok(_) => return crate::web::csrf_refused(),
+        Err(r) => return r,
+    };
+    let reply = match crate::service::invites::delete(&s, &who.principal.actor(), id).await {
+        Ok(()) => Reply::done("The invitation was revoked.".into()),
+        Err(e) => Reply::failed(e, &[]),
+    };
+    invites_page(&s, &who, "", reply).await
+}
+
+/// A post that carries only the session's token.
+#[derive(Debug, Deserialize)]
+pub(super) struct TokenOnly {
+    csrf: String,
+}
+
 /// What the invite form holds.
 #[derive(Debug, Deserialize)]
 pub(super) struct InviteForm {
@@ -286,11 +309,26 @@ async fn invites_page(s: &AdminState, who: &Signed, email: &str, reply: Reply) -
     let rows = list
         .into_iter()
         .map(|i| {
+            let open = !i.used && i.expires_at > chrono::Utc::now();
             vec![
                 Cell::Text(i.email.unwrap_or_default()),
                 Cell::Text(when(&i.created_at)),
                 Cell::Text(when(&i.expires_at)),
-                Cell::Text(if i.used { "used" } else { "open" }.into()),
+                Cell::Text(
+                    if i.used {
+                        "used"
+                    } else if open {
+                        "open"
+                    } else {
+                        "expired"
+                    }
+                    .into(),
+                ),
+                if open {
+                    Cell::Post("Revoke".into(), format!("/admin/invites/{}/revoke", i.id))
+                } else {
+                    Cell::Text(String::new())
+                },
             ]
         })
         .collect();
@@ -298,7 +336,7 @@ async fn invites_page(s: &AdminState, who: &Signed, email: &str, reply: Reply) -
         "Invites",
         who.nav("admin"),
         who.csrf.clone(),
-        vec!["E-mail", "Created", "Expires", "State"],
+        vec!["E-mail", "Created", "Expires", "State", ""],
         rows,
         "No invites yet.",
     );

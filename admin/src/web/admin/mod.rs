@@ -1,6 +1,7 @@
 //! The administrators' pages under `/admin`: an index, users (approve pending accounts, suspend,
 //! re-enable) in [`users`], sites and nodes ([`sites`]), external domains with their
-//! certificates ([`domains`]), groups, members and invites, with forms that add them ([`groups`]), the audit log ([`audit`]) and
+//! certificates ([`domains`]), groups, members and invites, with forms that add and revoke
+//! them ([`groups`]), the audit log ([`audit`]) and
 //! everyone's jobs; plain lists share one template ([`table`]). Every handler starts with [`admin`], which
 //! answers 404 to anyone who is not an administrator, as the API does, so the pages do not
 //! reveal what exists.
@@ -44,6 +45,7 @@ pub(super) fn routes() -> Router<AdminState> {
             "/admin/invites",
             get(groups::invites).post(groups::create_invite),
         )
+        .route("/admin/invites/{id}/revoke", post(groups::revoke_invite))
         .route("/admin/audit", get(audit::list))
 }
 
