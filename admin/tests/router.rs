@@ -1,6 +1,6 @@
 //! The router in process (`app(state)` driven with `tower::ServiceExt::oneshot`, no socket): the
 //! same-origin rule for cookie writes, JSON media types, the error format, and 404 for
-//! non-admins. Each test gets a fresh, migrated database from `#[sqlx::test]`.
+//! non-admins. Each test gets a fresh, migrated database from `siteward_store::testing`.
 
 use std::sync::Arc;
 
@@ -8,8 +8,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use serde_json::{json, Value};
 use siteward_admin::{app, AdminState, HttpMetrics, Shared};
-use siteward_store::{Dirty, HashCost, NewUser, SecretBox, Store};
-use sqlx::PgPool;
+use siteward_store::{Dirty, HashCost, NewUser, SecretBox};
 use tower::ServiceExt;
 
 const CHEAP: HashCost = HashCost {
@@ -20,8 +19,10 @@ const CHEAP: HashCost = HashCost {
 
 /// A state over a store with `root` (administrator) and `bob`, sessions for both, an API key
 /// for root; returns the state, root's and bob's cookies and root's key.
-async fn state(pool: PgPool) -> (AdminState, String, String, String) {
-    let store = Store::from_pool(pool, SecretBox::from_key(&[7; 32]), CHEAP);
+async fn state() -> (AdminState, String, String, String) {
+    let store = siteward_store::testing::fresh_store(SecretBox::from_key(&[7; 32]), CHEAP)
+        .await
+        .unwrap_or_else(|e| panic!("no test database: {e}"));
     for (name, admin) in [("root", true), ("bob", false)] {
         store
             .create_user(
@@ -99,9 +100,9 @@ fn group(name: &str) -> Body {
     Body::from(json!({ "cn": name }).to_string())
 }
 
-#[sqlx::test(migrations = "../migrations")]
-async fn cookie_writes_need_this_origin(pool: PgPool) {
-    let (state, root, _, key) = state(pool).await;
+#[tokio::test]
+async fn cookie_writes_need_this_origin() {
+    let (state, root, _, key) = state().await;
     let cases: &[(&[(&str, &str)], StatusCode)] = &[
         (&[("origin", "https://auth.lab.test")], StatusCode::CREATED),
         (
@@ -146,9 +147,9 @@ async fn cookie_writes_need_this_origin(pool: PgPool) {
     assert_eq!(send(&state, req).await.0, StatusCode::CREATED);
 }
 
-#[sqlx::test(migrations = "../migrations")]
-async fn only_json_media_types_reach_a_handler(pool: PgPool) {
-    let (state, _, _, key) = state(pool).await;
+#[tokio::test]
+async fn only_json_media_types_reach_a_handler() {
+    let (state, _, _, key) = state().await;
     for (ctype, want) in [
         ("application/json", StatusCode::CREATED),
         ("application/json; charset=utf-8", StatusCode::CREATED),
@@ -176,9 +177,9 @@ async fn only_json_media_types_reach_a_handler(pool: PgPool) {
     }
 }
 
-#[sqlx::test(migrations = "../migrations")]
-async fn errors_name_the_field_and_non_admins_see_404(pool: PgPool) {
-    let (state, _, bob, key) = state(pool).await;
+#[tokio::test]
+async fn errors_name_the_field_and_non_admins_see_404() {
+    let (state, _, bob, key) = state().await;
     let bearer = format!("Bearer {key}");
     let req = post("/api/v1/groups")
         .header(header::AUTHORIZATION, &bearer)
@@ -267,9 +268,9 @@ fn csrf_of(html: &str) -> String {
     rest[..rest.find('"').unwrap_or(0)].to_owned()
 }
 
-#[sqlx::test(migrations = "../migrations")]
-async fn admins_add_groups_members_and_invites_in_the_console(pool: PgPool) {
-    let (state, root, bob, _) = state(pool).await;
+#[tokio::test]
+async fn admins_add_groups_members_and_invites_in_the_console() {
+    let (state, root, bob, _) = state().await;
     let (status, html) = send_text(&state, page("/admin/groups", &root)).await;
     assert_eq!(status, StatusCode::OK, "{html}");
     assert!(

@@ -28,6 +28,8 @@ pub mod patch;
 pub mod queries;
 pub mod resources;
 pub mod snapshot;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -218,7 +218,6 @@ impl Runner {
 mod tests {
     use super::*;
     use siteward_store::{HashCost, SecretBox};
-    use sqlx::PgPool;
 
     const CHEAP: HashCost = HashCost {
         memory_kib: 1024,
@@ -233,8 +232,10 @@ mod tests {
         runner: Runner,
     }
 
-    fn fixture(pool: PgPool, concurrency: usize, grace: Duration) -> Fixture {
-        let store = Store::from_pool(pool, SecretBox::from_key(&[7; 32]), CHEAP);
+    async fn fixture(concurrency: usize, grace: Duration) -> Fixture {
+        let store = siteward_store::testing::fresh_store(SecretBox::from_key(&[7; 32]), CHEAP)
+            .await
+            .unwrap_or_else(|e| panic!("no test database: {e}"));
         let (tracker, shutdown) = (TaskTracker::new(), CancellationToken::new());
         let runner = Runner::new(
             store.clone(),
@@ -287,9 +288,9 @@ mod tests {
         }
     }
 
-    #[sqlx::test(migrations = "../migrations")]
-    async fn a_job_records_success_and_a_failure_its_typed_error(pool: PgPool) {
-        let f = fixture(pool, 2, Duration::from_secs(5));
+    #[tokio::test]
+    async fn a_job_records_success_and_a_failure_its_typed_error() {
+        let f = fixture(2, Duration::from_secs(5)).await;
         let (ok, bad, told) = (f.job().await, f.job().await, f.job().await);
         f.runner.spawn(Job::new(ok, "test"), async { Ok(()) });
         f.runner
@@ -321,9 +322,9 @@ mod tests {
         );
     }
 
-    #[sqlx::test(migrations = "../migrations")]
-    async fn shutdown_waits_for_a_job_that_finishes_within_the_grace(pool: PgPool) {
-        let f = fixture(pool, 1, Duration::from_secs(5));
+    #[tokio::test]
+    async fn shutdown_waits_for_a_job_that_finishes_within_the_grace() {
+        let f = fixture(1, Duration::from_secs(5)).await;
         let job = f.job().await;
         let (started_tx, started) = tokio::sync::oneshot::channel();
         let store = f.store.clone();
@@ -344,9 +345,9 @@ mod tests {
         );
     }
 
-    #[sqlx::test(migrations = "../migrations")]
-    async fn a_job_over_the_grace_is_cancelled_or_left_for_reconciliation(pool: PgPool) {
-        let f = fixture(pool, 3, Duration::from_millis(300));
+    #[tokio::test]
+    async fn a_job_over_the_grace_is_cancelled_or_left_for_reconciliation() {
+        let f = fixture(3, Duration::from_millis(300)).await;
         let (cancel, reconcile) = (f.job().await, f.job().await);
         let (tx, mut started) = tokio::sync::mpsc::channel(2);
         for (job, on_shutdown) in [
@@ -388,9 +389,9 @@ mod tests {
         );
     }
 
-    #[sqlx::test(migrations = "../migrations")]
-    async fn queued_jobs_do_not_start_after_shutdown(pool: PgPool) {
-        let f = fixture(pool, 1, Duration::from_millis(200));
+    #[tokio::test]
+    async fn queued_jobs_do_not_start_after_shutdown() {
+        let f = fixture(1, Duration::from_millis(200)).await;
         let (busy, queued, after) = (f.job().await, f.job().await, f.job().await);
         let (tx, started) = tokio::sync::oneshot::channel();
         f.runner.spawn(Job::new(busy, "test"), async move {
@@ -436,9 +437,9 @@ mod tests {
         assert_eq!(status, JobState::Pending, "{lines:?}");
     }
 
-    #[sqlx::test(migrations = "../migrations")]
-    async fn jobs_sharing_a_lock_run_one_after_another(pool: PgPool) {
-        let f = fixture(pool, 2, Duration::from_secs(5));
+    #[tokio::test]
+    async fn jobs_sharing_a_lock_run_one_after_another() {
+        let f = fixture(2, Duration::from_secs(5)).await;
         let lock = Arc::new(Mutex::new(()));
         let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
