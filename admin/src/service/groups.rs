@@ -1,5 +1,6 @@
 //! Groups and memberships: create, change, delete, add and remove members.
 
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use siteward_store::{Actor, Gid, Group, PosixName, Store, Uid};
 
@@ -60,6 +61,16 @@ pub async fn delete(store: &Store, by: &Actor, gid: Gid) -> Result<()> {
 
 /// Adds a member by login name; adding a member again is not an error.
 pub async fn add_member(store: &Store, by: &Actor, group: &str, username: &str) -> Result<()> {
+    for (field, v) in [("group", group), ("username", username)] {
+        if v.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!("{field} is required"),
+            )
+            .field(field));
+        }
+    }
     Ok(store.add_group_member(group, username, by).await?)
 }
 

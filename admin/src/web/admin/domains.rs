@@ -7,8 +7,8 @@ use axum::response::Response;
 use axum::Form;
 use siteward_store::ExternalDomainId;
 
-use super::admin;
 use super::table::{Cell, TablePage};
+use super::{admin, admin_posted};
 use crate::api::extract::{ClientAddr, Path};
 use crate::auth::see_other;
 use crate::web::containers::TokenForm;
@@ -83,9 +83,8 @@ pub(super) async fn issue(
     Path(id): Path<ExternalDomainId>,
     Form(f): Form<TokenForm>,
 ) -> Response {
-    let who = match admin(&s, &headers, peer, "/admin/domains").await {
-        Ok(w) if w.token_ok(&f.csrf) => w,
-        Ok(_) => return crate::web::csrf_refused(),
+    let who = match admin_posted(&s, &headers, peer, "/admin/domains", &f.csrf).await {
+        Ok(w) => w,
         Err(r) => return r,
     };
     match crate::service::domains::order_certificate(

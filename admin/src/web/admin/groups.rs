@@ -11,8 +11,8 @@ use axum::response::Response;
 use axum::Form;
 use serde::Deserialize;
 
-use super::admin;
 use super::table::{Cell, Field, NewForm, TablePage};
+use super::{admin, admin_posted};
 use crate::api::extract::ClientAddr;
 use crate::service::groups::CreateGroup;
 use crate::service::invites::CreateInvite;
@@ -85,9 +85,8 @@ pub(super) async fn create_group(
     headers: HeaderMap,
     Form(f): Form<GroupForm>,
 ) -> Response {
-    let who = match admin(&s, &headers, peer, "/admin/groups").await {
-        Ok(w) if w.token_ok(&f.csrf) => w,
-        Ok(_) => return crate::web::csrf_refused(),
+    let who = match admin_posted(&s, &headers, peer, "/admin/groups", &f.csrf).await {
+        Ok(w) => w,
         Err(r) => return r,
     };
     let b = CreateGroup {
@@ -109,31 +108,15 @@ pub(super) async fn add_member(
     headers: HeaderMap,
     Form(f): Form<GroupForm>,
 ) -> Response {
-    let who = match admin(&s, &headers, peer, "/admin/groups").await {
-        Ok(w) if w.token_ok(&f.csrf) => w,
-        Ok(_) => return crate::web::csrf_refused(),
+    let who = match admin_posted(&s, &headers, peer, "/admin/groups", &f.csrf).await {
+        Ok(w) => w,
         Err(r) => return r,
     };
     let (group, user) = (f.group.trim(), f.username.trim());
-    let reply = if group.is_empty() || user.is_empty() {
-        let mut p = Problems::default();
-        for (name, v) in [("group", group), ("username", user)] {
-            if v.is_empty() {
-                p.fields.insert(name.into(), "Required.".into());
-            }
-        }
-        Reply {
-            notice: None,
-            problems: p,
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-        }
-    } else {
-        match crate::service::groups::add_member(&s.store, &who.principal.actor(), group, user)
-            .await
-        {
-            Ok(()) => Reply::done(format!("{user} is a member of {group}.")),
-            Err(e) => Reply::failed(e, &["group", "username"]),
-        }
+    let by = who.principal.actor();
+    let reply = match crate::service::groups::add_member(&s.store, &by, group, user).await {
+        Ok(()) => Reply::done(format!("{user} is a member of {group}.")),
+        Err(e) => Reply::failed(e, &["group", "username"]),
     };
     groups_page(&s, &who, &f, reply)
 }
@@ -225,9 +208,8 @@ pub(super) async fn create_invite(
     headers: HeaderMap,
     Form(f): Form<InviteForm>,
 ) -> Response {
-    let who = match admin(&s, &headers, peer, "/admin/invites").await {
-        Ok(w) if w.token_ok(&f.csrf) => w,
-        Ok(_) => return crate::web::csrf_refused(),
+    let who = match admin_posted(&s, &headers, peer, "/admin/invites", &f.csrf).await {
+        Ok(w) => w,
         Err(r) => return r,
     };
     let b = CreateInvite {
@@ -256,9 +238,8 @@ pub(super) async fn revoke_invite(
     Path(id): Path<uuid::Uuid>,
     Form(f): Form<TokenOnly>,
 ) -> Response {
-    let who = match admin(&s, &headers, peer, "/admin/invites").await {
-        Ok(w) if w.token_ok(&f.csrf) => w,
-        Ok(_) => return crate::web::csrf_refused(),
+    let who = match admin_posted(&s, &headers, peer, "/admin/invites", &f.csrf).await {
+        Ok(w) => w,
         Err(r) => return r,
     };
     let reply = match crate::service::invites::delete(&s, &who.principal.actor(), id).await {

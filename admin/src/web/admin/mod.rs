@@ -64,6 +64,22 @@ pub(super) async fn admin(
     Ok(who)
 }
 
+/// The administrator posting a form of `here` with this session's token; else the answer
+/// [`admin`] gives, or the refusal of a post without the token.
+pub(super) async fn admin_posted(
+    s: &AdminState,
+    headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
+    here: &str,
+    csrf: &str,
+) -> Result<Signed, Response> {
+    let who = admin(s, headers, peer, here).await?;
+    if !who.token_ok(csrf) {
+        return Err(super::csrf_refused());
+    }
+    Ok(who)
+}
+
 #[derive(Template)]
 #[template(path = "admin/index.html")]
 struct IndexPage {

@@ -10,7 +10,7 @@ use axum::Form;
 use serde::Deserialize;
 use siteward_store::{Uid, UserStatus};
 
-use super::admin;
+use super::{admin, admin_posted};
 use crate::api::extract::{ClientAddr, Path};
 use crate::api::UpdateUser;
 use crate::web::{render, Nav, Problems, Signed};
@@ -115,9 +115,8 @@ pub(super) async fn set_status(
     Path(uid): Path<i32>,
     Form(f): Form<StatusForm>,
 ) -> Response {
-    let who = match admin(&s, &headers, peer, "/admin/users").await {
-        Ok(w) if w.token_ok(&f.csrf) => w,
-        Ok(_) => return crate::web::csrf_refused(),
+    let who = match admin_posted(&s, &headers, peer, "/admin/users", &f.csrf).await {
+        Ok(w) => w,
         Err(r) => return r,
     };
     let status = match f.status.as_str() {
