@@ -208,6 +208,17 @@ async fn errors_name_the_field_and_non_admins_see_404() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "malformed_json", "{body}");
     assert!(state.store.snapshot().identity.group("trailing").is_none());
+    // Well-formed JSON with a list where an enum's string goes: a wrong value, not malformed
+    // JSON (serde_json reports it as a syntax error; found by fuzz/ api_json).
+    let req = Request::patch("/api/v1/me")
+        .header(header::AUTHORIZATION, &bearer)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"status": []}"#))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (status, body) = send(&state, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "invalid_body", "{body}");
+    assert_eq!(body["error"]["field"], "status", "{body}");
     // bob is signed in but no administrator: the user list does not exist for him.
     let req = Request::get("/api/v1/users")
         .header(header::COOKIE, &bob)

@@ -27,6 +27,8 @@ pub mod server;
 pub mod transfer;
 pub mod zone;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fixture;
 #[cfg(test)]
 mod patch_tests;
 #[cfg(test)]

@@ -119,6 +119,7 @@ impl Store {
 
     /// Wraps an existing pool (tests use this with `#[sqlx::test]`).
     pub fn from_pool(pool: PgPool, secrets: SecretBox, hash_cost: HashCost) -> Self {
+        password::set_dummy_cost(hash_cost);
         Self {
             inner: Arc::new(Inner {
                 pool,

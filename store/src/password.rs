@@ -63,13 +63,24 @@ pub fn verify_password_blocking(password: &str, phc: &str) -> bool {
     }
 }
 
-/// A hash of a random password with the default cost, verified against when the user does not
-/// exist so that "no such user" costs the same time as "wrong password".
+/// The cost of [`DUMMY_HASH`]: the process's configured cost (the first store's), else the
+/// default.
+static DUMMY_COST: std::sync::OnceLock<HashCost> = std::sync::OnceLock::new();
+
+/// Sets the cost of the hash verified for users that do not exist to the one new passwords
+/// get, so that "no such user" costs what "wrong password" costs at the configured cost (it was
+/// always the default cost). The first call wins; [`crate::Store::from_pool`] makes it.
+pub(crate) fn set_dummy_cost(cost: HashCost) {
+    let _ = DUMMY_COST.set(cost);
+}
+
+/// A hash of a random password, verified against when the user does not exist so that "no such
+/// user" costs the same time as "wrong password".
 static DUMMY_HASH: LazyLock<Option<String>> = LazyLock::new(|| {
     let mut random = [0u8; 24];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut random);
     let text: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    hash_password_blocking(&text, HashCost::default()).ok()
+    hash_password_blocking(&text, DUMMY_COST.get().copied().unwrap_or_default()).ok()
 });
 
 /// Whose verification it is.

@@ -69,3 +69,34 @@ async fn sweep(admin: &mut sqlx::PgConnection) -> Result<()> {
     }
     Ok(())
 }
+
+/// A store whose snapshot is `identity` and `naming`, over a pool that never connects: for
+/// tests and fuzz targets of the protocol crates that read only the snapshot. Anything that
+/// queries the database fails (the pool points at a closed port and gives up at once).
+pub fn store_with_snapshot(
+    identity: crate::Identity,
+    naming: crate::Naming,
+    secrets: SecretBox,
+    cost: HashCost,
+) -> Store {
+    let nowhere = PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(1)
+        .username("nobody")
+        .database("nowhere");
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_millis(50))
+        .connect_lazy_with(nowhere);
+    let store = Store::from_pool(pool, secrets, cost);
+    store
+        .inner
+        .snapshot
+        .store(std::sync::Arc::new(crate::Snapshot {
+            identity: std::sync::Arc::new(identity),
+            naming: std::sync::Arc::new(naming),
+            generation: 1,
+            loaded_at: std::time::Instant::now(),
+        }));
+    store
+}

@@ -65,7 +65,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             Err(e) => {
                 let path = e.path().to_string();
                 let inner = e.into_inner();
-                let mut err = if inner.is_syntax() || inner.is_eof() {
+                // serde_json calls some type errors syntax errors (a list where an enum's
+                // string goes is "expected value"): malformed only if the body is not JSON.
+                let well_formed = (inner.is_syntax() || inner.is_eof())
+                    && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok();
+                let mut err = if well_formed {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_body",
+                        format!("{path}: a value of the wrong type"),
+                    )
+                } else if inner.is_syntax() || inner.is_eof() {
                     ApiError::new(
                         StatusCode::BAD_REQUEST,
                         "malformed_json",

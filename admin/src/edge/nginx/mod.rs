@@ -122,10 +122,18 @@ pub fn safe_path(field: &'static str, v: &str) -> Result<(), RenderError> {
     }
 }
 
+/// A host name NGINX reads as one: labels of letters, digits and hyphens, none empty (one
+/// trailing dot allowed), at most 253 characters. Dots alone (`server_name ..;`) or empty labels
+/// (`a..b`) are no names (found by fuzz/ nginx_render).
 fn safe_name(v: &str) -> bool {
+    let v = v.strip_suffix('.').unwrap_or(v);
     !v.is_empty()
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && v.len() <= 253
+        && v.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// `scheme`, `host:port` of an http(s) URL.

@@ -8,6 +8,13 @@ fn unsafe_options_are_refused() {
         assert!(safe_path("cert_dir", bad).is_err(), "{bad}");
     }
     assert!(safe_path("cert_dir", "/etc/siteward/certs").is_ok());
+    // Host names: labels, not just the characters of labels.
+    for bad in [".", "..", "a..b", ".a", "a b", &"x".repeat(64)] {
+        assert!(!safe_name(bad), "{bad:?}");
+    }
+    for good in ["example.org", "example.org.", "a-1.b", "x"] {
+        assert!(safe_name(good), "{good:?}");
+    }
     assert!(upstream_of("u", "javascript:x").is_err());
     assert_eq!(
         upstream_of("u", "http://127.0.0.1:8080/x").ok(),
