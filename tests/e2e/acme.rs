@@ -1330,3 +1330,225 @@ async fn two_processes_on_one_database_place_one_order() -> TestResult {
     a.stop().await?;
     b.stop().await
 }
+
+/// A small tmpfs mounted on a directory for one test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> TestResult<Self> {
+        std::fs::create_dir_all(at)?;
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "mounting a tmpfs needs root (CAP_SYS_ADMIN): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        Ok(Self(at.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the file system of `dir` with one file until it is full.
+fn fill(dir: &Path) -> TestResult<PathBuf> {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path)?;
+    let block = vec![0u8; 4096];
+    loop {
+        match f.write_all(&block) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let _ = f.sync_all();
+    Ok(path)
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_certificate_writes_cleanly_and_they_are_retried() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let listener_ca = listener_certificate(tmp.path())?;
+    // Outside `tmp` (which Pebble owns), so that it is unmounted before its directory goes.
+    let mnt = tempfile::tempdir()?;
+    let certs = mnt.path().join("certs");
+    let disk = Tmpfs::mount(&certs, "256k")?;
+    let filler = fill(&certs)?;
+    let db = TestDb::new().await?;
+    let mut server = Server::start_with(ServerOptions {
+        database_url: Some(db.url.clone()),
+        env: vec![
+            (
+                "SITEWARD_ACME__CA_ROOT".into(),
+                listener_ca.display().to_string(),
+            ),
+            (
+                "SITEWARD_ACME__CERT_DIR".into(),
+                certs.display().to_string(),
+            ),
+            ("SITEWARD_ACME__CHECK_INTERVAL_SECONDS".into(), "1".into()),
+            ("SITEWARD_ACME__ENABLED".into(), "true".into()),
+        ],
+        ..Default::default()
+    })
+    .await?;
+    server.db = Some(db);
+    let dns = server.addrs.dns.ok_or("no DNS address")?;
+    let pebble = Pebble::start_in(tmp, listener_ca, dns).await?;
+    let http = Client::new();
+    let store = server.db.as_ref().ok_or("db")?.store().await?;
+    store
+        .create_user(
+            siteward_store::NewUser {
+                username: "root".into(),
+                password: Some("a long enough password".into()),
+                admin: true,
+                ..Default::default()
+            },
+            &siteward_store::Actor::system(),
+        )
+        .await?;
+    let (_, key) = store
+        .create_api_key("root", "acme", None, &siteward_store::Actor::system())
+        .await?;
+    let t = Instant::now();
+    while api(&http, &server, &key, Method::GET, "/me", None).await?.0 != StatusCode::OK {
+        assert!(t.elapsed() < Duration::from_secs(5), "no API key");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (s, site) = api(
+        &http,
+        &server,
+        &key,
+        Method::POST,
+        "/sites",
+        Some(json!({
+            "name": "lab", "internal_domain": "lab.test", "gateway": "10.9.0.1",
+            "subnet_mask": "255.255.255.0"
+        })),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::CREATED, "{site}");
+    let (s, domain) = api(&http, &server, &key, Method::POST, "/external-domains", Some(json!({
+        "domain": "lab.test", "acme_email": "admin@lab.test", "acme_directory": pebble.directory,
+        "site_id": site["id"]
+    }))).await?;
+    assert_eq!(s, StatusCode::CREATED, "{domain}");
+    let id = domain["id"].as_i64().ok_or("no id")?;
+    let cert_path = format!("/external-domains/{id}/certificate");
+
+    // The order succeeds; writing the files does not: the job says so, the certificate is kept.
+    let (s, job) = api(&http, &server, &key, Method::POST, &cert_path, None).await?;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let job_id = job["job_id"].as_i64().ok_or("no job id")?;
+    let t = Instant::now();
+    let job = loop {
+        let (_, j) = api(
+            &http,
+            &server,
+            &key,
+            Method::GET,
+            &format!("/jobs/{job_id}"),
+            None,
+        )
+        .await?;
+        if j["status"] == "success" || j["status"] == "failure" {
+            break j;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the order did not finish: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(job["status"], "failure", "{job}");
+    let text = job.to_string();
+    assert!(
+        text.contains("No space left on device") && text.contains("installation is retried"),
+        "{job}"
+    );
+    let (s, cert) = api(&http, &server, &key, Method::GET, &cert_path, None).await?;
+    assert_eq!(s, StatusCode::OK);
+    let serial = cert["serial"]
+        .as_str()
+        .ok_or("no stored serial")?
+        .to_owned();
+    assert!(
+        cert["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("No space left"),
+        "{cert}"
+    );
+    let domain_dir = certs.join("lab.test");
+    assert!(
+        !domain_dir.join("fullchain.pem").exists() && !domain_dir.join("privkey.pem").exists(),
+        "a file was written on a full disk"
+    );
+    let stray: Vec<_> = std::fs::read_dir(&domain_dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(stray.is_empty(), "temporary files left behind: {stray:?}");
+    // The server keeps serving.
+    assert_eq!(
+        http.get(server.url("/healthz")).send().await?.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        api(&http, &server, &key, Method::GET, "/me", None).await?.0,
+        StatusCode::OK
+    );
+
+    // Space again: a scheduler pass installs the stored certificate, without a new order.
+    std::fs::remove_file(&filler)?;
+    let t = Instant::now();
+    loop {
+        let (_, c) = api(&http, &server, &key, Method::GET, &cert_path, None).await?;
+        if domain_dir.join("fullchain.pem").exists() && c["last_error"].is_null() {
+            assert_eq!(c["serial"], serial.as_str(), "{c}");
+            assert_eq!(
+                c["orders_placed"], 1,
+                "ordered again instead of installing: {c}"
+            );
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the stored certificate was not installed: {c}\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let chain = std::fs::read_to_string(domain_dir.join("fullchain.pem"))?;
+    assert!(chain.contains("BEGIN CERTIFICATE"));
+    assert!(std::fs::read_to_string(domain_dir.join("privkey.pem"))?.contains("PRIVATE KEY"));
+    assert_eq!(
+        store.challenge_txt_count().await?,
+        0,
+        "a challenge record left"
+    );
+    server.stop().await?;
+    drop(disk);
+    drop(mnt);
+    drop(pebble);
+    Ok(())
+}
