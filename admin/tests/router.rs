@@ -335,6 +335,22 @@ async fn admins_add_groups_members_and_invites_in_the_console() {
     let body = format!("csrf={csrf}&group=ops&username=nobody");
     let (status, _) = send_text(&state, form("/admin/groups/members", &root, &body)).await;
     assert!(status.is_client_error(), "{status}");
+    // Removed again; removing a non-member is refused next to its field.
+    let body = format!("csrf={csrf}&group=ops&username=bob");
+    let remove = "/admin/groups/members/remove";
+    let (status, html) = send_text(&state, form(remove, &root, &body)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("no longer a member"), "{html}");
+    let snap = state.store.snapshot();
+    assert!(!bob_uid
+        .and_then(|u| snap.identity.groups_of.get(&u))
+        .is_some_and(|g| gid.is_some_and(|gid| g.contains(&gid))));
+    let (status, html) = send_text(&state, form(remove, &root, &body)).await;
+    assert!(status.is_client_error(), "{status} {html}");
+    assert!(
+        html.contains("value=\"bob\""),
+        "what was typed is kept: {html}"
+    );
 
     // An invite without SMTP: the page shows the link to pass on.
     let (_, html) = send_text(&state, page("/admin/invites", &root)).await;

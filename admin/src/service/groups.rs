@@ -61,6 +61,12 @@ pub async fn delete(store: &Store, by: &Actor, gid: Gid) -> Result<()> {
 
 /// Adds a member by login name; adding a member again is not an error.
 pub async fn add_member(store: &Store, by: &Actor, group: &str, username: &str) -> Result<()> {
+    both_named(group, username)?;
+    Ok(store.add_group_member(group, username, by).await?)
+}
+
+/// Both names of a membership form are given.
+fn both_named(group: &str, username: &str) -> Result<()> {
     for (field, v) in [("group", group), ("username", username)] {
         if v.is_empty() {
             return Err(ApiError::new(
@@ -71,7 +77,19 @@ pub async fn add_member(store: &Store, by: &Actor, group: &str, username: &str) 
             .field(field));
         }
     }
-    Ok(store.add_group_member(group, username, by).await?)
+    Ok(())
+}
+
+/// A user leaves a group, both by name (the console's form); 404 when either does not exist or
+/// the user is no member.
+pub async fn remove_member_named(
+    store: &Store,
+    by: &Actor,
+    group: &str,
+    username: &str,
+) -> Result<()> {
+    both_named(group, username)?;
+    Ok(store.remove_group_member(group, username, by).await?)
 }
 
 /// Removes a member.

@@ -1,5 +1,6 @@
 //! `/admin/groups` (every group with its members, from the snapshot; new groups and members)
-//! and `/admin/invites` (open and used invitations; new ones). Writes go through
+//! and `/admin/invites` (open and used invitations; new ones). Members are added and removed
+//! by name. Writes go through
 //! `crate::service`, which validates and audits; a problem comes back next to its field with
 //! what was typed kept.
 
@@ -121,6 +122,27 @@ pub(super) async fn add_member(
     groups_page(&s, &who, &f, reply)
 }
 
+/// `POST /admin/groups/members/remove`: a user leaves a group.
+pub(super) async fn remove_member(
+    State(s): State<AdminState>,
+    ClientAddr(peer): ClientAddr,
+    headers: HeaderMap,
+    Form(f): Form<GroupForm>,
+) -> Response {
+    let who = match admin_posted(&s, &headers, peer, "/admin/groups", &f.csrf).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let (group, user) = (f.group.trim(), f.username.trim());
+    let by = who.principal.actor();
+    let reply = match crate::service::groups::remove_member_named(&s.store, &by, group, user).await
+    {
+        Ok(()) => Reply::done(format!("{user} is no longer a member of {group}.")),
+        Err(e) => Reply::failed(e, &["group", "username"]),
+    };
+    groups_page(&s, &who, &f, reply)
+}
+
 /// The groups page; what was typed comes back only when the post failed.
 fn groups_page(s: &AdminState, who: &Signed, typed: &GroupForm, reply: Reply) -> Response {
     let empty = GroupForm::default();
@@ -190,6 +212,16 @@ fn groups_page(s: &AdminState, who: &Signed, typed: &GroupForm, reply: Reply) ->
             heading: "Add a member",
             action: "/admin/groups/members",
             submit: "Add member",
+            fields: vec![
+                Field::text("group", "Group", &f.group),
+                Field::text("username", "Username", &f.username),
+            ],
+        },
+        NewForm {
+            id: "remove-member",
+            heading: "Remove a member",
+            action: "/admin/groups/members/remove",
+            submit: "Remove member",
             fields: vec![
                 Field::text("group", "Group", &f.group),
                 Field::text("username", "Username", &f.username),

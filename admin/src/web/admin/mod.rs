@@ -41,6 +41,7 @@ pub(super) fn routes() -> Router<AdminState> {
             get(groups::groups).post(groups::create_group),
         )
         .route("/admin/groups/members", post(groups::add_member))
+        .route("/admin/groups/members/remove", post(groups::remove_member))
         .route(
             "/admin/invites",
             get(groups::invites).post(groups::create_invite),
