@@ -41,6 +41,10 @@ pub struct Metrics {
     pub forward_mismatched: Counter,
     /// Forwarded queries in flight.
     pub forward_inflight: Gauge,
+    /// Idle TCP connections closed at the connection cap to make room for a new one.
+    pub tcp_evicted: Counter,
+    /// TCP connections closed at once because the cap was reached and every connection was busy.
+    pub tcp_refused: Counter,
 }
 
 const RCODES: [&str; 17] = [
@@ -112,6 +116,16 @@ impl Metrics {
             "Forwarded queries in flight",
             m.forward_inflight.clone(),
         );
+        registry.register(
+            "siteward_dns_tcp_evicted_connections",
+            "Idle TCP connections closed at the connection cap to make room for a new client",
+            m.tcp_evicted.clone(),
+        );
+        registry.register(
+            "siteward_dns_tcp_refused_connections",
+            "TCP connections closed at once: at the cap, every connection busy",
+            m.tcp_refused.clone(),
+        );
         m
     }
 
@@ -145,6 +159,8 @@ impl Metrics {
             forward_dropped: Counter::default(),
             forward_mismatched: Counter::default(),
             forward_inflight: Gauge::default(),
+            tcp_evicted: Counter::default(),
+            tcp_refused: Counter::default(),
         }
     }
 

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use ipnetwork::IpNetwork;
+use siteward_store::slots::{Admission, Slot, Slots};
 use siteward_store::{Naming, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -265,35 +266,41 @@ pub async fn serve(
         threads.push(thread);
     }
 
-    // TCP.
-    let limit = Arc::new(tokio::sync::Semaphore::new(
-        shared.state.settings.tcp_max_connections,
-    ));
+    // TCP. At the cap an idle connection makes room (RFC 7766 §6.2.3), see `slots`.
+    let slots = Slots::new(shared.state.settings.tcp_max_connections);
     let mut next_conn: u64 = 0;
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             a = tcp.accept() => a,
         };
         match accepted {
             Ok((stream, peer)) => {
+                let slot = match slots.admit() {
+                    Admission::Admitted(s) => s,
+                    Admission::MadeRoom(s) => {
+                        shared.state.metrics.tcp_evicted.inc();
+                        s
+                    }
+                    Admission::Full => {
+                        shared.state.metrics.tcp_refused.inc();
+                        tracing::debug!(%peer, "TCP connection closed: every connection is busy");
+                        drop(stream);
+                        continue;
+                    }
+                };
                 next_conn += 1;
                 let span = tracing::debug_span!("dns_tcp", conn = next_conn, %peer);
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
                 tracker.spawn(
                     async move {
-                        if let Err(e) = tcp_connection(stream, peer, &shared, &shutdown).await {
+                        if let Err(e) =
+                            tcp_connection(stream, peer, &shared, &shutdown, &slot).await
+                        {
                             tracing::debug!(error = %e, "connection ended with an error");
                         }
-                        drop(permit);
+                        drop(slot);
                     }
                     .instrument(span),
                 );
@@ -448,6 +455,7 @@ async fn tcp_connection(
     peer: SocketAddr,
     shared: &Arc<Shared>,
     shutdown: &CancellationToken,
+    slot: &Slot,
 ) -> Result<(), Error> {
     stream.set_nodelay(true)?;
     let (mut rd, wr) = stream.into_split();
@@ -459,6 +467,7 @@ async fn tcp_connection(
     loop {
         let len = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = slot.closing() => break,
             r = tokio::time::timeout(idle, rd.read_u16()) => match r {
                 Err(_) => break,
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
@@ -467,12 +476,18 @@ async fn tcp_connection(
             },
         };
         let mut msg = vec![0u8; len];
-        match tokio::time::timeout(idle, rd.read_exact(&mut msg)).await {
+        // A client that stalls inside a message is idle as far as the cap is concerned.
+        let read = tokio::select! {
+            _ = slot.closing() => break,
+            r = tokio::time::timeout(idle, rd.read_exact(&mut msg)) => r,
+        };
+        match read {
             Err(_) => break,
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
             Ok(Err(e)) => return Err(e.into()),
             Ok(Ok(_)) => {}
         }
+        slot.busy();
         let index = shared.live.index.load_full();
         let ctx = shared.context(Transport::Tcp, peer.ip(), &index);
         let started = Instant::now();
@@ -523,6 +538,7 @@ async fn tcp_connection(
             wr.write_all(&r).await?;
         }
         wr.flush().await?;
+        slot.idle();
     }
     wr.flush().await?;
     Ok(())

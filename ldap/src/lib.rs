@@ -152,7 +152,7 @@ pub struct LdapServer {
     pub(crate) throttle: throttle::Throttle,
     pub(crate) metrics: Metrics,
     pub(crate) tls: Option<Arc<Tls>>,
-    pub(crate) connections: Arc<Semaphore>,
+    pub(crate) connections: Arc<siteward_store::slots::Slots>,
     /// Permits of the search pool.
     pub(crate) searches: Arc<Semaphore>,
     pub(crate) sessions: AtomicU64,
@@ -176,7 +176,7 @@ impl LdapServer {
             throttle: throttle::Throttle::new(settings.bind_limits),
             metrics,
             tls,
-            connections: Arc::new(Semaphore::new(settings.max_connections)),
+            connections: siteward_store::slots::Slots::new(settings.max_connections),
             searches: Arc::new(Semaphore::new(settings.search_threads.max(1))),
             sessions: AtomicU64::new(0),
             settings,

@@ -37,8 +37,10 @@ pub struct Metrics {
     latency: Family<OpLabels, Histogram>,
     /// Connections being served.
     pub(crate) connections: Gauge,
-    /// Connections refused because the cap was reached.
+    /// Connections refused because the cap was reached and every connection was busy.
     pub(crate) refused: Counter,
+    /// Idle connections closed at the cap to make room for a new one.
+    pub(crate) evicted: Counter,
     /// Binds refused without verifying, by the limit that refused them.
     throttled: Family<ScopeLabels, Counter>,
 }
@@ -58,6 +60,7 @@ impl Default for Metrics {
             }),
             connections: Gauge::default(),
             refused: Counter::default(),
+            evicted: Counter::default(),
             throttled: Family::default(),
         }
     }
@@ -84,8 +87,13 @@ impl Metrics {
         );
         registry.register(
             "siteward_ldap_refused_connections",
-            "LDAP connections refused at the connection cap",
+            "LDAP connections refused at the connection cap (every connection busy)",
             m.refused.clone(),
+        );
+        registry.register(
+            "siteward_ldap_evicted_connections",
+            "Idle LDAP connections closed at the connection cap to make room for a new client",
+            m.evicted.clone(),
         );
         registry.register(
             "siteward_ldap_binds_throttled",

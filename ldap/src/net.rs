@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use siteward_store::slots::{Admission, Slot};
+
 use crate::session::{notice_of_disconnection, Action, Session};
 use crate::{Error, LdapServer};
 
@@ -157,11 +159,18 @@ async fn accept_loop(
                 }
             }
         };
-        let Ok(permit) = server.connections.clone().try_acquire_owned() else {
-            server.metrics.refused.inc();
-            tracing::warn!(%peer, "connection refused: too many connections");
-            tracker.spawn(refuse(stream));
-            continue;
+        let slot = match server.connections.admit() {
+            Admission::Admitted(s) => s,
+            Admission::MadeRoom(s) => {
+                server.metrics.evicted.inc();
+                s
+            }
+            Admission::Full => {
+                server.metrics.refused.inc();
+                tracing::warn!(%peer, "connection refused: every connection is busy");
+                tracker.spawn(refuse(stream));
+                continue;
+            }
         };
         let session_id = server.sessions.fetch_add(1, Ordering::Relaxed) + 1;
         let span = tracing::info_span!("ldap", session = session_id, %peer);
@@ -170,9 +179,9 @@ async fn accept_loop(
         tracker.spawn(
             async move {
                 server.metrics.connections.inc();
-                connection(stream, peer, server.clone(), shutdown, transport).await;
+                connection(stream, peer, server.clone(), shutdown, &slot, transport).await;
                 server.metrics.connections.dec();
-                drop(permit);
+                drop(slot);
             }
             .instrument(span),
         );
@@ -217,21 +226,22 @@ async fn connection(
     peer: SocketAddr,
     server: Arc<LdapServer>,
     shutdown: CancellationToken,
+    slot: &Slot,
     transport: Transport,
 ) {
     let _ = stream.set_nodelay(true);
     tracing::debug!("connected");
     let mut session = Session::new(server.clone(), peer.ip(), transport == Transport::Ldaps);
     if transport == Transport::Ldaps {
-        if let Some(tls) = handshake(&server, stream).await {
-            run(tls, &mut session, &server, &shutdown, false).await;
+        if let Some(tls) = handshake(&server, stream, slot).await {
+            run(tls, &mut session, &server, &shutdown, slot, false).await;
         }
     } else if let Outcome::StartTls(stream) =
-        run(stream, &mut session, &server, &shutdown, true).await
+        run(stream, &mut session, &server, &shutdown, slot, true).await
     {
-        if let Some(tls) = handshake(&server, stream).await {
+        if let Some(tls) = handshake(&server, stream, slot).await {
             session.set_tls();
-            run(tls, &mut session, &server, &shutdown, false).await;
+            run(tls, &mut session, &server, &shutdown, slot, false).await;
         }
     }
     tracing::debug!("disconnected");
@@ -240,14 +250,21 @@ async fn connection(
 async fn handshake(
     server: &LdapServer,
     stream: TcpStream,
+    slot: &Slot,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
     let tls = server.tls.as_ref()?;
-    match tokio::time::timeout(
+    let accept = tokio::time::timeout(
         server.settings.handshake_timeout,
         tls.acceptor().accept(stream),
-    )
-    .await
-    {
+    );
+    let accepted = tokio::select! {
+        _ = slot.closing() => {
+            tracing::debug!("closed during the TLS handshake to make room");
+            return None;
+        }
+        a = accept => a,
+    };
+    match accepted {
         Ok(Ok(s)) => Some(s),
         Ok(Err(e)) => {
             tracing::info!(error = %e, "TLS handshake failed");
@@ -265,6 +282,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     session: &mut Session,
     server: &LdapServer,
     shutdown: &CancellationToken,
+    slot: &Slot,
     can_start_tls: bool,
 ) -> Outcome<S> {
     let settings = &server.settings;
@@ -276,6 +294,15 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         let next = tokio::select! {
             _ = shutdown.cancelled() => {
                 let notice = notice_of_disconnection(LdapResultCode::Unavailable, "the server is shutting down");
+                let _ = tokio::time::timeout(settings.write_timeout, framed.send(notice)).await;
+                return Outcome::Closed;
+            }
+            _ = slot.closing() => {
+                tracing::debug!("idle connection closed to make room for a new one");
+                let notice = notice_of_disconnection(
+                    LdapResultCode::Unavailable,
+                    "idle connection closed: the server is at its connection limit",
+                );
                 let _ = tokio::time::timeout(settings.write_timeout, framed.send(notice)).await;
                 return Outcome::Closed;
             }
@@ -298,6 +325,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Ok(Some(Ok(msg))) => msg,
         };
+        slot.busy();
         let span = tracing::debug_span!("request", msgid = msg.msgid);
         let handled = session.handle(msg).instrument(span);
         let reply = match tokio::time::timeout(settings.request_timeout, handled).await {
@@ -327,6 +355,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 return Outcome::Closed;
             }
         }
+        slot.idle();
         match reply.action {
             Action::Continue => {}
             Action::Close => return Outcome::Closed,

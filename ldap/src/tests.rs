@@ -1392,12 +1392,21 @@ async fn connection_cap_idle_timeout_and_shutdown(pool: PgPool) {
     let mut b = connect().await;
     assert_eq!(anon_bind(&mut a).await[9], 0);
     assert_eq!(anon_bind(&mut b).await[9], 0);
-    // The third is told why and dropped.
+    // At the cap the third is served: the connection idle the longest (a) is told why and
+    // closed to make room.
     let mut c = connect().await;
-    assert!(notice_then_eof(&mut c).await);
-    // Idle connections are closed with a notice, which frees their slots.
+    assert_eq!(anon_bind(&mut c).await[9], 0);
     assert!(notice_then_eof(&mut a).await);
+    // Then b, the older of the two used ones.
+    let mut silent = connect().await;
     assert!(notice_then_eof(&mut b).await);
+    // A connection that never sent anything goes before one that did, though it is newer.
+    let mut d = connect().await;
+    assert!(notice_then_eof(&mut silent).await);
+    assert_eq!(anon_bind(&mut d).await[9], 0);
+    // Idle connections are closed with a notice after the idle timeout, which frees their slots.
+    assert!(notice_then_eof(&mut c).await);
+    assert!(notice_then_eof(&mut d).await);
     let mut d = connect().await;
     assert_eq!(anon_bind(&mut d).await[9], 0);
     // Shutdown: open connections get a notice, the accept loop ends, the port is free again.

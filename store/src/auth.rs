@@ -14,6 +14,13 @@
 //! is disconnected (notifications may be lost) the cache is off and every lookup reads the row.
 //! A lookup that misses records the cache generation before it reads and inserts only if no
 //! invalidation happened meanwhile, so a concurrent logout cannot be undone by a slow read.
+//!
+//! The one exception is a database outage: while the feed is down, a session this process had
+//! remembered (and not forgotten since) is still answered when its row cannot be read, because
+//! the read failed as unavailable or took longer than [`OUTAGE_READ`]. So the edge keeps
+//! letting known sessions through while PostgreSQL is away; a session deleted by another
+//! process during the outage ends when the database is back, and a row the database says is
+//! gone is forgotten at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +49,11 @@ const TOUCH_EVERY: Duration = Duration::seconds(60);
 
 /// At most this many sessions are remembered; beyond it lookups read the database.
 const CACHE_LIMIT: usize = 200_000;
+
+/// While the change feed is down, how long a lookup of a remembered session waits for its row
+/// before answering from memory (the database is probably away: connecting to it fails only
+/// when the pool's acquire timeout ends).
+pub const OUTAGE_READ: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A live browser session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +104,17 @@ pub(crate) struct Sessions {
 impl Sessions {
     fn lookup(&self, hash: &str, now: DateTime<Utc>) -> Option<Cached> {
         if !self.enabled.load(Ordering::Acquire) {
+            return None;
+        }
+        let t = self.table.read().ok()?;
+        t.by_hash.get(hash).filter(|c| c.expires_at > now).cloned()
+    }
+
+    /// While the feed is down: a live entry remembered before it went down (and not forgotten
+    /// since), to answer when the database cannot be read. Nothing while the feed is up (then
+    /// [`Sessions::lookup`] answers).
+    fn known(&self, hash: &str, now: DateTime<Utc>) -> Option<Cached> {
+        if self.enabled.load(Ordering::Acquire) {
             return None;
         }
         let t = self.table.read().ok()?;
@@ -152,10 +175,11 @@ impl Sessions {
         self.enabled.store(true, Ordering::Release);
     }
 
-    /// The change feed is down: a deletion elsewhere could go unnoticed, so stop remembering.
+    /// The change feed is down: a deletion elsewhere could go unnoticed, so stop answering from
+    /// memory and stop remembering. What is remembered stays, for [`Sessions::known`] (the
+    /// database may be down too); [`Sessions::enable`] drops it.
     pub(crate) fn disable(&self) {
         self.enabled.store(false, Ordering::Release);
-        self.clear();
     }
 
     fn sign(&self, id: &str) -> Option<String> {
@@ -325,14 +349,32 @@ impl Store {
             return Ok(Some(c.info));
         }
         let generation = sessions.generation();
-        let row: Option<(i32, String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT uid_number, csrf_token, last_seen_at, expires_at FROM sessions
-             WHERE id_hash = $1 AND expires_at > $2",
-        )
-        .bind(&hash)
-        .bind(now)
-        .fetch_optional(self.pool())
-        .await?;
+        let read = async {
+            let row: Option<(i32, String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+                "SELECT uid_number, csrf_token, last_seen_at, expires_at FROM sessions
+                 WHERE id_hash = $1 AND expires_at > $2",
+            )
+            .bind(&hash)
+            .bind(now)
+            .fetch_optional(self.pool())
+            .await?;
+            Ok::<_, StoreError>(row)
+        };
+        let known = sessions.known(&hash, now);
+        let row = match known {
+            None => read.await?,
+            // The feed is down and this session was live: the row decides if it can be read,
+            // else what was known does (see the module's note on outages).
+            Some(known) => match tokio::time::timeout(OUTAGE_READ, read).await {
+                Ok(Ok(Some(row))) => Some(row),
+                Ok(Ok(None)) => {
+                    sessions.forget(&hash);
+                    None
+                }
+                Ok(Err(e)) if !e.is_unavailable() => return Err(e),
+                Ok(Err(_)) | Err(_) => return Ok(Some(known.info)),
+            },
+        };
         let Some((uid, csrf_token, last_seen, expires_at)) = row else {
             return Ok(None);
         };
@@ -505,8 +547,46 @@ mod tests {
         s.forget_uid(Uid(7));
         assert!(s.lookup("h1", now).is_none());
         let g = s.generation();
-        s.remember("h1".into(), entry, g);
+        s.remember("h1".into(), entry.clone(), g);
         s.disable();
         assert!(s.lookup("h1", now).is_none());
+        // Nor remembered meanwhile.
+        let g = s.generation();
+        s.remember("h2".into(), entry, g);
+        assert!(s.known("h2", now).is_none());
+    }
+
+    #[test]
+    fn while_the_feed_is_down_only_what_was_live_before_is_known() {
+        let s = Sessions::default();
+        s.enable();
+        let now = Utc::now();
+        let entry = |uid| Cached {
+            info: SessionInfo {
+                uid: Uid(uid),
+                csrf_token: "t".into(),
+            },
+            expires_at: now + Duration::hours(1),
+            last_seen: now,
+        };
+        for (hash, uid) in [("a", 1), ("b", 1), ("c", 2)] {
+            let g = s.generation();
+            s.remember(hash.into(), entry(uid), g);
+        }
+        // Known is for outages only: while the feed is up the cache answers.
+        assert!(s.known("a", now).is_none());
+        s.disable();
+        assert_eq!(s.known("a", now).map(|c| c.info.uid), Some(Uid(1)));
+        assert!(s.known("a", now + Duration::hours(2)).is_none(), "expired");
+        // Logouts and suspensions in this process still apply.
+        s.forget("a");
+        assert!(s.known("a", now).is_none());
+        s.forget_uid(Uid(1));
+        assert!(s.known("b", now).is_none());
+        assert!(s.known("c", now).is_some());
+        // The feed is back: the rows decide again, from an empty cache.
+        s.enable();
+        s.disable();
+        assert!(s.known("c", now).is_none());
     }
 }

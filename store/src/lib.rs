@@ -27,6 +27,7 @@ pub mod password;
 pub mod patch;
 pub mod queries;
 pub mod resources;
+pub mod slots;
 pub mod snapshot;
 #[cfg(feature = "testing")]
 pub mod testing;

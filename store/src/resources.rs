@@ -1841,6 +1841,9 @@ impl Store {
         let Some(hash) = crate::auth::cookie_hash(cookie) else {
             return Ok(());
         };
+        // Forgotten before too, so that a logout the database cannot take now still ends the
+        // session in this process during an outage (see `auth`).
+        self.forget_session(&hash);
         sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
             .bind(&hash)
             .execute(self.pool())
@@ -1851,6 +1854,7 @@ impl Store {
 
     /// Ends every session of a user (logout everywhere, suspension).
     pub async fn delete_sessions_of(&self, uid: Uid) -> Result<u64> {
+        self.forget_sessions_of(uid);
         let n = sqlx::query("DELETE FROM sessions WHERE uid_number = $1")
             .bind(uid)
             .execute(self.pool())

@@ -9,6 +9,7 @@ mod cf_sim;
 mod cross;
 mod dns;
 mod edge;
+mod faults;
 mod foundation;
 mod harness;
 mod ldap;

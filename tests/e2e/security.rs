@@ -4,7 +4,6 @@
 //! /me/password`, abandoned event streams, public metrics, the Unix socket's mode, and writes
 //! during a database outage.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +12,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
 use crate::harness::*;
+use crate::support::Relay;
 
 const PASSWORD: &str = "a long enough password";
 
@@ -24,7 +24,7 @@ fn client() -> TestResult<Client> {
 }
 
 /// `name=value` of the `Set-Cookie` for `name`.
-fn set_cookie(res: &reqwest::Response, name: &str) -> Option<String> {
+pub(crate) fn set_cookie(res: &reqwest::Response, name: &str) -> Option<String> {
     res.headers()
         .get_all(SET_COOKIE)
         .iter()
@@ -59,7 +59,12 @@ async fn register(
 }
 
 /// Signs `user` in through the login page of the direct listener; the session cookie pair.
-async fn sign_in(b: &Client, server: &Server, user: &str) -> TestResult<String> {
+pub(crate) async fn sign_in(
+    b: &Client,
+    server: &Server,
+    user: &str,
+    password: &str,
+) -> TestResult<String> {
     let page = b.get(server.url("/login")).send().await?;
     let csrf_cookie = set_cookie(&page, "siteward_csrf").ok_or("no csrf cookie")?;
     let token = crate::auth::csrf_field(&page.text().await?)?;
@@ -68,13 +73,17 @@ async fn sign_in(b: &Client, server: &Server, user: &str) -> TestResult<String> 
         .header(COOKIE, csrf_cookie)
         .form(&[
             ("username", user),
-            ("password", PASSWORD),
+            ("password", password),
             ("redirect", "/account"),
             ("csrf", &token),
         ])
         .send()
         .await?;
-    assert_eq!(res.status(), StatusCode::SEE_OTHER, "sign-in failed");
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "sign-in of {user} failed"
+    );
     set_cookie(&res, "siteward_session").ok_or_else(|| "no session cookie".into())
 }
 
@@ -125,7 +134,7 @@ async fn cookie_writes_from_other_origins_are_refused() -> TestResult {
     let (s, _) = register(&b, &server, "alice", "192.0.2.1", None).await?;
     assert_eq!(s, StatusCode::CREATED);
     let key = key_for(&b, &server, "alice").await?;
-    let jar = sign_in(&b, &server, "alice").await?;
+    let jar = sign_in(&b, &server, "alice", PASSWORD).await?;
     let http = server.addrs.http.ok_or("no http")?;
     let own = format!("http://{http}");
     let users = server.url("/api/v1/users");
@@ -607,88 +616,12 @@ async fn the_unix_socket_is_only_for_its_owner_and_group() -> TestResult {
     Ok(())
 }
 
-/// A TCP relay to the test PostgreSQL that the test can cut (every connection closed, the port
-/// closed: connections are refused, as with a stopped server) and restore on the same port: a
-/// database outage without stopping the shared server.
-struct Relay {
-    addr: SocketAddr,
-    up: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Relay {
-    async fn to(target: String) -> TestResult<Self> {
-        let first = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = first.local_addr()?;
-        let (up, watch) = tokio::sync::watch::channel(true);
-        let task = tokio::spawn(async move {
-            let mut listener = Some(first);
-            let mut state = watch.clone();
-            loop {
-                let Some(l) = listener.take() else {
-                    // Down: wait for the way back, then listen on the same port again.
-                    if state.wait_for(|up| *up).await.is_err() {
-                        return;
-                    }
-                    match tokio::net::TcpListener::bind(addr).await {
-                        Ok(l) => listener = Some(l),
-                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-                    }
-                    continue;
-                };
-                tokio::select! {
-                    accepted = l.accept() => {
-                        listener = Some(l);
-                        let Ok((mut inbound, _)) = accepted else { continue };
-                        let target = target.clone();
-                        let mut conn_state = watch.clone();
-                        tokio::spawn(async move {
-                            let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
-                                return;
-                            };
-                            tokio::select! {
-                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                                _ = conn_state.wait_for(|up| !*up) => {}
-                            }
-                        });
-                    }
-                    _ = state.wait_for(|up| !*up) => drop(l),
-                }
-            }
-        });
-        Ok(Self { addr, up, task })
-    }
-
-    fn cut(&self) {
-        self.up.send_replace(false);
-    }
-
-    fn restore(&self) {
-        self.up.send_replace(true);
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 #[tokio::test]
 async fn writes_answer_503_while_the_database_is_down() -> TestResult {
     let db = TestDb::new().await?;
-    let mut url = url::Url::parse(&db.url)?;
-    let target = format!(
-        "{}:{}",
-        url.host_str().ok_or("no host")?,
-        url.port().unwrap_or(5432)
-    );
-    let relay = Relay::to(target).await?;
-    url.set_host(Some("127.0.0.1"))?;
-    url.set_port(Some(relay.addr.port()))
-        .map_err(|_| "cannot set the port")?;
+    let (relay, url) = Relay::to_db(&db).await?;
     let mut server = Server::start_with(ServerOptions {
-        database_url: Some(url.to_string()),
+        database_url: Some(url),
         ..Default::default()
     })
     .await?;
