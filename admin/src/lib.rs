@@ -73,6 +73,8 @@ pub struct Shared {
     pub throttle: api::extract::Throttle,
     /// Verified API keys.
     pub key_cache: api::extract::KeyCache,
+    /// `/auth/verify`'s answer per user, built once per snapshot generation.
+    pub verify_answers: auth::verify::Answers,
     /// Range external ports of transport services are allocated from.
     pub port_range: (i32, i32),
     /// Base URL of this server as users reach it (links in invites and resets, the login page
@@ -130,6 +132,7 @@ impl Shared {
             readiness: Vec::new(),
             throttle: Default::default(),
             key_cache: Default::default(),
+            verify_answers: Default::default(),
             port_range: (2000, 65535),
             public_url: "http://127.0.0.1:8080".into(),
             session_ttl: chrono::Duration::days(7),
@@ -173,34 +176,49 @@ async fn untrusted_forwarding(
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
-    if let Some(ip) = peer {
-        let ip = match ip {
-            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-            v4 => v4,
-        };
-        if !state.trusted_proxies.iter().any(|n| n.contains(ip)) {
-            let h = req.headers_mut();
-            if h.contains_key(ADDRESS_HEADERS[0]) {
-                // Once per process: an edge left out of the setting shows up in the log.
-                static WARNED: std::sync::atomic::AtomicBool =
-                    std::sync::atomic::AtomicBool::new(false);
-                if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                    tracing::warn!(%ip, "X-Real-IP from a peer outside http.trusted_proxies ignored; if it is the edge NGINX, add it there");
-                }
-            }
-            for name in ADDRESS_HEADERS {
-                h.remove(name);
-            }
+    drop_untrusted_forwarding(&state, peer, req.headers_mut());
+    next.run(req).await
+}
+
+/// What [`untrusted_forwarding`] does, for routes outside the layers (`/auth/verify`).
+pub(crate) fn drop_untrusted_forwarding(
+    state: &Shared,
+    peer: Option<std::net::IpAddr>,
+    h: &mut axum::http::HeaderMap,
+) {
+    let Some(ip) = peer else {
+        return;
+    };
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    if state.trusted_proxies.iter().any(|n| n.contains(ip)) {
+        return;
+    }
+    if h.contains_key(ADDRESS_HEADERS[0]) {
+        // Once per process: an edge left out of the setting shows up in the log.
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(%ip, "X-Real-IP from a peer outside http.trusted_proxies ignored; if it is the edge NGINX, add it there");
         }
     }
-    next.run(req).await
+    for name in ADDRESS_HEADERS {
+        h.remove(name);
+    }
 }
 
 /// The router, without a socket.
 pub fn app(state: AdminState) -> Router {
     let metrics = state.http_metrics.clone();
     let forwarding = axum::middleware::from_fn_with_state(state.clone(), untrusted_forwarding);
-    Router::new()
+    // `/auth/verify` runs for every request to a protected service: it does what the layers
+    // below do for it by itself (address headers, metrics; it has its own time limit) and skips
+    // their per-request futures and allocations (bench/auth-profile).
+    let verify = Router::new()
+        .route("/auth/verify", axum::routing::get(auth::verify::verify))
+        .with_state(state.clone());
+    let main = Router::new()
         .merge(health::routes())
         .merge(api::router())
         .merge(auth::routes(&state))
@@ -217,7 +235,8 @@ pub fn app(state: AdminState) -> Router {
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
-        ))
+        ));
+    verify.merge(main)
 }
 
 /// The operator's router: `/metrics`, `/readyz` with its reasons and `/healthz`, nothing else.

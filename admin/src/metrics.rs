@@ -33,7 +33,19 @@ struct RouteLabels {
 pub struct HttpMetrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    /// `/auth/verify`'s series, resolved once: it counts itself per request (see
+    /// [`HttpMetrics::verified`]).
+    verify: std::sync::Arc<VerifySeries>,
 }
+
+#[derive(Debug)]
+struct VerifySeries {
+    /// GET /auth/verify answered 200, 401, 403.
+    answers: [Counter; 3],
+    latency: Histogram,
+}
+
+const VERIFY_ROUTE: &str = "/auth/verify";
 
 /// Latency buckets in seconds, 50 µs to 10 s.
 pub fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -61,7 +73,53 @@ impl HttpMetrics {
             "HTTP request latency by route",
             latency.clone(),
         );
-        Self { requests, latency }
+        let answer = |status| {
+            requests
+                .get_or_create(&RequestLabels {
+                    method: "GET".into(),
+                    route: VERIFY_ROUTE.into(),
+                    status,
+                })
+                .clone()
+        };
+        let verify = std::sync::Arc::new(VerifySeries {
+            answers: [answer(200), answer(401), answer(403)],
+            latency: latency
+                .get_or_create(&RouteLabels {
+                    route: VERIFY_ROUTE.into(),
+                })
+                .clone(),
+        });
+        Self {
+            requests,
+            latency,
+            verify,
+        }
+    }
+
+    /// Counts one `GET /auth/verify` that answered `status`, started at `started`.
+    pub(crate) fn verified(&self, status: axum::http::StatusCode, started: Instant) {
+        match status.as_u16() {
+            200 => {
+                self.verify.answers[0].inc();
+            }
+            401 => {
+                self.verify.answers[1].inc();
+            }
+            403 => {
+                self.verify.answers[2].inc();
+            }
+            other => {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        method: "GET".into(),
+                        route: VERIFY_ROUTE.into(),
+                        status: other,
+                    })
+                    .inc();
+            }
+        };
+        self.verify.latency.observe(started.elapsed().as_secs_f64());
     }
 }
 

@@ -384,3 +384,89 @@ async fn admins_add_groups_members_and_invites_in_the_console() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(state.store.snapshot().identity.group("bobs").is_none());
 }
+
+#[tokio::test]
+async fn the_audit_log_is_filtered_and_paged_in_the_database() {
+    let (state, root, bob, key) = state().await;
+    // 130 audited writes by root's key, besides the system's user creations.
+    for i in 0..130 {
+        let req = post("/api/v1/groups")
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(group(&format!("team{i}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(send(&state, req).await.0, StatusCode::CREATED);
+    }
+    let api = |query: &str| {
+        Request::get(format!("/api/v1/audit?{query}"))
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .body(Body::empty())
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (status, body) = send(&state, api("actor=ROOT&resource=GROUP:&limit=500")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let items = body["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 130);
+    assert!(items
+        .iter()
+        .all(|e| e["actor_name"] == "root" && e["resource"] == "group"));
+    // Older than the newest 500 is reached by filter, page after page.
+    let (_, first) = send(&state, api("resource=group&limit=100")).await;
+    let cursor = first["next_cursor"].as_str().unwrap_or_default().to_owned();
+    assert!(!cursor.is_empty(), "{first}");
+    let (_, second) = send(
+        &state,
+        api(&format!("resource=group&limit=100&cursor={cursor}")),
+    )
+    .await;
+    assert_eq!(
+        second["items"].as_array().map(Vec::len),
+        Some(30),
+        "{second}"
+    );
+    assert!(second["next_cursor"].is_null(), "{second}");
+    // Matched literally: `%` and `_` are not wildcards.
+    for q in ["actor=%25", "actor=r_ot", "resource=%27%20OR%201%3D1%20--"] {
+        let (status, body) = send(&state, api(q)).await;
+        assert_eq!(status, StatusCode::OK, "{q}: {body}");
+        assert_eq!(
+            body["items"].as_array().map(Vec::len),
+            Some(0),
+            "{q}: {body}"
+        );
+    }
+    let (status, body) = send(&state, api(&format!("actor={}", "a".repeat(201)))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "actor", "{body}");
+    let (status, _) = send(&state, api("colour=red")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // The console: the same filter, a hundred a page, with a link to the older ones.
+    let (status, html) = send_text(&state, page("/admin/audit?resource=group", &root)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert_eq!(html.matches("<tr>").count(), 101, "header and 100 rows");
+    let at = html
+        .find("rel=\"next\"")
+        .and_then(|end| html[..end].rfind("href=\""))
+        .unwrap_or_else(|| panic!("no link to older entries: {html}"));
+    let href = html[at + 6..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .replace("&amp;", "&")
+        .replace("&#38;", "&");
+    assert!(
+        href.starts_with("/admin/audit?actor=&resource=group&cursor="),
+        "{href}"
+    );
+    let (status, html) = send_text(&state, page(&href, &root)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert_eq!(html.matches("<tr>").count(), 31, "{html}");
+    assert!(!html.contains("rel=\"next\""));
+    let (status, html) = send_text(&state, page("/admin/audit?cursor=garbage", &root)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("not valid"), "{html}");
+    // Not an admin: no such page.
+    let (status, _) = send_text(&state, page("/admin/audit", &bob)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

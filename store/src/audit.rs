@@ -92,6 +92,28 @@ impl Actor {
     }
 }
 
+/// Which entries [`Store::audit_log`] lists: those whose actor's name contains `actor` and whose
+/// `resource:id` contains `resource`, both case-insensitive, as typed (no wildcards).
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Part of the actor's name.
+    pub actor: Option<String>,
+    /// Part of `resource:id`, e.g. `user:alice` or `container`.
+    pub resource: Option<String>,
+}
+
+/// `text` matched literally inside LIKE (with `ESCAPE '\'`).
+fn like_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A row of the audit log.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct AuditEntry {
@@ -159,14 +181,22 @@ pub fn fields<T: Serialize>(body: &T) -> serde_json::Value {
 
 impl Store {
     /// Reads the audit log, newest first.
-    pub async fn audit_log(&self, page: Page) -> Result<Listing<AuditEntry>> {
+    pub async fn audit_log(&self, page: Page, filter: &AuditFilter) -> Result<Listing<AuditEntry>> {
         let rows: Vec<AuditEntry> = sqlx::query_as(
             "SELECT id, at, actor_uid, actor_name, via, action, resource, resource_id,
                     host(remote_addr) AS remote_addr, details
-             FROM audit_log WHERE ($1::bigint IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
+             FROM audit_log
+             WHERE ($1::bigint IS NULL OR id < $1)
+               AND ($3::text IS NULL OR actor_name ILIKE '%' || $3 || '%' ESCAPE '\\')
+               AND ($4::text IS NULL
+                    OR (resource || ':' || coalesce(resource_id, '')) ILIKE '%' || $4 || '%'
+                       ESCAPE '\\')
+             ORDER BY id DESC LIMIT $2",
         )
         .bind(page.after)
         .bind(page.limit + 1)
+        .bind(filter.actor.as_deref().map(like_literal))
+        .bind(filter.resource.as_deref().map(like_literal))
         .fetch_all(self.pool())
         .await?;
         Ok(crate::resources::listing(rows, page, |e| e.id))

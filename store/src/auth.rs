@@ -69,13 +69,30 @@ struct Cached {
     info: SessionInfo,
     expires_at: DateTime<Utc>,
     last_seen: DateTime<Utc>,
+    /// The cookie that last verified for this session, the key of its `by_cookie` entry.
+    cookie: Option<Box<str>>,
 }
 
 #[derive(Debug, Default)]
 struct Table {
     by_hash: HashMap<String, Cached>,
+    /// Cookies whose signature verified under a current key → the hash of their id, so that a
+    /// session's next requests skip the HMAC and the SHA-256 (`/auth/verify` runs per request).
+    /// An entry exists only while its session is in `by_hash` (it goes with it), and the map is
+    /// emptied whenever the signing keys change.
+    by_cookie: HashMap<Box<str>, Box<str>>,
     /// Bumped by every invalidation.
     generation: u64,
+}
+
+impl Table {
+    fn remove(&mut self, hash: &str) {
+        if let Some(c) = self.by_hash.remove(hash) {
+            if let Some(cookie) = c.cookie {
+                self.by_cookie.remove(&cookie);
+            }
+        }
+    }
 }
 
 /// One signing secret, newest first in [`Sessions::keys`].
@@ -110,6 +127,41 @@ impl Sessions {
         t.by_hash.get(hash).filter(|c| c.expires_at > now).cloned()
     }
 
+    /// A live session by the very cookie that verified for it before: its id's hash and entry.
+    fn lookup_cookie(&self, cookie: &str, now: DateTime<Utc>) -> Option<(Box<str>, Cached)> {
+        if !self.enabled.load(Ordering::Acquire) {
+            return None;
+        }
+        let t = self.table.read().ok()?;
+        let hash = t.by_cookie.get(cookie)?;
+        let c = t.by_hash.get(&**hash).filter(|c| c.expires_at > now)?;
+        Some((hash.clone(), c.clone()))
+    }
+
+    /// Links a cookie that verified to its remembered session (if it still is remembered).
+    fn link_cookie(&self, cookie: &str, hash: &str) {
+        if let Ok(mut t) = self.table.write() {
+            let t = &mut *t;
+            if let Some(c) = t.by_hash.get_mut(hash) {
+                if let Some(old) = c.cookie.replace(cookie.into()) {
+                    t.by_cookie.remove(&old);
+                }
+                t.by_cookie.insert(cookie.into(), hash.into());
+            }
+        }
+    }
+
+    /// New signing keys: a cookie verified under a retired key must not be answered from memory.
+    fn set_keys(&self, keys: Vec<Key>) {
+        self.keys.store(Arc::new(keys));
+        if let Ok(mut t) = self.table.write() {
+            t.by_cookie.clear();
+            for c in t.by_hash.values_mut() {
+                c.cookie = None;
+            }
+        }
+    }
+
     /// While the feed is down: a live entry remembered before it went down (and not forgotten
     /// since), to answer when the database cannot be read. Nothing while the feed is up (then
     /// [`Sessions::lookup`] answers).
@@ -133,6 +185,10 @@ impl Sessions {
             if t.generation == seen_generation
                 && (t.by_hash.len() < CACHE_LIMIT || t.by_hash.contains_key(&hash))
             {
+                t.remove(&hash);
+                if let Some(cookie) = &c.cookie {
+                    t.by_cookie.insert(cookie.clone(), hash.as_str().into());
+                }
                 t.by_hash.insert(hash, c);
             }
         }
@@ -149,14 +205,22 @@ impl Sessions {
     /// Drops one session (by id hash).
     pub(crate) fn forget(&self, hash: &str) {
         if let Ok(mut t) = self.table.write() {
-            t.by_hash.remove(hash);
+            t.remove(hash);
             t.generation += 1;
         }
     }
 
     fn forget_uid(&self, uid: Uid) {
         if let Ok(mut t) = self.table.write() {
-            t.by_hash.retain(|_, c| c.info.uid != uid);
+            let t = &mut *t;
+            let by_cookie = &mut t.by_cookie;
+            t.by_hash.retain(|_, c| {
+                let keep = c.info.uid != uid;
+                if let (false, Some(cookie)) = (keep, &c.cookie) {
+                    by_cookie.remove(cookie);
+                }
+                keep
+            });
             t.generation += 1;
         }
     }
@@ -165,6 +229,7 @@ impl Sessions {
     pub(crate) fn clear(&self) {
         if let Ok(mut t) = self.table.write() {
             t.by_hash.clear();
+            t.by_cookie.clear();
             t.generation += 1;
         }
     }
@@ -280,7 +345,7 @@ impl Store {
                 secret: self.secrets().open(SECRET_CONTEXT, &sealed)?,
             });
         }
-        self.sessions().keys.store(Arc::new(keys));
+        self.sessions().set_keys(keys);
         Ok(())
     }
 
@@ -334,6 +399,14 @@ impl Store {
     /// it, else one read. Refreshes `last_seen_at` in the background at most once a minute.
     pub async fn session(&self, cookie: &str, now: DateTime<Utc>) -> Result<Option<SessionInfo>> {
         let sessions = self.sessions();
+        // The common case: this very cookie verified before and its session is remembered.
+        if let Some((hash, c)) = sessions.lookup_cookie(cookie, now) {
+            if now - c.last_seen > TOUCH_EVERY {
+                sessions.touched(&hash, now);
+                self.touch_session(hash.into(), now);
+            }
+            return Ok(Some(c.info));
+        }
         if sessions.keys.load().is_empty() {
             self.load_session_secrets().await?;
         }
@@ -342,6 +415,7 @@ impl Store {
         };
         let hash = token_hash(id);
         if let Some(c) = sessions.lookup(&hash, now) {
+            sessions.link_cookie(cookie, &hash);
             if now - c.last_seen > TOUCH_EVERY {
                 sessions.touched(&hash, now);
                 self.touch_session(hash, now);
@@ -389,6 +463,7 @@ impl Store {
                 info: info.clone(),
                 expires_at,
                 last_seen: if stale { now } else { last_seen },
+                cookie: Some(cookie.into()),
             },
             generation,
         );
@@ -476,7 +551,7 @@ mod tests {
 
     fn with_keys(secrets: &[&[u8]]) -> Sessions {
         let s = Sessions::default();
-        s.keys.store(Arc::new(
+        s.set_keys(
             secrets
                 .iter()
                 .enumerate()
@@ -485,7 +560,7 @@ mod tests {
                     secret: k.to_vec(),
                 })
                 .collect(),
-        ));
+        );
         s
     }
 
@@ -533,6 +608,7 @@ mod tests {
             },
             expires_at: now + Duration::hours(1),
             last_seen: now,
+            cookie: None,
         };
         let g = s.generation();
         s.forget("h1"); // a logout lands while the read is in flight
@@ -568,6 +644,7 @@ mod tests {
             },
             expires_at: now + Duration::hours(1),
             last_seen: now,
+            cookie: None,
         };
         for (hash, uid) in [("a", 1), ("b", 1), ("c", 2)] {
             let g = s.generation();
@@ -588,5 +665,59 @@ mod tests {
         s.enable();
         s.disable();
         assert!(s.known("c", now).is_none());
+    }
+
+    #[test]
+    fn a_verified_cookie_is_answered_by_itself_only_while_its_session_is() {
+        let s = with_keys(&[b"k"]);
+        s.enable();
+        let now = Utc::now();
+        let entry = |uid, cookie: &str| Cached {
+            info: SessionInfo {
+                uid: Uid(uid),
+                csrf_token: "t".into(),
+            },
+            expires_at: now + Duration::hours(1),
+            last_seen: now,
+            cookie: Some(cookie.into()),
+        };
+        let remember = |hash: &str, c| {
+            let g = s.generation();
+            s.remember(hash.into(), c, g);
+        };
+        remember("h1", entry(1, "c1"));
+        remember("h2", entry(1, "c2"));
+        remember("h3", entry(2, "c3"));
+        let hash_of = |cookie| s.lookup_cookie(cookie, now).map(|(h, _)| h.to_string());
+        assert_eq!(hash_of("c1").as_deref(), Some("h1"));
+        assert_eq!(hash_of("c1x"), None);
+        assert!(
+            s.lookup_cookie("c1", now + Duration::hours(2)).is_none(),
+            "expired"
+        );
+        // A logout takes its cookie with it; so does a suspension, for every session of the user.
+        s.forget("h1");
+        assert_eq!(hash_of("c1"), None);
+        s.forget_uid(Uid(1));
+        assert_eq!(hash_of("c2"), None);
+        assert_eq!(hash_of("c3").as_deref(), Some("h3"));
+        // Linking another cookie to a session replaces the first.
+        s.link_cookie("c3b", "h3");
+        assert_eq!(hash_of("c3"), None);
+        assert_eq!(hash_of("c3b").as_deref(), Some("h3"));
+        // A cookie for a session that is not remembered is not linked.
+        s.link_cookie("c9", "h9");
+        assert_eq!(hash_of("c9"), None);
+        // New keys: every cookie verifies again (a retired key's cookies must not pass).
+        s.set_keys(vec![Key {
+            id: 2,
+            secret: b"k2".to_vec(),
+        }]);
+        assert_eq!(hash_of("c3b"), None);
+        assert!(s.lookup("h3", now).is_some(), "the session itself stays");
+        // The feed is down: nothing from memory.
+        s.link_cookie("c3b", "h3");
+        s.disable();
+        assert_eq!(hash_of("c3b"), None);
     }
 }

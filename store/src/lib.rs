@@ -43,7 +43,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use audit::{Actor, Via};
+pub use audit::{Actor, AuditFilter, Via};
 pub use crypto::SecretBox;
 pub use error::{Result, StoreError};
 pub use feed::CHANNEL;

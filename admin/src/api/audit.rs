@@ -4,16 +4,51 @@ use axum::extract::State;
 use siteward_store::resources;
 
 use super::common::{ApiResult, ListResponse};
+use super::error::ApiError;
 use super::extract::{Admin, PageQuery, Q};
 use super::openapi::{get, Access, Api};
 use crate::AdminState;
 
+/// `?limit=&cursor=&actor=&resource=`.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// 1 to 500 (default 50).
+    limit: Option<i64>,
+    /// From the previous page's `next_cursor`.
+    cursor: Option<String>,
+    /// Part of the actor's name, case-insensitive.
+    actor: Option<String>,
+    /// Part of `resource:id` (e.g. `user:alice`), case-insensitive.
+    resource: Option<String>,
+}
+
 async fn list_audit(
     State(s): State<AdminState>,
     _: Admin,
-    Q(q): Q<PageQuery>,
+    Q(q): Q<AuditQuery>,
 ) -> ApiResult<axum::Json<ListResponse<resources::AuditEntry>>> {
-    Ok(axum::Json(s.store.audit_log(q.page()?).await?.into()))
+    let page = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .page()?;
+    let filter = siteward_store::AuditFilter {
+        actor: filter_text("actor", q.actor)?,
+        resource: filter_text("resource", q.resource)?,
+    };
+    Ok(axum::Json(s.store.audit_log(page, &filter).await?.into()))
+}
+
+/// A filter's text: blank is no filter; at most 200 characters.
+fn filter_text(field: &str, text: Option<String>) -> Result<Option<String>, ApiError> {
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(t) if t.chars().count() > 200 => {
+            Err(ApiError::invalid(field, "at most 200 characters"))
+        }
+        Some(t) => Ok(Some(t.to_owned())),
+    }
 }
 
 /// Registers the routes above in the route table (router and OpenAPI document).

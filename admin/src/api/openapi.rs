@@ -187,6 +187,16 @@ impl Api {
                         .into_iter()
                         .flatten(),
                 )
+                .chain(
+                    (op.path == "/audit")
+                        .then(|| {
+                            ["actor", "resource"].map(|name| {
+                                json!({ "name": name, "in": "query", "required": false, "schema": { "type": "string", "maxLength": 200 } })
+                            })
+                        })
+                        .into_iter()
+                        .flatten(),
+                )
                 .collect();
             let mut responses = Map::new();
             let ok = match &op.response {

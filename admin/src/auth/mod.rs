@@ -18,7 +18,7 @@
 pub(crate) mod html;
 mod pages;
 pub mod redirect;
-mod verify;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -43,7 +43,6 @@ pub const CSRF_COOKIE: &str = "siteward_csrf";
 /// The sign-in routes (outside `/api`).
 pub fn routes(state: &AdminState) -> Router<AdminState> {
     Router::new()
-        .route("/auth/verify", get(verify::verify))
         .route(
             "/login",
             get(pages::login::login_form).post(pages::login::login),

@@ -6,16 +6,20 @@
 //! already verified against the *current* stored hash is remembered, so revocation, suspension
 //! and logout apply at once.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use siteward_store::{HttpService, ServiceId, Snapshot, Uid, User, UserStatus};
 
 use super::{client_ip, redirect};
-use crate::api::extract::{api_key_uid, live_session, ClientAddr, KeyCheck};
+use crate::api::extract::{api_key_uid, live_session, KeyCheck};
 use crate::AdminState;
 
 /// Longest wait for a session lookup or a password check before the answer is 401.
@@ -27,15 +31,27 @@ enum Who {
     Nobody,
 }
 
-pub(super) async fn verify(
-    State(s): State<AdminState>,
-    ClientAddr(peer): ClientAddr,
-    headers: HeaderMap,
-) -> Response {
-    let addr = client_ip(&headers, peer);
+/// `GET /auth/verify`, mounted outside the router's layers (see [`crate::app`]): it drops
+/// address headers of untrusted peers and counts itself in the HTTP metrics by itself.
+pub(crate) async fn verify(State(s): State<AdminState>, req: axum::extract::Request) -> Response {
+    let started = std::time::Instant::now();
+    let (parts, _) = req.into_parts();
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let mut headers = parts.headers;
+    crate::drop_untrusted_forwarding(&s, peer, &mut headers);
+    let res = decide(&s, &headers, peer).await;
+    s.http_metrics.verified(res.status(), started);
+    res
+}
+
+async fn decide(s: &AdminState, headers: &HeaderMap, peer: Option<IpAddr>) -> Response {
+    let addr = client_ip(headers, peer);
     // A stalled database must still end in 401, never in the router's 408 (NGINX makes
     // anything but 200/401/403 a 500).
-    let who = match tokio::time::timeout(IDENTIFY_TIMEOUT, identify(&s, &headers, addr)).await {
+    let who = match tokio::time::timeout(IDENTIFY_TIMEOUT, identify(s, headers, addr)).await {
         Ok(who) => who,
         Err(_) => {
             tracing::error!(
@@ -54,13 +70,63 @@ pub(super) async fn verify(
         Who::Nobody => None,
     };
     let Some(user) = user else {
-        return unauthorized(&s, &snap, &headers);
+        return unauthorized(s, &snap, headers);
     };
-    let groups = group_names(&snap, user.uid_number);
-    if !allowed(&snap, &headers, &groups) {
+    let answer = s.verify_answers.of(&snap, user);
+    if !allowed(&snap, headers, &answer.groups) {
         return StatusCode::FORBIDDEN.into_response();
     }
-    identity_response(user, &groups)
+    let mut res = StatusCode::OK.into_response();
+    *res.headers_mut() = answer.headers.clone();
+    res
+}
+
+/// What `/auth/verify` answers for one user: built once per snapshot generation (any change to
+/// users, groups or memberships makes a new generation), then cloned per request, which copies
+/// no header text.
+#[derive(Debug)]
+pub struct Answer {
+    generation: u64,
+    /// The user's group names.
+    groups: Vec<Box<str>>,
+    /// The identity headers of a 200.
+    headers: HeaderMap,
+}
+
+/// [`Answer`]s by user.
+#[derive(Debug, Default, Clone)]
+pub struct Answers {
+    inner: Arc<RwLock<HashMap<Uid, Arc<Answer>>>>,
+}
+
+/// Answers kept at most; beyond, the map starts again (it refills at one build per user).
+const ANSWERS_LIMIT: usize = 100_000;
+
+impl Answers {
+    fn of(&self, snap: &Snapshot, user: &User) -> Arc<Answer> {
+        let current = |a: &&Arc<Answer>| a.generation == snap.generation;
+        if let Some(a) = self
+            .inner
+            .read()
+            .ok()
+            .and_then(|m| m.get(&user.uid_number).filter(current).cloned())
+        {
+            return a;
+        }
+        let groups = group_names(snap, user.uid_number);
+        let answer = Arc::new(Answer {
+            generation: snap.generation,
+            headers: identity_headers(user, &groups),
+            groups: groups.into_iter().map(Box::from).collect(),
+        });
+        if let Ok(mut m) = self.inner.write() {
+            if m.len() >= ANSWERS_LIMIT {
+                m.clear();
+            }
+            m.insert(user.uid_number, answer.clone());
+        }
+        answer
+    }
 }
 
 async fn identify(s: &AdminState, headers: &HeaderMap, addr: Option<IpAddr>) -> Who {
@@ -226,7 +292,7 @@ fn target<'a>(snap: &'a Snapshot, headers: &HeaderMap) -> Target<'a> {
 /// Whether the service the request is for lets one of `groups` in. A service that names no
 /// groups (or a host that is no service) admits every active user; a target that cannot be
 /// read admits nobody, so a mangled `Host` cannot slip past a group restriction.
-fn allowed(snap: &Snapshot, headers: &HeaderMap, groups: &[&str]) -> bool {
+fn allowed(snap: &Snapshot, headers: &HeaderMap, groups: &[Box<str>]) -> bool {
     match target(snap, headers) {
         Target::Unnamed | Target::Service(None) => true,
         Target::Unreadable => false,
@@ -288,7 +354,7 @@ fn value(text: &str) -> HeaderValue {
     HeaderValue::from_bytes(clean.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-fn identity_response(user: &User, groups: &[&str]) -> Response {
+fn identity_headers(user: &User, groups: &[&str]) -> HeaderMap {
     let groups = value(&groups.join(","));
     let username = value(&user.username);
     let mail = value(user.mail.as_deref().unwrap_or_default());
@@ -307,14 +373,12 @@ fn identity_response(user: &User, groups: &[&str]) -> Response {
         ("remote-name", value(&user.cn)),
         ("remote-email", mail),
     ];
-    let mut res = StatusCode::OK.into_response();
-    let h = res.headers_mut();
-    h.reserve(pairs.len() + 1);
+    let mut h = HeaderMap::with_capacity(pairs.len() + 1);
     for (name, v) in pairs {
         h.insert(HeaderName::from_static(name), v);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
+    h
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! `/admin/audit`: the audit log, newest first, filtered by actor and resource (`?actor=`,
-//! `?resource=`, both substrings, case-insensitive) over the latest entries.
+//! `?resource=`, both substrings, case-insensitive) in the database, a page at a time
+//! (`?cursor=` from the "Older entries" link).
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -12,15 +13,26 @@ use crate::api::extract::ClientAddr;
 use crate::web::{render, when, Problems};
 use crate::AdminState;
 
-/// How many of the latest entries the filter looks at.
-const LATEST: i64 = 500;
+/// Entries per page.
+const PAGE: i64 = 100;
 
-/// `?actor=&resource=`.
+/// `?actor=&resource=&cursor=`.
 #[derive(Debug, Deserialize, Default)]
 #[serde(default)]
 pub(super) struct AuditQuery {
     actor: String,
     resource: String,
+    cursor: String,
+}
+
+/// `Some(text)` unless it is blank.
+fn given(text: &str) -> Option<String> {
+    let t = text.trim();
+    (!t.is_empty()).then(|| t.to_owned())
+}
+
+fn encoded(text: &str) -> percent_encoding::PercentEncode<'_> {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC)
 }
 
 /// `GET /admin/audit`.
@@ -34,54 +46,39 @@ pub(super) async fn list(
         Ok(w) => w,
         Err(r) => return r,
     };
-    let page = siteward_store::resources::Page {
-        limit: LATEST,
-        after: None,
+    let page = crate::api::extract::PageQuery {
+        limit: Some(PAGE),
+        cursor: given(&q.cursor),
+    }
+    .page();
+    let filter = siteward_store::AuditFilter {
+        actor: given(&q.actor),
+        resource: given(&q.resource),
     };
-    let (entries, problems) = match s.store.audit_log(page).await {
-        Ok(l) => (l.items, Problems::default()),
-        Err(e) => {
+    let listing = match page {
+        Ok(page) => s.store.audit_log(page, &filter).await.map_err(|e| {
             tracing::error!(error = %e, "reading the audit log failed");
-            (
-                Vec::new(),
-                Problems::general("The audit log could not be read."),
-            )
-        }
+            Problems::general("The audit log could not be read.")
+        }),
+        Err(_) => Err(Problems::general(
+            "That link to older entries is not valid; this is the newest page.",
+        )),
     };
-    let (actor, resource) = (
-        q.actor.trim().to_lowercase(),
-        q.resource.trim().to_lowercase(),
-    );
+    let (entries, next, problems) = match listing {
+        Ok(l) => (
+            l.items,
+            l.next_after.map(crate::api::extract::encode_cursor),
+            Problems::default(),
+        ),
+        Err(p) => (Vec::new(), None, p),
+    };
     let rows = entries
         .into_iter()
-        .filter(|e| {
-            actor.is_empty()
-                || e.actor_name
-                    .as_deref()
-                    .is_some_and(|n| n.to_lowercase().contains(&actor))
-        })
-        .filter(|e| {
-            let what = format!(
-                "{}:{}",
-                e.resource,
-                e.resource_id.as_deref().unwrap_or_default()
-            );
-            resource.is_empty() || what.to_lowercase().contains(&resource)
-        })
         .map(|e| {
             vec![
                 Cell::Text(when(&e.at)),
                 match e.actor_name {
-                    Some(n) => Cell::Link(
-                        n.clone(),
-                        format!(
-                            "/admin/audit?actor={}",
-                            percent_encoding::utf8_percent_encode(
-                                &n,
-                                percent_encoding::NON_ALPHANUMERIC
-                            )
-                        ),
-                    ),
+                    Some(n) => Cell::Link(n.clone(), format!("/admin/audit?actor={}", encoded(&n))),
                     None => Cell::Text("system".into()),
                 },
                 Cell::Text(e.action),
@@ -103,9 +100,22 @@ pub(super) async fn list(
         rows,
         "No entries match.",
     );
-    page.intro = Some(format!(
-        "The latest {LATEST} entries, newest first; the filters match parts of names."
-    ));
+    page.intro = Some(
+        "Newest first; the filters match parts of the actor's name and of resource:id \
+         (e.g. user:alice)."
+            .into(),
+    );
+    page.more = next.map(|c| {
+        (
+            "Older entries",
+            format!(
+                "/admin/audit?actor={}&resource={}&cursor={}",
+                encoded(&q.actor),
+                encoded(&q.resource),
+                encoded(&c)
+            ),
+        )
+    });
     page.filter = Some(Filter {
         actor: q.actor,
         resource: q.resource,

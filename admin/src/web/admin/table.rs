@@ -73,6 +73,8 @@ pub(crate) struct TablePage {
     pub rows: Vec<Vec<Cell>>,
     /// Shown instead of an empty table.
     pub empty: &'static str,
+    /// A link to the next page (label, href).
+    pub more: Option<(&'static str, String)>,
 }
 
 impl TablePage {
@@ -98,6 +100,7 @@ impl TablePage {
             headers,
             rows,
             empty,
+            more: None,
         }
     }
 }
