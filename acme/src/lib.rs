@@ -879,23 +879,17 @@ impl Acme {
             })?;
             let identifier = challenge.identifier().to_string();
             let key_auth = challenge.key_authorization();
-            let p = solver
-                .publish(&self.store, &identifier, &challenge.token, &key_auth)
+            // Noted as it is published (in one transaction where the answer is ours to write):
+            // should this process die before withdrawing it, the domain's next order does.
+            let (p, note) = solver
+                .publish(
+                    &self.store,
+                    domain.id,
+                    &identifier,
+                    &challenge.token,
+                    &key_auth,
+                )
                 .await?;
-            // Noted at once: should this process die before withdrawing it, the domain's next
-            // order does.
-            let (kind, reference) = p.note();
-            let note = match self
-                .store
-                .challenge_published(domain.id, kind, &reference, solver.zone_id())
-                .await
-            {
-                Ok(n) => Some(n),
-                Err(e) => {
-                    tracing::warn!(error = %e, "noting a published challenge failed");
-                    None
-                }
-            };
             published.push((p, note));
             let name = format!("_acme-challenge.{}", identifier.trim_start_matches("*."));
             // Every authoritative server must have it: the CA may ask any of them.

@@ -4,7 +4,7 @@
 //! Cloudflare's API ([`crate::cloudflare`]), confirmed at the zone's name servers first.
 
 use instant_acme::{ChallengeType, KeyAuthorization};
-use siteward_store::{DnsRecordId, ExternalDomain, SiteId, Store};
+use siteward_store::{DnsRecordId, ExternalDomain, ExternalDomainId, SiteId, Store};
 
 use crate::cloudflare::{Auth, Cloudflare, Zone};
 use crate::{Error, Settings};
@@ -139,14 +139,18 @@ impl Solver {
         }
     }
 
-    /// Publishes the answer to one challenge.
+    /// Publishes the answer to one challenge and notes it as `domain`'s (see
+    /// `Store::challenge_published`): the answer and its note. Our own TXT records and HTTP-01
+    /// answers are written with their note in one transaction; a Cloudflare record is noted
+    /// right after it is made (a failure to note is logged, and the order withdraws it as usual).
     pub async fn publish(
         &self,
         store: &Store,
+        domain: ExternalDomainId,
         identifier: &str,
         token: &str,
         key_auth: &KeyAuthorization,
-    ) -> Result<Published, Error> {
+    ) -> Result<(Published, Option<i64>), Error> {
         match self {
             Solver::OwnDns { site, zone } => {
                 let base = identifier.trim_start_matches("*.").to_ascii_lowercase();
@@ -159,10 +163,10 @@ impl Solver {
                         )))
                     }
                 };
-                let id = store
-                    .put_challenge_txt(*site, &relative, &key_auth.dns_value())
+                let (id, note) = store
+                    .put_challenge_txt(*site, &relative, &key_auth.dns_value(), Some(domain))
                     .await?;
-                Ok(Published::Txt(id))
+                Ok((Published::Txt(id), note))
             }
             Solver::Cloudflare { client, zone } => {
                 let name = format!("_acme-challenge.{}", identifier.trim_start_matches("*."));
@@ -170,14 +174,24 @@ impl Solver {
                     .create_txt(zone, &name, &key_auth.dns_value())
                     .await
                     .map_err(Error::from)?;
-                Ok(Published::Cloudflare(id))
+                let note = match store
+                    .challenge_published(domain, "cloudflare", &id, Some(zone.id.as_str()))
+                    .await
+                {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "noting a published challenge failed");
+                        None
+                    }
+                };
+                Ok((Published::Cloudflare(id), note))
             }
             Solver::Http01 => {
                 let expires = chrono::Utc::now() + chrono::Duration::hours(1);
-                store
-                    .put_http_challenge(token, key_auth.as_str(), expires)
+                let note = store
+                    .put_http_challenge(token, key_auth.as_str(), expires, Some(domain))
                     .await?;
-                Ok(Published::Http(token.to_owned()))
+                Ok((Published::Http(token.to_owned()), note))
             }
         }
     }

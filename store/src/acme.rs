@@ -327,13 +327,16 @@ impl Store {
         Ok(())
     }
 
-    /// Publishes an HTTP-01 answer.
+    /// Publishes an HTTP-01 answer; with `noted_for`, noted as that domain's published answer
+    /// in the same transaction (as [`Store::put_challenge_txt`]). Returns the note.
     pub async fn put_http_challenge(
         &self,
         token: &str,
         key_authorization: &str,
         expires_at: DateTime<Utc>,
-    ) -> Result<()> {
+        noted_for: Option<ExternalDomainId>,
+    ) -> Result<Option<i64>> {
+        let mut tx = self.pool().begin().await?;
         sqlx::query(
             "INSERT INTO acme_http_challenges (token, key_authorization, expires_at)
              VALUES ($1, $2, $3)
@@ -342,9 +345,14 @@ impl Store {
         .bind(token)
         .bind(key_authorization)
         .bind(expires_at)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        let note = match noted_for {
+            Some(domain) => Some(note(&mut *tx, domain, "http", token, None).await?),
+            None => None,
+        };
+        tx.commit().await?;
+        Ok(note)
     }
 
     /// The HTTP-01 answer for `token`, if live.
@@ -369,14 +377,19 @@ impl Store {
     }
 
     /// Adds an `_acme-challenge` TXT record to a zone we serve and makes DNS answer it at once.
-    /// `name` is relative to the zone. Returns the record to delete afterwards.
+    /// `name` is relative to the zone. With `noted_for`, the record is noted as that domain's
+    /// published answer in the same transaction (see [`Store::challenge_published`]): a process
+    /// killed right after cannot leave a record no later order knows of. Returns the record to
+    /// delete afterwards and the note.
     pub async fn put_challenge_txt(
         &self,
         site: SiteId,
         name: &str,
         value: &str,
-    ) -> Result<DnsRecordId> {
+        noted_for: Option<ExternalDomainId>,
+    ) -> Result<(DnsRecordId, Option<i64>)> {
         let quoted = format!("\"{value}\"");
+        let mut tx = self.pool().begin().await?;
         let id: DnsRecordId = sqlx::query_scalar(
             "INSERT INTO dns_records (site_id, name, type, value, ttl) VALUES ($1, lower($2), 'TXT', $3, 60)
              ON CONFLICT (site_id, name, type, value) DO UPDATE SET ttl = 60 RETURNING id",
@@ -384,8 +397,13 @@ impl Store {
         .bind(site)
         .bind(name)
         .bind(quoted)
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await?;
+        let note = match noted_for {
+            Some(domain) => Some(note(&mut *tx, domain, "txt", &id.0.to_string(), None).await?),
+            None => None,
+        };
+        tx.commit().await?;
         let reloaded = self
             .reload(Dirty {
                 identity: false,
@@ -393,17 +411,23 @@ impl Store {
             })
             .await;
         if let Err(e) = reloaded {
-            // The caller gets no id to withdraw: take the record back here.
-            if let Err(undo) = sqlx::query("DELETE FROM dns_records WHERE id = $1")
-                .bind(id)
-                .execute(self.pool())
-                .await
-            {
+            // The caller gets no id to withdraw: take the record (and its note) back here.
+            let undo = async {
+                sqlx::query("DELETE FROM dns_records WHERE id = $1")
+                    .bind(id)
+                    .execute(self.pool())
+                    .await?;
+                if let Some(n) = note {
+                    self.challenge_withdrawn(n).await?;
+                }
+                Ok::<_, StoreError>(())
+            };
+            if let Err(undo) = undo.await {
                 tracing::warn!(error = %undo, "removing a challenge record after a failed reload failed");
             }
             return Err(e);
         }
-        Ok(id)
+        Ok((id, note))
     }
 
     /// Removes a challenge TXT record [`Store::put_challenge_txt`] added.
@@ -429,16 +453,7 @@ impl Store {
         reference: &str,
         zone: Option<&str>,
     ) -> Result<i64> {
-        Ok(sqlx::query_scalar(
-            "INSERT INTO acme_published (external_domain_id, kind, reference, zone)
-             VALUES ($1, $2, $3, $4) RETURNING id",
-        )
-        .bind(domain)
-        .bind(kind)
-        .bind(reference)
-        .bind(zone)
-        .fetch_one(self.pool())
-        .await?)
+        note(self.pool(), domain, kind, reference, zone).await
     }
 
     /// Forgets a published answer once it is withdrawn.
@@ -556,4 +571,24 @@ impl Store {
             }
         }
     }
+}
+
+/// Writes a note of a published challenge answer (see [`Store::challenge_published`]).
+async fn note(
+    db: impl sqlx::PgExecutor<'_>,
+    domain: ExternalDomainId,
+    kind: &str,
+    reference: &str,
+    zone: Option<&str>,
+) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO acme_published (external_domain_id, kind, reference, zone)
+         VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(domain)
+    .bind(kind)
+    .bind(reference)
+    .bind(zone)
+    .fetch_one(db)
+    .await?)
 }

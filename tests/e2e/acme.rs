@@ -325,29 +325,7 @@ async fn issues_for_an_internal_zone_through_the_api() -> TestResult {
 
     let http = Client::new();
     let store = server.db.as_ref().ok_or("db")?.store().await?;
-    store
-        .create_user(
-            siteward_store::NewUser {
-                username: "root".into(),
-                password: Some("a long enough password".into()),
-                admin: true,
-                ..Default::default()
-            },
-            &siteward_store::Actor::system(),
-        )
-        .await?;
-    let (_, key) = store
-        .create_api_key("root", "acme", None, &siteward_store::Actor::system())
-        .await?;
-    // The key reaches the server's snapshot through the change feed.
-    let t = Instant::now();
-    while api(&http, &server, &key, Method::GET, "/me", None).await?.0 != StatusCode::OK {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "the API key never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let key = root_key(&http, &server, &store).await?;
     let (s, site) = api(
         &http,
         &server,
@@ -547,9 +525,17 @@ async fn zone_with_dns(
         )
         .await?;
     store.reload(siteward_store::Dirty::ALL).await?;
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    // UDP and TCP on one port: the UDP port's TCP twin may be taken, then try another.
+    let mut pair = None;
+    for _ in 0..20 {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+        if let Ok(tcp) = tokio::net::TcpListener::bind(udp.local_addr()?).await {
+            pair = Some((udp, tcp));
+            break;
+        }
+    }
+    let (udp, tcp) = pair.ok_or("no port free for DNS on both UDP and TCP")?;
     let addr = udp.local_addr()?;
-    let tcp = tokio::net::TcpListener::bind(addr).await?;
     let mut registry = prometheus_client::registry::Registry::default();
     let state = siteward_dns::DnsState {
         store: store.clone(),
@@ -606,11 +592,13 @@ async fn renews_on_time_once_and_backs_off_after_failures() -> TestResult {
         .site_by_domain
         .get("lab.test")
         .ok_or("no site")?;
-    let stale = store
-        .put_challenge_txt(site, "_acme-challenge", "left by a killed process")
-        .await?;
     store
-        .challenge_published(id, "txt", &stale.0.to_string(), None)
+        .put_challenge_txt(
+            site,
+            "_acme-challenge",
+            "left by a killed process",
+            Some(id),
+        )
         .await?;
     // And what one left for a domain deleted since: withdrawn by the scheduler's next pass.
     let gone = store
@@ -619,21 +607,21 @@ async fn renews_on_time_once_and_backs_off_after_failures() -> TestResult {
             &siteward_store::Actor::system(),
         )
         .await?;
-    let orphan = store
-        .put_challenge_txt(site, "_acme-challenge.gone", "left for a deleted domain")
-        .await?;
     store
-        .challenge_published(gone.id, "txt", &orphan.0.to_string(), None)
+        .put_challenge_txt(
+            site,
+            "_acme-challenge.gone",
+            "left for a deleted domain",
+            Some(gone.id),
+        )
         .await?;
     store
         .put_http_challenge(
             "orphan-token",
             "orphan-token.x",
             chrono::Utc::now() + chrono::Duration::hours(1),
+            Some(gone.id),
         )
-        .await?;
-    store
-        .challenge_published(gone.id, "http", "orphan-token", None)
         .await?;
     store
         .delete_domain(gone.id, &siteward_store::Actor::system())
@@ -1394,66 +1382,8 @@ async fn a_full_disk_fails_certificate_writes_cleanly_and_they_are_retried() -> 
     let disk = Tmpfs::mount(&certs, "256k")?;
     let filler = fill(&certs)?;
     let db = TestDb::new().await?;
-    let mut server = Server::start_with(ServerOptions {
-        database_url: Some(db.url.clone()),
-        env: vec![
-            (
-                "SITEWARD_ACME__CA_ROOT".into(),
-                listener_ca.display().to_string(),
-            ),
-            (
-                "SITEWARD_ACME__CERT_DIR".into(),
-                certs.display().to_string(),
-            ),
-            ("SITEWARD_ACME__CHECK_INTERVAL_SECONDS".into(), "1".into()),
-            ("SITEWARD_ACME__ENABLED".into(), "true".into()),
-        ],
-        ..Default::default()
-    })
-    .await?;
-    server.db = Some(db);
-    let dns = server.addrs.dns.ok_or("no DNS address")?;
-    let pebble = Pebble::start_in(tmp, listener_ca, dns).await?;
-    let http = Client::new();
-    let store = server.db.as_ref().ok_or("db")?.store().await?;
-    store
-        .create_user(
-            siteward_store::NewUser {
-                username: "root".into(),
-                password: Some("a long enough password".into()),
-                admin: true,
-                ..Default::default()
-            },
-            &siteward_store::Actor::system(),
-        )
-        .await?;
-    let (_, key) = store
-        .create_api_key("root", "acme", None, &siteward_store::Actor::system())
-        .await?;
-    let t = Instant::now();
-    while api(&http, &server, &key, Method::GET, "/me", None).await?.0 != StatusCode::OK {
-        assert!(t.elapsed() < Duration::from_secs(5), "no API key");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (s, site) = api(
-        &http,
-        &server,
-        &key,
-        Method::POST,
-        "/sites",
-        Some(json!({
-            "name": "lab", "internal_domain": "lab.test", "gateway": "10.9.0.1",
-            "subnet_mask": "255.255.255.0"
-        })),
-    )
-    .await?;
-    assert_eq!(s, StatusCode::CREATED, "{site}");
-    let (s, domain) = api(&http, &server, &key, Method::POST, "/external-domains", Some(json!({
-        "domain": "lab.test", "acme_email": "admin@lab.test", "acme_directory": pebble.directory,
-        "site_id": site["id"]
-    }))).await?;
-    assert_eq!(s, StatusCode::CREATED, "{domain}");
-    let id = domain["id"].as_i64().ok_or("no id")?;
+    let (server, pebble, http, store, key, id) =
+        acme_server(db, tmp, listener_ca, &certs, Vec::new()).await?;
     let cert_path = format!("/external-domains/{id}/certificate");
 
     // The order succeeds; writing the files does not: the job says so, the certificate is kept.
@@ -1549,6 +1479,186 @@ async fn a_full_disk_fails_certificate_writes_cleanly_and_they_are_retried() -> 
     server.stop().await?;
     drop(disk);
     drop(mnt);
+    drop(pebble);
+    Ok(())
+}
+
+/// The real binary with ACME on (certificates under `certs`, a scheduler pass every second) on
+/// `db`, Pebble resolving through its DNS, an administrator's API key, a site `lab.test` and
+/// the external domain `lab.test` on it: (server, pebble, client, store, key, domain id).
+async fn acme_server(
+    db: TestDb,
+    tmp: tempfile::TempDir,
+    listener_ca: PathBuf,
+    certs: &Path,
+    args: Vec<String>,
+) -> TestResult<(Server, Pebble, Client, siteward_store::Store, String, i64)> {
+    let mut server = Server::start_with(acme_options(&db, &listener_ca, certs, args)).await?;
+    server.db = Some(db);
+    let dns = server.addrs.dns.ok_or("no DNS address")?;
+    let pebble = Pebble::start_in(tmp, listener_ca, dns).await?;
+    let http = Client::new();
+    let store = server.db.as_ref().ok_or("db")?.store().await?;
+    let key = root_key(&http, &server, &store).await?;
+    let (s, site) = api(
+        &http,
+        &server,
+        &key,
+        Method::POST,
+        "/sites",
+        Some(json!({
+            "name": "lab", "internal_domain": "lab.test", "gateway": "10.9.0.1",
+            "subnet_mask": "255.255.255.0"
+        })),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::CREATED, "{site}");
+    let (s, domain) = api(&http, &server, &key, Method::POST, "/external-domains", Some(json!({
+        "domain": "lab.test", "acme_email": "admin@lab.test", "acme_directory": pebble.directory,
+        "site_id": site["id"]
+    }))).await?;
+    assert_eq!(s, StatusCode::CREATED, "{domain}");
+    let id = domain["id"].as_i64().ok_or("no id")?;
+    Ok((server, pebble, http, store, key, id))
+}
+
+/// An administrator `root` and an API key of theirs, once the server's snapshot has it.
+async fn root_key(
+    http: &Client,
+    server: &Server,
+    store: &siteward_store::Store,
+) -> TestResult<String> {
+    store
+        .create_user(
+            siteward_store::NewUser {
+                username: "root".into(),
+                password: Some("a long enough password".into()),
+                admin: true,
+                ..Default::default()
+            },
+            &siteward_store::Actor::system(),
+        )
+        .await?;
+    let (_, key) = store
+        .create_api_key("root", "acme", None, &siteward_store::Actor::system())
+        .await?;
+    // The key reaches the server's snapshot through the change feed.
+    let t = Instant::now();
+    while api(http, server, &key, Method::GET, "/me", None).await?.0 != StatusCode::OK {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the API key never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(key)
+}
+
+/// How [`acme_server`] starts siteward (again, after a kill, with the same `args`).
+fn acme_options(db: &TestDb, listener_ca: &Path, certs: &Path, args: Vec<String>) -> ServerOptions {
+    ServerOptions {
+        database_url: Some(db.url.clone()),
+        env: vec![
+            (
+                "SITEWARD_ACME__CA_ROOT".into(),
+                listener_ca.display().to_string(),
+            ),
+            (
+                "SITEWARD_ACME__CERT_DIR".into(),
+                certs.display().to_string(),
+            ),
+            ("SITEWARD_ACME__CHECK_INTERVAL_SECONDS".into(), "1".into()),
+            ("SITEWARD_ACME__ENABLED".into(), "true".into()),
+        ],
+        args,
+        ..Default::default()
+    }
+}
+
+/// `kill -9` in the middle of an order (its challenge record published, Pebble held with
+/// SIGSTOP so the order cannot finish first), then a restart on the same database and DNS port:
+/// the record the dead process published is withdrawn, the interrupted job ends, and the domain
+/// gets its certificate from the restarted process.
+#[tokio::test]
+async fn kill_9_during_a_certificate_order_then_restart() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let listener_ca = listener_certificate(tmp.path())?;
+    let certs_dir = tempfile::tempdir()?;
+    let certs = certs_dir.path().join("certs");
+    let dns_port = crate::dns::free_port()?;
+    let args = vec!["--dns".to_owned(), format!("127.0.0.1:{dns_port}")];
+    let db = TestDb::new().await?;
+    let (mut server, pebble, http, store, key, id) =
+        acme_server(db, tmp, listener_ca.clone(), &certs, args.clone()).await?;
+    let pebble_pid = pebble.child.id().ok_or("no pebble pid")?.to_string();
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &pebble_pid])
+            .status()
+    };
+    let cert_path = format!("/external-domains/{id}/certificate");
+    let (s, job) = api(&http, &server, &key, Method::POST, &cert_path, None).await?;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let job_id = job["job_id"].as_i64().ok_or("no job id")?;
+    // The moment the challenge record is in the database, hold Pebble and kill siteward.
+    let t = Instant::now();
+    while store.challenge_txt_count().await? == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no challenge record was published\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(signal("-STOP")?.success(), "cannot stop pebble");
+    let db = server.db.take().ok_or("no db")?;
+    server.kill().await?;
+    assert!(
+        store.challenge_txt_count().await? > 0,
+        "the record was withdrawn before the kill: the order was not interrupted"
+    );
+    assert!(signal("-CONT")?.success(), "cannot continue pebble");
+
+    let mut server = Server::start_with(acme_options(&db, &listener_ca, &certs, args)).await?;
+    server.db = Some(db);
+    // The interrupted job ends; the domain gets a certificate; no challenge record is left.
+    let t = Instant::now();
+    let domain_dir = certs.join("lab.test");
+    loop {
+        let (_, j) = api(
+            &http,
+            &server,
+            &key,
+            Method::GET,
+            &format!("/jobs/{job_id}"),
+            None,
+        )
+        .await?;
+        let (_, c) = api(&http, &server, &key, Method::GET, &cert_path, None).await?;
+        let left = store.challenge_txt_count().await?;
+        if j["status"] != "running"
+            && j["status"] != "pending"
+            && domain_dir.join("fullchain.pem").exists()
+            && left == 0
+        {
+            assert!(c["serial"].is_string(), "{c}");
+            assert_eq!(
+                c["orders_placed"], 2,
+                "the interrupted order and one after: {c}"
+            );
+            println!("after the restart: job {}, certificate {c}", j["status"]);
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "after the restart: job {j}, certificate {c}, {left} challenge records\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let chain = std::fs::read_to_string(domain_dir.join("fullchain.pem"))?;
+    assert!(chain.contains("BEGIN CERTIFICATE"));
+    server.stop().await?;
     drop(pebble);
     Ok(())
 }

@@ -1087,6 +1087,7 @@ async fn nginx_conf_etag_and_nginx_sync_with_rollback() -> TestResult {
             "tok-123",
             "tok-123.thumbprint",
             chrono::Utc::now() + chrono::Duration::minutes(5),
+            None,
         )
         .await?;
     let res = plain

@@ -269,7 +269,7 @@ async fn wait_until(
     }
 }
 
-fn free_port() -> TestResult<u16> {
+pub(crate) fn free_port() -> TestResult<u16> {
     // A port free on both UDP and TCP right now.
     for _ in 0..50 {
         let u = std::net::UdpSocket::bind("127.0.0.1:0")?;
