@@ -20,17 +20,36 @@ use crate::support::{Chromium, Nginx};
 
 pub(crate) const PASSWORD: &str = "a long enough password";
 
-/// A free loopback port (bound and released; NGINX binds it right after).
+/// A free loopback port (bound and released; NGINX binds it right after), never one this test
+/// process handed out before: the kernel may give a released port again at once, and two
+/// `listen` lines on one port make NGINX refuse its configuration.
 pub(crate) fn free_port() -> TestResult<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    fresh_port(|| {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    })
 }
 
 fn free_udp_port() -> TestResult<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    fresh_port(|| {
+        Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    })
+}
+
+/// A port from `pick` that no earlier call handed out.
+fn fresh_port(pick: impl Fn() -> TestResult<u16>) -> TestResult<u16> {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    for _ in 0..100 {
+        let port = pick()?;
+        if GIVEN.lock().map_err(|_| "poisoned")?.insert(port) {
+            return Ok(port);
+        }
+    }
+    Err("no loopback port that was not handed out already".into())
 }
 
 /// An HTTP/1.1 backend answering every request with its headers as JSON (keep-alive).
