@@ -470,3 +470,63 @@ async fn the_audit_log_is_filtered_and_paged_in_the_database() {
     let (status, _) = send_text(&state, page("/admin/audit", &bob)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn admins_create_sites_in_the_console() {
+    let (state, root, bob, _) = state().await;
+    let (status, html) = send_text(&state, page("/admin/sites", &root)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("New site"), "{html}");
+    let csrf = csrf_of(&html);
+    // A wrong address comes back next to its field, with everything typed kept; nothing made.
+    let body = format!(
+        "csrf={csrf}&name=Lab&internal_domain=lab.internal&subnet_mask=255.255.255.0\
+         &gateway=10.0.0.300&dhcp_range=10.0.0.100-10.0.0.200"
+    );
+    let (status, html) = send_text(&state, form("/admin/sites", &root, &body)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("10.0.0.300 is not an IPv4 address"), "{html}");
+    assert!(html.contains("id=\"gateway-error\""), "{html}");
+    assert!(html.contains("value=\"lab.internal\""), "{html}");
+    assert!(state.store.snapshot().naming.site_by_domain.is_empty());
+    // The service's own rules too (a domain with a path trick).
+    let body = format!("csrf={csrf}&name=Lab&internal_domain=..%2Fetc");
+    let (status, html) = send_text(&state, form("/admin/sites", &root, &body)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("id=\"internal_domain-error\""), "{html}");
+    // Right: created, served, listed.
+    let body = format!(
+        "csrf={csrf}&name=Lab&internal_domain=lab.internal&subnet_mask=255.255.255.0\
+         &gateway=10.0.0.1&dhcp_range=10.0.0.100-10.0.0.200&dns_forwarders=&external_ip="
+    );
+    let (status, html) = send_text(&state, form("/admin/sites", &root, &body)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Site Lab created"), "{html}");
+    assert!(html.contains("<code>lab.internal</code>"), "{html}");
+    assert!(state
+        .store
+        .snapshot()
+        .naming
+        .site_by_domain
+        .contains_key("lab.internal"));
+    // Without the token, or not an administrator: nothing happens.
+    let body = "csrf=wrong&name=Other&internal_domain=other.internal";
+    let (status, _) = send_text(&state, form("/admin/sites", &root, body)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = send_text(
+        &state,
+        form(
+            "/admin/sites",
+            &bob,
+            &format!("csrf={csrf}&name=Other&internal_domain=other.internal"),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(!state
+        .store
+        .snapshot()
+        .naming
+        .site_by_domain
+        .contains_key("other.internal"));
+}

@@ -7,12 +7,12 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Form;
 use serde::Deserialize;
 
-use super::table::{Cell, Field, NewForm, TablePage};
+use super::table::{Cell, Field, NewForm, Reply, TablePage};
 use super::{admin, admin_posted};
 use crate::api::extract::ClientAddr;
 use crate::service::groups::CreateGroup;
@@ -47,36 +47,6 @@ pub(super) async fn groups(
         Err(r) => return r,
     };
     groups_page(&s, &who, &GroupForm::default(), Reply::ok())
-}
-
-/// A page's notice, problems and status after a post.
-struct Reply {
-    notice: Option<String>,
-    problems: Problems,
-    status: StatusCode,
-}
-
-impl Reply {
-    fn ok() -> Self {
-        Self {
-            notice: None,
-            problems: Problems::default(),
-            status: StatusCode::OK,
-        }
-    }
-    fn done(notice: String) -> Self {
-        Self {
-            notice: Some(notice),
-            ..Self::ok()
-        }
-    }
-    fn failed(e: crate::api::error::ApiError, fields: &[&str]) -> Self {
-        Self {
-            notice: None,
-            status: e.status,
-            problems: Problems::from_api(e, fields),
-        }
-    }
 }
 
 /// `POST /admin/groups`: a new group.

@@ -32,7 +32,7 @@ pub(super) fn routes() -> Router<AdminState> {
         .route("/admin/users", get(users::list))
         .route("/admin/users/{uid}/status", post(users::set_status))
         .route("/admin/jobs", get(jobs))
-        .route("/admin/sites", get(sites::sites))
+        .route("/admin/sites", get(sites::sites).post(sites::create_site))
         .route("/admin/nodes", get(sites::nodes))
         .route("/admin/domains", get(domains::list))
         .route("/admin/domains/{id}/certificate", post(domains::issue))

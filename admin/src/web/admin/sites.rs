@@ -1,16 +1,85 @@
-//! `/admin/sites` and `/admin/nodes`: the sites with their internal domains and networks, and
-//! every node with its address and whether siteward drives it on Proxmox; read from the
-//! snapshot.
+//! `/admin/sites` and `/admin/nodes`: the sites with their internal domains and networks (and a
+//! form for a new site, through `service::sites::create`), and every node with its address and
+//! whether siteward drives it on Proxmox; read from the snapshot.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use axum::Form;
+use serde::Deserialize;
 
-use super::admin;
-use super::table::{Cell, TablePage};
+use super::table::{Cell, Field, NewForm, Reply, TablePage};
+use super::{admin, admin_posted};
+use crate::api::error::ApiError;
 use crate::api::extract::ClientAddr;
-use crate::web::render;
+use crate::service::sites::CreateSite;
+use crate::web::{render, Signed};
 use crate::AdminState;
+
+/// The new-site form as typed.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct SiteForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    internal_domain: String,
+    #[serde(default)]
+    subnet_mask: String,
+    #[serde(default)]
+    gateway: String,
+    #[serde(default)]
+    dhcp_range: String,
+    #[serde(default)]
+    dns_forwarders: String,
+    #[serde(default)]
+    external_ip: String,
+    csrf: String,
+}
+
+/// The form's fields, in order.
+const SITE_FIELDS: [&str; 7] = [
+    "name",
+    "internal_domain",
+    "subnet_mask",
+    "gateway",
+    "dhcp_range",
+    "dns_forwarders",
+    "external_ip",
+];
+
+/// A blank field is absent.
+fn given(text: &str) -> Option<String> {
+    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+/// An address field: absent when blank; what the API's JSON would refuse as a wrong type is
+/// refused here next to the field.
+fn address<T: std::str::FromStr>(
+    field: &str,
+    text: &str,
+    what: &str,
+) -> Result<Option<T>, ApiError> {
+    given(text)
+        .map(|t| {
+            t.parse()
+                .map_err(|_| ApiError::invalid(field, format!("{t} is not {what}")))
+        })
+        .transpose()
+}
+
+impl SiteForm {
+    fn to_create(&self) -> Result<CreateSite, ApiError> {
+        Ok(CreateSite {
+            name: self.name.trim().to_owned(),
+            internal_domain: self.internal_domain.trim().to_owned(),
+            subnet_mask: address("subnet_mask", &self.subnet_mask, "an IPv4 netmask")?,
+            gateway: address("gateway", &self.gateway, "an IPv4 address")?,
+            dhcp_range: given(&self.dhcp_range),
+            dns_forwarders: given(&self.dns_forwarders),
+            external_ip: address("external_ip", &self.external_ip, "an IP address")?,
+        })
+    }
+}
 
 fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "none".into())
@@ -25,6 +94,42 @@ pub(super) async fn sites(
     let who = match admin(&s, &headers, peer, "/admin/sites").await {
         Ok(w) => w,
         Err(r) => return r,
+    };
+    sites_page(&s, &who, &SiteForm::default(), Reply::ok())
+}
+
+/// `POST /admin/sites`: a new site.
+pub(super) async fn create_site(
+    State(s): State<AdminState>,
+    ClientAddr(peer): ClientAddr,
+    headers: HeaderMap,
+    Form(f): Form<SiteForm>,
+) -> Response {
+    let who = match admin_posted(&s, &headers, peer, "/admin/sites", &f.csrf).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let created = match f.to_create() {
+        Ok(b) => crate::service::sites::create(&s.store, &who.principal.actor(), b).await,
+        Err(e) => Err(e),
+    };
+    let reply = match created {
+        Ok(site) => Reply::done(format!(
+            "Site {} created; its zone {} is served now.",
+            site.name, site.internal_domain
+        )),
+        Err(e) => Reply::failed(e, &SITE_FIELDS),
+    };
+    sites_page(&s, &who, &f, reply)
+}
+
+/// The sites page; what was typed comes back only when the post failed.
+fn sites_page(s: &AdminState, who: &Signed, typed: &SiteForm, reply: Reply) -> Response {
+    let empty = SiteForm::default();
+    let f = if reply.notice.is_some() {
+        &empty
+    } else {
+        typed
     };
     let snap = s.store.snapshot();
     let rows = snap
@@ -47,15 +152,44 @@ pub(super) async fn sites(
             ]
         })
         .collect();
-    let page = TablePage::new(
+    let mut page = TablePage::new(
         "Sites",
         who.nav("admin"),
         who.csrf.clone(),
         vec!["Site", "Internal domain", "Network", "Nodes", "Containers"],
         rows,
-        "No sites yet (siteward site add, or POST /api/v1/sites).",
+        "No sites yet.",
     );
-    render(StatusCode::OK, &page)
+    let optional = |name, label, value: &str| Field {
+        required: false,
+        ..Field::text(name, label, value)
+    };
+    page.forms = vec![NewForm {
+        id: "new-site",
+        heading: "New site",
+        action: "/admin/sites",
+        submit: "Create site",
+        fields: vec![
+            Field::text("name", "Name", &f.name),
+            Field::text(
+                "internal_domain",
+                "Internal domain (its DNS zone)",
+                &f.internal_domain,
+            ),
+            optional("subnet_mask", "Subnet mask", &f.subnet_mask),
+            optional("gateway", "Gateway", &f.gateway),
+            optional("dhcp_range", "DHCP range (first-last)", &f.dhcp_range),
+            optional(
+                "dns_forwarders",
+                "Upstream resolvers (comma-separated)",
+                &f.dns_forwarders,
+            ),
+            optional("external_ip", "Public address", &f.external_ip),
+        ],
+    }];
+    page.notice = reply.notice;
+    page.problems = reply.problems;
+    render(reply.status, &page)
 }
 
 /// `GET /admin/nodes`.

@@ -3,6 +3,8 @@
 
 use askama::Template;
 
+use axum::http::StatusCode;
+
 use crate::web::{Nav, Problems};
 
 /// A table cell.
@@ -101,6 +103,36 @@ impl TablePage {
             rows,
             empty,
             more: None,
+        }
+    }
+}
+
+/// A page's notice, problems and status after a post.
+pub(crate) struct Reply {
+    pub notice: Option<String>,
+    pub problems: Problems,
+    pub status: StatusCode,
+}
+
+impl Reply {
+    pub fn ok() -> Self {
+        Self {
+            notice: None,
+            problems: Problems::default(),
+            status: StatusCode::OK,
+        }
+    }
+    pub fn done(notice: String) -> Self {
+        Self {
+            notice: Some(notice),
+            ..Self::ok()
+        }
+    }
+    pub fn failed(e: crate::api::error::ApiError, fields: &[&str]) -> Self {
+        Self {
+            notice: None,
+            status: e.status,
+            problems: Problems::from_api(e, fields),
         }
     }
 }
