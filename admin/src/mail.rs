@@ -65,6 +65,20 @@ pub async fn send(store: &Store, to: &str, subject: &str, body: String) -> Resul
     Ok(true)
 }
 
+/// Whether the mailer can use `url` as `smtp_url`; else why not.
+pub(crate) fn check_url(url: &str) -> Result<(), String> {
+    AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Whether `from` is a mailbox the mailer can send from (`name <addr>` or `addr`); else why not.
+pub(crate) fn check_from(from: &str) -> Result<(), String> {
+    from.parse::<lettre::message::Mailbox>()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 fn hostname_or_localhost() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()

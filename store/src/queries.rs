@@ -32,6 +32,15 @@ const USER_COLUMNS: &str = "uid_number, username, cn, sn, given_name, mail, ssh_
 pub(crate) const NODE_SECRET_CONTEXT: &str = "nodes.api_token_secret_or_password";
 pub(crate) const CLOUDFLARE_KEY_CONTEXT: &str = "external_domains.cloudflare_api_key";
 
+/// Settings that hold a secret (the SMTP URL carries the SMTP password): sealed at rest.
+pub const SECRET_SETTINGS: [&str; 1] = ["smtp_url"];
+/// How a sealed setting's value starts in the `settings` table (then base64 of the sealed bytes).
+const SEALED_SETTING: &str = "sealed:v1:";
+
+fn setting_context(key: &str) -> String {
+    format!("settings.{key}")
+}
+
 /// A user to create.
 #[derive(Debug, Clone, Default)]
 pub struct NewUser {
@@ -510,25 +519,52 @@ impl Store {
         }
     }
 
-    /// A setting's value.
+    /// A setting's value (opened, when it is one of [`SECRET_SETTINGS`]).
     pub async fn setting(&self, key: &str) -> Result<Option<String>> {
-        Ok(
+        let stored: Option<String> =
             sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
                 .bind(key)
                 .fetch_optional(self.pool())
-                .await?,
-        )
+                .await?;
+        stored.map(|v| self.open_setting(key, v)).transpose()
     }
 
-    /// Sets a setting.
+    /// A stored value as it was set: sealed ones opened; a secret setting written in the clear
+    /// by an older version is returned as is (and sealed when next set).
+    pub(crate) fn open_setting(&self, key: &str, stored: String) -> Result<String> {
+        use base64::Engine;
+        match stored.strip_prefix(SEALED_SETTING) {
+            Some(b64) => {
+                let sealed = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|_| StoreError::Crypto)?;
+                self.secrets().open_string(&setting_context(key), &sealed)
+            }
+            None => Ok(stored),
+        }
+    }
+
+    /// Sets a setting; one of [`SECRET_SETTINGS`] is sealed at rest.
     pub async fn set_setting(&self, key: &str, value: &str, by: &Actor) -> Result<()> {
+        use base64::Engine;
+        let stored = if SECRET_SETTINGS.contains(&key) {
+            let sealed = self
+                .secrets()
+                .seal(&setting_context(key), value.as_bytes())?;
+            format!(
+                "{SEALED_SETTING}{}",
+                base64::engine::general_purpose::STANDARD.encode(sealed)
+            )
+        } else {
+            value.to_owned()
+        };
         let mut tx = self.pool().begin().await?;
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES ($1, $2)
              ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
         )
         .bind(key)
-        .bind(value)
+        .bind(stored)
         .execute(&mut *tx)
         .await?;
         // Never the value: settings hold SMTP passwords.

@@ -1702,11 +1702,16 @@ impl Store {
 
     /// All settings.
     pub async fn list_settings(&self) -> Result<Vec<(String, String)>> {
-        Ok(
+        let rows: Vec<(String, String)> =
             sqlx::query_as("SELECT key, value FROM settings ORDER BY key")
                 .fetch_all(self.pool())
-                .await?,
-        )
+                .await?;
+        rows.into_iter()
+            .map(|(k, v)| {
+                let v = self.open_setting(&k, v)?;
+                Ok((k, v))
+            })
+            .collect()
     }
 
     /// Removes a setting.

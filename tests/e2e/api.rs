@@ -949,6 +949,56 @@ async fn pagination_walks_every_item_once() -> TestResult {
         .call(Some(&admin), Method::GET, "/settings", None)
         .await?;
     assert_eq!(all[0]["key"], "smtp_url");
+    // The SMTP URL carries a password: sealed at rest, never shown again.
+    let (s, v) = api
+        .call(
+            Some(&admin),
+            Method::PUT,
+            "/settings/smtp_url",
+            Some(json!({ "value": "smtps://mailer:s3cret-pw@mail.example.org:465" })),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(!v.to_string().contains("s3cret-pw"), "{v}");
+    for path in ["/settings", "/settings/smtp_url"] {
+        let (s, v) = api.call(Some(&admin), Method::GET, path, None).await?;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert!(!v.to_string().contains("s3cret-pw"), "{path}: {v}");
+        assert!(
+            v.to_string().contains("mailer:********@mail.example.org"),
+            "{path}: {v}"
+        );
+    }
+    let pool = api.server.db.as_ref().ok_or("db")?.pool().await?;
+    let stored: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = 'smtp_url'")
+        .fetch_one(&pool)
+        .await?;
+    assert!(
+        stored.starts_with("sealed:v1:") && !stored.contains("s3cret"),
+        "{stored}"
+    );
+    pool.close().await;
+    // What the mailer could not use is refused now, next to the value.
+    for (key, value) in [
+        ("smtp_url", "not a url"),
+        ("smtp_url", "http://mail.example.org"),
+        ("smtp_url", "smtp://"),
+        ("smtp_from", "not an address"),
+    ] {
+        let (s, v) = api
+            .call(
+                Some(&admin),
+                Method::PUT,
+                &format!("/settings/{key}"),
+                Some(json!({ "value": value })),
+            )
+            .await?;
+        assert_eq!(
+            (s, err_field(&v)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "value"),
+            "{key} = {value}: {v}"
+        );
+    }
     api.server.stop().await
 }
 

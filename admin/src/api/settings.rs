@@ -24,8 +24,15 @@ pub struct SettingValue {
 pub struct Setting {
     /// Key.
     pub key: String,
-    /// Value.
+    /// Value; `smtp_url` is shown without its password.
     pub value: String,
+}
+
+impl Setting {
+    fn new(key: String, value: &str) -> Self {
+        let value = service::shown(&key, value);
+        Self { key, value }
+    }
 }
 
 async fn list_settings(
@@ -37,7 +44,7 @@ async fn list_settings(
             .list_settings()
             .await?
             .into_iter()
-            .map(|(key, value)| Setting { key, value })
+            .map(|(key, value)| Setting::new(key, &value))
             .collect(),
     ))
 }
@@ -52,7 +59,7 @@ async fn get_setting(
         .setting(&key)
         .await?
         .ok_or_else(|| ApiError::not_found("setting"))?;
-    Ok(axum::Json(Setting { key, value }))
+    Ok(axum::Json(Setting::new(key, &value)))
 }
 
 async fn put_setting(
@@ -62,10 +69,7 @@ async fn put_setting(
     Json(b): Json<SettingValue>,
 ) -> ApiResult<axum::Json<Setting>> {
     service::set(&s.store, &p.actor(), &key, &b.value).await?;
-    Ok(axum::Json(Setting {
-        key,
-        value: b.value,
-    }))
+    Ok(axum::Json(Setting::new(key, &b.value)))
 }
 
 async fn delete_setting(
