@@ -530,3 +530,87 @@ async fn admins_create_sites_in_the_console() {
         .site_by_domain
         .contains_key("other.internal"));
 }
+
+#[tokio::test]
+async fn admins_set_up_mail_in_the_console() {
+    let (state, root, bob, _) = state().await;
+    let (status, html) = send_text(&state, page("/admin/settings", &root)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("not set") && html.contains("SMTP server URL"),
+        "{html}"
+    );
+    let csrf = csrf_of(&html);
+    // A URL the mailer cannot use comes back next to its field, typed values kept.
+    let body = format!("csrf={csrf}&smtp_url=http%3A%2F%2Fmail.example.org&smtp_from=");
+    let (status, html) = send_text(&state, form("/admin/settings", &root, &body)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("id=\"smtp_url-error\""), "{html}");
+    assert!(html.contains("value=\"http://mail.example.org\""), "{html}");
+    assert!(matches!(state.store.setting("smtp_url").await, Ok(None)));
+    // Saved: the password is never shown again, on the page or in the API.
+    let body = format!(
+        "csrf={csrf}&smtp_url=smtps%3A%2F%2Fmailer%3As3cret%40mail.example.org%3A465\
+         &smtp_from=siteward+%3Cnoreply%40example.org%3E"
+    );
+    let (status, html) = send_text(&state, form("/admin/settings", &root, &body)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Saved: smtp_url, smtp_from."), "{html}");
+    assert!(!html.contains("s3cret"), "{html}");
+    assert!(html.contains("mailer:********@mail.example.org"), "{html}");
+    assert_eq!(
+        state
+            .store
+            .setting("smtp_url")
+            .await
+            .ok()
+            .flatten()
+            .as_deref(),
+        Some("smtps://mailer:s3cret@mail.example.org:465")
+    );
+    // A blank field keeps what is set; removing stops mail.
+    let (status, html) = send_text(
+        &state,
+        form(
+            "/admin/settings",
+            &root,
+            &format!("csrf={csrf}&smtp_url=&smtp_from="),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Nothing to change"), "{html}");
+    assert!(state
+        .store
+        .setting("smtp_url")
+        .await
+        .ok()
+        .flatten()
+        .is_some());
+    let (status, html) = send_text(
+        &state,
+        form(
+            "/admin/settings/smtp/remove",
+            &root,
+            &format!("csrf={csrf}"),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("SMTP removed"), "{html}");
+    assert!(matches!(state.store.setting("smtp_url").await, Ok(None)));
+    // Not an administrator: no such page, nothing set.
+    let (status, _) = send_text(&state, page("/admin/settings", &bob)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = send_text(
+        &state,
+        form(
+            "/admin/settings",
+            &bob,
+            &format!("csrf={csrf}&smtp_url=smtp%3A%2F%2Fevil%3A25"),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(matches!(state.store.setting("smtp_url").await, Ok(None)));
+}

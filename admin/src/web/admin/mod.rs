@@ -9,6 +9,7 @@
 mod audit;
 mod domains;
 mod groups;
+mod settings;
 mod sites;
 mod table;
 mod users;
@@ -48,6 +49,11 @@ pub(super) fn routes() -> Router<AdminState> {
         )
         .route("/admin/invites/{id}/revoke", post(groups::revoke_invite))
         .route("/admin/audit", get(audit::list))
+        .route(
+            "/admin/settings",
+            get(settings::page).post(settings::set_mail),
+        )
+        .route("/admin/settings/smtp/remove", post(settings::remove_smtp))
 }
 
 /// The signed-in administrator, or the answer for anyone else: the login page for a visitor,
