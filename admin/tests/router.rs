@@ -614,3 +614,58 @@ async fn admins_set_up_mail_in_the_console() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(matches!(state.store.setting("smtp_url").await, Ok(None)));
 }
+
+#[tokio::test]
+async fn admins_add_external_domains_in_the_console() {
+    let (state, root, bob, _) = state().await;
+    let (status, html) = send_text(&state, page("/admin/domains", &root)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("New external domain"), "{html}");
+    let csrf = csrf_of(&html);
+    // A site that does not exist, then a bad e-mail: each next to its field, typed kept, the
+    // Cloudflare key never echoed.
+    let body = format!(
+        "csrf={csrf}&domain=example.org&site=nowhere&acme_email=admin%40example.org\
+         &cloudflare_api_key=cf-secret-token"
+    );
+    let (status, html) = send_text(&state, form("/admin/domains", &root, &body)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(
+        html.contains("no site is named nowhere") && html.contains("id=\"site-error\""),
+        "{html}"
+    );
+    assert!(
+        html.contains("value=\"example.org\"") && !html.contains("cf-secret-token"),
+        "{html}"
+    );
+    let body = format!("csrf={csrf}&domain=example.org&acme_email=not-an-address");
+    let (status, html) = send_text(&state, form("/admin/domains", &root, &body)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("id=\"acme_email-error\""), "{html}");
+    assert!(state.store.snapshot().naming.external_domains.is_empty());
+    // Right: added and listed with its challenge method.
+    let body = format!(
+        "csrf={csrf}&domain=example.org&acme_email=admin%40example.org\
+         &cloudflare_api_key=cf-secret-token"
+    );
+    let (status, html) = send_text(&state, form("/admin/domains", &root, &body)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Domain example.org added"), "{html}");
+    assert!(
+        html.contains("Cloudflare") && !html.contains("cf-secret-token"),
+        "{html}"
+    );
+    let snap = state.store.snapshot();
+    let d = snap
+        .naming
+        .external_domains
+        .iter()
+        .find(|d| d.domain == "example.org")
+        .unwrap_or_else(|| panic!("not in the snapshot"));
+    assert!(d.has_cloudflare_api_key);
+    // Not an administrator: no such page.
+    let body = format!("csrf={csrf}&domain=evil.example");
+    let (status, _) = send_text(&state, form("/admin/domains", &bob, &body)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(state.store.snapshot().naming.external_domains.len(), 1);
+}

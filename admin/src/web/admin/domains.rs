@@ -1,21 +1,119 @@
-//! `/admin/domains`: external domains with their certificate's state, and "Issue now", which
-//! starts the API's certificate order (a job; its page shows the steps live).
+//! `/admin/domains`: external domains with their certificate's state, "Issue now", which starts
+//! the API's certificate order (a job; its page shows the steps live), and a form for a new
+//! domain (through `service::domains::create`).
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Form;
 use siteward_store::ExternalDomainId;
 
-use super::table::{Cell, TablePage};
+use serde::Deserialize;
+
+use super::table::{Cell, Field, NewForm, Reply, TablePage};
 use super::{admin, admin_posted};
+use crate::api::error::ApiError;
 use crate::api::extract::{ClientAddr, Path};
 use crate::auth::see_other;
+use crate::service::domains::DomainBody;
 use crate::web::containers::TokenForm;
-use crate::web::{render, when, Problems, Signed};
+use crate::web::{render, when, Signed};
 use crate::AdminState;
 
-async fn page(s: &AdminState, who: &Signed, problems: Problems, status: StatusCode) -> Response {
+/// The new-domain form as typed (the Cloudflare key is never sent back).
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct DomainForm {
+    #[serde(default)]
+    domain: String,
+    #[serde(default)]
+    site: String,
+    #[serde(default)]
+    acme_email: String,
+    #[serde(default)]
+    acme_directory: String,
+    #[serde(default)]
+    cloudflare_api_email: String,
+    #[serde(default)]
+    cloudflare_api_key: String,
+    csrf: String,
+}
+
+const DOMAIN_FIELDS: [&str; 6] = [
+    "domain",
+    "site",
+    "acme_email",
+    "acme_directory",
+    "cloudflare_api_email",
+    "cloudflare_api_key",
+];
+
+fn given(text: &str) -> Option<Option<String>> {
+    Some(Some(text.trim().to_owned()).filter(|t| !t.is_empty()))
+}
+
+impl DomainForm {
+    /// The API's body; the site is named, as on the sites page.
+    fn to_body(&self, s: &AdminState) -> Result<DomainBody, ApiError> {
+        let site =
+            match self.site.trim() {
+                "" => None,
+                name => {
+                    let snap = s.store.snapshot();
+                    let found = snap
+                        .naming
+                        .sites
+                        .values()
+                        .find(|v| v.site.name.eq_ignore_ascii_case(name))
+                        .map(|v| v.site.id);
+                    Some(found.ok_or_else(|| {
+                        ApiError::invalid("site", format!("no site is named {name}"))
+                    })?)
+                }
+            };
+        Ok(DomainBody {
+            domain: Some(self.domain.trim().to_owned()),
+            acme_email: given(&self.acme_email),
+            acme_directory: given(&self.acme_directory),
+            cloudflare_api_email: given(&self.cloudflare_api_email),
+            cloudflare_api_key: given(&self.cloudflare_api_key),
+            site_id: Some(site),
+            auth_server: None,
+        })
+    }
+}
+
+/// `POST /admin/domains`: a new external domain.
+pub(super) async fn create(
+    State(s): State<AdminState>,
+    ClientAddr(peer): ClientAddr,
+    headers: HeaderMap,
+    Form(f): Form<DomainForm>,
+) -> Response {
+    let who = match admin_posted(&s, &headers, peer, "/admin/domains", &f.csrf).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let created = match f.to_body(&s) {
+        Ok(b) => crate::service::domains::create(&s.store, &who.principal.actor(), b).await,
+        Err(e) => Err(e),
+    };
+    let reply = match created {
+        Ok(d) => Reply::done(format!(
+            "Domain {} added. Issue now orders its certificate; the scheduler keeps it renewed.",
+            d.domain
+        )),
+        Err(e) => Reply::failed(e, &DOMAIN_FIELDS),
+    };
+    page(&s, &who, &f, reply).await
+}
+
+async fn page(s: &AdminState, who: &Signed, typed: &DomainForm, reply: Reply) -> Response {
+    let empty = DomainForm::default();
+    let f = if reply.notice.is_some() {
+        &empty
+    } else {
+        typed
+    };
     let snap = s.store.snapshot();
     let mut rows = Vec::new();
     for d in &snap.naming.external_domains {
@@ -59,8 +157,50 @@ async fn page(s: &AdminState, who: &Signed, problems: Problems, status: StatusCo
         rows,
         "No external domains yet.",
     );
-    page.problems = problems;
-    render(status, &page)
+    let optional = |name, label, value: &str| Field {
+        required: false,
+        ..Field::text(name, label, value)
+    };
+    page.forms = vec![NewForm {
+        id: "new-domain",
+        heading: "New external domain",
+        action: "/admin/domains",
+        submit: "Add domain",
+        fields: vec![
+            Field::text("domain", "Domain", &f.domain),
+            optional(
+                "site",
+                "Site whose DNS answers its challenges (its name)",
+                &f.site,
+            ),
+            Field {
+                kind: "email",
+                ..optional("acme_email", "ACME account e-mail", &f.acme_email)
+            },
+            optional(
+                "acme_directory",
+                "ACME directory (blank: the server's default CA)",
+                &f.acme_directory,
+            ),
+            optional(
+                "cloudflare_api_email",
+                "Cloudflare account e-mail (with a global key)",
+                &f.cloudflare_api_email,
+            ),
+            Field {
+                kind: "password",
+                // Never sent back to the browser.
+                ..optional(
+                    "cloudflare_api_key",
+                    "Cloudflare API token or global key",
+                    "",
+                )
+            },
+        ],
+    }];
+    page.notice = reply.notice;
+    page.problems = reply.problems;
+    render(reply.status, &page)
 }
 
 /// `GET /admin/domains`.
@@ -70,7 +210,7 @@ pub(super) async fn list(
     headers: HeaderMap,
 ) -> Response {
     match admin(&s, &headers, peer, "/admin/domains").await {
-        Ok(who) => page(&s, &who, Problems::default(), StatusCode::OK).await,
+        Ok(who) => page(&s, &who, &DomainForm::default(), Reply::ok()).await,
         Err(r) => r,
     }
 }
@@ -96,9 +236,6 @@ pub(super) async fn issue(
     .await
     {
         Ok(job) => see_other(&format!("/jobs/{}", job.0), vec![]),
-        Err(e) => {
-            let status = e.status;
-            page(&s, &who, Problems::from_api(e, &[]), status).await
-        }
+        Err(e) => page(&s, &who, &DomainForm::default(), Reply::failed(e, &[])).await,
     }
 }

@@ -35,7 +35,7 @@ pub(super) fn routes() -> Router<AdminState> {
         .route("/admin/jobs", get(jobs))
         .route("/admin/sites", get(sites::sites).post(sites::create_site))
         .route("/admin/nodes", get(sites::nodes))
-        .route("/admin/domains", get(domains::list))
+        .route("/admin/domains", get(domains::list).post(domains::create))
         .route("/admin/domains/{id}/certificate", post(domains::issue))
         .route(
             "/admin/groups",

@@ -23,7 +23,7 @@ pub(crate) enum Cell {
 pub(crate) struct Field {
     pub name: &'static str,
     pub label: &'static str,
-    /// `text`, `email` or `checkbox`.
+    /// `text`, `email`, `password` (its value is never filled in) or `checkbox`.
     pub kind: &'static str,
     /// What the user typed (kept when the form comes back with a problem).
     pub value: String,
