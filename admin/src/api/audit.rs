@@ -4,7 +4,6 @@ use axum::extract::State;
 use siteward_store::resources;
 
 use super::common::{ApiResult, ListResponse};
-use super::error::ApiError;
 use super::extract::{Admin, PageQuery, Q};
 use super::openapi::{get, Access, Api};
 use crate::AdminState;
@@ -33,22 +32,8 @@ async fn list_audit(
         cursor: q.cursor,
     }
     .page()?;
-    let filter = siteward_store::AuditFilter {
-        actor: filter_text("actor", q.actor)?,
-        resource: filter_text("resource", q.resource)?,
-    };
+    let filter = crate::service::audit::filter(q.actor.as_deref(), q.resource.as_deref())?;
     Ok(axum::Json(s.store.audit_log(page, &filter).await?.into()))
-}
-
-/// A filter's text: blank is no filter; at most 200 characters.
-fn filter_text(field: &str, text: Option<String>) -> Result<Option<String>, ApiError> {
-    match text.as_deref().map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(t) if t.chars().count() > 200 => {
-            Err(ApiError::invalid(field, "at most 200 characters"))
-        }
-        Some(t) => Ok(Some(t.to_owned())),
-    }
 }
 
 /// Registers the routes above in the route table (router and OpenAPI document).

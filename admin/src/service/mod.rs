@@ -12,6 +12,7 @@
 
 pub mod accounts;
 pub mod api_keys;
+pub mod audit;
 pub mod containers;
 pub mod dns_records;
 pub mod domains;

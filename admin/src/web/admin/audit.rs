@@ -8,7 +8,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::admin;
-use super::table::{Cell, Filter, TablePage};
+use super::table::{given, Cell, Filter, TablePage};
 use crate::api::extract::ClientAddr;
 use crate::web::{render, when, Problems};
 use crate::AdminState;
@@ -23,12 +23,6 @@ pub(super) struct AuditQuery {
     actor: String,
     resource: String,
     cursor: String,
-}
-
-/// `Some(text)` unless it is blank.
-fn given(text: &str) -> Option<String> {
-    let t = text.trim();
-    (!t.is_empty()).then(|| t.to_owned())
 }
 
 fn encoded(text: &str) -> percent_encoding::PercentEncode<'_> {
@@ -50,19 +44,18 @@ pub(super) async fn list(
         limit: Some(PAGE),
         cursor: given(&q.cursor),
     }
-    .page();
-    let filter = siteward_store::AuditFilter {
-        actor: given(&q.actor),
-        resource: given(&q.resource),
-    };
-    let listing = match page {
-        Ok(page) => s.store.audit_log(page, &filter).await.map_err(|e| {
+    .page()
+    .map_err(|_| {
+        Problems::general("That link to older entries is not valid; this is the newest page.")
+    });
+    let filter = crate::service::audit::filter(Some(&q.actor), Some(&q.resource))
+        .map_err(|e| Problems::from_api(e, &[]));
+    let listing = match (page, filter) {
+        (Ok(page), Ok(filter)) => s.store.audit_log(page, &filter).await.map_err(|e| {
             tracing::error!(error = %e, "reading the audit log failed");
             Problems::general("The audit log could not be read.")
         }),
-        Err(_) => Err(Problems::general(
-            "That link to older entries is not valid; this is the newest page.",
-        )),
+        (Err(p), _) | (_, Err(p)) => Err(p),
     };
     let (entries, next, problems) = match listing {
         Ok(l) => (

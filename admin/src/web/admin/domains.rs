@@ -10,7 +10,7 @@ use siteward_store::ExternalDomainId;
 
 use serde::Deserialize;
 
-use super::table::{Cell, Field, NewForm, Reply, TablePage};
+use super::table::{given, Cell, Field, NewForm, Reply, TablePage};
 use super::{admin, admin_posted};
 use crate::api::error::ApiError;
 use crate::api::extract::{ClientAddr, Path};
@@ -47,10 +47,6 @@ const DOMAIN_FIELDS: [&str; 6] = [
     "cloudflare_api_key",
 ];
 
-fn given(text: &str) -> Option<Option<String>> {
-    Some(Some(text.trim().to_owned()).filter(|t| !t.is_empty()))
-}
-
 impl DomainForm {
     /// The API's body; the site is named, as on the sites page.
     fn to_body(&self, s: &AdminState) -> Result<DomainBody, ApiError> {
@@ -72,10 +68,10 @@ impl DomainForm {
             };
         Ok(DomainBody {
             domain: Some(self.domain.trim().to_owned()),
-            acme_email: given(&self.acme_email),
-            acme_directory: given(&self.acme_directory),
-            cloudflare_api_email: given(&self.cloudflare_api_email),
-            cloudflare_api_key: given(&self.cloudflare_api_key),
+            acme_email: Some(given(&self.acme_email)),
+            acme_directory: Some(given(&self.acme_directory)),
+            cloudflare_api_email: Some(given(&self.cloudflare_api_email)),
+            cloudflare_api_key: Some(given(&self.cloudflare_api_key)),
             site_id: Some(site),
             auth_server: None,
         })
@@ -157,10 +153,6 @@ async fn page(s: &AdminState, who: &Signed, typed: &DomainForm, reply: Reply) ->
         rows,
         "No external domains yet.",
     );
-    let optional = |name, label, value: &str| Field {
-        required: false,
-        ..Field::text(name, label, value)
-    };
     page.forms = vec![NewForm {
         id: "new-domain",
         heading: "New external domain",
@@ -168,21 +160,21 @@ async fn page(s: &AdminState, who: &Signed, typed: &DomainForm, reply: Reply) ->
         submit: "Add domain",
         fields: vec![
             Field::text("domain", "Domain", &f.domain),
-            optional(
+            Field::optional(
                 "site",
                 "Site whose DNS answers its challenges (its name)",
                 &f.site,
             ),
             Field {
                 kind: "email",
-                ..optional("acme_email", "ACME account e-mail", &f.acme_email)
+                ..Field::optional("acme_email", "ACME account e-mail", &f.acme_email)
             },
-            optional(
+            Field::optional(
                 "acme_directory",
                 "ACME directory (blank: the server's default CA)",
                 &f.acme_directory,
             ),
-            optional(
+            Field::optional(
                 "cloudflare_api_email",
                 "Cloudflare account e-mail (with a global key)",
                 &f.cloudflare_api_email,
@@ -190,7 +182,7 @@ async fn page(s: &AdminState, who: &Signed, typed: &DomainForm, reply: Reply) ->
             Field {
                 kind: "password",
                 // Never sent back to the browser.
-                ..optional(
+                ..Field::optional(
                     "cloudflare_api_key",
                     "Cloudflare API token or global key",
                     "",

@@ -141,10 +141,6 @@ async fn settings_page(s: &AdminState, who: &Signed, typed: &MailForm, reply: Re
          links are shown to the administrator instead. A blank field keeps what is set."
             .into(),
     );
-    let optional = |name, label, value: &str| Field {
-        required: false,
-        ..Field::text(name, label, value)
-    };
     page.forms = vec![
         NewForm {
             id: "mail",
@@ -152,12 +148,12 @@ async fn settings_page(s: &AdminState, who: &Signed, typed: &MailForm, reply: Re
             action: "/admin/settings",
             submit: "Save",
             fields: vec![
-                optional(
+                Field::optional(
                     "smtp_url",
                     "SMTP server URL (smtp://host:587?tls=required, smtps://user:password@host)",
                     &f.smtp_url,
                 ),
-                optional(
+                Field::optional(
                     "smtp_from",
                     "Sender (siteward <noreply@example.org>)",
                     &f.smtp_from,

@@ -8,7 +8,7 @@ use axum::response::Response;
 use axum::Form;
 use serde::Deserialize;
 
-use super::table::{Cell, Field, NewForm, Reply, TablePage};
+use super::table::{given, Cell, Field, NewForm, Reply, TablePage};
 use super::{admin, admin_posted};
 use crate::api::error::ApiError;
 use crate::api::extract::ClientAddr;
@@ -46,11 +46,6 @@ const SITE_FIELDS: [&str; 7] = [
     "dns_forwarders",
     "external_ip",
 ];
-
-/// A blank field is absent.
-fn given(text: &str) -> Option<String> {
-    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
-}
 
 /// An address field: absent when blank; what the API's JSON would refuse as a wrong type is
 /// refused here next to the field.
@@ -160,10 +155,6 @@ fn sites_page(s: &AdminState, who: &Signed, typed: &SiteForm, reply: Reply) -> R
         rows,
         "No sites yet.",
     );
-    let optional = |name, label, value: &str| Field {
-        required: false,
-        ..Field::text(name, label, value)
-    };
     page.forms = vec![NewForm {
         id: "new-site",
         heading: "New site",
@@ -176,15 +167,15 @@ fn sites_page(s: &AdminState, who: &Signed, typed: &SiteForm, reply: Reply) -> R
                 "Internal domain (its DNS zone)",
                 &f.internal_domain,
             ),
-            optional("subnet_mask", "Subnet mask", &f.subnet_mask),
-            optional("gateway", "Gateway", &f.gateway),
-            optional("dhcp_range", "DHCP range (first-last)", &f.dhcp_range),
-            optional(
+            Field::optional("subnet_mask", "Subnet mask", &f.subnet_mask),
+            Field::optional("gateway", "Gateway", &f.gateway),
+            Field::optional("dhcp_range", "DHCP range (first-last)", &f.dhcp_range),
+            Field::optional(
                 "dns_forwarders",
                 "Upstream resolvers (comma-separated)",
                 &f.dns_forwarders,
             ),
-            optional("external_ip", "Public address", &f.external_ip),
+            Field::optional("external_ip", "Public address", &f.external_ip),
         ],
     }];
     page.notice = reply.notice;

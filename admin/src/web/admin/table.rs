@@ -40,6 +40,19 @@ impl Field {
             required: true,
         }
     }
+
+    /// A text field that may be left blank.
+    pub fn optional(name: &'static str, label: &'static str, value: &str) -> Self {
+        Self {
+            required: false,
+            ..Self::text(name, label, value)
+        }
+    }
+}
+
+/// A form field as the page passes it on: `None` when blank, else trimmed.
+pub(crate) fn given(text: &str) -> Option<String> {
+    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
 /// A form above the list that adds to it (posted with the session's token).
