@@ -364,6 +364,24 @@ impl Cloudflare {
             .map(str::to_owned))
     }
 
+    /// Deletes the TXT record `name` holding `value` (as [`Cloudflare::create_txt`] made it),
+    /// if there is one: for a create whose answer never arrived. `Ok(false)` when none is there.
+    pub async fn delete_txt(
+        &self,
+        zone: &Zone,
+        name: &str,
+        value: &str,
+    ) -> Result<bool, CloudflareError> {
+        match self.find_txt(zone, name, &format!("\"{value}\"")).await? {
+            Some(id) => match self.delete_record(zone, &id).await {
+                Ok(()) => Ok(true),
+                Err(CloudflareError::Api { numbers, .. }) if numbers.contains(&81044) => Ok(false),
+                Err(e) => Err(e),
+            },
+            None => Ok(false),
+        }
+    }
+
     /// Deletes one record.
     pub async fn delete_record(&self, zone: &Zone, id: &str) -> Result<(), CloudflareError> {
         self.call(

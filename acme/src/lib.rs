@@ -822,7 +822,7 @@ impl Acme {
             };
             // A Cloudflare record of another zone (the credentials or the zone changed) cannot
             // be reached with this solver: kept for an order that can.
-            if kind == "cloudflare" && zone.as_deref() != solver.zone_id() {
+            if kind.starts_with("cloudflare") && zone.as_deref() != solver.zone_id() {
                 tracing::warn!(%reference, ?zone, "an earlier Cloudflare record is outside this order's zone; left");
                 continue;
             }

@@ -39,6 +39,14 @@ pub enum Published {
     Http(String),
     /// A Cloudflare record.
     Cloudflare(String),
+    /// A Cloudflare record asked for whose answer (its id) was never seen: the TXT record's
+    /// name and value.
+    CloudflarePending {
+        /// The record's name.
+        name: String,
+        /// Its TXT value (unquoted).
+        value: String,
+    },
 }
 
 impl Published {
@@ -48,6 +56,9 @@ impl Published {
             Published::Txt(id) => ("txt", id.0.to_string()),
             Published::Http(token) => ("http", token.clone()),
             Published::Cloudflare(id) => ("cloudflare", id.clone()),
+            Published::CloudflarePending { name, value } => {
+                ("cloudflare-pending", format!("{name} {value}"))
+            }
         }
     }
 
@@ -60,6 +71,14 @@ impl Published {
                 .map(|id| Published::Txt(DnsRecordId(id))),
             "http" => Some(Published::Http(reference.to_owned())),
             "cloudflare" => Some(Published::Cloudflare(reference.to_owned())),
+            "cloudflare-pending" => {
+                reference
+                    .split_once(' ')
+                    .map(|(name, value)| Published::CloudflarePending {
+                        name: name.to_owned(),
+                        value: value.to_owned(),
+                    })
+            }
             _ => None,
         }
     }
@@ -141,8 +160,10 @@ impl Solver {
 
     /// Publishes the answer to one challenge and notes it as `domain`'s (see
     /// `Store::challenge_published`): the answer and its note. Our own TXT records and HTTP-01
-    /// answers are written with their note in one transaction; a Cloudflare record is noted
-    /// right after it is made (a failure to note is logged, and the order withdraws it as usual).
+    /// answers are written with their note in one transaction. A Cloudflare record is noted
+    /// before it is asked for (by name and value: nothing is created that no note names, even
+    /// when the process dies waiting for Cloudflare's answer), and the note is given the
+    /// record's id once it is made.
     pub async fn publish(
         &self,
         store: &Store,
@@ -170,21 +191,44 @@ impl Solver {
             }
             Solver::Cloudflare { client, zone } => {
                 let name = format!("_acme-challenge.{}", identifier.trim_start_matches("*."));
-                let id = client
-                    .create_txt(zone, &name, &key_auth.dns_value())
-                    .await
-                    .map_err(Error::from)?;
-                let note = match store
-                    .challenge_published(domain, "cloudflare", &id, Some(zone.id.as_str()))
-                    .await
-                {
-                    Ok(n) => Some(n),
+                let value = key_auth.dns_value();
+                let (kind, intent) = Published::CloudflarePending {
+                    name: name.clone(),
+                    value: value.clone(),
+                }
+                .note();
+                let note = store
+                    .challenge_published(domain, kind, &intent, Some(zone.id.as_str()))
+                    .await?;
+                // A create refused outright made nothing, and its note goes. Any other failure
+                // leaves the pending note: the record may exist all the same (an answer lost on
+                // the way), and the domain's next order looks for it.
+                let id = match client.create_txt(zone, &name, &value).await {
+                    Ok(id) => id,
                     Err(e) => {
-                        tracing::warn!(error = %e, "noting a published challenge failed");
-                        None
+                        use crate::cloudflare::CloudflareError as E;
+                        let refused = match &e {
+                            E::Auth { .. } | E::RateLimited { .. } => true,
+                            E::Api {
+                                status, numbers, ..
+                            } => {
+                                *status < 500 && !numbers.iter().any(|c| [81057, 81058].contains(c))
+                            }
+                            _ => false,
+                        };
+                        if refused {
+                            if let Err(e) = store.challenge_withdrawn(note).await {
+                                tracing::warn!(error = %e, "forgetting a refused record's note failed");
+                            }
+                        }
+                        return Err(Error::from(e));
                     }
                 };
-                Ok((Published::Cloudflare(id), note))
+                if let Err(e) = store.challenge_renoted(note, "cloudflare", &id).await {
+                    // Still noted by name and value, which is enough to find it again.
+                    tracing::warn!(error = %e, "noting a Cloudflare record's id failed");
+                }
+                Ok((Published::Cloudflare(id), Some(note)))
             }
             Solver::Http01 => {
                 let expires = chrono::Utc::now() + chrono::Duration::hours(1);
@@ -216,6 +260,14 @@ impl Solver {
                             if numbers.contains(&81044) => {}
                         Err(e) => return Err(Error::from(e)),
                     }
+                }
+            }
+            Published::CloudflarePending { name, value } => {
+                if let Solver::Cloudflare { client, zone } = self {
+                    client
+                        .delete_txt(zone, &name, &value)
+                        .await
+                        .map_err(Error::from)?;
                 }
             }
             Published::Txt(id) => store.delete_challenge_txt(id).await?,

@@ -532,6 +532,178 @@ async fn admins_create_sites_in_the_console() {
 }
 
 #[tokio::test]
+async fn admins_edit_sites_and_add_nodes_in_the_console() {
+    let (state, root, bob, _) = state().await;
+    let (_, html) = send_text(&state, page("/admin/sites", &root)).await;
+    let csrf = csrf_of(&html);
+    let body = format!(
+        "csrf={csrf}&name=Lab&internal_domain=lab.internal&subnet_mask=255.255.255.0\
+         &gateway=10.0.0.1&dhcp_range=10.0.0.100-10.0.0.200"
+    );
+    let (status, html) = send_text(&state, form("/admin/sites", &root, &body)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let id = state.store.snapshot().naming.site_by_domain["lab.internal"];
+    let here = format!("/admin/sites/{}", id.0);
+    assert!(html.contains(&format!("href=\"{here}\"")), "{html}");
+
+    // The site's page holds its values; a wrong one comes back next to its field, typed text
+    // kept, nothing changed.
+    let (status, html) = send_text(&state, page(&here, &root)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("value=\"10.0.0.100-10.0.0.200\""), "{html}");
+    let body = format!(
+        "csrf={csrf}&name=Lab&internal_domain=lab.internal&subnet_mask=255.255.255.0\
+         &gateway=10.0.0.1&dhcp_range=&dns_forwarders=9.9.9.9&external_ip=not-an-ip"
+    );
+    let (status, html) = send_text(&state, form(&here, &root, &body)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("id=\"external_ip-error\""), "{html}");
+    assert!(html.contains("value=\"not-an-ip\""), "{html}");
+    let site =
+        |state: &siteward_admin::AdminState| state.store.snapshot().naming.sites[&id].site.clone();
+    assert_eq!(
+        site(&state).dhcp_range.as_deref(),
+        Some("10.0.0.100-10.0.0.200")
+    );
+    // Right: a blank field clears, the rest is set.
+    let body = format!(
+        "csrf={csrf}&name=Lab+two&internal_domain=lab.internal&subnet_mask=255.255.255.0\
+         &gateway=10.0.0.1&dhcp_range=&dns_forwarders=9.9.9.9&external_ip=203.0.113.7"
+    );
+    let (status, html) = send_text(&state, form(&here, &root, &body)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Site Lab two saved"), "{html}");
+    let now = site(&state);
+    assert_eq!(now.name, "Lab two");
+    assert_eq!(now.dhcp_range, None);
+    assert_eq!(now.external_ip, Some("203.0.113.7".parse().unwrap()));
+    assert_eq!(
+        now.dns_forwarders,
+        vec!["9.9.9.9".parse::<std::net::IpAddr>().unwrap()]
+    );
+    // Wrong token, not an administrator, no such site.
+    let (status, _) = send_text(
+        &state,
+        form(&here, &root, "csrf=wrong&name=X&internal_domain=x.internal"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = send_text(
+        &state,
+        form(
+            &here,
+            &bob,
+            &format!("csrf={csrf}&name=X&internal_domain=x.internal"),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = send_text(&state, page(&here, &bob)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = send_text(&state, page("/admin/sites/987654", &root)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(site(&state).name, "Lab two");
+
+    // A node: the site by name (prefilled, the only one), the secret never sent back.
+    let (status, html) = send_text(&state, page("/admin/nodes", &root)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("name=\"site\" type=\"text\" value=\"Lab two\""),
+        "{html}"
+    );
+    let body = format!(
+        "csrf={csrf}&name=pve1&site=Nowhere&ipv4_address=10.0.0.2\
+         &api_token_secret_or_password=s3cret-value"
+    );
+    let (status, html) = send_text(&state, form("/admin/nodes", &root, &body)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("no site is named Nowhere"), "{html}");
+    assert!(html.contains("id=\"site-error\""), "{html}");
+    assert!(
+        !html.contains("s3cret-value"),
+        "the secret came back: {html}"
+    );
+    let body = format!("csrf={csrf}&name=pve1&site=lab+two&ipv4_address=10.0.0.999");
+    let (status, html) = send_text(&state, form("/admin/nodes", &root, &body)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("id=\"ipv4_address-error\""), "{html}");
+    let body = format!("csrf={csrf}&name=pve%3Bnginx&site=lab+two");
+    let (status, html) = send_text(&state, form("/admin/nodes", &root, &body)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("id=\"name-error\""), "{html}");
+    assert!(state.store.snapshot().naming.sites[&id].nodes.is_empty());
+    let body =
+        format!("csrf={csrf}&name=pve1&site=lab+two&ipv4_address=10.0.0.2&nvidia_available=on");
+    let (status, html) = send_text(&state, form("/admin/nodes", &root, &body)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Node pve1 added for DNS records only"),
+        "{html}"
+    );
+    assert!(html.contains("<code>10.0.0.2</code>"), "{html}");
+    let nodes = state.store.snapshot().naming.sites[&id].nodes.clone();
+    assert_eq!(nodes.len(), 1);
+    assert!(nodes[0].nvidia_available && !nodes[0].disable_tls_verification);
+    // Nothing to import from a node siteward does not drive; said next to nothing, no 500.
+    let (status, html) = send_text(
+        &state,
+        form(
+            &format!("/admin/nodes/{}/import", nodes[0].id.0),
+            &root,
+            &format!("csrf={csrf}"),
+        ),
+    )
+    .await;
+    assert!(
+        status.is_client_error() || status.is_server_error(),
+        "{status} {html}"
+    );
+    assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{html}");
+    let (status, _) = send_text(
+        &state,
+        form(
+            "/admin/nodes",
+            &bob,
+            &format!("csrf={csrf}&name=pve2&site=lab+two"),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A site with a node is not deleted; once the node is gone it is.
+    let (status, html) = send_text(
+        &state,
+        form(&format!("{here}/delete"), &root, &format!("csrf={csrf}")),
+    )
+    .await;
+    assert!(status.is_client_error(), "{status} {html}");
+    assert!(state.store.snapshot().naming.sites.contains_key(&id));
+    state
+        .store
+        .delete_node(nodes[0].id, &siteward_store::Actor::system())
+        .await
+        .unwrap();
+    state
+        .store
+        .reload(siteward_store::Dirty::ALL)
+        .await
+        .unwrap();
+    let (status, _) = send_text(
+        &state,
+        form(&format!("{here}/delete"), &bob, &format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = send_text(
+        &state,
+        form(&format!("{here}/delete"), &root, &format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(!state.store.snapshot().naming.sites.contains_key(&id));
+}
+
+#[tokio::test]
 async fn admins_set_up_mail_in_the_console() {
     let (state, root, bob, _) = state().await;
     let (status, html) = send_text(&state, page("/admin/settings", &root)).await;

@@ -444,7 +444,8 @@ impl Store {
     }
 
     /// Notes a challenge answer an order just published (see the `acme_published` table):
-    /// `kind` is `txt`, `http` or `cloudflare`; `zone` is the Cloudflare zone id. Returns the
+    /// `kind` is `txt`, `http`, `cloudflare` or `cloudflare-pending` (about to be asked for);
+    /// `zone` is the Cloudflare zone id. Returns the
     /// note's id for [`Store::challenge_withdrawn`].
     pub async fn challenge_published(
         &self,
@@ -454,6 +455,18 @@ impl Store {
         zone: Option<&str>,
     ) -> Result<i64> {
         note(self.pool(), domain, kind, reference, zone).await
+    }
+
+    /// Turns a note into another (a `cloudflare-pending` note into `cloudflare` with the
+    /// record's id once Cloudflare has answered).
+    pub async fn challenge_renoted(&self, note: i64, kind: &str, reference: &str) -> Result<()> {
+        sqlx::query("UPDATE acme_published SET kind = $2, reference = $3 WHERE id = $1")
+            .bind(note)
+            .bind(kind)
+            .bind(reference)
+            .execute(self.pool())
+            .await?;
+        Ok(())
     }
 
     /// Forgets a published answer once it is withdrawn.

@@ -1666,3 +1666,128 @@ async fn kill_9_during_a_certificate_order_then_restart() -> TestResult {
     drop(pebble);
     Ok(())
 }
+
+/// `kill -9` while Cloudflare is making an order's challenge record (the record exists at
+/// Cloudflare, its answer never reached us), then a restart: the record was noted before it was
+/// asked for, so the next order deletes it; the domain gets its certificate and Cloudflare is
+/// left holding only what others made.
+#[tokio::test]
+async fn kill_9_while_cloudflare_makes_a_challenge_record_then_restart() -> TestResult {
+    use crate::cf_sim::{CfSim, ChallTestSrv};
+    let chall = ChallTestSrv::start().await?;
+    let sim = CfSim::start(
+        &["example.org"],
+        "tok-good",
+        "ops@example.org",
+        "key-good",
+        Some(chall.management.clone()),
+    )
+    .await?;
+    sim.add_foreign(
+        "example.org",
+        "TXT",
+        "_acme-challenge.example.org",
+        "\"someone else\"",
+    )
+    .await?;
+    let pebble = Pebble::start(chall.dns).await?;
+    let certs_dir = tempfile::tempdir()?;
+    let certs = certs_dir.path().join("certs");
+    let db = TestDb::new().await?;
+    let mut options = acme_options(&db, &pebble.listener_ca, &certs, Vec::new());
+    options.env.extend([
+        ("SITEWARD_ACME__CLOUDFLARE_API".into(), sim.url.clone()),
+        ("SITEWARD_ACME__NAMESERVERS".into(), chall.dns.to_string()),
+        (
+            "SITEWARD_ACME__PROPAGATION_TIMEOUT_SECONDS".into(),
+            "10".into(),
+        ),
+    ]);
+    let mut server = Server::start_with(options.clone()).await?;
+    server.db = Some(db);
+    let http = Client::new();
+    let store = server.db.as_ref().ok_or("db")?.store().await?;
+    let key = root_key(&http, &server, &store).await?;
+    sim.hold_creates(true);
+    let (s, domain) = api(
+        &http,
+        &server,
+        &key,
+        Method::POST,
+        "/external-domains",
+        Some(json!({
+            "domain": "example.org", "acme_email": "admin@example.org",
+            "acme_directory": pebble.directory, "cloudflare_api_key": "tok-good"
+        })),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::CREATED, "{domain}");
+    let id = domain["id"].as_i64().ok_or("no id")?;
+    let cert_path = format!("/external-domains/{id}/certificate");
+    let (s, job) = api(&http, &server, &key, Method::POST, &cert_path, None).await?;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    // The moment Cloudflare holds the order's record (and has not answered), kill siteward.
+    let ours = |sim: &CfSim| {
+        sim.records()
+            .into_iter()
+            .filter(|r| r.content != "\"someone else\"")
+            .count()
+    };
+    let t = Instant::now();
+    while ours(&sim) == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no challenge record was made at Cloudflare\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let db = server.db.take().ok_or("no db")?;
+    server.kill().await?;
+    assert_eq!(ours(&sim), 1, "{:?}", sim.records());
+    let notes: Vec<(String, String)> =
+        sqlx::query_as("SELECT kind, reference FROM acme_published ORDER BY id")
+            .fetch_all(&db.pool().await?)
+            .await?;
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0].0, "cloudflare-pending", "{notes:?}");
+    assert!(
+        notes[0].1.starts_with("_acme-challenge.example.org "),
+        "{notes:?}"
+    );
+    sim.hold_creates(false);
+
+    let mut server = Server::start_with(options).await?;
+    server.db = Some(db);
+    let t = Instant::now();
+    let domain_dir = certs.join("example.org");
+    loop {
+        let (_, c) = api(&http, &server, &key, Method::GET, &cert_path, None).await?;
+        let left = ours(&sim);
+        let notes: i64 = sqlx::query_scalar("SELECT count(*) FROM acme_published")
+            .fetch_one(&server.db.as_ref().ok_or("db")?.pool().await?)
+            .await?;
+        if c["serial"].is_string()
+            && domain_dir.join("fullchain.pem").exists()
+            && left == 0
+            && notes == 0
+        {
+            println!("after the restart: certificate {c}");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "after the restart: certificate {c}, {left} of our records at Cloudflare \
+             ({:?}), {notes} notes\n{}",
+            sim.records(),
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let records = sim.records();
+    assert_eq!(records.len(), 1, "the stranger's record stays: {records:?}");
+    assert!(sim.log().iter().any(|(r, _)| r.starts_with("DELETE")));
+    server.stop().await?;
+    drop(pebble);
+    Ok(())
+}

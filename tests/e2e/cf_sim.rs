@@ -49,6 +49,8 @@ struct Inner {
     fail_next: Vec<StatusCode>,
     /// The next create makes its record, then answers 502 (a reply lost on the way).
     lose_next_create: bool,
+    /// Creates make their record and never answer (a process killed while it waits).
+    hold_creates: bool,
     /// (method path, auth style) of every request.
     log: Vec<(String, String)>,
 }
@@ -157,6 +159,13 @@ impl CfSim {
     pub fn lose_next_create(&self) {
         if let Ok(mut i) = self.inner.lock() {
             i.lose_next_create = true;
+        }
+    }
+
+    /// From now on a record creation makes its record and never answers.
+    pub fn hold_creates(&self, hold: bool) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.hold_creates = hold;
         }
     }
 
@@ -490,11 +499,14 @@ async fn create_record(
             &format!("publishing: {e}"),
         );
     }
-    let lost = sim
+    let (lost, held) = sim
         .inner
         .lock()
-        .map(|mut i| std::mem::take(&mut i.lose_next_create))
-        .unwrap_or(false);
+        .map(|mut i| (std::mem::take(&mut i.lose_next_create), i.hold_creates))
+        .unwrap_or((false, false));
+    if held {
+        std::future::pending::<()>().await;
+    }
     if lost {
         return (StatusCode::BAD_GATEWAY, "502 Bad Gateway").into_response();
     }

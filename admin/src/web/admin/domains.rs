@@ -10,7 +10,7 @@ use siteward_store::ExternalDomainId;
 
 use serde::Deserialize;
 
-use super::table::{given, Cell, Field, NewForm, Reply, TablePage};
+use super::table::{given, site_named, Cell, Field, NewForm, Reply, TablePage};
 use super::{admin, admin_posted};
 use crate::api::error::ApiError;
 use crate::api::extract::{ClientAddr, Path};
@@ -50,22 +50,7 @@ const DOMAIN_FIELDS: [&str; 6] = [
 impl DomainForm {
     /// The API's body; the site is named, as on the sites page.
     fn to_body(&self, s: &AdminState) -> Result<DomainBody, ApiError> {
-        let site =
-            match self.site.trim() {
-                "" => None,
-                name => {
-                    let snap = s.store.snapshot();
-                    let found = snap
-                        .naming
-                        .sites
-                        .values()
-                        .find(|v| v.site.name.eq_ignore_ascii_case(name))
-                        .map(|v| v.site.id);
-                    Some(found.ok_or_else(|| {
-                        ApiError::invalid("site", format!("no site is named {name}"))
-                    })?)
-                }
-            };
+        let site = site_named(s, "site", &self.site)?;
         Ok(DomainBody {
             domain: Some(self.domain.trim().to_owned()),
             acme_email: Some(given(&self.acme_email)),
@@ -156,7 +141,7 @@ async fn page(s: &AdminState, who: &Signed, typed: &DomainForm, reply: Reply) ->
     page.forms = vec![NewForm {
         id: "new-domain",
         heading: "New external domain",
-        action: "/admin/domains",
+        action: "/admin/domains".into(),
         submit: "Add domain",
         fields: vec![
             Field::text("domain", "Domain", &f.domain),

@@ -158,7 +158,7 @@ fn groups_page(s: &AdminState, who: &Signed, typed: &GroupForm, reply: Reply) ->
         NewForm {
             id: "new-group",
             heading: "New group",
-            action: "/admin/groups",
+            action: "/admin/groups".into(),
             submit: "Create group",
             fields: vec![
                 Field::text("cn", "Name", &f.cn),
@@ -180,7 +180,7 @@ fn groups_page(s: &AdminState, who: &Signed, typed: &GroupForm, reply: Reply) ->
         NewForm {
             id: "add-member",
             heading: "Add a member",
-            action: "/admin/groups/members",
+            action: "/admin/groups/members".into(),
             submit: "Add member",
             fields: vec![
                 Field::text("group", "Group", &f.group),
@@ -190,7 +190,7 @@ fn groups_page(s: &AdminState, who: &Signed, typed: &GroupForm, reply: Reply) ->
         NewForm {
             id: "remove-member",
             heading: "Remove a member",
-            action: "/admin/groups/members/remove",
+            action: "/admin/groups/members/remove".into(),
             submit: "Remove member",
             fields: vec![
                 Field::text("group", "Group", &f.group),
@@ -326,7 +326,7 @@ async fn invites_page(s: &AdminState, who: &Signed, email: &str, reply: Reply) -
     page.forms = vec![NewForm {
         id: "new-invite",
         heading: "Invite someone",
-        action: "/admin/invites",
+        action: "/admin/invites".into(),
         submit: "Invite",
         fields: vec![Field {
             kind: "email",

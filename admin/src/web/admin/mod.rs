@@ -34,7 +34,13 @@ pub(super) fn routes() -> Router<AdminState> {
         .route("/admin/users/{uid}/status", post(users::set_status))
         .route("/admin/jobs", get(jobs))
         .route("/admin/sites", get(sites::sites).post(sites::create_site))
-        .route("/admin/nodes", get(sites::nodes))
+        .route(
+            "/admin/sites/{id}",
+            get(sites::edit_site).post(sites::update_site),
+        )
+        .route("/admin/sites/{id}/delete", post(sites::delete_site))
+        .route("/admin/nodes", get(sites::nodes).post(sites::create_node))
+        .route("/admin/nodes/{id}/import", post(sites::import_node))
         .route("/admin/domains", get(domains::list).post(domains::create))
         .route("/admin/domains/{id}/certificate", post(domains::issue))
         .route(

@@ -145,7 +145,7 @@ async fn settings_page(s: &AdminState, who: &Signed, typed: &MailForm, reply: Re
         NewForm {
             id: "mail",
             heading: "Mail",
-            action: "/admin/settings",
+            action: "/admin/settings".into(),
             submit: "Save",
             fields: vec![
                 Field::optional(
@@ -163,7 +163,7 @@ async fn settings_page(s: &AdminState, who: &Signed, typed: &MailForm, reply: Re
         NewForm {
             id: "no-mail",
             heading: "Stop sending mail",
-            action: "/admin/settings/smtp/remove",
+            action: "/admin/settings/smtp/remove".into(),
             submit: "Remove the SMTP server",
             fields: Vec::new(),
         },

@@ -55,12 +55,33 @@ pub(crate) fn given(text: &str) -> Option<String> {
     Some(text.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
+/// The site a form names in `field` (by name, any case), `None` when blank.
+pub(crate) fn site_named(
+    s: &crate::AdminState,
+    field: &str,
+    name: &str,
+) -> Result<Option<siteward_store::SiteId>, crate::api::error::ApiError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let snap = s.store.snapshot();
+    snap.naming
+        .sites
+        .values()
+        .find(|v| v.site.name.eq_ignore_ascii_case(name))
+        .map(|v| Some(v.site.id))
+        .ok_or_else(|| {
+            crate::api::error::ApiError::invalid(field, format!("no site is named {name}"))
+        })
+}
+
 /// A form above the list that adds to it (posted with the session's token).
 pub(crate) struct NewForm {
     /// Unique on the page (the heading's id).
     pub id: &'static str,
     pub heading: &'static str,
-    pub action: &'static str,
+    pub action: String,
     pub submit: &'static str,
     pub fields: Vec<Field>,
 }
@@ -86,7 +107,7 @@ pub(crate) struct TablePage {
     pub forms: Vec<NewForm>,
     pub headers: Vec<&'static str>,
     pub rows: Vec<Vec<Cell>>,
-    /// Shown instead of an empty table.
+    /// Shown instead of an empty table (nothing when blank).
     pub empty: &'static str,
     /// A link to the next page (label, href).
     pub more: Option<(&'static str, String)>,
