@@ -193,6 +193,21 @@ pub struct Edge {
     _tmp: tempfile::TempDir,
 }
 
+/// Registers `root` (the first account, so the administrator) with [`PASSWORD`].
+pub async fn register_root(http: &Client, server: &Server) -> TestResult<Value> {
+    let (s, v) = call(
+        http,
+        server,
+        None,
+        Method::POST,
+        "/register",
+        Some(json!({ "username": "root", "password": PASSWORD })),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    Ok(v)
+}
+
 pub async fn call(
     http: &Client,
     server: &Server,
@@ -234,16 +249,7 @@ async fn root_server(db: TestDb, env: Vec<(String, String)>) -> TestResult<(Serv
     .await?;
     server.db = Some(db);
     let api = Client::new();
-    let (s, v) = call(
-        &api,
-        &server,
-        None,
-        Method::POST,
-        "/register",
-        Some(json!({ "username": "root", "password": PASSWORD })),
-    )
-    .await?;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    register_root(&api, &server).await?;
     let store = server.db.as_ref().ok_or("db")?.store().await?;
     let (_, key) = store
         .create_api_key("root", "tests", None, &siteward_store::Actor::system())

@@ -537,26 +537,13 @@ async fn lifecycle_delete_import_and_idempotency() -> TestResult {
     );
 
     // Import: containers made on the node by hand are registered, known ones are not duplicated.
-    c.sim.with(|s| {
-        let mut config = std::collections::BTreeMap::new();
-        config.insert("hostname".to_owned(), "legacy".to_owned());
-        config.insert(
-            "net0".to_owned(),
-            "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=10.0.0.60/24,gw=10.0.0.1"
-                .to_owned(),
-        );
-        config.insert("tags".to_owned(), "owner-root".to_owned());
-        s.containers.insert(
-            500,
-            SimContainer {
-                vmid: 500,
-                node: "pve2".into(),
-                hostname: "legacy".into(),
-                status: "running",
-                config,
-            },
-        );
-    });
+    c.sim.hand_made(
+        500,
+        "pve2",
+        "legacy",
+        "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=10.0.0.60/24,gw=10.0.0.1",
+        "root",
+    );
     let (s, imported) = c.post("/nodes/2/import", json!({})).await?;
     assert_eq!(s, StatusCode::OK, "{imported}");
     let list = imported.as_array().ok_or("list")?;

@@ -176,6 +176,27 @@ impl PveSim {
         format!("http://{}/api2/json", self.addr)
     }
 
+    /// A container made on `node` by hand (not through siteward): running, with `net0` and,
+    /// when given, the `owner-<user>` tag siteward's import reads.
+    pub fn hand_made(&self, vmid: u32, node: &str, hostname: &str, net0: &str, owner: &str) {
+        self.with(|s| {
+            let mut config = BTreeMap::new();
+            config.insert("hostname".to_owned(), hostname.to_owned());
+            config.insert("net0".to_owned(), net0.to_owned());
+            config.insert("tags".to_owned(), format!("owner-{owner}"));
+            s.containers.insert(
+                vmid,
+                SimContainer {
+                    vmid,
+                    node: node.into(),
+                    hostname: hostname.into(),
+                    status: "running",
+                    config,
+                },
+            );
+        });
+    }
+
     pub fn with<T>(&self, f: impl FnOnce(&mut SimState) -> T) -> T {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         settle(&mut s);

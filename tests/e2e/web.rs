@@ -314,6 +314,137 @@ async fn console_in_a_browser() -> TestResult {
     Ok(())
 }
 
+/// A condition: the page's text holds `text`.
+fn shows(text: &str) -> String {
+    format!("document.body.innerText.includes({})", json!(text))
+}
+
+/// An administrator runs the cluster from the browser: a site made and changed, a node added
+/// with its Proxmox API and its existing container imported, an external domain added, the
+/// audit log filtered to what happened; screenshots of each page.
+#[tokio::test]
+async fn admin_sets_up_the_cluster_in_a_browser() -> TestResult {
+    let server = Server::start().await?;
+    let sim = PveSim::start(&["pve1"]).await?;
+    let http = Client::new();
+    crate::auth::register_root(&http, &server).await?;
+    // A container made on the node by hand, before siteward knew the node.
+    sim.hand_made(
+        500,
+        "pve1",
+        "legacy",
+        "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=10.0.0.60/24,gw=10.0.0.1",
+        "root",
+    );
+
+    let mut chrome = Chromium::start().await?;
+    let page = chrome.new_page().await?;
+    chrome.viewport(&page, 1200, 900, false).await?;
+    sign_in(&mut chrome, &page, &server, "root").await?;
+
+    // A site, then a change to it on its own page.
+    chrome.go(&page, &server.url("/admin/sites")).await?;
+    chrome.wait_until(&page, &shows("New site")).await?;
+    for (f, v) in [
+        ("name", "lab"),
+        ("internal_domain", "lab.internal"),
+        ("subnet_mask", "255.255.255.0"),
+        ("gateway", "10.0.0.1"),
+        ("dhcp_range", "10.0.0.100-10.0.0.200"),
+    ] {
+        chrome.eval(&page, &fill(f, v)).await?;
+    }
+    assert_eq!(chrome.eval(&page, &click("Create site")).await?, true);
+    chrome.wait_until(&page, &shows("Site lab created")).await?;
+    chrome.screenshot(&page, "admin-sites").await?;
+    let to_site = "(() => { const a = [...document.querySelectorAll('main a')].find(a => a.textContent === 'lab'); if (!a) return false; a.click(); return true; })()";
+    assert_eq!(chrome.eval(&page, to_site).await?, true);
+    chrome
+        .wait_until(&page, "/^\\/admin\\/sites\\/\\d+$/.test(location.pathname)")
+        .await?;
+    chrome
+        .eval(&page, &fill("external_ip", "not-an-address"))
+        .await?;
+    assert_eq!(chrome.eval(&page, &click("Save")).await?, true);
+    let text = chrome
+        .wait_until(&page, "document.getElementById('external_ip-error')")
+        .await?;
+    assert!(
+        text.contains("not-an-address is not an IP address"),
+        "{text}"
+    );
+    chrome
+        .eval(&page, &fill("external_ip", "203.0.113.7"))
+        .await?;
+    assert_eq!(chrome.eval(&page, &click("Save")).await?, true);
+    chrome.wait_until(&page, &shows("Site lab saved")).await?;
+
+    // The node, managed through the Proxmox API, and what it already runs.
+    chrome.go(&page, &server.url("/admin/nodes")).await?;
+    chrome.wait_until(&page, &shows("New node")).await?;
+    let site = chrome
+        .eval(&page, "document.getElementById('site').value")
+        .await?;
+    assert_eq!(site, "lab", "the only site is prefilled");
+    for (f, v) in [
+        ("name", "pve1"),
+        ("ipv4_address", "10.0.0.2"),
+        ("api_url", sim.url().as_str()),
+        ("api_token_id_or_username", "root@pam!siteward"),
+        (
+            "api_token_secret_or_password",
+            "4b1d6e0e-0000-4000-8000-000000000001",
+        ),
+    ] {
+        chrome.eval(&page, &fill(f, v)).await?;
+    }
+    assert_eq!(chrome.eval(&page, &click("Add node")).await?, true);
+    let text = chrome.wait_until(&page, &shows("Node pve1 added.")).await?;
+    assert!(!text.contains("4b1d6e0e"), "the secret came back: {text}");
+    assert!(text.contains("managed on Proxmox"), "{text}");
+    assert_eq!(chrome.eval(&page, &click("Import containers")).await?, true);
+    chrome
+        .wait_until(&page, &shows("Imported 1 container: legacy."))
+        .await?;
+    chrome.screenshot(&page, "admin-nodes").await?;
+    // The imported container is root's to see, with its address.
+    chrome.go(&page, &server.url("/")).await?;
+    let text = chrome.wait_until(&page, &shows("legacy")).await?;
+    assert!(text.contains("10.0.0.60"), "{text}");
+
+    // An external domain answered by the site's own DNS.
+    chrome.go(&page, &server.url("/admin/domains")).await?;
+    chrome
+        .wait_until(&page, &shows("New external domain"))
+        .await?;
+    chrome.eval(&page, &fill("domain", "lab.test")).await?;
+    chrome.eval(&page, &fill("site", "nowhere")).await?;
+    assert_eq!(chrome.eval(&page, &click("Add domain")).await?, true);
+    chrome
+        .wait_until(&page, "document.getElementById('site-error')")
+        .await?;
+    let kept = chrome
+        .eval(&page, "document.getElementById('domain').value")
+        .await?;
+    assert_eq!(kept, "lab.test");
+    chrome.eval(&page, &fill("site", "lab")).await?;
+    assert_eq!(chrome.eval(&page, &click("Add domain")).await?, true);
+    chrome
+        .wait_until(&page, &shows("Domain lab.test added"))
+        .await?;
+    chrome.screenshot(&page, "admin-domains").await?;
+
+    // The audit log, filtered to the node.
+    chrome
+        .go(&page, &server.url("/admin/audit?resource=node"))
+        .await?;
+    let text = chrome.wait_until(&page, &shows("node 1")).await?;
+    assert!(text.contains("root\tcreate"), "{text}");
+    assert!(!text.contains("site 1"), "{text}");
+    chrome.screenshot(&page, "admin-audit").await?;
+    Ok(())
+}
+
 /// Timings of one page: the server's own (`Server-Timing`) and the round trip, in ms.
 struct Timings {
     server: Vec<f64>,
