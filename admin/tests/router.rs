@@ -352,6 +352,43 @@ async fn admins_add_groups_members_and_invites_in_the_console() {
         "what was typed is kept: {html}"
     );
 
+    // Deleting a group takes its name typed out; the built-in group stays.
+    let delete = "/admin/groups/delete";
+    let (status, html) = send_text(
+        &state,
+        form(delete, &root, &format!("csrf={csrf}&delete_group=op")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("id=\"delete_group-error\""), "{html}");
+    assert!(html.contains("value=\"op\""), "{html}");
+    let (status, _) = send_text(
+        &state,
+        form(delete, &bob, &format!("csrf={csrf}&delete_group=ops")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(state.store.snapshot().identity.group("ops").is_some());
+    let (status, html) = send_text(
+        &state,
+        form(
+            delete,
+            &root,
+            &format!("csrf={csrf}&delete_group=ldapusers"),
+        ),
+    )
+    .await;
+    assert!(status.is_client_error(), "{status} {html}");
+    assert!(state.store.snapshot().identity.group("ldapusers").is_some());
+    let (status, html) = send_text(
+        &state,
+        form(delete, &root, &format!("csrf={csrf}&delete_group=ops")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Group ops deleted."), "{html}");
+    assert!(state.store.snapshot().identity.group("ops").is_none());
+
     // An invite without SMTP: the page shows the link to pass on.
     let (_, html) = send_text(&state, page("/admin/invites", &root)).await;
     let csrf = csrf_of(&html);
@@ -678,16 +715,16 @@ async fn admins_edit_sites_and_add_nodes_in_the_console() {
     .await;
     assert!(status.is_client_error(), "{status} {html}");
     assert!(state.store.snapshot().naming.sites.contains_key(&id));
-    state
-        .store
-        .delete_node(nodes[0].id, &siteward_store::Actor::system())
-        .await
-        .unwrap();
-    state
-        .store
-        .reload(siteward_store::Dirty::ALL)
-        .await
-        .unwrap();
+    let delete = format!("/admin/nodes/{}/delete", nodes[0].id.0);
+    let (status, _) = send_text(&state, form(&delete, &bob, &format!("csrf={csrf}"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = send_text(&state, form(&delete, &root, "csrf=wrong")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(state.store.snapshot().naming.sites[&id].nodes.len(), 1);
+    let (status, html) = send_text(&state, form(&delete, &root, &format!("csrf={csrf}"))).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Node deleted."), "{html}");
+    assert!(state.store.snapshot().naming.sites[&id].nodes.is_empty());
     let (status, _) = send_text(
         &state,
         form(&format!("{here}/delete"), &bob, &format!("csrf={csrf}")),
@@ -840,4 +877,55 @@ async fn admins_add_external_domains_in_the_console() {
     let (status, _) = send_text(&state, form("/admin/domains", &bob, &body)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(state.store.snapshot().naming.external_domains.len(), 1);
+
+    // Deleting takes the domain typed out; a near miss is refused next to the field and kept.
+    let (status, html) = send_text(
+        &state,
+        form(
+            "/admin/domains/delete",
+            &root,
+            &format!("csrf={csrf}&delete_domain=example.com"),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(
+        html.contains("no external domain is named example.com"),
+        "{html}"
+    );
+    assert!(html.contains("id=\"delete_domain-error\""), "{html}");
+    assert!(html.contains("value=\"example.com\""), "{html}");
+    let (status, _) = send_text(
+        &state,
+        form(
+            "/admin/domains/delete",
+            &bob,
+            &format!("csrf={csrf}&delete_domain=example.org"),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = send_text(
+        &state,
+        form(
+            "/admin/domains/delete",
+            &root,
+            "csrf=wrong&delete_domain=example.org",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(state.store.snapshot().naming.external_domains.len(), 1);
+    let (status, html) = send_text(
+        &state,
+        form(
+            "/admin/domains/delete",
+            &root,
+            &format!("csrf={csrf}&delete_domain=Example.org."),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Domain example.org deleted."), "{html}");
+    assert!(state.store.snapshot().naming.external_domains.is_empty());
 }

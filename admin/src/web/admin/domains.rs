@@ -1,6 +1,7 @@
 //! `/admin/domains`: external domains with their certificate's state, "Issue now", which starts
 //! the API's certificate order (a job; its page shows the steps live), and a form for a new
-//! domain (through `service::domains::create`).
+//! domain (through `service::domains::create`); a domain is deleted by typing it out
+//! (`service::domains::delete`).
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -10,7 +11,7 @@ use siteward_store::ExternalDomainId;
 
 use serde::Deserialize;
 
-use super::table::{given, site_named, Cell, Field, NewForm, Reply, TablePage};
+use super::table::{given, nothing_named, site_named, Cell, Field, NewForm, Reply, TablePage};
 use super::{admin, admin_posted};
 use crate::api::error::ApiError;
 use crate::api::extract::{ClientAddr, Path};
@@ -35,6 +36,9 @@ pub(super) struct DomainForm {
     cloudflare_api_email: String,
     #[serde(default)]
     cloudflare_api_key: String,
+    /// The delete form's confirmation: the domain typed out.
+    #[serde(default)]
+    delete_domain: String,
     csrf: String,
 }
 
@@ -84,6 +88,40 @@ pub(super) async fn create(
             d.domain
         )),
         Err(e) => Reply::failed(e, &DOMAIN_FIELDS),
+    };
+    page(&s, &who, &f, reply).await
+}
+
+/// `POST /admin/domains/delete`: deletes the domain typed out in full (its certificate and
+/// renewals go with it).
+pub(super) async fn delete(
+    State(s): State<AdminState>,
+    ClientAddr(peer): ClientAddr,
+    headers: HeaderMap,
+    Form(f): Form<DomainForm>,
+) -> Response {
+    let who = match admin_posted(&s, &headers, peer, "/admin/domains", &f.csrf).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let typed = f.delete_domain.trim().trim_end_matches('.');
+    let found = s
+        .store
+        .snapshot()
+        .naming
+        .external_domains
+        .iter()
+        .find(|d| d.domain.eq_ignore_ascii_case(typed))
+        .map(|d| (d.id, d.domain.clone()));
+    let deleted = match found {
+        Some((id, name)) => crate::service::domains::delete(&s.store, &who.principal.actor(), id)
+            .await
+            .map(|()| name),
+        None => Err(nothing_named("delete_domain", typed, "external domain")),
+    };
+    let reply = match deleted {
+        Ok(name) => Reply::done(format!("Domain {name} deleted.")),
+        Err(e) => Reply::failed(e, &["delete_domain"]),
     };
     page(&s, &who, &f, reply).await
 }
@@ -175,6 +213,19 @@ async fn page(s: &AdminState, who: &Signed, typed: &DomainForm, reply: Reply) ->
             },
         ],
     }];
+    if !snap.naming.external_domains.is_empty() {
+        page.forms.push(NewForm {
+            id: "delete-domain",
+            heading: "Delete a domain",
+            action: "/admin/domains/delete".into(),
+            submit: "Delete domain",
+            fields: vec![Field::text(
+                "delete_domain",
+                "The domain, typed out (its certificate goes with it)",
+                &f.delete_domain,
+            )],
+        });
+    }
     page.notice = reply.notice;
     page.problems = reply.problems;
     render(reply.status, &page)

@@ -12,7 +12,7 @@ use axum::response::Response;
 use axum::Form;
 use serde::Deserialize;
 
-use super::table::{Cell, Field, NewForm, Reply, TablePage};
+use super::table::{nothing_named, Cell, Field, NewForm, Reply, TablePage};
 use super::{admin, admin_posted};
 use crate::api::extract::ClientAddr;
 use crate::service::groups::CreateGroup;
@@ -33,6 +33,9 @@ pub(super) struct GroupForm {
     group: String,
     #[serde(default)]
     username: String,
+    /// The delete form's confirmation: the group's name typed out.
+    #[serde(default)]
+    delete_group: String,
     csrf: String,
 }
 
@@ -109,6 +112,38 @@ pub(super) async fn remove_member(
     {
         Ok(()) => Reply::done(format!("{user} is no longer a member of {group}.")),
         Err(e) => Reply::failed(e, &["group", "username"]),
+    };
+    groups_page(&s, &who, &f, reply)
+}
+
+/// `POST /admin/groups/delete`: deletes the group typed out by name (the built-in ones stay;
+/// its members keep their accounts).
+pub(super) async fn delete_group(
+    State(s): State<AdminState>,
+    ClientAddr(peer): ClientAddr,
+    headers: HeaderMap,
+    Form(f): Form<GroupForm>,
+) -> Response {
+    let who = match admin_posted(&s, &headers, peer, "/admin/groups", &f.csrf).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let typed = f.delete_group.trim();
+    let found = s
+        .store
+        .snapshot()
+        .identity
+        .groups
+        .values()
+        .find(|g| g.cn == typed)
+        .map(|g| g.gid_number);
+    let deleted = match found {
+        Some(gid) => crate::service::groups::delete(&s.store, &who.principal.actor(), gid).await,
+        None => Err(nothing_named("delete_group", typed, "group")),
+    };
+    let reply = match deleted {
+        Ok(()) => Reply::done(format!("Group {typed} deleted.")),
+        Err(e) => Reply::failed(e, &["delete_group"]),
     };
     groups_page(&s, &who, &f, reply)
 }
@@ -196,6 +231,17 @@ fn groups_page(s: &AdminState, who: &Signed, typed: &GroupForm, reply: Reply) ->
                 Field::text("group", "Group", &f.group),
                 Field::text("username", "Username", &f.username),
             ],
+        },
+        NewForm {
+            id: "delete-group",
+            heading: "Delete a group",
+            action: "/admin/groups/delete".into(),
+            submit: "Delete group",
+            fields: vec![Field::text(
+                "delete_group",
+                "The group's name, typed out",
+                &f.delete_group,
+            )],
         },
     ];
     page.notice = reply.notice;

@@ -41,14 +41,17 @@ pub(super) fn routes() -> Router<AdminState> {
         .route("/admin/sites/{id}/delete", post(sites::delete_site))
         .route("/admin/nodes", get(sites::nodes).post(sites::create_node))
         .route("/admin/nodes/{id}/import", post(sites::import_node))
+        .route("/admin/nodes/{id}/delete", post(sites::delete_node))
         .route("/admin/domains", get(domains::list).post(domains::create))
         .route("/admin/domains/{id}/certificate", post(domains::issue))
+        .route("/admin/domains/delete", post(domains::delete))
         .route(
             "/admin/groups",
             get(groups::groups).post(groups::create_group),
         )
         .route("/admin/groups/members", post(groups::add_member))
         .route("/admin/groups/members/remove", post(groups::remove_member))
+        .route("/admin/groups/delete", post(groups::delete_group))
         .route(
             "/admin/invites",
             get(groups::invites).post(groups::create_invite),

@@ -2,7 +2,8 @@
 //! for a new site (`service::sites::create`) and a page per site to change or delete it
 //! (`service::sites::update`, `delete`); every node with its address and whether siteward drives
 //! it on Proxmox, a form for a new node (`service::nodes::create`, the secret never sent back)
-//! and "Import containers" for a managed node (`service::nodes::import`). Lists come from the
+//! "Import containers" for a managed node (`service::nodes::import`) and "Delete" for a node
+//! without containers (`service::nodes::delete`). Lists come from the
 //! snapshot.
 
 use axum::extract::State;
@@ -478,6 +479,25 @@ pub(super) async fn import_node(
     nodes_page(&s, &who, &NodeForm::default(), reply)
 }
 
+/// `POST /admin/nodes/{id}/delete`: refused while the node hosts containers.
+pub(super) async fn delete_node(
+    State(s): State<AdminState>,
+    ClientAddr(peer): ClientAddr,
+    headers: HeaderMap,
+    Path(id): Path<NodeId>,
+    Form(f): Form<TokenForm>,
+) -> Response {
+    let who = match admin_posted(&s, &headers, peer, "/admin/nodes", &f.csrf).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let reply = match crate::service::nodes::delete(&s.store, &who.principal.actor(), id).await {
+        Ok(()) => Reply::done("Node deleted.".into()),
+        Err(e) => Reply::failed(e, &[]),
+    };
+    nodes_page(&s, &who, &NodeForm::default(), reply)
+}
+
 /// The nodes page; what was typed (never the secret) comes back only when the post failed.
 fn nodes_page(s: &AdminState, who: &Signed, typed: &NodeForm, reply: Reply) -> Response {
     let empty = NodeForm::default();
@@ -511,6 +531,11 @@ fn nodes_page(s: &AdminState, who: &Signed, typed: &NodeForm, reply: Reply) -> R
                 } else {
                     Cell::Text(String::new())
                 },
+                if count == 0 {
+                    Cell::Post("Delete".into(), format!("/admin/nodes/{}/delete", n.id.0))
+                } else {
+                    Cell::Text("(has containers)".into())
+                },
             ]);
         }
     }
@@ -536,6 +561,7 @@ fn nodes_page(s: &AdminState, who: &Signed, typed: &NodeForm, reply: Reply) -> R
             "GPU",
             "Containers",
             "Import",
+            "Delete",
         ],
         rows,
         "No nodes yet.",

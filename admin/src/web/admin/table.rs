@@ -76,6 +76,19 @@ pub(crate) fn site_named(
         })
 }
 
+/// The refusal of a delete form whose confirmation names nothing: `field` held `typed`, which
+/// should have been the name of a `what`.
+pub(crate) fn nothing_named(field: &str, typed: &str, what: &str) -> crate::api::error::ApiError {
+    crate::api::error::ApiError::invalid(
+        field,
+        if typed.is_empty() {
+            format!("type the {what}'s name to delete it")
+        } else {
+            format!("no {what} is named {typed}")
+        },
+    )
+}
+
 /// A form above the list that adds to it (posted with the session's token).
 pub(crate) struct NewForm {
     /// Unique on the page (the heading's id).
