@@ -88,6 +88,8 @@ pub struct Transfer {
     pub id: u16,
     /// The question as received (name, type, class), echoed in the first message.
     pub question: Vec<u8>,
+    /// An IXFR's serial (the client's version); `None` for AXFR.
+    pub since: Option<u32>,
 }
 
 /// EDNS parameters of a query.
@@ -102,7 +104,7 @@ pub struct Edns {
 }
 
 /// A parsed query.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Query {
     /// Message id.
     pub id: u16,
@@ -118,6 +120,8 @@ pub struct Query {
     pub qclass: u16,
     /// EDNS, when the query had an OPT record.
     pub edns: Option<Edns>,
+    /// For IXFR: the serial of the client's SOA in the authority section (RFC 1995 §3).
+    pub ixfr_serial: Option<u32>,
 }
 
 impl Query {
@@ -168,6 +172,7 @@ pub fn parse(msg: &[u8], q: &mut Query) -> Result<(), ParseError> {
     q.qname.clear();
     q.qname_exact.clear();
     q.edns = None;
+    q.ixfr_serial = None;
     if msg.len() < 12 {
         return Err(ParseError::Drop);
     }
@@ -198,10 +203,20 @@ pub fn parse(msg: &[u8], q: &mut Query) -> Result<(), ParseError> {
         return Err(ParseError::FormErr);
     }
     let mut scratch = (Vec::new(), Vec::new());
-    for _ in 0..(u32::from(an) + u32::from(ns)) {
-        pos = skip_rr(msg, pos, &mut scratch)
-            .ok_or(ParseError::FormErr)?
-            .0;
+    for i in 0..(u32::from(an) + u32::from(ns)) {
+        let (end, t, _, _, after) = skip_rr(msg, pos, &mut scratch).ok_or(ParseError::FormErr)?;
+        if qtype == rtype::IXFR && i >= u32::from(an) && t == rtype::SOA {
+            // The client's SOA: MNAME, RNAME, then the serial.
+            let rdata = after + 10;
+            let mname_end = name::read(msg, rdata, &mut scratch.0, &mut scratch.1);
+            let rname_end =
+                mname_end.and_then(|p| name::read(msg, p, &mut scratch.0, &mut scratch.1));
+            let serial = rname_end.filter(|p| p + 20 <= end).and_then(|p| {
+                Some((u32::from(u16_at(msg, p)?) << 16) | u32::from(u16_at(msg, p + 2)?))
+            });
+            q.ixfr_serial = Some(serial.ok_or(ParseError::FormErr)?);
+        }
+        pos = end;
     }
     for _ in 0..ar {
         let (end, t, class, ttl, after) =
@@ -453,6 +468,7 @@ pub fn answer(index: &ZoneIndex, msg: &[u8], ctx: &Context, q: &mut Query) -> Ou
             zone: zone.clone(),
             id: q.id,
             question,
+            since: q.ixfr_serial.filter(|_| q.qtype == rtype::IXFR),
         });
     }
     Outcome::Reply(lookup(zone, q, ctx.transport))

@@ -378,6 +378,7 @@ mod tests {
             qtype: 1,
             qclass: 1,
             edns: None,
+            ixfr_serial: None,
         }
     }
 

@@ -10,7 +10,8 @@
 //!   zones, pre-encoded RRsets, empty non-terminals, wildcards, cuts).
 //! - [`patch`]: [`patch::Zones`], the zones kept current name by name from the snapshot's deltas.
 //! - [`engine`]: query bytes in, response bytes out ([`engine::answer`]); no sockets.
-//! - [`transfer`]: AXFR streams, NOTIFY to secondaries, zone-file export.
+//! - [`journal`]: each zone's recent deltas, for IXFR.
+//! - [`transfer`]: AXFR and IXFR streams, NOTIFY to secondaries, zone-file export.
 //! - [`forward`]: names outside our zones, forwarded to the site's resolvers with a TTL cache.
 //! - [`server`]: [`serve`], the UDP workers and the TCP connections; the index updater.
 //! - [`metrics`]: Prometheus counters and latency histogram.
@@ -19,6 +20,7 @@
 
 pub mod engine;
 pub mod forward;
+pub mod journal;
 pub mod metrics;
 pub mod name;
 pub mod patch;

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use siteward_store::{ContainerId, Naming, NamingDelta, ServiceId, SiteId, SiteView};
 
+use crate::journal::{self, Delta, Journal};
 use crate::name;
+use crate::rdata::rtype;
 use crate::zone::{
     self, apex_ops, container_record, node_record, ptr_record, service_record, static_record,
     Contrib, Fingerprint, NameMap, Node, Owners, Record, Zone, ZoneBuilder, ZoneIndex,
@@ -368,6 +370,7 @@ impl ZoneState {
             }
         };
         let owners = &mut self.owners;
+        let (mut removed, mut added) = (Vec::new(), Vec::new());
         for n in &dirty {
             let mut b = ZoneBuilder::new(apex.to_vec());
             for &c in owners
@@ -390,6 +393,7 @@ impl ZoneState {
             }
             let node = b.take_node(n);
             let cur = current(&overlay, n);
+            journal::diff_node(n, &apex, cur.as_deref(), &node, &mut removed, &mut added);
             let had = cur.as_ref().is_some_and(|x| !x.rrsets.is_empty());
             let has = !node.rrsets.is_empty();
             if had {
@@ -443,6 +447,23 @@ impl ZoneState {
         }
         let apex_node = current(&overlay, &apex);
         let negative_soa = zone::negative_soa(apex_node.as_deref(), minimum);
+        let soa_of = |n: Option<&Node>| {
+            n.and_then(|n| n.get(rtype::SOA))
+                .and_then(|s| s.encoded.first().cloned())
+        };
+        let journal = match (soa_of(self.zone.apex_node()), soa_of(apex_node.as_deref())) {
+            (Some(from_soa), Some(to_soa)) if serial_moved => self.zone.journal.with(Delta {
+                from: self.zone.serial,
+                to: serial,
+                from_soa,
+                to_soa,
+                removed,
+                added,
+            }),
+            // The contents changed under the same serial (or there is no SOA): the serial no
+            // longer names one version, so no delta can start from it.
+            _ => Journal::default(),
+        };
         // Fold the overlay into a new base once it is a sizeable part of the zone.
         let (base, overlay) = if overlay.len() > (self.zone.base.len() / 32).max(256) {
             let mut folded: NameMap<Arc<Node>> = (*self.zone.base).clone();
@@ -472,6 +493,7 @@ impl ZoneState {
             has_cuts: self.owners.cuts > 0,
             has_wildcards: self.owners.wildcards > 0,
             fingerprint,
+            journal,
         });
         Some(dirty.len())
     }

@@ -243,6 +243,82 @@ fn assert_same(index: &ZoneIndex, view: &SiteView, settings: &ZoneSettings, step
     assert_eq!(index.zones.len(), 2);
 }
 
+/// A zone's records (owner, encoded record), the apex SOA apart.
+type Records = BTreeSet<(Vec<u8>, Vec<u8>)>;
+
+fn records(z: &Zone) -> Records {
+    z.rrsets_for_transfer()
+        .into_iter()
+        .filter(|(n, s)| !(*n == &*z.apex && s.rtype == crate::rdata::rtype::SOA))
+        .flat_map(|(n, s)| s.encoded.iter().map(move |e| (n.to_vec(), e.to_vec())))
+        .collect()
+}
+
+/// Every version each zone was published at (by apex, then serial), to check IXFR journals.
+#[derive(Default)]
+struct History {
+    versions: std::collections::HashMap<Vec<u8>, std::collections::BTreeMap<u32, Records>>,
+    /// Zones whose journal answered from the previous version, and from the oldest it holds.
+    incremental: usize,
+}
+
+impl History {
+    /// For every zone of `index`: applying its journal's deltas to the records published at a
+    /// serial the journal starts from gives the records published now; each delta's SOAs frame
+    /// the serials. Then remembers the current versions.
+    fn check(&mut self, index: &ZoneIndex, step: usize) {
+        for z in index.zones.values() {
+            let seen = self.versions.entry(z.apex.to_vec()).or_default();
+            let now = records(z);
+            let soa = z.soa().and_then(|s| s.encoded.first()).unwrap().clone();
+            if let Some(last) = z.journal.last() {
+                assert_eq!(last.to, z.serial, "step {step}: journal ends elsewhere");
+                assert_eq!(last.to_soa, soa, "step {step}: last delta's SOA");
+            }
+            let froms: Vec<u32> = [z.journal.last().map(|d| d.from)]
+                .into_iter()
+                .flatten()
+                .chain(z.journal.since_any().map(|d| d.from).take(1))
+                .collect();
+            for from in froms {
+                let chain = z.journal.since(from, z.serial).expect("a chain to now");
+                let mut got = seen
+                    .get(&from)
+                    .unwrap_or_else(|| panic!("step {step}: serial {from} was never published"))
+                    .clone();
+                for d in chain {
+                    for (o, r) in &d.removed {
+                        assert!(
+                            got.remove(&(o.to_vec(), r.to_vec())),
+                            "step {step}: removes a record {} did not have",
+                            d.from
+                        );
+                    }
+                    for (o, r) in &d.added {
+                        assert!(
+                            got.insert((o.to_vec(), r.to_vec())),
+                            "step {step}: adds a record {} had",
+                            d.from
+                        );
+                    }
+                }
+                assert!(
+                    got == now,
+                    "step {step}: IXFR from {from} does not give {}",
+                    z.serial
+                );
+                self.incremental += 1;
+            }
+            if let Some(old) = seen.insert(z.serial, now.clone()) {
+                // A serial names one version while the journal holds it.
+                if !z.journal.is_empty() {
+                    assert!(old == now, "step {step}: serial {} reused", z.serial);
+                }
+            }
+        }
+    }
+}
+
 fn run(seed: u64, steps: usize, settings: &ZoneSettings) -> (usize, usize) {
     let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut view = SiteView {
@@ -256,6 +332,8 @@ fn run(seed: u64, steps: usize, settings: &ZoneSettings) -> (usize, usize) {
     let mut version = 1;
     let mut zones = Zones::default();
     zones.update(&naming_of(&view, version, None), settings);
+    let mut history = History::default();
+    history.check(zones.index(), 0);
     let (mut patched, mut built) = (0, 0);
     for step in 0..steps {
         // Sometimes two changes land in one delta.
@@ -292,7 +370,14 @@ fn run(seed: u64, steps: usize, settings: &ZoneSettings) -> (usize, usize) {
         patched += stats.patched;
         built += stats.built;
         assert_same(zones.index(), &view, settings, step);
+        history.check(zones.index(), step);
     }
+    // Most versions can be reached incrementally: a journal that is always empty proves nothing.
+    assert!(
+        history.incremental > steps,
+        "only {} incremental checks",
+        history.incremental
+    );
     (patched, built)
 }
 

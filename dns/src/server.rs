@@ -400,15 +400,7 @@ fn udp_worker(
                 };
                 let query = msg.to_vec();
                 let shared2 = shared.clone();
-                let q_copy = Query {
-                    id: q.id,
-                    flags: q.flags,
-                    qname: q.qname.clone(),
-                    qname_exact: q.qname_exact.clone(),
-                    qtype: q.qtype,
-                    qclass: q.qclass,
-                    edns: q.edns,
-                };
+                let q_copy = q.clone();
                 let span = tracing::debug_span!("dns_forward", %peer, qtype = q.qtype);
                 shared.runtime.spawn(
                     async move {
@@ -503,8 +495,8 @@ async fn tcp_connection(
             }
             Outcome::Transfer(t) => {
                 tracing::info!(zone = %crate::name::to_text(&t.zone.apex), serial = t.zone.serial,
-                    "zone transfer");
-                transfer::axfr_messages(&t)
+                    since = t.since, kind = ?transfer::kind(&t), "zone transfer");
+                transfer::messages(&t)
             }
             Outcome::Forward(f) => {
                 let upstreams = shared.upstreams(&index, peer.ip());

@@ -1,14 +1,18 @@
-//! Zone transfers out (AXFR, RFC 5936) and NOTIFY (RFC 1996) to secondaries.
+//! Zone transfers out (AXFR, RFC 5936; IXFR, RFC 1995) and NOTIFY (RFC 1996) to secondaries.
 //!
 //! An AXFR is a stream of messages: the SOA, every other RRset, the SOA again, packed into
-//! messages of at most [`AXFR_MESSAGE_MAX`] octets. IXFR is answered with a full transfer
-//! (RFC 1995 §4 allows it). NOTIFY goes to every configured secondary when a zone's serial
-//! changes, retried until answered.
+//! messages of at most [`AXFR_MESSAGE_MAX`] octets. An IXFR from a serial the zone's
+//! [`crate::journal`] still holds gets the deltas from there (our SOA, then per delta the old
+//! SOA, the records that went, the new SOA, the records that came, and our SOA again); from our
+//! own serial or a later one, our SOA alone; from any other, the whole zone as for AXFR (RFC 1995
+//! §4 allows it). NOTIFY goes to every configured secondary when a zone's serial changes,
+//! retried until answered.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::engine::Transfer;
+use crate::journal::serial_after;
 use crate::rdata::rtype;
 use crate::zone::Zone;
 use crate::Error;
@@ -16,7 +20,51 @@ use crate::Error;
 /// Size of one AXFR message (well under the 64 KiB TCP limit, as other servers do).
 pub const AXFR_MESSAGE_MAX: usize = 16 * 1024;
 
+/// What a transfer sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The whole zone.
+    Full,
+    /// The deltas since the client's serial.
+    Incremental,
+    /// The client is current: our SOA alone.
+    Current,
+}
+
+/// What answers `t`: for an IXFR, the deltas when the journal has them.
+pub fn kind(t: &Transfer) -> Kind {
+    match t.since {
+        Some(s) if s == t.zone.serial || serial_after(s, t.zone.serial) => Kind::Current,
+        Some(s) if t.zone.journal.since(s, t.zone.serial).is_some() => Kind::Incremental,
+        _ => Kind::Full,
+    }
+}
+
 /// The messages of a transfer of `t.zone`.
+pub fn messages(t: &Transfer) -> Vec<Vec<u8>> {
+    let zone = &t.zone;
+    let soa = zone.soa().and_then(|s| s.encoded.first());
+    let apex: &[u8] = &zone.apex;
+    let chain = match (kind(t), t.since) {
+        (Kind::Current, _) => return pack(t, soa.map(|s| (apex, &s[..]))),
+        (Kind::Incremental, Some(s)) => zone.journal.since(s, zone.serial),
+        _ => None,
+    };
+    let (Some(chain), Some(soa)) = (chain, soa) else {
+        return axfr_messages(t);
+    };
+    let mut records: Vec<(&[u8], &[u8])> = vec![(apex, soa)];
+    for d in chain {
+        records.push((apex, &d.from_soa));
+        records.extend(d.removed.iter().map(|(o, r)| (&o[..], &r[..])));
+        records.push((apex, &d.to_soa));
+        records.extend(d.added.iter().map(|(o, r)| (&o[..], &r[..])));
+    }
+    records.push((apex, soa));
+    pack(t, records)
+}
+
+/// The messages of a full transfer of `t.zone` (AXFR, or an IXFR the journal cannot answer).
 pub fn axfr_messages(t: &Transfer) -> Vec<Vec<u8>> {
     let zone = &t.zone;
     let mut records: Vec<(&[u8], &[u8])> = Vec::new();
@@ -32,6 +80,11 @@ pub fn axfr_messages(t: &Transfer) -> Vec<Vec<u8>> {
     if let Some(soa) = soa {
         records.push(soa);
     }
+    pack(t, records)
+}
+
+/// `records` (owner, encoded record) packed into messages of at most [`AXFR_MESSAGE_MAX`].
+fn pack<'a>(t: &Transfer, records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut msg = new_message(t, true);
     let mut count: u16 = 0;

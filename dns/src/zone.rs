@@ -17,6 +17,7 @@ use siteward_store::{
     SiteView,
 };
 
+use crate::journal::Journal;
 use crate::name;
 use crate::rdata::{self, rtype};
 use crate::Error;
@@ -171,6 +172,8 @@ pub struct Zone {
     pub has_wildcards: bool,
     /// What it was built from, to tell whether a rebuild is needed.
     pub(crate) fingerprint: Fingerprint,
+    /// The recent deltas that led to this version, for IXFR.
+    pub journal: Journal,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,7 +232,12 @@ impl Zone {
 
     /// The apex SOA RRset.
     pub fn soa(&self) -> Option<&Rrset> {
-        self.node(&self.apex).and_then(|n| n.get(rtype::SOA))
+        self.apex_node().and_then(|n| n.get(rtype::SOA))
+    }
+
+    /// The apex node.
+    pub fn apex_node(&self) -> Option<&Node> {
+        self.node(&self.apex)
     }
 
     /// Every RRset of the zone: apex SOA first, then the others in name order (for AXFR and
@@ -509,6 +517,7 @@ impl ZoneBuilder {
             has_cuts: self.owners.cuts > 0,
             has_wildcards: self.owners.wildcards > 0,
             fingerprint: fp,
+            journal: Journal::default(),
         };
         (zone, self.owners)
     }

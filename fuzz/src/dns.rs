@@ -8,7 +8,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use hickory_proto::op::{Message, MessageType, OpCode};
 use siteward_dns::engine::{self, Context, Outcome, Query, Transfer, Transport};
 use siteward_dns::fixture;
-use siteward_dns::transfer::{axfr_messages, notify_message, AXFR_MESSAGE_MAX};
+use siteward_dns::transfer::{self, notify_message, AXFR_MESSAGE_MAX};
 use siteward_dns::zone::{ZoneIndex, ZoneSettings};
 use siteward_store::{ContainerId, DnsService, Naming, ServiceId, SiteId, SiteView};
 
@@ -117,7 +117,7 @@ pub fn answer(data: &[u8]) {
 /// (unless it holds a single record), the first and the last record are the zone's SOA, and
 /// every record of the zone is sent exactly once.
 fn check_transfer(t: &Transfer) -> usize {
-    let msgs = axfr_messages(t);
+    let msgs = transfer::messages(t);
     assert!(!msgs.is_empty(), "a transfer with no message");
     let mut records = Vec::new();
     for (i, raw) in msgs.iter().enumerate() {
@@ -135,6 +135,13 @@ fn check_transfer(t: &Transfer) -> usize {
         assert_eq!(usize::from(u16_at(raw, 6)), m.answers.len());
         records.extend(m.answers);
     }
+    let soa = hickory_proto::rr::RecordType::SOA;
+    if t.since == Some(t.zone.serial) {
+        // The client is current: our SOA alone (RFC 1995 §4).
+        assert_eq!(records.len(), 1, "an IXFR from the current serial");
+        assert_eq!(records.first().map(|r| r.record_type()), Some(soa));
+        return 1;
+    }
     let expected: usize = t
         .zone
         .rrsets_for_transfer()
@@ -142,7 +149,6 @@ fn check_transfer(t: &Transfer) -> usize {
         .map(|(_, s)| s.encoded.len())
         .sum();
     assert_eq!(records.len(), expected + 1, "every record once, SOA twice");
-    let soa = hickory_proto::rr::RecordType::SOA;
     assert_eq!(records.first().map(|r| r.record_type()), Some(soa));
     assert_eq!(records.last().map(|r| r.record_type()), Some(soa));
     records.len()
@@ -254,11 +260,14 @@ pub fn axfr_notify(data: &[u8]) {
         let mut question = zone.apex.to_vec();
         question.extend_from_slice(&252u16.to_be_bytes());
         question.extend_from_slice(&1u16.to_be_bytes());
-        check_transfer(&Transfer {
-            zone: zone.clone(),
-            id,
-            question,
-        });
+        for since in [None, Some(zone.serial), Some(zone.serial.wrapping_sub(1))] {
+            check_transfer(&Transfer {
+                zone: zone.clone(),
+                id,
+                question: question.clone(),
+                since,
+            });
+        }
         let n = notify_message(zone, id);
         let m = match Message::from_vec(&n) {
             Ok(m) => m,

@@ -798,6 +798,102 @@ async fn axfr_and_knot_secondary_after_notify() -> TestResult {
         "change visible on the Knot secondary after {:?}",
         started.elapsed()
     );
+    // ... incrementally: Knot asked with its serial and took the delta (RFC 1995), no AXFR.
+    let log = knot.log();
+    assert!(
+        log.contains("IXFR, incoming") && log.contains("finished"),
+        "no incremental transfer:\n{log}"
+    );
+    assert!(!log.contains("fallback to AXFR"), "{log}");
+
+    // dig IXFR from the first serial: our SOA, the old SOA, nothing removed, the new SOA, the
+    // one container added, our SOA: six records, not the 3,000 of the zone.
+    let serial1 = soa_serial(&udp(addr, "lab.internal", SOA).await?).ok_or("no SOA")?;
+    let out = dig(
+        addr,
+        &[
+            &format!("IXFR={serial0}"),
+            "lab.internal",
+            "+nocmd",
+            "+nostats",
+        ],
+    )
+    .await?;
+    let records: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .collect();
+    let soas: Vec<&str> = records
+        .iter()
+        .filter(|l| l.contains("\tSOA\t"))
+        .copied()
+        .collect();
+    assert_eq!(soas.len(), 4, "{out}");
+    assert!(soas[0].contains(&format!(" {serial1} ")), "{out}");
+    assert!(soas[1].contains(&format!(" {serial0} ")), "{out}");
+    assert!(
+        records
+            .iter()
+            .any(|l| l.starts_with("after-notify.lab.internal.")),
+        "{out}"
+    );
+    assert!(records.len() < 10, "{out}");
+    // From the current serial: the SOA alone. From a serial we never had: the whole zone.
+    let out = dig(
+        addr,
+        &[
+            &format!("IXFR={serial1}"),
+            "lab.internal",
+            "+nocmd",
+            "+nostats",
+        ],
+    )
+    .await?;
+    let n = out
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .count();
+    assert_eq!(n, 1, "{out}");
+    // A serial older than the journal (RFC 1982: 1,000 before ours) gets the whole zone.
+    let old = format!("IXFR={}", serial0.wrapping_sub(1000));
+    let out = dig(addr, &[&old, "lab.internal", "+nocmd", "+nostats"]).await?;
+    let n = out
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .count();
+    assert!(n > 3000, "{n} records");
+
+    // A deletion and a change reach the secondary as a delta too.
+    sqlx::query("DELETE FROM containers WHERE hostname = 'ct1500'")
+        .execute(&pool)
+        .await?;
+    sqlx::query("UPDATE containers SET ipv4_address = '10.1.20.2' WHERE hostname = 'after-notify'")
+        .execute(&pool)
+        .await?;
+    wait_until(
+        knot.addr,
+        "after-notify.lab.internal",
+        A,
+        Duration::from_secs(10),
+        |m| lines(&m.answers) == ["after-notify.lab.internal. 60 A 10.1.20.2"],
+    )
+    .await
+    .map_err(|e| format!("{e}; knot log:\n{}", knot.log()))?;
+    assert!(udp(knot.addr, "ct1500.lab.internal", A)
+        .await?
+        .answers
+        .is_empty());
+    let log = knot.log();
+    let finished = |kind: &str| {
+        log.lines()
+            .filter(|l| l.contains(kind) && l.contains("finished"))
+            .count()
+    };
+    assert!(finished("IXFR, incoming") >= 2, "{log}");
+    assert!(
+        finished("AXFR, incoming") <= 1,
+        "one AXFR, the first:\n{log}"
+    );
     // The secondary answers the same as the primary.
     for (name, t) in [
         ("_ldap._tcp.lab.internal", SRV),
