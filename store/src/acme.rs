@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use crate::error::{Result, StoreError};
 use crate::models::{DnsRecordId, ExternalDomainId, SiteId};
-use crate::snapshot::Dirty;
 use crate::Store;
 
 const ACCOUNT_CONTEXT: &str = "acme_accounts.credentials";
@@ -404,13 +403,8 @@ impl Store {
             None => None,
         };
         tx.commit().await?;
-        let reloaded = self
-            .reload(Dirty {
-                identity: false,
-                naming: true,
-            })
-            .await;
-        if let Err(e) = reloaded {
+        // The change feed patches the one record in; a full naming reload only when it is down.
+        if let Err(e) = self.refresh(&["dns_records"]).await {
             // The caller gets no id to withdraw: take the record (and its note) back here.
             let undo = async {
                 sqlx::query("DELETE FROM dns_records WHERE id = $1")
@@ -436,11 +430,7 @@ impl Store {
             .bind(id)
             .execute(self.pool())
             .await?;
-        self.reload(Dirty {
-            identity: false,
-            naming: true,
-        })
-        .await
+        self.refresh(&["dns_records"]).await
     }
 
     /// Notes a challenge answer an order just published (see the `acme_published` table):

@@ -207,16 +207,22 @@ impl Store {
     /// rows by then (see [`Store::catch_up`]); when the feed is down or slow, the halves the
     /// tables feed are reloaded here. A failure is logged; the feed catches up.
     pub(crate) async fn refreshed(&self, tables: &[&str]) {
+        if let Err(e) = self.refresh(tables).await {
+            tracing::warn!(error = %e, "snapshot refresh after a write failed; the change feed will retry");
+        }
+    }
+
+    /// [`Store::refreshed`] for a caller that must know the change is visible: the error of
+    /// the fallback reload when the change feed did not get there.
+    pub(crate) async fn refresh(&self, tables: &[&str]) -> Result<()> {
         // The change feed patches the rows this write touched; wait for it (read-your-writes).
         if self.catch_up(std::time::Duration::from_secs(2)).await {
-            return;
+            return Ok(());
         }
         let mut dirty = Dirty::default();
         for t in tables {
             dirty.mark(t);
         }
-        if let Err(e) = self.reload(dirty).await {
-            tracing::warn!(error = %e, "snapshot refresh after a write failed; the change feed will retry");
-        }
+        self.reload(dirty).await
     }
 }
