@@ -442,7 +442,7 @@ impl Directory {
                 .members_of
                 .get(&g.gid_number)
                 .into_iter()
-                .flatten()
+                .flat_map(|l| l.iter())
                 .filter_map(|uid| identity.users.get(uid))
         };
         match attr {

@@ -635,7 +635,7 @@ fn eq_candidates(dir: &Directory, id: &Identity, attr: Attr, value: &Value) -> C
             id.user(name)
                 .and_then(|u| id.groups_of.get(&u.uid_number))
                 .into_iter()
-                .flatten()
+                .flat_map(|l| l.iter())
                 .copied()
                 .collect(),
         ),
@@ -643,7 +643,7 @@ fn eq_candidates(dir: &Directory, id: &Identity, attr: Attr, value: &Value) -> C
             dir.user_of_dn(id, dn)
                 .and_then(|u| id.groups_of.get(&u.uid_number))
                 .into_iter()
-                .flatten()
+                .flat_map(|l| l.iter())
                 .copied()
                 .collect(),
         ),
@@ -651,7 +651,7 @@ fn eq_candidates(dir: &Directory, id: &Identity, attr: Attr, value: &Value) -> C
             dir.group_of_dn(id, dn)
                 .and_then(|g| id.members_of.get(&g.gid_number))
                 .into_iter()
-                .flatten()
+                .flat_map(|l| l.iter())
                 .copied()
                 .collect(),
         ),

@@ -32,8 +32,8 @@ pub struct Changes {
     pub naming_all: bool,
     users: BTreeSet<i32>,
     groups: BTreeSet<i32>,
-    member_uids: BTreeSet<i32>,
-    member_gids: BTreeSet<i32>,
+    /// Memberships (uid, gid) added or removed.
+    memberships: BTreeSet<(i32, i32)>,
     api_keys: BTreeSet<String>,
     sites: BTreeSet<i64>,
     nodes: BTreeSet<i64>,
@@ -92,9 +92,13 @@ impl Changes {
             let ok = match table {
                 "users" => insert(&mut self.users, key),
                 "groups" => insert(&mut self.groups, key),
-                "user_groups" => match key.split_once(':') {
-                    Some((u, g)) => {
-                        insert(&mut self.member_uids, u) && insert(&mut self.member_gids, g)
+                "user_groups" => match key
+                    .split_once(':')
+                    .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
+                {
+                    Some(pair) => {
+                        self.memberships.insert(pair);
+                        true
                     }
                     None => false,
                 },
@@ -128,7 +132,7 @@ impl Changes {
         self.identity_all
             || !self.users.is_empty()
             || !self.groups.is_empty()
-            || !self.member_uids.is_empty()
+            || !self.memberships.is_empty()
             || !self.api_keys.is_empty()
     }
 
@@ -194,12 +198,11 @@ pub(crate) async fn apply(
     })
 }
 
+/// A read transaction in which the rows of one patch agree with each other (one round trip).
 async fn begin_read(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
+    Ok(pool
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await?)
 }
 
 fn ids<T: Copy>(set: &BTreeSet<T>) -> Vec<T> {
@@ -208,49 +211,60 @@ fn ids<T: Copy>(set: &BTreeSet<T>) -> Vec<T> {
 
 /// Patches the identity half: re-reads the named users, groups, memberships and API keys.
 async fn patch_identity(pool: &PgPool, prev: &Identity, c: &Changes) -> Result<Identity> {
+    // Only the queries with keys to read: a typical change is one user or one membership, and
+    // each query is a round trip to the database.
     let mut tx = begin_read(pool).await?;
-    let users: Vec<UserRow> = sqlx::query_as(
-        "SELECT uid_number, username, cn, sn, given_name, mail, ssh_public_key, user_password,
-                status, password_changed_at, created_at, updated_at
-         FROM users WHERE uid_number = ANY($1)",
-    )
-    .bind(ids(&c.users))
-    .fetch_all(&mut *tx)
-    .await?;
-    let groups: Vec<Group> = sqlx::query_as(
-        "SELECT gid_number, cn, description, is_administrator, created_at, updated_at
-         FROM groups WHERE gid_number = ANY($1)",
-    )
-    .bind(ids(&c.groups))
-    .fetch_all(&mut *tx)
-    .await?;
-    let memberships: Vec<(i32, i32)> = sqlx::query_as(
-        "SELECT uid_number, gid_number FROM user_groups
-         WHERE uid_number = ANY($1) OR gid_number = ANY($2)
-         ORDER BY uid_number, gid_number",
-    )
-    .bind(ids(&c.member_uids))
-    .bind(ids(&c.member_gids))
-    .fetch_all(&mut *tx)
-    .await?;
-    let keys: Vec<ApiKey> = sqlx::query_as(
-        "SELECT id, prefix, key_hash, uid_number, name, last_used_at, expires_at, created_at
-         FROM api_keys WHERE prefix = ANY($1)",
-    )
-    .bind(c.api_keys.iter().cloned().collect::<Vec<_>>())
-    .fetch_all(&mut *tx)
-    .await?;
+    let mut users: Vec<UserRow> = Vec::new();
+    if !c.users.is_empty() {
+        users = sqlx::query_as(
+            "SELECT uid_number, username, cn, sn, given_name, mail, ssh_public_key, user_password,
+                    status, password_changed_at, created_at, updated_at
+             FROM users WHERE uid_number = ANY($1)",
+        )
+        .bind(ids(&c.users))
+        .fetch_all(&mut *tx)
+        .await?;
+    }
+    let mut groups: Vec<Group> = Vec::new();
+    if !c.groups.is_empty() {
+        groups = sqlx::query_as(
+            "SELECT gid_number, cn, description, is_administrator, created_at, updated_at
+             FROM groups WHERE gid_number = ANY($1)",
+        )
+        .bind(ids(&c.groups))
+        .fetch_all(&mut *tx)
+        .await?;
+    }
+    // The memberships named that exist now; the others were removed.
+    let mut present: Vec<(i32, i32)> = Vec::new();
+    if !c.memberships.is_empty() {
+        let (uids, gids): (Vec<i32>, Vec<i32>) = c.memberships.iter().copied().unzip();
+        present = sqlx::query_as(
+            "SELECT ug.uid_number, ug.gid_number
+             FROM unnest($1::int4[], $2::int4[]) AS p(uid_number, gid_number)
+             JOIN user_groups ug USING (uid_number, gid_number)",
+        )
+        .bind(uids)
+        .bind(gids)
+        .fetch_all(&mut *tx)
+        .await?;
+    }
+    let mut keys: Vec<ApiKey> = Vec::new();
+    if !c.api_keys.is_empty() {
+        keys = sqlx::query_as(
+            "SELECT id, prefix, key_hash, uid_number, name, last_used_at, expires_at, created_at
+             FROM api_keys WHERE prefix = ANY($1)",
+        )
+        .bind(c.api_keys.iter().cloned().collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
 
+    // Persistent maps: the clone shares everything, the edits below copy only their paths.
     let mut next = Identity {
-        users: prev.users.clone(),
-        user_by_name: prev.user_by_name.clone(),
-        groups: prev.groups.clone(),
-        group_by_name: prev.group_by_name.clone(),
-        groups_of: prev.groups_of.clone(),
-        members_of: prev.members_of.clone(),
-        api_keys: prev.api_keys.clone(),
         loaded_at: Some(Utc::now()),
+        ..prev.clone()
     };
     // Removals first, so that names swapped within one batch end up right.
     for uid in &c.users {
@@ -280,24 +294,11 @@ async fn patch_identity(pool: &PgPool, prev: &Identity, c: &Changes) -> Result<I
             .insert(group.cn.to_ascii_lowercase(), group.gid_number);
         next.groups.insert(group.gid_number, Arc::new(group));
     }
-    for uid in &c.member_uids {
-        next.groups_of.remove(&Uid(*uid));
-    }
-    for gid in &c.member_gids {
-        next.members_of.remove(&Gid(*gid));
-    }
-    for (uid, gid) in memberships {
-        if c.member_uids.contains(&uid) {
-            next.groups_of.entry(Uid(uid)).or_default().push(Gid(gid));
-        }
-        if c.member_gids.contains(&gid) {
-            next.members_of.entry(Gid(gid)).or_default().push(Uid(uid));
-        }
-    }
-    for gid in &c.member_gids {
-        if let Some(members) = next.members_of.get_mut(&Gid(*gid)) {
-            members.sort_unstable();
-        }
+    let present: BTreeSet<(i32, i32)> = present.into_iter().collect();
+    for &(uid, gid) in &c.memberships {
+        let member = present.contains(&(uid, gid));
+        set_member(&mut next.groups_of, Uid(uid), Gid(gid), member);
+        set_member(&mut next.members_of, Gid(gid), Uid(uid), member);
     }
     for prefix in &c.api_keys {
         next.api_keys.remove(prefix);
@@ -306,6 +307,27 @@ async fn patch_identity(pool: &PgPool, prev: &Identity, c: &Changes) -> Result<I
         next.api_keys.insert(key.prefix.clone(), Arc::new(key));
     }
     Ok(next)
+}
+
+/// Puts `item` into `key`'s ascending list in `map` (`member`) or takes it out; an emptied list
+/// goes, as a full load has none.
+fn set_member<K, T>(map: &mut imbl::HashMap<K, Arc<[T]>>, key: K, item: T, member: bool)
+where
+    K: std::hash::Hash + Eq + Clone,
+    T: Ord + Copy,
+{
+    let list = map.get(&key).map(|l| &l[..]).unwrap_or(&[]);
+    let at = list.binary_search(&item);
+    let next: Vec<T> = match (at, member) {
+        (Ok(_), true) | (Err(_), false) => return,
+        (Err(i), true) => [&list[..i], &[item], &list[i..]].concat(),
+        (Ok(i), false) => [&list[..i], &list[i + 1..]].concat(),
+    };
+    if next.is_empty() {
+        map.remove(&key);
+    } else {
+        map.insert(key, next.into());
+    }
 }
 
 /// The naming rows one patch re-reads.
@@ -377,21 +399,28 @@ async fn read_naming(
     sites: &[i64],
     out: &mut NamingRows,
 ) -> Result<()> {
-    let mut site_rows: Vec<SiteRow> = sqlx::query_as(&format!(
-        "SELECT {SITE_COLUMNS} FROM sites WHERE id = ANY($1)"
-    ))
-    .bind(sites)
-    .fetch_all(&mut *tx)
-    .await?;
-    // Rows by key and the rows of whole sites are separate queries: `id = ANY($1) OR site_id =
-    // ANY($2)` is planned as a scan of the table, which is the cost this module exists to avoid.
+    let mut site_rows: Vec<SiteRow> = Vec::new();
+    if !sites.is_empty() {
+        site_rows = sqlx::query_as(&format!(
+            "SELECT {SITE_COLUMNS} FROM sites WHERE id = ANY($1)"
+        ))
+        .bind(sites)
+        .fetch_all(&mut *tx)
+        .await?;
+    }
+    // Only the queries with keys to read (each is a round trip). Rows by key and the rows of
+    // whole sites are separate queries: `id = ANY($1) OR site_id = ANY($2)` is planned as a scan
+    // of the table, which is the cost this module exists to avoid.
     let whole = !whole_sites.is_empty();
-    let mut nodes: Vec<NodeRow> = sqlx::query_as(&format!(
-        "SELECT {NODE_COLUMNS} FROM nodes WHERE id = ANY($1)"
-    ))
-    .bind(ids(&c.nodes))
-    .fetch_all(&mut *tx)
-    .await?;
+    let mut nodes: Vec<NodeRow> = Vec::new();
+    if !c.nodes.is_empty() {
+        nodes = sqlx::query_as(&format!(
+            "SELECT {NODE_COLUMNS} FROM nodes WHERE id = ANY($1)"
+        ))
+        .bind(ids(&c.nodes))
+        .fetch_all(&mut *tx)
+        .await?;
+    }
     if whole {
         nodes.extend(
             sqlx::query_as::<_, NodeRow>(&format!(
@@ -403,12 +432,15 @@ async fn read_naming(
         );
         dedup_by_key(&mut nodes, |n| n.id);
     }
-    let mut containers: Vec<ContainerRow> = sqlx::query_as(&format!(
-        "SELECT {CONTAINER_COLUMNS} FROM containers WHERE id = ANY($1)"
-    ))
-    .bind(ids(&c.containers))
-    .fetch_all(&mut *tx)
-    .await?;
+    let mut containers: Vec<ContainerRow> = Vec::new();
+    if !c.containers.is_empty() {
+        containers = sqlx::query_as(&format!(
+            "SELECT {CONTAINER_COLUMNS} FROM containers WHERE id = ANY($1)"
+        ))
+        .bind(ids(&c.containers))
+        .fetch_all(&mut *tx)
+        .await?;
+    }
     if whole {
         containers.extend(
             sqlx::query_as::<_, ContainerRow>(&format!(
@@ -421,15 +453,18 @@ async fn read_naming(
         dedup_by_key(&mut containers, |c| c.id);
     }
     // A container that changed takes its SRV services along (its site may have changed).
-    let mut dns_services: Vec<DnsService> = sqlx::query_as(
-        "SELECT s.id AS service_id, s.container_id, d.service_name, s.container_port
-         FROM dns_services d JOIN services s ON s.id = d.service_id
-         WHERE s.id = ANY($1) OR s.container_id = ANY($2)",
-    )
-    .bind(ids(&c.services))
-    .bind(ids(&c.containers))
-    .fetch_all(&mut *tx)
-    .await?;
+    let mut dns_services: Vec<DnsService> = Vec::new();
+    if !c.services.is_empty() || !c.containers.is_empty() {
+        dns_services = sqlx::query_as(
+            "SELECT s.id AS service_id, s.container_id, d.service_name, s.container_port
+             FROM dns_services d JOIN services s ON s.id = d.service_id
+             WHERE s.id = ANY($1) OR s.container_id = ANY($2)",
+        )
+        .bind(ids(&c.services))
+        .bind(ids(&c.containers))
+        .fetch_all(&mut *tx)
+        .await?;
+    }
     if whole {
         dns_services.extend(
             sqlx::query_as::<_, DnsService>(
@@ -444,30 +479,39 @@ async fn read_naming(
         );
         dedup_by_key(&mut dns_services, |s| s.service_id);
     }
-    let mut http: Vec<HttpService> = sqlx::query_as(
-        "SELECT s.id AS service_id, s.container_id, s.container_port, h.external_hostname,
-                h.external_domain_id, h.backend_protocol, h.auth_required, h.allowed_groups
-         FROM http_services h JOIN services s ON s.id = h.service_id
-         WHERE s.id = ANY($1)",
-    )
-    .bind(ids(&c.services))
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut transport: Vec<TransportService> = sqlx::query_as(
-        "SELECT s.id AS service_id, s.container_id, s.container_port, t.protocol,
-                t.external_port, t.use_tls
-         FROM transport_services t JOIN services s ON s.id = t.service_id
-         WHERE s.id = ANY($1)",
-    )
-    .bind(ids(&c.services))
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut records: Vec<DnsRecord> = sqlx::query_as(
-        "SELECT id, site_id, name, type, value, ttl FROM dns_records WHERE id = ANY($1)",
-    )
-    .bind(ids(&c.dns_records))
-    .fetch_all(&mut *tx)
-    .await?;
+    let mut http: Vec<HttpService> = Vec::new();
+    if !c.services.is_empty() {
+        http = sqlx::query_as(
+            "SELECT s.id AS service_id, s.container_id, s.container_port, h.external_hostname,
+                    h.external_domain_id, h.backend_protocol, h.auth_required, h.allowed_groups
+             FROM http_services h JOIN services s ON s.id = h.service_id
+             WHERE s.id = ANY($1)",
+        )
+        .bind(ids(&c.services))
+        .fetch_all(&mut *tx)
+        .await?;
+    }
+    let mut transport: Vec<TransportService> = Vec::new();
+    if !c.services.is_empty() {
+        transport = sqlx::query_as(
+            "SELECT s.id AS service_id, s.container_id, s.container_port, t.protocol,
+                    t.external_port, t.use_tls
+             FROM transport_services t JOIN services s ON s.id = t.service_id
+             WHERE s.id = ANY($1)",
+        )
+        .bind(ids(&c.services))
+        .fetch_all(&mut *tx)
+        .await?;
+    }
+    let mut records: Vec<DnsRecord> = Vec::new();
+    if !c.dns_records.is_empty() {
+        records = sqlx::query_as(
+            "SELECT id, site_id, name, type, value, ttl FROM dns_records WHERE id = ANY($1)",
+        )
+        .bind(ids(&c.dns_records))
+        .fetch_all(&mut *tx)
+        .await?;
+    }
     if whole {
         records.extend(
             sqlx::query_as::<_, DnsRecord>(
@@ -480,12 +524,15 @@ async fn read_naming(
         );
         dedup_by_key(&mut records, |r| r.id);
     }
-    let mut domains: Vec<ExternalDomain> = sqlx::query_as(&format!(
-        "SELECT {EXTERNAL_DOMAIN_COLUMNS} FROM external_domains WHERE id = ANY($1)"
-    ))
-    .bind(ids(&c.external_domains))
-    .fetch_all(&mut *tx)
-    .await?;
+    let mut domains: Vec<ExternalDomain> = Vec::new();
+    if !c.external_domains.is_empty() {
+        domains = sqlx::query_as(&format!(
+            "SELECT {EXTERNAL_DOMAIN_COLUMNS} FROM external_domains WHERE id = ANY($1)"
+        ))
+        .bind(ids(&c.external_domains))
+        .fetch_all(&mut *tx)
+        .await?;
+    }
     out.sites.append(&mut site_rows);
     out.nodes.append(&mut nodes);
     out.containers.append(&mut containers);
@@ -756,8 +803,7 @@ mod tests {
         c.note("user_groups 1001:2000,1002:2001");
         c.note("api_keys AbCd1234");
         assert_eq!(ids(&c.containers), vec![1, 2, 3]);
-        assert_eq!(ids(&c.member_uids), vec![1001, 1002]);
-        assert_eq!(ids(&c.member_gids), vec![2000, 2001]);
+        assert_eq!(ids(&c.memberships), vec![(1001, 2000), (1002, 2001)]);
         assert!(c.api_keys.contains("AbCd1234"));
         assert!(!c.identity_all && !c.naming_all);
 

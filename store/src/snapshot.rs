@@ -42,22 +42,25 @@ impl Snapshot {
 }
 
 /// Users, groups and their memberships, indexed for the lookups LDAP and the auth endpoint make.
-#[derive(Debug, Default)]
+///
+/// The maps are persistent (`imbl`): the change feed's next version shares everything but the
+/// paths to the entries it changed, so a patch costs what it changes, not the directory's size.
+#[derive(Debug, Default, Clone)]
 pub struct Identity {
     /// Users by uid number (ordered, so listings are stable).
-    pub users: BTreeMap<Uid, Arc<User>>,
+    pub users: imbl::OrdMap<Uid, Arc<User>>,
     /// Uid by lower-case username.
-    pub user_by_name: HashMap<String, Uid>,
+    pub user_by_name: imbl::HashMap<String, Uid>,
     /// Groups by gid number.
-    pub groups: BTreeMap<Gid, Arc<Group>>,
+    pub groups: imbl::OrdMap<Gid, Arc<Group>>,
     /// Gid by lower-case group name.
-    pub group_by_name: HashMap<String, Gid>,
-    /// Each user's groups (ascending gid).
-    pub groups_of: HashMap<Uid, Vec<Gid>>,
-    /// Each group's members (ascending uid).
-    pub members_of: HashMap<Gid, Vec<Uid>>,
+    pub group_by_name: imbl::HashMap<String, Gid>,
+    /// Each user's groups (ascending gid); users in no group have no entry.
+    pub groups_of: imbl::HashMap<Uid, Arc<[Gid]>>,
+    /// Each group's members (ascending uid); groups without members have no entry.
+    pub members_of: imbl::HashMap<Gid, Arc<[Uid]>>,
     /// API keys by their public prefix.
-    pub api_keys: HashMap<String, Arc<ApiKey>>,
+    pub api_keys: imbl::HashMap<String, Arc<ApiKey>>,
     /// When this half was loaded.
     pub loaded_at: Option<DateTime<Utc>>,
 }
@@ -131,21 +134,20 @@ impl Identity {
                 .insert(group.cn.to_ascii_lowercase(), group.gid_number);
             identity.groups.insert(group.gid_number, Arc::new(group));
         }
+        let mut groups_of: HashMap<Uid, Vec<Gid>> = HashMap::new();
+        let mut members_of: HashMap<Gid, Vec<Uid>> = HashMap::new();
         for (uid, gid) in memberships {
-            identity
-                .groups_of
-                .entry(Uid(uid))
-                .or_default()
-                .push(Gid(gid));
-            identity
-                .members_of
-                .entry(Gid(gid))
-                .or_default()
-                .push(Uid(uid));
+            groups_of.entry(Uid(uid)).or_default().push(Gid(gid));
+            members_of.entry(Gid(gid)).or_default().push(Uid(uid));
         }
-        for members in identity.members_of.values_mut() {
-            members.sort_unstable();
-        }
+        identity.groups_of = groups_of.into_iter().map(|(u, g)| (u, g.into())).collect();
+        identity.members_of = members_of
+            .into_iter()
+            .map(|(g, mut m)| {
+                m.sort_unstable();
+                (g, m.into())
+            })
+            .collect();
         for key in keys {
             identity.api_keys.insert(key.prefix.clone(), Arc::new(key));
         }
@@ -175,8 +177,8 @@ pub struct Naming {
     pub sites: BTreeMap<SiteId, Arc<SiteView>>,
     /// Site id by lower-case internal domain.
     pub site_by_domain: HashMap<String, SiteId>,
-    /// Containers by id (across sites).
-    pub containers: HashMap<ContainerId, Arc<Container>>,
+    /// Containers by id (across sites); persistent, so a patch copies only what it changes.
+    pub containers: imbl::HashMap<ContainerId, Arc<Container>>,
     /// HTTP services.
     pub http_services: Vec<HttpService>,
     /// Index into `http_services` by lower-case `<external_hostname>.<domain>`.
@@ -300,7 +302,7 @@ impl Naming {
                 view.nodes.push(Arc::new(node));
             }
         }
-        let mut by_id = HashMap::new();
+        let mut by_id = imbl::HashMap::new();
         for row in containers {
             let container = Arc::new(Container::from(row));
             by_id.insert(container.id, container.clone());

@@ -96,8 +96,8 @@ async fn seeded_groups_and_uid_sequence(pool: PgPool) -> TestResult {
     assert!(snap.identity.is_admin(a.uid_number));
     assert!(!snap.identity.is_admin(b.uid_number));
     assert_eq!(
-        snap.identity.groups_of[&b.uid_number],
-        vec![siteward_store::LDAPUSERS_GID]
+        snap.identity.groups_of[&b.uid_number][..],
+        [siteward_store::LDAPUSERS_GID]
     );
     // The hash is stored, never the password.
     let stored: String =

@@ -161,7 +161,7 @@ fn groups_page(s: &AdminState, who: &Signed, typed: &GroupForm, reply: Reply) ->
     let mut members: BTreeMap<_, Vec<&str>> = BTreeMap::new();
     for (uid, gids) in &id.groups_of {
         if let Some(u) = id.users.get(uid) {
-            for g in gids {
+            for g in gids.iter() {
                 members.entry(*g).or_default().push(u.username.as_str());
             }
         }

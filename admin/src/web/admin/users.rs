@@ -55,7 +55,7 @@ fn page(
                 .groups_of
                 .get(&u.uid_number)
                 .into_iter()
-                .flatten()
+                .flat_map(|l| l.iter())
                 .filter_map(|g| id.groups.get(g).map(|g| g.cn.as_str()))
                 .collect();
             groups.sort_unstable();
