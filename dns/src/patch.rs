@@ -1,6 +1,6 @@
 //! Zones kept current name by name. [`Zones`] holds, for every site, its zones and who
 //! contributes to each of their names ([`Owners`]). Given a naming half patched from the one it
-//! last saw (`naming.delta.base == version`), it looks up only the changed rows in the old and the
+//! last saw, directly or in a few steps ([`Naming::delta_since`]), it looks up only the changed rows in the old and the
 //! new site view, recomputes the names they had and have (plus the apex when the serial moved),
 //! and publishes each touched zone as the old zone's names plus a small overlay of the recomputed
 //! ones: the work is proportional to the change, not to the zone. When the overlay grows past a
@@ -80,10 +80,9 @@ impl Zones {
         let started = Instant::now();
         let mut stats = UpdateStats::default();
         let prev = self.seen.take();
-        let delta = match (&prev, &naming.delta) {
-            (Some(p), Some(d)) if d.base == p.version => Some(d.clone()),
-            _ => None,
-        };
+        // The rows changed since the half seen last, even when the updater skipped versions
+        // (several patches between two of its turns).
+        let delta = prev.as_ref().and_then(|p| naming.delta_since(p.version));
         let mut changed = Vec::new();
         let mut next: HashMap<SiteId, SiteZones> = HashMap::with_capacity(naming.sites.len());
         for (id, view) in &naming.sites {

@@ -777,6 +777,7 @@ async fn patch_naming(pool: &PgPool, prev: &Naming, c: &Changes) -> Result<Namin
             prev.http_service_by_id.clone(),
         )
     };
+    let delta = Arc::new(delta);
     Ok(Naming {
         sites,
         site_by_domain,
@@ -788,7 +789,15 @@ async fn patch_naming(pool: &PgPool, prev: &Naming, c: &Changes) -> Result<Namin
         external_domains,
         loaded_at: Some(Utc::now()),
         version: prev.version + 1,
-        delta: Some(Arc::new(delta)),
+        history: {
+            let mut h = prev.history.clone();
+            h.push_back(delta.clone());
+            while h.len() > crate::snapshot::NAMING_HISTORY {
+                h.pop_front();
+            }
+            h
+        },
+        delta: Some(delta),
     })
 }
 

@@ -196,7 +196,14 @@ pub struct Naming {
     /// What differs from the naming half with version `delta.base`, when this one was patched
     /// from it; `None` after a full load (a consumer then rebuilds whatever it derives).
     pub delta: Option<Arc<NamingDelta>>,
+    /// The last steps that led here, oldest first (at most [`NAMING_HISTORY`]; empty after a
+    /// full load): a consumer that skipped a few versions still patches, through
+    /// [`Naming::delta_since`].
+    pub history: imbl::Vector<Arc<NamingDelta>>,
 }
+
+/// Steps a [`Naming`] remembers in `history`.
+pub const NAMING_HISTORY: usize = 64;
 
 /// The rows a patched [`Naming`] changed (inserted, updated or deleted) relative to the naming
 /// half it was patched from. A consumer holding that earlier half (`version == base`) finds a
@@ -338,6 +345,7 @@ impl Naming {
             loaded_at: Some(Utc::now()),
             version: 0,
             delta: None,
+            history: imbl::Vector::new(),
         })
     }
 }
@@ -392,7 +400,42 @@ impl Identity {
     }
 }
 
+impl NamingDelta {
+    /// Adds the rows `other` names.
+    pub fn extend(&mut self, other: &NamingDelta) {
+        self.sites.extend(other.sites.iter().copied());
+        self.nodes.extend(other.nodes.iter().copied());
+        self.containers.extend(other.containers.iter().copied());
+        self.services.extend(other.services.iter().copied());
+        self.dns_records.extend(other.dns_records.iter().copied());
+        self.external_domains
+            .extend(other.external_domains.iter().copied());
+    }
+}
+
 impl Naming {
+    /// The rows that differ between the naming half with `version` and this one, when this one
+    /// was patched from it in steps `history` still holds; `None` otherwise (rebuild).
+    pub fn delta_since(&self, version: u64) -> Option<Arc<NamingDelta>> {
+        if let Some(d) = self.delta.as_ref().filter(|d| d.base == version) {
+            return Some(d.clone());
+        }
+        let start = self.history.iter().position(|d| d.base == version)?;
+        let mut out = NamingDelta {
+            base: version,
+            ..NamingDelta::default()
+        };
+        let mut at = version;
+        for d in self.history.iter().skip(start) {
+            if d.base != at {
+                return None;
+            }
+            out.extend(d);
+            at += 1;
+        }
+        (at == self.version).then(|| Arc::new(out))
+    }
+
     /// Whether both hold the same rows and indexes (`loaded_at`, `version` and `delta` aside).
     pub fn same_contents(&self, other: &Naming) -> bool {
         self.sites == other.sites
