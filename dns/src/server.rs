@@ -1,7 +1,8 @@
 //! The socket side: [`serve`] runs
-//! - UDP workers: one OS thread per core, each blocking on the shared socket and answering in
-//!   place (no task or channel per datagram; the index is re-read only when its generation
-//!   counter moves);
+//! - UDP workers: one OS thread per core, each blocking on the shared socket, taking every
+//!   datagram waiting (up to a batch) with one `recvmmsg`, answering in place and replying with
+//!   one `sendmmsg` (no task or channel per datagram; the index is re-read only when its
+//!   generation counter moves);
 //! - TCP: an accept loop with a connection cap, a task (and a tracing span) per connection, any
 //!   number of (pipelined) queries per connection, an idle timeout, AXFR streams;
 //! - the index updater: watches the store's snapshot and rebuilds the zones whose inputs changed,
@@ -15,8 +16,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::AsRawFd;
+
 use arc_swap::ArcSwap;
 use ipnetwork::IpNetwork;
+use nix::errno::Errno;
+use nix::sys::socket::{
+    recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage,
+};
 use siteward_store::slots::{Admission, Slot, Slots};
 use siteward_store::{Naming, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -328,6 +336,21 @@ pub async fn serve(
     joined.map(|_| ())
 }
 
+/// Datagrams a UDP worker takes from (and hands to) the kernel per system call.
+const UDP_BATCH: usize = 32;
+/// The largest query a UDP worker reads (the queries of real clients are far smaller).
+const UDP_MAX_QUERY: usize = 4096;
+
+/// A received address as a standard one (`None` for a family DNS does not use).
+fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+}
+
+/// One UDP worker: takes up to [`UDP_BATCH`] waiting datagrams with one `recvmmsg` (blocking for
+/// the first only), answers them in place, and hands the replies back with one `sendmmsg`.
 fn udp_worker(
     worker: usize,
     sock: &std::net::UdpSocket,
@@ -335,91 +358,130 @@ fn udp_worker(
     shutdown: &CancellationToken,
 ) {
     let latency = shared.state.metrics.latency(&format!("udp-{worker}"));
-    let mut buf = vec![0u8; 4096];
+    let fd = sock.as_raw_fd();
+    let mut bufs = vec![[0u8; UDP_MAX_QUERY]; UDP_BATCH];
+    let mut rx = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
+    let mut tx = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
+    let mut got: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(UDP_BATCH);
+    let mut replies: Vec<Vec<u8>> = Vec::with_capacity(UDP_BATCH);
+    let mut to: Vec<Option<SockaddrStorage>> = Vec::with_capacity(UDP_BATCH);
     let mut q = Query::default();
     let mut generation = shared.live.generation.load(Ordering::Acquire);
     let mut index = shared.live.index.load_full();
     let metrics = &shared.state.metrics;
     while !shutdown.is_cancelled() {
-        let (n, peer) = match sock.recv_from(&mut buf) {
-            Ok(r) => r,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
+        got.clear();
+        {
+            let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
+                .iter_mut()
+                .map(|b| [IoSliceMut::new(&mut b[..])])
+                .collect();
+            match recvmmsg(fd, &mut rx, iovs.iter_mut(), MsgFlags::MSG_WAITFORONE, None) {
+                Ok(msgs) => got.extend(msgs.filter_map(|m| Some((m.bytes, m.address?)))),
+                // The read timeout (to look at `shutdown`), or a signal.
+                Err(Errno::EAGAIN | Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "UDP receive failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "UDP receive failed");
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-        };
+        }
         let g = shared.live.generation.load(Ordering::Acquire);
         if g != generation {
             generation = g;
             index = shared.live.index.load_full();
         }
-        let msg = buf.get(..n).unwrap_or_default();
-        let started = Instant::now();
-        let ctx = shared.context(Transport::Udp, peer.ip(), &index);
-        match engine::answer(&index, msg, &ctx, &mut q) {
-            Outcome::Reply(resp) => {
-                latency.observe(started.elapsed().as_secs_f64());
-                metrics.response(Transport::Udp, &resp);
-                if let Err(e) = sock.send_to(&resp, peer) {
-                    tracing::debug!(error = %e, %peer, "UDP send failed");
-                }
-            }
-            Outcome::Drop | Outcome::Transfer(_) => {
-                metrics.dropped.inc();
-            }
-            Outcome::Forward(f) => {
-                let upstreams = shared.upstreams(&index, peer.ip());
-                if let Some(resp) = shared.cache.get(&upstreams, &f, &q, Instant::now()) {
-                    metrics.cache_hits.inc();
+        replies.clear();
+        to.clear();
+        for (buf, &(n, addr)) in bufs.iter().zip(&got) {
+            let Some(peer) = socket_addr(&addr) else {
+                continue;
+            };
+            let msg = buf.get(..n).unwrap_or(&buf[..]);
+            let started = Instant::now();
+            let ctx = shared.context(Transport::Udp, peer.ip(), &index);
+            match engine::answer(&index, msg, &ctx, &mut q) {
+                Outcome::Reply(resp) => {
+                    latency.observe(started.elapsed().as_secs_f64());
                     metrics.response(Transport::Udp, &resp);
-                    if let Err(e) = sock.send_to(&resp, peer) {
-                        tracing::debug!(error = %e, %peer, "UDP send failed");
-                    }
-                    continue;
+                    replies.push(resp);
+                    to.push(Some(addr));
                 }
-                // Over the bound the query is dropped, not queued: the client retries, and a
-                // flood costs neither memory nor upstream queries.
-                let Some(permit) = shared.limits.try_acquire(peer.ip()) else {
-                    metrics.forward_dropped.inc();
-                    tracing::debug!(%peer, "forwarding bound reached; query dropped");
-                    continue;
-                };
-                let Ok(reply_sock) = sock.try_clone() else {
-                    continue;
-                };
-                let query = msg.to_vec();
-                let shared2 = shared.clone();
-                let q_copy = q.clone();
-                let span = tracing::debug_span!("dns_forward", %peer, qtype = q.qtype);
-                shared.runtime.spawn(
-                    async move {
-                        let resp =
-                            forwarded(&shared2, &f, &q_copy, &upstreams, &query, false).await;
-                        drop(permit);
-                        shared2.state.metrics.response(Transport::Udp, &resp);
-                        if let Err(e) = reply_sock.send_to(&resp, peer) {
-                            tracing::debug!(error = %e, %peer, "UDP send failed");
-                        }
+                Outcome::Drop | Outcome::Transfer(_) => {
+                    metrics.dropped.inc();
+                }
+                Outcome::Forward(f) => {
+                    let upstreams = shared.upstreams(&index, peer.ip());
+                    if let Some(resp) = shared.cache.get(&upstreams, &f, &q, Instant::now()) {
+                        metrics.cache_hits.inc();
+                        metrics.response(Transport::Udp, &resp);
+                        replies.push(resp);
+                        to.push(Some(addr));
+                        continue;
                     }
-                    .instrument(span),
-                );
+                    // Over the bound the query is dropped, not queued: the client retries, and
+                    // a flood costs neither memory nor upstream queries.
+                    let Some(permit) = shared.limits.try_acquire(peer.ip()) else {
+                        metrics.forward_dropped.inc();
+                        tracing::debug!(%peer, "forwarding bound reached; query dropped");
+                        continue;
+                    };
+                    let Ok(reply_sock) = sock.try_clone() else {
+                        continue;
+                    };
+                    let query = msg.to_vec();
+                    let shared2 = shared.clone();
+                    let q_copy = q.clone();
+                    let span = tracing::debug_span!("dns_forward", %peer, qtype = q.qtype);
+                    shared.runtime.spawn(
+                        async move {
+                            let resp =
+                                forwarded(&shared2, &f, &q_copy, &upstreams, &query, false).await;
+                            drop(permit);
+                            shared2.state.metrics.response(Transport::Udp, &resp);
+                            if let Err(e) = reply_sock.send_to(&resp, peer) {
+                                tracing::debug!(error = %e, %peer, "UDP send failed");
+                            }
+                        }
+                        .instrument(span),
+                    );
+                }
+            }
+        }
+        send_batch(fd, &mut tx, &replies, &to);
+    }
+}
+
+/// Sends `replies[i]` to `to[i]`, as few `sendmmsg` calls as the kernel allows; a datagram the
+/// kernel refuses (an unreachable peer, say) is skipped, not retried.
+fn send_batch(
+    fd: std::os::fd::RawFd,
+    tx: &mut MultiHeaders<SockaddrStorage>,
+    replies: &[Vec<u8>],
+    to: &[Option<SockaddrStorage>],
+) {
+    let mut at = 0;
+    while at < replies.len() {
+        let iovs: Vec<[IoSlice<'_>; 1]> = replies
+            .get(at..)
+            .unwrap_or_default()
+            .iter()
+            .map(|r| [IoSlice::new(r)])
+            .collect();
+        let addrs = to.get(at..).unwrap_or_default();
+        let no_cmsgs: [ControlMessage<'_>; 0] = [];
+        match sendmmsg(fd, tx, &iovs, addrs, no_cmsgs, MsgFlags::empty()) {
+            Ok(sent) => at += sent.count().max(1),
+            Err(Errno::EINTR) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, peer = ?to.get(at), "UDP send failed");
+                at += 1;
             }
         }
     }
 }
 
-/// Forwards upstream (caching the answer); SERVFAIL when no upstream answers.
 async fn forwarded(
     shared: &Shared,
     f: &engine::Forward,
