@@ -100,8 +100,14 @@ fn identity() -> Identity {
             members_of.entry(Gid(*g)).or_default().push(Uid(*u));
         }
     }
-    id.groups_of = groups_of;
-    id.members_of = members_of.into_iter().collect();
+    id.groups_of = groups_of
+        .into_iter()
+        .map(|(u, gs)| (u, gs.into()))
+        .collect();
+    id.members_of = members_of
+        .into_iter()
+        .map(|(g, us)| (g, us.into()))
+        .collect();
     id
 }
 

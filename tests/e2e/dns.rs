@@ -854,6 +854,15 @@ async fn axfr_and_knot_secondary_after_notify() -> TestResult {
         .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
         .count();
     assert_eq!(n, 1, "{out}");
+    // From a serial after ours (RFC 1982), as well: the SOA alone (RFC 1995 §2; the fuzz
+    // target's regression input corpus/dns_answer/regression-ixfr-newer-serial).
+    let newer = format!("IXFR={}", serial1.wrapping_add(5));
+    let out = dig(addr, &[&newer, "lab.internal", "+nocmd", "+nostats"]).await?;
+    let soa_only: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .collect();
+    assert!(soa_only.len() == 1 && soa_only[0].contains("SOA"), "{out}");
     // A serial older than the journal (RFC 1982: 1,000 before ours) gets the whole zone.
     let old = format!("IXFR={}", serial0.wrapping_sub(1000));
     let out = dig(addr, &[&old, "lab.internal", "+nocmd", "+nostats"]).await?;
