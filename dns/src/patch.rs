@@ -1,7 +1,7 @@
 //! Zones kept current name by name. [`Zones`] holds, for every site, its zones and who
 //! contributes to each of their names ([`Owners`]). Given a naming half patched from the one it
-//! last saw, directly or in a few steps ([`Naming::delta_since`]), it looks up only the changed rows in the old and the
-//! new site view, recomputes the names they had and have (plus the apex when the serial moved),
+//! last saw, in one step or a few ([`Naming::delta_since`]), it looks up only the changed rows in
+//! the old and the new site view, recomputes the names they had and have (plus the apex when the serial moved),
 //! and publishes each touched zone as the old zone's names plus a small overlay of the recomputed
 //! ones: the work is proportional to the change, not to the zone. When the overlay grows past a
 //! fraction of the zone it is folded into a new base (amortized). Anything else (a first load, a

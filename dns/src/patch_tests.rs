@@ -169,23 +169,19 @@ fn mutate(r: &mut Rng, view: &mut SiteView, next_id: &mut i64) -> NamingDelta {
 }
 
 fn naming_of(view: &SiteView, version: u64, delta: Option<NamingDelta>) -> Arc<Naming> {
-    naming_with(view, version, delta, &[])
+    let feed: Vec<Arc<NamingDelta>> = delta.map(Arc::new).into_iter().collect();
+    naming_with(view, version, &feed)
 }
 
-/// A naming half as the store publishes it, with the steps that led to it.
-fn naming_with(
-    view: &SiteView,
-    version: u64,
-    delta: Option<NamingDelta>,
-    feed: &[Arc<NamingDelta>],
-) -> Arc<Naming> {
+/// A naming half as the store publishes it, with the patches that led to it (the last one made
+/// it).
+fn naming_with(view: &SiteView, version: u64, feed: &[Arc<NamingDelta>]) -> Arc<Naming> {
     let mut naming = Naming::default();
     naming
         .site_by_domain
         .insert(view.site.internal_domain.clone(), view.site.id);
     naming.sites.insert(view.site.id, Arc::new(view.clone()));
     naming.version = version;
-    naming.delta = delta.map(Arc::new);
     naming.history = feed.iter().cloned().collect();
     Arc::new(naming)
 }
@@ -388,7 +384,7 @@ fn run(seed: u64, steps: usize, settings: &ZoneSettings) -> (usize, usize) {
         if std::env::var_os("PATCH_TRACE").is_some() {
             eprintln!("step {step}: {delta:?}");
         }
-        let naming = naming_with(&view, version, delta, &feed);
+        let naming = naming_with(&view, version, &feed);
         // Now and then the updater misses versions (several patches land between two of its
         // turns): it patches across them from the feed's history.
         if r.below(6) == 0 && step + 1 < steps {
@@ -467,7 +463,7 @@ fn an_untouched_site_keeps_its_zones() {
     };
     delta.containers.insert(c.id);
     delta.sites.insert(SiteId(1));
-    naming.delta = Some(Arc::new(delta));
+    naming.history.push_back(Arc::new(delta));
     let (changed, stats) = zones.update(&Arc::new(naming), &settings);
     assert_eq!(stats.built, 0);
     assert_eq!(stats.patched, 2, "forward and reverse of site 1");

@@ -11,13 +11,12 @@
 //!   worker takes a permit before it spawns the forwarding task, and drops the query when there
 //!   is none, so nothing queues.
 
+use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::AsRawFd;
 
 use arc_swap::ArcSwap;
 use ipnetwork::IpNetwork;
@@ -456,7 +455,7 @@ fn udp_worker(
 /// Sends `replies[i]` to `to[i]`, as few `sendmmsg` calls as the kernel allows; a datagram the
 /// kernel refuses (an unreachable peer, say) is skipped, not retried.
 fn send_batch(
-    fd: std::os::fd::RawFd,
+    fd: RawFd,
     tx: &mut MultiHeaders<SockaddrStorage>,
     replies: &[Vec<u8>],
     to: &[Option<SockaddrStorage>],
@@ -482,6 +481,7 @@ fn send_batch(
     }
 }
 
+/// Forwards upstream (caching the answer); SERVFAIL when no upstream answers.
 async fn forwarded(
     shared: &Shared,
     f: &engine::Forward,

@@ -777,7 +777,11 @@ async fn patch_naming(pool: &PgPool, prev: &Naming, c: &Changes) -> Result<Namin
             prev.http_service_by_id.clone(),
         )
     };
-    let delta = Arc::new(delta);
+    let mut history = prev.history.clone();
+    history.push_back(Arc::new(delta));
+    while history.len() > crate::snapshot::NAMING_HISTORY {
+        history.pop_front();
+    }
     Ok(Naming {
         sites,
         site_by_domain,
@@ -789,15 +793,7 @@ async fn patch_naming(pool: &PgPool, prev: &Naming, c: &Changes) -> Result<Namin
         external_domains,
         loaded_at: Some(Utc::now()),
         version: prev.version + 1,
-        history: {
-            let mut h = prev.history.clone();
-            h.push_back(delta.clone());
-            while h.len() > crate::snapshot::NAMING_HISTORY {
-                h.pop_front();
-            }
-            h
-        },
-        delta: Some(delta),
+        history,
     })
 }
 

@@ -193,12 +193,9 @@ pub struct Naming {
     pub loaded_at: Option<DateTime<Utc>>,
     /// Counts the naming halves made since start: a full load or a patch each make one.
     pub version: u64,
-    /// What differs from the naming half with version `delta.base`, when this one was patched
-    /// from it; `None` after a full load (a consumer then rebuilds whatever it derives).
-    pub delta: Option<Arc<NamingDelta>>,
-    /// The last steps that led here, oldest first (at most [`NAMING_HISTORY`]; empty after a
-    /// full load): a consumer that skipped a few versions still patches, through
-    /// [`Naming::delta_since`].
+    /// The patches that led here, oldest first, the last one making this half (at most
+    /// [`NAMING_HISTORY`]; empty after a full load, and a consumer then rebuilds whatever it
+    /// derives): one that skipped a few versions still patches, through [`Naming::delta_since`].
     pub history: imbl::Vector<Arc<NamingDelta>>,
 }
 
@@ -344,7 +341,6 @@ impl Naming {
             external_domains,
             loaded_at: Some(Utc::now()),
             version: 0,
-            delta: None,
             history: imbl::Vector::new(),
         })
     }
@@ -414,10 +410,16 @@ impl NamingDelta {
 }
 
 impl Naming {
+    /// What differs from the naming half with version `delta.base`, when this one was patched
+    /// from it; `None` after a full load.
+    pub fn delta(&self) -> Option<&Arc<NamingDelta>> {
+        self.history.back()
+    }
+
     /// The rows that differ between the naming half with `version` and this one, when this one
     /// was patched from it in steps `history` still holds; `None` otherwise (rebuild).
     pub fn delta_since(&self, version: u64) -> Option<Arc<NamingDelta>> {
-        if let Some(d) = self.delta.as_ref().filter(|d| d.base == version) {
+        if let Some(d) = self.delta().filter(|d| d.base == version) {
             return Some(d.clone());
         }
         let start = self.history.iter().position(|d| d.base == version)?;
@@ -436,7 +438,7 @@ impl Naming {
         (at == self.version).then(|| Arc::new(out))
     }
 
-    /// Whether both hold the same rows and indexes (`loaded_at`, `version` and `delta` aside).
+    /// Whether both hold the same rows and indexes (`loaded_at`, `version` and `history` aside).
     pub fn same_contents(&self, other: &Naming) -> bool {
         self.sites == other.sites
             && self.site_by_domain == other.site_by_domain

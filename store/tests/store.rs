@@ -1144,7 +1144,7 @@ async fn patched_snapshot_equals_full_reload(pool: PgPool) -> TestResult {
             );
             reference.reload(Dirty::ALL).await?;
             let (got, want) = (s.snapshot(), reference.snapshot());
-            if got.naming.delta.is_some() {
+            if got.naming.delta().is_some() {
                 patched_naming += 1;
             }
             assert!(
