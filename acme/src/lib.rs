@@ -231,7 +231,7 @@ impl Acme {
             .external_domains
             .iter()
             .find(|d| d.id == id)
-            .cloned()
+            .map(|d| ExternalDomain::clone(d))
             .ok_or_else(|| Error::Invalid(format!("external domain {} not found", id.0)))
     }
 
@@ -244,7 +244,7 @@ impl Acme {
             .external_domains
             .iter()
             .find(|d| d.domain.eq_ignore_ascii_case(name))
-            .cloned()
+            .map(|d| ExternalDomain::clone(d))
             .ok_or_else(|| Error::Invalid(format!("no external domain named {name}")))
     }
 

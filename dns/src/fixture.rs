@@ -118,15 +118,15 @@ pub fn fixture(serial: i64) -> Naming {
     }
     let view = SiteView {
         site: site(1, "lab.internal", serial),
-        nodes: vec![node(1, "pve1", ip(2)), node(2, "pve2", None)],
-        containers: vec![
+        nodes: imbl::vector![node(1, "pve1", ip(2)), node(2, "pve2", None)],
+        containers: imbl::vector![
             container(1, "web", ip(10)),
             container(2, "db", ip(11)),
             container(3, "noip", None),
             container(4, "ldap1", ip(20)),
             container(5, "ldap2", ip(21)),
         ],
-        dns_services: vec![
+        dns_services: imbl::vector![
             DnsService {
                 service_id: ServiceId(1),
                 container_id: ContainerId(4),
@@ -139,13 +139,14 @@ pub fn fixture(serial: i64) -> Naming {
                 service_name: "_ldap._tcp".into(),
                 container_port: 389,
             },
-        ],
-        records,
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect(),
+        records: records.into_iter().map(Arc::new).collect(),
     };
     let mut naming = Naming::default();
-    naming
-        .site_by_domain
-        .insert("lab.internal".into(), SiteId(1));
+    Arc::make_mut(&mut naming.site_by_domain).insert("lab.internal".into(), SiteId(1));
     naming.sites.insert(SiteId(1), Arc::new(view));
     naming
 }

@@ -189,10 +189,8 @@ fn build_site(
 }
 
 /// Row lookups in a view (its lists are in ascending id order).
-fn find<T, K: Ord>(list: &[T], key: K, id: impl Fn(&T) -> K) -> Option<&T> {
-    list.binary_search_by(|x| id(x).cmp(&key))
-        .ok()
-        .and_then(|i| list.get(i))
+fn find<T: Clone, K: Ord>(list: &imbl::Vector<T>, key: K, id: impl Fn(&T) -> K) -> Option<&T> {
+    siteward_store::find_sorted(list, &key, id)
 }
 
 fn hostname(view: &SiteView, id: ContainerId) -> Option<&str> {

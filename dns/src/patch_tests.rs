@@ -81,7 +81,7 @@ fn mutate(r: &mut Rng, view: &mut SiteView, next_id: &mut i64) -> NamingDelta {
     match r.below(12) {
         0 | 1 => {
             let c = container(id, r.pick(NAMES), random_ip(r));
-            view.containers.push(c);
+            view.containers.push_back(c);
             d.containers.insert(ContainerId(id));
         }
         2 | 3 if !view.containers.is_empty() => {
@@ -109,7 +109,7 @@ fn mutate(r: &mut Rng, view: &mut SiteView, next_id: &mut i64) -> NamingDelta {
             });
         }
         5 => {
-            view.records.push(random_record(r, id));
+            view.records.push_back(Arc::new(random_record(r, id)));
             d.dns_records.insert(DnsRecordId(id));
         }
         6 if !view.records.is_empty() => {
@@ -118,18 +118,19 @@ fn mutate(r: &mut Rng, view: &mut SiteView, next_id: &mut i64) -> NamingDelta {
             if r.below(3) == 0 {
                 view.records.remove(i);
             } else {
-                view.records[i] = random_record(r, old.0);
+                view.records[i] = Arc::new(random_record(r, old.0));
             }
             d.dns_records.insert(old);
         }
         7 if !view.containers.is_empty() => {
             let c = &view.containers[r.below(view.containers.len() as u64) as usize];
-            view.dns_services.push(DnsService {
+            let svc = DnsService {
                 service_id: ServiceId(id),
                 container_id: c.id,
                 service_name: ["_ldap._tcp", "_x._udp", "web"][r.below(3) as usize].into(),
                 container_port: [389, 53, 0, 70000][r.below(4) as usize],
-            });
+            };
+            view.dns_services.push_back(Arc::new(svc));
             d.services.insert(ServiceId(id));
         }
         8 if !view.dns_services.is_empty() => {
@@ -139,13 +140,13 @@ fn mutate(r: &mut Rng, view: &mut SiteView, next_id: &mut i64) -> NamingDelta {
                 view.dns_services.remove(i);
             } else if !view.containers.is_empty() {
                 let c = view.containers[r.below(view.containers.len() as u64) as usize].id;
-                view.dns_services[i].container_id = c;
+                Arc::make_mut(&mut view.dns_services[i]).container_id = c;
             }
             d.services.insert(sid);
         }
         9 => {
             let n = node(id, r.pick(NAMES), random_ip(r));
-            view.nodes.push(n);
+            view.nodes.push_back(n);
             d.nodes.insert(NodeId(id));
         }
         10 if !view.nodes.is_empty() => {
@@ -177,8 +178,7 @@ fn naming_of(view: &SiteView, version: u64, delta: Option<NamingDelta>) -> Arc<N
 /// it).
 fn naming_with(view: &SiteView, version: u64, feed: &[Arc<NamingDelta>]) -> Arc<Naming> {
     let mut naming = Naming::default();
-    naming
-        .site_by_domain
+    Arc::make_mut(&mut naming.site_by_domain)
         .insert(view.site.internal_domain.clone(), view.site.id);
     naming.sites.insert(view.site.id, Arc::new(view.clone()));
     naming.version = version;
@@ -330,10 +330,10 @@ fn run(seed: u64, steps: usize, settings: &ZoneSettings) -> (usize, usize) {
     let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut view = SiteView {
         site: site(1, "lab.internal", 1),
-        nodes: vec![node(1, "pve1", Some(Ipv4Addr::new(10, 1, 2, 2)))],
-        containers: Vec::new(),
-        dns_services: Vec::new(),
-        records: Vec::new(),
+        nodes: imbl::vector![node(1, "pve1", Some(Ipv4Addr::new(10, 1, 2, 2)))],
+        containers: imbl::Vector::new(),
+        dns_services: imbl::Vector::new(),
+        records: imbl::Vector::new(),
     };
     let mut next_id = 10;
     let mut version = 1;
@@ -354,10 +354,11 @@ fn run(seed: u64, steps: usize, settings: &ZoneSettings) -> (usize, usize) {
             delta.services.extend(more.services);
             delta.dns_records.extend(more.dns_records);
         }
-        view.containers.sort_by_key(|c| c.id);
-        view.nodes.sort_by_key(|n| n.id);
-        view.records.sort_by_key(|x| x.id);
-        view.dns_services.sort_by_key(|s| s.service_id);
+        view.containers.sort_by(|a, b| a.id.cmp(&b.id));
+        view.nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        view.records.sort_by(|a, b| a.id.cmp(&b.id));
+        view.dns_services
+            .sort_by(|a, b| a.service_id.cmp(&b.service_id));
         // As the database does: a change to a site's zones moves its serial (a change to the
         // site row alone may or may not).
         let touched = !(delta.nodes.is_empty()

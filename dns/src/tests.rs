@@ -550,19 +550,19 @@ fn a_10000_container_zone_builds_quickly() {
     let view = naming.sites.values().next().cloned().unwrap();
     let mut view = (*view).clone();
     for i in 0..10_000u32 {
-        view.containers.push(container(
+        view.containers.push_back(container(
             1000 + i64::from(i),
             &format!("ct{i}"),
             Some(Ipv4Addr::new(10, 1, 2, (i % 250) as u8 + 1)),
         ));
     }
     for i in 0..1000 {
-        view.dns_services.push(DnsService {
+        view.dns_services.push_back(Arc::new(DnsService {
             service_id: ServiceId(100 + i),
             container_id: ContainerId(1000 + i),
             service_name: format!("_svc{i}._tcp"),
             container_port: 1000,
-        });
+        }));
     }
     naming.sites.insert(SiteId(1), Arc::new(view));
     let mut took = std::time::Duration::MAX;
@@ -592,7 +592,8 @@ fn a_container_never_joins_a_name_another_source_holds() {
     let mut naming = fixture(7);
     let view = naming.sites.get(&SiteId(1)).expect("site").as_ref().clone();
     let mut view = view;
-    view.records.push(rec(40, "static", "A", "10.1.2.50", 300));
+    view.records
+        .push_back(Arc::new(rec(40, "static", "A", "10.1.2.50", 300)));
     view.containers.extend([
         container(10, "pve1", ip(60)),
         container(11, "static", ip(61)),

@@ -207,10 +207,10 @@ pub fn axfr_notify(data: &[u8]) {
     };
     let mut view = SiteView {
         site: fixture::site(1, &w.domain, w.serial),
-        nodes: vec![fixture::node(1, "pve1", fixture::ip(2))],
-        containers: Vec::new(),
-        dns_services: Vec::new(),
-        records: Vec::new(),
+        nodes: imbl::vector![fixture::node(1, "pve1", fixture::ip(2))],
+        containers: imbl::Vector::new(),
+        dns_services: imbl::Vector::new(),
+        records: imbl::Vector::new(),
     };
     view.site.subnet_mask = match w.subnet_bits % 40 {
         b @ 0..=32 => Some(Ipv4Addr::from(
@@ -231,21 +231,26 @@ pub fn axfr_notify(data: &[u8]) {
             Kind::Ptr => "PTR",
             Kind::Other(s) => s.as_str(),
         };
-        view.records
-            .push(fixture::rec(i as i64 + 1, &r.name, t, &r.value, r.ttl));
+        view.records.push_back(Arc::new(fixture::rec(
+            i as i64 + 1,
+            &r.name,
+            t,
+            &r.value,
+            r.ttl,
+        )));
     }
     for (i, (host, last)) in w.containers.iter().enumerate().take(32) {
         let ip = last.map(|d| Ipv4Addr::new(10, 1, 2, d));
         view.containers
-            .push(fixture::container(i as i64 + 1, host, ip));
+            .push_back(fixture::container(i as i64 + 1, host, ip));
     }
     for (i, (c, name, port)) in w.services.iter().enumerate().take(16) {
-        view.dns_services.push(DnsService {
+        view.dns_services.push_back(Arc::new(DnsService {
             service_id: ServiceId(i as i64 + 1),
             container_id: ContainerId(i64::from(*c % 34)),
             service_name: name.clone(),
             container_port: *port,
-        });
+        }));
     }
     let settings = ZoneSettings {
         nameservers: if w.nameservers.is_empty() {
@@ -257,9 +262,7 @@ pub fn axfr_notify(data: &[u8]) {
         ..ZoneSettings::default()
     };
     let mut naming = Naming::default();
-    naming
-        .site_by_domain
-        .insert(w.domain.to_ascii_lowercase(), SiteId(1));
+    Arc::make_mut(&mut naming.site_by_domain).insert(w.domain.to_ascii_lowercase(), SiteId(1));
     naming.sites.insert(SiteId(1), Arc::new(view));
     let index = ZoneIndex::build(&naming, &settings, None);
     for zone in index.zones.values() {

@@ -289,10 +289,10 @@ pub fn render(data: &[u8]) {
             created_at: now,
             updated_at: now,
         },
-        nodes: Vec::new(),
-        containers: containers.clone(),
-        dns_services: Vec::new(),
-        records: Vec::new(),
+        nodes: imbl::Vector::new(),
+        containers: containers.iter().cloned().collect(),
+        dns_services: imbl::Vector::new(),
+        records: imbl::Vector::new(),
     };
     let mut naming = Naming::default();
     for c in &containers {
@@ -311,7 +311,7 @@ pub fn render(data: &[u8]) {
         if d.pending {
             pending.insert(id);
         }
-        naming.external_domains.push(ExternalDomain {
+        naming.external_domains.push_back(Arc::new(ExternalDomain {
             id,
             domain: d.name.clone(),
             acme_email: None,
@@ -320,14 +320,14 @@ pub fn render(data: &[u8]) {
             has_cloudflare_api_key: false,
             site_id: d.ours.then_some(SiteId(1)),
             auth_server: d.auth_server.clone(),
-        });
+        }));
     }
     let mut seen = BTreeSet::new();
     for (i, s) in w.http.iter().enumerate().take(8) {
         if !seen.insert((s.hostname.to_lowercase(), s.domain % 5)) {
             continue;
         }
-        naming.http_services.push(HttpService {
+        naming.http_services.push_back(Arc::new(HttpService {
             service_id: ServiceId(i as i64 + 1),
             container_id: ContainerId(i64::from(s.container % 4)),
             container_port: port(s.port),
@@ -340,25 +340,27 @@ pub fn render(data: &[u8]) {
             },
             auth_required: s.auth_required,
             allowed_groups: s.groups.clone(),
-        });
+        }));
     }
     let mut seen = BTreeSet::new();
     for (i, t) in w.transport.iter().enumerate().take(8) {
         if !seen.insert((t.udp, port(t.external_port))) {
             continue;
         }
-        naming.transport_services.push(TransportService {
-            service_id: ServiceId(100 + i as i64),
-            container_id: ContainerId(i64::from(t.container % 4)),
-            container_port: port(t.port),
-            protocol: if t.udp {
-                TransportProtocol::Udp
-            } else {
-                TransportProtocol::Tcp
-            },
-            external_port: port(t.external_port),
-            use_tls: t.tls,
-        });
+        naming
+            .transport_services
+            .push_back(Arc::new(TransportService {
+                service_id: ServiceId(100 + i as i64),
+                container_id: ContainerId(i64::from(t.container % 4)),
+                container_port: port(t.port),
+                protocol: if t.udp {
+                    TransportProtocol::Udp
+                } else {
+                    TransportProtocol::Tcp
+                },
+                external_port: port(t.external_port),
+                use_tls: t.tls,
+            }));
     }
     let public_url = match w.public_url.0 % 5 {
         4 => w.public_url.1.clone(),

@@ -51,7 +51,9 @@ pub use models::*;
 pub use password::HashCost;
 pub use patch::Changes;
 pub use queries::{NewNode, NewSite, NewUser};
-pub use snapshot::{Dirty, Identity, Naming, NamingDelta, SiteView, Snapshot, NAMING_HISTORY};
+pub use snapshot::{
+    find_sorted, Dirty, Identity, Naming, NamingDelta, SiteView, Snapshot, NAMING_HISTORY,
+};
 
 /// The embedded migrations (`migrations/` at the workspace root).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

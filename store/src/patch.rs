@@ -21,7 +21,7 @@ use sqlx::{PgConnection, PgPool};
 use crate::error::Result;
 use crate::models::*;
 use crate::queries::{CONTAINER_COLUMNS, EXTERNAL_DOMAIN_COLUMNS, NODE_COLUMNS, SITE_COLUMNS};
-use crate::snapshot::{Identity, Naming, NamingDelta, SiteView, Snapshot};
+use crate::snapshot::{find_sorted, Identity, Naming, NamingDelta, SiteView, Snapshot};
 
 /// The rows notifications named since the last patch, by table.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -550,17 +550,24 @@ fn dedup_by_key<T, K: Ord>(v: &mut Vec<T>, key: impl Fn(&T) -> K) {
     v.dedup_by(|a, b| key(a) == key(b));
 }
 
-/// Inserts or replaces `item` in a vector kept sorted by `key`.
-fn upsert_sorted<T, K: Ord>(v: &mut Vec<T>, item: T, key: impl Fn(&T) -> K) {
+/// Inserts or replaces `item` in a persistent vector kept sorted by `key` (O(log n): only the
+/// path to the slot is copied).
+fn upsert_sorted<T: Clone, K: Ord>(v: &mut imbl::Vector<T>, item: T, key: impl Fn(&T) -> K) {
     let k = key(&item);
     match v.binary_search_by(|x| key(x).cmp(&k)) {
-        Ok(i) => v[i] = item,
+        Ok(i) => {
+            v.set(i, item);
+        }
         Err(i) => v.insert(i, item),
     }
 }
 
-/// Removes the item with key `k` from a vector kept sorted by `key`.
-fn remove_sorted<T, K: Ord>(v: &mut Vec<T>, k: &K, key: impl Fn(&T) -> K) -> Option<T> {
+/// Removes the item with key `k` from a persistent vector kept sorted by `key`.
+fn remove_sorted<T: Clone, K: Ord>(
+    v: &mut imbl::Vector<T>,
+    k: &K,
+    key: impl Fn(&T) -> K,
+) -> Option<T> {
     v.binary_search_by(|x| key(x).cmp(k))
         .ok()
         .map(|i| v.remove(i))
@@ -615,6 +622,8 @@ async fn patch_naming(pool: &PgPool, prev: &Naming, c: &Changes) -> Result<Namin
         base: prev.version,
         ..NamingDelta::default()
     };
+    // Every collection below is persistent or small (sites): cloning one is O(1) or O(sites),
+    // and each change copies only the paths to what it touches.
     let mut sites = prev.sites.clone();
     let mut containers = prev.containers.clone();
 
@@ -635,13 +644,7 @@ async fn patch_naming(pool: &PgPool, prev: &Naming, c: &Changes) -> Result<Namin
                         site,
                         ..Arc::unwrap_or_clone(old)
                     },
-                    None => SiteView {
-                        site,
-                        nodes: Vec::new(),
-                        containers: Vec::new(),
-                        dns_services: Vec::new(),
-                        records: Vec::new(),
-                    },
+                    None => SiteView::new(site),
                 };
                 sites.insert(id, Arc::new(view));
             }
@@ -665,7 +668,7 @@ async fn patch_naming(pool: &PgPool, prev: &Naming, c: &Changes) -> Result<Namin
         let id = NodeId(*id);
         delta.nodes.insert(id);
         for view in sites.values_mut() {
-            if view.nodes.binary_search_by(|n| n.id.cmp(&id)).is_ok() {
+            if find_sorted(&view.nodes, &id, |n| n.id).is_some() {
                 remove_sorted(&mut Arc::make_mut(view).nodes, &id, |n| n.id);
             }
         }
@@ -697,40 +700,45 @@ async fn patch_naming(pool: &PgPool, prev: &Naming, c: &Changes) -> Result<Namin
         }
     }
 
-    // Services of every kind.
-    let mut service_ids: BTreeSet<i64> = c.services.clone();
-    service_ids.extend(rows.dns_services.iter().map(|s| s.service_id.0));
-    service_ids.extend(rows.http_services.iter().map(|s| s.service_id.0));
-    service_ids.extend(rows.transport_services.iter().map(|s| s.service_id.0));
+    // Services of every kind: the old versions leave their lists and the host index first,
+    // then the rows read go in, so two services that swap hostnames end up indexed right.
+    let mut service_ids: BTreeSet<ServiceId> = c.services.iter().map(|s| ServiceId(*s)).collect();
+    service_ids.extend(rows.dns_services.iter().map(|s| s.service_id));
+    service_ids.extend(rows.http_services.iter().map(|s| s.service_id));
+    service_ids.extend(rows.transport_services.iter().map(|s| s.service_id));
     let mut http_services = prev.http_services.clone();
     let mut transport_services = prev.transport_services.clone();
-    let http_changed = !service_ids.is_empty();
-    if !service_ids.is_empty() {
-        let changed = |id: ServiceId| service_ids.contains(&id.0);
-        http_services.retain(|s| !changed(s.service_id));
-        transport_services.retain(|s| !changed(s.service_id));
-        for view in sites.values_mut() {
-            if view.dns_services.iter().any(|s| changed(s.service_id)) {
-                Arc::make_mut(view)
-                    .dns_services
-                    .retain(|s| !changed(s.service_id));
+    let mut by_host = prev.http_service_by_host.clone();
+    for id in &service_ids {
+        delta.services.insert(*id);
+        if let Some(old) = remove_sorted(&mut http_services, id, |s| s.service_id) {
+            if let Some(host) = crate::snapshot::http_host(&old, &prev.external_domains) {
+                if by_host.get(&host) == Some(id) {
+                    by_host.remove(&host);
+                }
             }
         }
-        delta
-            .services
-            .extend(service_ids.iter().map(|s| ServiceId(*s)));
+        remove_sorted(&mut transport_services, id, |s| s.service_id);
+        for view in sites.values_mut() {
+            if find_sorted(&view.dns_services, id, |s| s.service_id).is_some() {
+                remove_sorted(&mut Arc::make_mut(view).dns_services, id, |s| s.service_id);
+            }
+        }
     }
     for svc in rows.dns_services {
         let site = containers.get(&svc.container_id).map(|c| c.site_id);
         if let Some(view) = site.and_then(|s| sites.get_mut(&s)) {
-            upsert_sorted(&mut Arc::make_mut(view).dns_services, svc, |s| s.service_id);
+            upsert_sorted(&mut Arc::make_mut(view).dns_services, Arc::new(svc), |s| {
+                s.service_id
+            });
         }
     }
-    for svc in rows.http_services {
-        upsert_sorted(&mut http_services, svc, |s| s.service_id);
+    let new_http: Vec<Arc<HttpService>> = rows.http_services.into_iter().map(Arc::new).collect();
+    for svc in &new_http {
+        upsert_sorted(&mut http_services, svc.clone(), |s| s.service_id);
     }
     for svc in rows.transport_services {
-        upsert_sorted(&mut transport_services, svc, |s| s.service_id);
+        upsert_sorted(&mut transport_services, Arc::new(svc), |s| s.service_id);
     }
 
     // Static records.
@@ -740,14 +748,14 @@ async fn patch_naming(pool: &PgPool, prev: &Naming, c: &Changes) -> Result<Namin
         let id = DnsRecordId(*id);
         delta.dns_records.insert(id);
         for view in sites.values_mut() {
-            if view.records.binary_search_by(|r| r.id.cmp(&id)).is_ok() {
+            if find_sorted(&view.records, &id, |r| r.id).is_some() {
                 remove_sorted(&mut Arc::make_mut(view).records, &id, |r| r.id);
             }
         }
     }
     for record in rows.records {
         if let Some(view) = sites.get_mut(&record.site_id) {
-            upsert_sorted(&mut Arc::make_mut(view).records, record, |r| r.id);
+            upsert_sorted(&mut Arc::make_mut(view).records, Arc::new(record), |r| r.id);
         }
     }
 
@@ -761,7 +769,7 @@ async fn patch_naming(pool: &PgPool, prev: &Naming, c: &Changes) -> Result<Namin
         remove_sorted(&mut external_domains, &id, |d| d.id);
     }
     for domain in rows.domains {
-        upsert_sorted(&mut external_domains, domain, |d| d.id);
+        upsert_sorted(&mut external_domains, Arc::new(domain), |d| d.id);
     }
 
     let site_by_domain = if site_ids.is_empty() {
@@ -769,13 +777,16 @@ async fn patch_naming(pool: &PgPool, prev: &Naming, c: &Changes) -> Result<Namin
     } else {
         crate::snapshot::site_index(&sites)
     };
-    let (http_service_by_host, http_service_by_id) = if http_changed || !domain_ids.is_empty() {
-        crate::snapshot::http_indexes(&http_services, &external_domains)
+    let http_service_by_host = if domain_ids.is_empty() {
+        for svc in &new_http {
+            if let Some(host) = crate::snapshot::http_host(svc, &external_domains) {
+                by_host.insert(host, svc.service_id);
+            }
+        }
+        by_host
     } else {
-        (
-            prev.http_service_by_host.clone(),
-            prev.http_service_by_id.clone(),
-        )
+        // A renamed or removed domain moves every one of its services' hosts.
+        crate::snapshot::http_host_index(&http_services, &external_domains)
     };
     let mut history = prev.history.clone();
     history.push_back(Arc::new(delta));
@@ -788,7 +799,6 @@ async fn patch_naming(pool: &PgPool, prev: &Naming, c: &Changes) -> Result<Namin
         containers,
         http_services,
         http_service_by_host,
-        http_service_by_id,
         transport_services,
         external_domains,
         loaded_at: Some(Utc::now()),
@@ -832,13 +842,13 @@ mod tests {
 
     #[test]
     fn sorted_vectors_stay_sorted() {
-        let mut v = vec![1, 3, 5];
+        let mut v: imbl::Vector<i32> = imbl::vector![1, 3, 5];
         upsert_sorted(&mut v, 4, |x| *x);
         upsert_sorted(&mut v, 3, |x| *x);
         upsert_sorted(&mut v, 0, |x| *x);
-        assert_eq!(v, vec![0, 1, 3, 4, 5]);
+        assert_eq!(v, imbl::vector![0, 1, 3, 4, 5]);
         assert_eq!(remove_sorted(&mut v, &3, |x| *x), Some(3));
         assert_eq!(remove_sorted(&mut v, &9, |x| *x), None);
-        assert_eq!(v, vec![0, 1, 4, 5]);
+        assert_eq!(v, imbl::vector![0, 1, 4, 5]);
     }
 }

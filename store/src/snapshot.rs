@@ -155,19 +155,45 @@ impl Identity {
     }
 }
 
-/// One site and everything its zones are built from. Every list is in ascending id order.
+/// One site and everything its zones are built from. Every list is in ascending id order and
+/// persistent (`imbl`): a patch that changes one container copies a few tree nodes, not the
+/// site's lists.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SiteView {
     /// The site.
     pub site: Site,
     /// Its nodes.
-    pub nodes: Vec<Arc<Node>>,
+    pub nodes: imbl::Vector<Arc<Node>>,
     /// Its containers.
-    pub containers: Vec<Arc<Container>>,
+    pub containers: imbl::Vector<Arc<Container>>,
     /// SRV-publishing services of its containers.
-    pub dns_services: Vec<DnsService>,
+    pub dns_services: imbl::Vector<Arc<DnsService>>,
     /// Static records of its zone.
-    pub records: Vec<DnsRecord>,
+    pub records: imbl::Vector<Arc<DnsRecord>>,
+}
+
+impl SiteView {
+    /// A site with no rows yet.
+    pub fn new(site: Site) -> Self {
+        Self {
+            site,
+            nodes: imbl::Vector::new(),
+            containers: imbl::Vector::new(),
+            dns_services: imbl::Vector::new(),
+            records: imbl::Vector::new(),
+        }
+    }
+}
+
+/// The item with key `key` in `list`, which is in ascending key order.
+pub fn find_sorted<'a, T: Clone, K: Ord>(
+    list: &'a imbl::Vector<T>,
+    key: &K,
+    key_of: impl Fn(&T) -> K,
+) -> Option<&'a T> {
+    list.binary_search_by(|x| key_of(x).cmp(key))
+        .ok()
+        .and_then(|i| list.get(i))
 }
 
 /// Sites with their zones' contents, and the edge's services.
@@ -176,19 +202,17 @@ pub struct Naming {
     /// Sites by id.
     pub sites: BTreeMap<SiteId, Arc<SiteView>>,
     /// Site id by lower-case internal domain.
-    pub site_by_domain: HashMap<String, SiteId>,
+    pub site_by_domain: Arc<HashMap<String, SiteId>>,
     /// Containers by id (across sites); persistent, so a patch copies only what it changes.
     pub containers: imbl::HashMap<ContainerId, Arc<Container>>,
-    /// HTTP services.
-    pub http_services: Vec<HttpService>,
-    /// Index into `http_services` by lower-case `<external_hostname>.<domain>`.
-    pub http_service_by_host: HashMap<String, usize>,
-    /// Index into `http_services` by service id.
-    pub http_service_by_id: HashMap<ServiceId, usize>,
-    /// TCP/UDP services.
-    pub transport_services: Vec<TransportService>,
-    /// External domains.
-    pub external_domains: Vec<ExternalDomain>,
+    /// HTTP services, in ascending service id order (see [`Naming::http_service`]).
+    pub http_services: imbl::Vector<Arc<HttpService>>,
+    /// HTTP service id by lower-case `<external_hostname>.<domain>`.
+    pub http_service_by_host: imbl::HashMap<String, ServiceId>,
+    /// TCP/UDP services, in ascending service id order.
+    pub transport_services: imbl::Vector<Arc<TransportService>>,
+    /// External domains, in ascending id order.
+    pub external_domains: imbl::Vector<Arc<ExternalDomain>>,
     /// When this half was loaded.
     pub loaded_at: Option<DateTime<Utc>>,
     /// Counts the naming halves made since start: a full load or a patch each make one.
@@ -288,22 +312,13 @@ impl Naming {
             .into_iter()
             .map(|row| {
                 let site = Site::from(row);
-                (
-                    site.id,
-                    SiteView {
-                        site,
-                        nodes: Vec::new(),
-                        containers: Vec::new(),
-                        dns_services: Vec::new(),
-                        records: Vec::new(),
-                    },
-                )
+                (site.id, SiteView::new(site))
             })
             .collect();
         for row in nodes {
             let node = Node::from(row);
             if let Some(view) = views.get_mut(&node.site_id) {
-                view.nodes.push(Arc::new(node));
+                view.nodes.push_back(Arc::new(node));
             }
         }
         let mut by_id = imbl::HashMap::new();
@@ -311,33 +326,34 @@ impl Naming {
             let container = Arc::new(Container::from(row));
             by_id.insert(container.id, container.clone());
             if let Some(view) = views.get_mut(&container.site_id) {
-                view.containers.push(container);
+                view.containers.push_back(container);
             }
         }
         for svc in dns_services {
             let site = by_id.get(&svc.container_id).map(|c| c.site_id);
             if let Some(view) = site.and_then(|s| views.get_mut(&s)) {
-                view.dns_services.push(svc);
+                view.dns_services.push_back(Arc::new(svc));
             }
         }
         for record in records {
             if let Some(view) = views.get_mut(&record.site_id) {
-                view.records.push(record);
+                view.records.push_back(Arc::new(record));
             }
         }
         let sites: BTreeMap<SiteId, Arc<SiteView>> =
             views.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
         let site_by_domain = site_index(&sites);
-        let (http_service_by_host, http_service_by_id) =
-            http_indexes(&http_services, &external_domains);
+        let http_services: imbl::Vector<_> = http_services.into_iter().map(Arc::new).collect();
+        let external_domains: imbl::Vector<_> =
+            external_domains.into_iter().map(Arc::new).collect();
+        let http_service_by_host = http_host_index(&http_services, &external_domains);
         Ok(Naming {
             sites,
             site_by_domain,
             containers: by_id,
             http_services,
             http_service_by_host,
-            http_service_by_id,
-            transport_services,
+            transport_services: transport_services.into_iter().map(Arc::new).collect(),
             external_domains,
             loaded_at: Some(Utc::now()),
             version: 0,
@@ -347,39 +363,34 @@ impl Naming {
 }
 
 /// Site id by lower-case internal domain.
-pub(crate) fn site_index(sites: &BTreeMap<SiteId, Arc<SiteView>>) -> HashMap<String, SiteId> {
-    sites
-        .values()
-        .map(|v| (v.site.internal_domain.clone(), v.site.id))
-        .collect()
+pub(crate) fn site_index(sites: &BTreeMap<SiteId, Arc<SiteView>>) -> Arc<HashMap<String, SiteId>> {
+    Arc::new(
+        sites
+            .values()
+            .map(|v| (v.site.internal_domain.clone(), v.site.id))
+            .collect(),
+    )
 }
 
-/// The HTTP services' indexes: by lower-case `<external_hostname>.<domain>` and by id.
-pub(crate) fn http_indexes(
-    http_services: &[HttpService],
-    external_domains: &[ExternalDomain],
-) -> (HashMap<String, usize>, HashMap<ServiceId, usize>) {
-    let domains: HashMap<ExternalDomainId, &str> = external_domains
+/// The lower-case `<external_hostname>.<domain>` an HTTP service answers on, if its domain is
+/// known.
+pub(crate) fn http_host(
+    svc: &HttpService,
+    external_domains: &imbl::Vector<Arc<ExternalDomain>>,
+) -> Option<String> {
+    let domain = find_sorted(external_domains, &svc.external_domain_id, |d| d.id)?;
+    Some(format!("{}.{}", svc.external_hostname, domain.domain).to_ascii_lowercase())
+}
+
+/// The HTTP services by lower-case `<external_hostname>.<domain>`.
+pub(crate) fn http_host_index(
+    http_services: &imbl::Vector<Arc<HttpService>>,
+    external_domains: &imbl::Vector<Arc<ExternalDomain>>,
+) -> imbl::HashMap<String, ServiceId> {
+    http_services
         .iter()
-        .map(|d| (d.id, d.domain.as_str()))
-        .collect();
-    let by_host = http_services
-        .iter()
-        .enumerate()
-        .filter_map(|(i, svc)| {
-            let domain = domains.get(&svc.external_domain_id)?;
-            Some((
-                format!("{}.{}", svc.external_hostname, domain).to_ascii_lowercase(),
-                i,
-            ))
-        })
-        .collect();
-    let by_id = http_services
-        .iter()
-        .enumerate()
-        .map(|(i, svc)| (svc.service_id, i))
-        .collect();
-    (by_host, by_id)
+        .filter_map(|svc| Some((http_host(svc, external_domains)?, svc.service_id)))
+        .collect()
 }
 
 impl Identity {
@@ -438,6 +449,22 @@ impl Naming {
         (at == self.version).then(|| Arc::new(out))
     }
 
+    /// Rebuilds `http_service_by_host` from `http_services` and `external_domains` (for halves
+    /// put together by hand, as tests do).
+    pub fn index_http_services(&mut self) {
+        self.http_service_by_host = http_host_index(&self.http_services, &self.external_domains);
+    }
+
+    /// The HTTP service with `id`.
+    pub fn http_service(&self, id: ServiceId) -> Option<&Arc<HttpService>> {
+        find_sorted(&self.http_services, &id, |s| s.service_id)
+    }
+
+    /// The HTTP service answering on `host` (lower-case, no trailing dot).
+    pub fn http_service_at(&self, host: &str) -> Option<&Arc<HttpService>> {
+        self.http_service(*self.http_service_by_host.get(host)?)
+    }
+
     /// Whether both hold the same rows and indexes (`loaded_at`, `version` and `history` aside).
     pub fn same_contents(&self, other: &Naming) -> bool {
         self.sites == other.sites
@@ -445,7 +472,6 @@ impl Naming {
             && self.containers == other.containers
             && self.http_services == other.http_services
             && self.http_service_by_host == other.http_service_by_host
-            && self.http_service_by_id == other.http_service_by_id
             && self.transport_services == other.transport_services
             && self.external_domains == other.external_domains
     }

@@ -1069,7 +1069,35 @@ fn random_write(rng: &mut rand::rngs::StdRng, n: u32) -> String {
              SELECT id, 'tcp', {} FROM s",
             20_000 + n
         ),
-        17 => format!("UPDATE services SET container_port = {port} WHERE container_id = {ct}"),
+        17 => match n % 4 {
+            0 | 1 => format!("UPDATE services SET container_port = {port} WHERE container_id = {ct}"),
+            // The host index follows renames, moves to another domain, and two services
+            // swapping their names in one statement.
+            2 => format!(
+                "UPDATE http_services SET external_hostname = CASE WHEN service_id % 2 = 0
+                     THEN 'web{n}' ELSE 'app{n}' END, external_domain_id = {}
+                 WHERE service_id IN (SELECT service_id FROM http_services ORDER BY service_id
+                                      LIMIT 1 OFFSET {})",
+                rng.gen_range(1..=3),
+                n % 4
+            ),
+            // One implicit transaction: the unique index is checked per row, so the swap
+            // goes through a temporary name.
+            _ => format!(
+                "CREATE TEMP TABLE pair ON COMMIT DROP AS SELECT service_id, external_hostname,
+                     external_domain_id FROM http_services ORDER BY service_id LIMIT 2;
+                 UPDATE http_services SET external_hostname = 'tmp{n}'
+                     WHERE service_id = (SELECT min(service_id) FROM pair);
+                 UPDATE http_services h SET external_hostname = p.external_hostname,
+                     external_domain_id = p.external_domain_id FROM pair p
+                     WHERE h.service_id = (SELECT max(service_id) FROM pair)
+                       AND p.service_id = (SELECT min(service_id) FROM pair);
+                 UPDATE http_services h SET external_hostname = p.external_hostname,
+                     external_domain_id = p.external_domain_id FROM pair p
+                     WHERE h.service_id = (SELECT min(service_id) FROM pair)
+                       AND p.service_id = (SELECT max(service_id) FROM pair)"
+            ),
+        },
         18 => format!("DELETE FROM services WHERE id IN (SELECT id FROM services WHERE container_id = {ct} LIMIT 1)"),
         19 => format!(
             "INSERT INTO dns_records (site_id, name, type, value) VALUES ({site}, 'r{}', 'TXT', '\"v{n}\"')",

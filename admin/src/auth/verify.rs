@@ -260,11 +260,7 @@ fn target<'a>(snap: &'a Snapshot, headers: &HeaderMap) -> Target<'a> {
         return match id {
             // An id that names no service (deleted since NGINX was configured) admits nobody:
             // what it allowed is no longer known.
-            Some(id) => match naming
-                .http_service_by_id
-                .get(&ServiceId(id))
-                .and_then(|&i| naming.http_services.get(i))
-            {
+            Some(id) => match naming.http_service(ServiceId(id)) {
                 Some(svc) => Target::Service(Some(svc)),
                 None => Target::Unreadable,
             },
@@ -279,12 +275,7 @@ fn target<'a>(snap: &'a Snapshot, headers: &HeaderMap) -> Target<'a> {
             .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
     });
     match host {
-        Some(host) => Target::Service(
-            naming
-                .http_service_by_host
-                .get(&host)
-                .and_then(|&i| naming.http_services.get(i)),
-        ),
+        Some(host) => Target::Service(naming.http_service_at(&host).map(|s| &**s)),
         None => Target::Unreadable,
     }
 }

@@ -216,11 +216,13 @@ pub fn render(
         .http_services
         .iter()
         .filter(|s| ids.contains(&s.container_id))
+        .map(|s| &**s)
         .collect();
     let transport: Vec<&TransportService> = naming
         .transport_services
         .iter()
         .filter(|s| ids.contains(&s.container_id))
+        .map(|s| &**s)
         .collect();
     let used: BTreeSet<_> = http.iter().map(|s| s.external_domain_id).collect();
     let domains: Vec<&ExternalDomain> = naming
@@ -228,6 +230,7 @@ pub fn render(
         .iter()
         .filter(|d| used.contains(&d.id) || d.site_id == Some(site.site.id))
         .filter(|d| safe_name(&d.domain))
+        .map(|d| &**d)
         .collect();
     let ip_of = |cid| {
         naming

@@ -66,12 +66,12 @@ fn world(domains: &[(i64, &str)], services: &[(&str, i64, bool)]) -> (SiteView, 
             created_at: now,
             updated_at: now,
         },
-        nodes: Vec::new(),
-        containers: vec![container.clone()],
-        dns_services: Vec::new(),
-        records: Vec::new(),
+        nodes: imbl::Vector::new(),
+        containers: imbl::vector![container.clone()],
+        dns_services: imbl::Vector::new(),
+        records: imbl::Vector::new(),
     };
-    let external_domains: Vec<ExternalDomain> = domains
+    let external_domains: imbl::Vector<Arc<ExternalDomain>> = domains
         .iter()
         .map(|(id, name)| ExternalDomain {
             id: ExternalDomainId(*id),
@@ -83,8 +83,9 @@ fn world(domains: &[(i64, &str)], services: &[(&str, i64, bool)]) -> (SiteView, 
             site_id: Some(SiteId(1)),
             auth_server: Some("http://127.0.0.1:8080".into()),
         })
+        .map(Arc::new)
         .collect();
-    let http_services: Vec<HttpService> = services
+    let http_services: imbl::Vector<Arc<HttpService>> = services
         .iter()
         .enumerate()
         .map(|(i, (label, domain, auth))| HttpService {
@@ -97,32 +98,23 @@ fn world(domains: &[(i64, &str)], services: &[(&str, i64, bool)]) -> (SiteView, 
             auth_required: *auth,
             allowed_groups: Vec::new(),
         })
+        .map(Arc::new)
         .collect();
-    let http_service_by_host = http_services
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| {
-            let d = domains
-                .iter()
-                .find(|(id, _)| *id == s.external_domain_id.0)?;
-            Some((format!("{}.{}", s.external_hostname, d.1), i))
-        })
-        .collect();
-    let naming = Naming {
+    let mut naming = Naming {
         containers: [(ContainerId(1), container)].into_iter().collect(),
         http_services,
-        http_service_by_host,
-        transport_services: vec![TransportService {
+        transport_services: imbl::vector![Arc::new(TransportService {
             service_id: ServiceId(99),
             container_id: ContainerId(1),
             container_port: 5432,
             protocol: siteward_store::TransportProtocol::Tcp,
             external_port: 5432,
             use_tls: true,
-        }],
+        })],
         external_domains,
         ..Naming::default()
     };
+    naming.index_http_services();
     (site, naming)
 }
 
@@ -216,6 +208,7 @@ fn services_never_replace_the_edges_own_servers() {
             external_port: port,
             use_tls: false,
         })
+        .map(Arc::new)
         .collect();
     let o = RenderOptions {
         https_port: 8443,
