@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use siteward_store::{ContainerId, Naming, NamingDelta, ServiceId, SiteId, SiteView};
+use siteward_store::{find_sorted, ContainerId, Naming, NamingDelta, ServiceId, SiteId, SiteView};
 
 use crate::journal::{self, Delta, Journal};
 use crate::name;
@@ -188,27 +188,22 @@ fn build_site(
     }
 }
 
-/// Row lookups in a view (its lists are in ascending id order).
-fn find<T: Clone, K: Ord>(list: &imbl::Vector<T>, key: K, id: impl Fn(&T) -> K) -> Option<&T> {
-    siteward_store::find_sorted(list, &key, id)
-}
-
 fn hostname(view: &SiteView, id: ContainerId) -> Option<&str> {
-    find(&view.containers, id, |c| c.id).map(|c| c.hostname.as_str())
+    find_sorted(&view.containers, &id, |c| c.id).map(|c| c.hostname.as_str())
 }
 
 /// The record a row puts in the forward zone of `view`.
 fn forward_record(view: &SiteView, c: Contrib, apex: &[u8], ttl: u32) -> Option<Record> {
     match c {
         Contrib::NameServers => None,
-        Contrib::Node(id) => node_record(find(&view.nodes, id, |n| n.id)?, apex, ttl),
-        Contrib::Static(id) => static_record(find(&view.records, id, |r| r.id)?, apex),
+        Contrib::Node(id) => node_record(find_sorted(&view.nodes, &id, |n| n.id)?, apex, ttl),
+        Contrib::Static(id) => static_record(find_sorted(&view.records, &id, |r| r.id)?, apex),
         Contrib::Service(id) => {
-            let svc = find(&view.dns_services, id, |s| s.service_id)?;
+            let svc = find_sorted(&view.dns_services, &id, |s| s.service_id)?;
             service_record(svc, hostname(view, svc.container_id), apex, ttl)
         }
         Contrib::Container(id) => {
-            container_record(find(&view.containers, id, |c| c.id)?, apex, ttl)
+            container_record(find_sorted(&view.containers, &id, |c| c.id)?, apex, ttl)
         }
     }
 }
@@ -223,11 +218,11 @@ fn reverse_record(
 ) -> Option<Record> {
     match c {
         Contrib::Node(id) => {
-            let n = find(&view.nodes, id, |n| n.id)?;
+            let n = find_sorted(&view.nodes, &id, |n| n.id)?;
             ptr_record(n.ipv4_address, &n.name, net, forward, ttl)
         }
         Contrib::Container(id) => {
-            let c = find(&view.containers, id, |c| c.id)?;
+            let c = find_sorted(&view.containers, &id, |c| c.id)?;
             ptr_record(c.ipv4_address, &c.hostname, net, forward, ttl)
         }
         _ => None,
@@ -257,7 +252,7 @@ impl SiteZones {
         }
         for id in &d.services {
             for v in [old, view] {
-                if let Some(s) = find(&v.dns_services, *id, |s| s.service_id) {
+                if let Some(s) = find_sorted(&v.dns_services, id, |s| s.service_id) {
                     if let Some(set) = self.srv_by_container.get_mut(&s.container_id) {
                         set.remove(id);
                         if set.is_empty() {
@@ -266,7 +261,7 @@ impl SiteZones {
                     }
                 }
             }
-            if let Some(s) = find(&view.dns_services, *id, |s| s.service_id) {
+            if let Some(s) = find_sorted(&view.dns_services, id, |s| s.service_id) {
                 self.srv_by_container
                     .entry(s.container_id)
                     .or_default()
