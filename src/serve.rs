@@ -33,23 +33,29 @@ async fn bind_tcp(listen: Listen, name: &str) -> anyhow::Result<Option<TcpListen
     }
 }
 
-/// UDP and TCP on the same port (for port 0, the port UDP got).
+/// UDP and TCP on the same port (for port 0, the port TCP got). TCP is bound first and without
+/// `SO_REUSEPORT`: it is what keeps a second server (or a port-0 bind of another one) off the
+/// port, since the UDP socket allows the per-worker sockets of `siteward_dns::serve` to join.
 async fn bind_dns(listen: Listen) -> anyhow::Result<Option<(UdpSocket, TcpListener)>> {
     let Some(addr) = listen.addr() else {
         return Ok(None);
     };
     let mut last = None;
     for _ in 0..20 {
-        let udp = UdpSocket::bind(addr)
+        let tcp = TcpListener::bind(addr)
             .await
-            .with_context(|| format!("cannot listen for DNS on udp/{addr}"))?;
-        let port = udp.local_addr()?.port();
-        match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
-            Ok(tcp) => return Ok(Some((udp, tcp))),
-            // With port 0, the TCP port may be taken: try another pair.
+            .with_context(|| format!("cannot listen for DNS on tcp/{addr}"))?;
+        let port = tcp.local_addr()?.port();
+        let udp = siteward_dns::bind_udp(SocketAddr::new(addr.ip(), port)).and_then(|s| {
+            s.set_nonblocking(true)?;
+            UdpSocket::from_std(s)
+        });
+        match udp {
+            Ok(udp) => return Ok(Some((udp, tcp))),
+            // With port 0, the UDP port may be taken: try another pair.
             Err(e) if addr.port() == 0 => last = Some(e),
             Err(e) => {
-                return Err(e).with_context(|| format!("cannot listen for DNS on tcp/{addr}"))
+                return Err(e).with_context(|| format!("cannot listen for DNS on udp/{addr}"))
             }
         }
     }

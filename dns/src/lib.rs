@@ -37,7 +37,7 @@ mod patch_tests;
 mod tests;
 
 pub use metrics::Metrics;
-pub use server::{serve, DnsState, Settings};
+pub use server::{bind_udp, serve, DnsState, Settings};
 pub use zone::{ZoneIndex, ZoneSettings};
 
 /// Errors of the dns server.

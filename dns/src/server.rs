@@ -1,5 +1,6 @@
 //! The socket side: [`serve`] runs
-//! - UDP workers: one OS thread per core, each blocking on the shared socket, taking every
+//! - UDP workers: one OS thread per core, each blocking on its own socket (`SO_REUSEPORT`,
+//!   see [`bind_udp`]) or on a shared one, taking every
 //!   datagram waiting (up to a batch) with one `recvmmsg`, answering in place and replying with
 //!   one `sendmmsg` (no task or channel per datagram; the index is re-read only when its
 //!   generation counter moves);
@@ -250,21 +251,13 @@ pub async fn serve(
     }
 
     // UDP workers on their own threads.
-    let std_udp = udp.into_std()?;
-    std_udp.set_nonblocking(false)?;
-    std_udp.set_read_timeout(Some(Duration::from_millis(100)))?;
-    // A large receive buffer absorbs bursts while a worker is descheduled (the kernel caps it at
-    // net.core.rmem_max); failing to enlarge it is not fatal.
-    if let Err(e) = socket2::SockRef::from(&std_udp).set_recv_buffer_size(UDP_RECV_BUFFER) {
-        tracing::debug!(error = %e, "cannot enlarge the UDP receive buffer");
-    }
     let workers = match shared.state.settings.udp_workers {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
+    let sockets = worker_sockets(udp.into_std()?, workers)?;
     let mut threads = Vec::new();
-    for i in 0..workers {
-        let sock = std_udp.try_clone()?;
+    for (i, sock) in sockets.into_iter().enumerate() {
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         let thread = std::thread::Builder::new()
@@ -333,6 +326,64 @@ pub async fn serve(
     .await
     .map_err(|e| Error::Worker(e.to_string()))?;
     joined.map(|_| ())
+}
+
+/// A socket for each of `workers` UDP workers. When `first` was bound with `SO_REUSEPORT` (see
+/// [`bind_udp`]), each worker gets its own socket on the same address, so the kernel spreads
+/// clients over per-worker receive queues (by address and port, as Knot and NSD do) and workers
+/// never contend for one queue's lock; otherwise, or when such a bind fails, they share `first`.
+fn worker_sockets(
+    first: std::net::UdpSocket,
+    workers: usize,
+) -> Result<Vec<std::net::UdpSocket>, Error> {
+    let workers = workers.max(1);
+    let addr = first.local_addr()?;
+    let reuse = socket2::SockRef::from(&first).reuse_port().unwrap_or(false);
+    let mut sockets = Vec::with_capacity(workers);
+    for _ in 1..workers {
+        let own = if reuse {
+            match bind_udp(addr) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::debug!(error = %e, %addr, "UDP workers share one socket");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        sockets.push(match own {
+            Some(s) => s,
+            None => first.try_clone()?,
+        });
+    }
+    sockets.insert(0, first);
+    for s in &sockets {
+        s.set_nonblocking(false)?;
+        // To look at `shutdown` now and then.
+        s.set_read_timeout(Some(Duration::from_millis(100)))?;
+        // A large receive buffer absorbs bursts while a worker is descheduled (the kernel caps
+        // it at net.core.rmem_max); failing to enlarge it is not fatal.
+        if let Err(e) = socket2::SockRef::from(s).set_recv_buffer_size(UDP_RECV_BUFFER) {
+            tracing::debug!(error = %e, "cannot enlarge the UDP receive buffer");
+        }
+    }
+    Ok(sockets)
+}
+
+/// A UDP socket bound to `addr` with `SO_REUSEPORT`, so that [`serve`] can give each worker a
+/// socket of its own on the same port. Only sockets of the same user can join the port (Linux
+/// checks the effective UID), and the DNS TCP listener on the same port is bound without it,
+/// so a second server started on the port still fails to start.
+pub fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    sock.set_reuse_port(true)?;
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
 }
 
 /// Datagrams a UDP worker takes from (and hands to) the kernel per system call.
