@@ -614,3 +614,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The UDP side allows the per-worker sockets to join the port; the TCP side keeps a second
+    /// server off it, on a fixed port and on port 0 alike.
+    #[tokio::test]
+    async fn a_second_server_cannot_take_the_dns_port() -> anyhow::Result<()> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let Some((udp, tcp)) = bind_dns(Listen::On(any)).await? else {
+            anyhow::bail!("DNS was not bound");
+        };
+        let port = udp.local_addr()?.port();
+        assert_eq!(tcp.local_addr()?.port(), port);
+        let same = SocketAddr::from(([127, 0, 0, 1], port));
+        assert!(bind_dns(Listen::On(same)).await.is_err());
+        for _ in 0..50 {
+            if let Some((u, t)) = bind_dns(Listen::On(any)).await? {
+                assert_ne!(u.local_addr()?.port(), port);
+                assert_eq!(u.local_addr()?.port(), t.local_addr()?.port());
+            }
+        }
+        // A worker's socket joins the port.
+        let worker = siteward_dns::bind_udp(same)?;
+        assert_eq!(worker.local_addr()?, same);
+        Ok(())
+    }
+}
